@@ -1,0 +1,848 @@
+/* callpulse floor wallboard.
+ *
+ * One websocket (/ws) feeds snapshots, alerts, acks and snoozes; this script keeps
+ * a small client-side model and patches the DOM in place, keyed by agent_id, team
+ * and alert id, so 200+ tiles updating every second cost little.
+ * No dependencies, no build step: the floor screens are often offline.
+ */
+(function () {
+  "use strict";
+
+  // ---- tunables ------------------------------------------------------------
+  const STALE_AFTER_MS = 5000;        // no snapshot for longer than this = stale
+  const BACKOFF_INITIAL_MS = 500;
+  const BACKOFF_MAX_MS = 10000;
+  const HISTORY_MAX = 15;             // resolved alerts kept in the feed
+  const LOCAL_GRACE_MS = 5000;        // a snapshot built before our ack/snooze must not undo it
+  const GONE_GRACE_MS = 3000;         // an alert missing from a snapshot is resolved after this
+  const ESCALATED_FLASH_MS = 6000;
+  const TOAST_MS = 6000;
+  const GRID_GAP_PX = 10;
+
+  // Tile presets, largest first; the grid uses the largest that fits every agent,
+  // then scales it up to fill the space. Fonts follow through the --s variable.
+  const DENSITIES = [
+    { name: "l", w: 210, h: 168 },
+    { name: "m", w: 160, h: 112 },
+    { name: "s", w: 116, h: 66 },
+    { name: "xs", w: 84, h: 40 },
+  ];
+  const MAX_SCALE = 1.8;
+
+  const KPI_META = {
+    aht_seconds: { label: "AHT", fmt: fmtDuration },
+    fcr: { label: "FCR", fmt: fmtPercent },
+    response_seconds: { label: "Resp", fmt: fmtResponse },
+    connect_rate: { label: "Conn", fmt: fmtPercent },
+    calls_handled: { label: "Calls", fmt: fmtCount },
+    dials: { label: "Dials", fmt: fmtCount },
+    conversion_rate: { label: "Conv", fmt: fmtPercent },
+    csat: { label: "CSAT", fmt: fmtPercent },
+    escalation_rate: { label: "Esc", fmt: fmtPercent },
+  };
+  const TILE_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled", "dials"];
+  const TILE_KPIS_M = ["aht_seconds", "fcr", "calls_handled"];
+  const HEADER_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled"];
+  const STATE_LABELS = { available: "avail", on_call: "on call", wrap: "wrap", break: "break", offline: "offline" };
+  const LEVEL_RANK = { ok: 0, warning: 1, critical: 2 };
+
+  // ---- page parameters -----------------------------------------------------
+  const params = new URLSearchParams(location.search);
+  const teamFilter = params.get("team") || null;
+  const token = params.get("token") || null;
+  let currentWindow = params.get("window") || null;   // null: the server's default
+
+  // ---- model ---------------------------------------------------------------
+  const pageLoadedAt = Date.now();
+  let snapshot = null;
+  let thresholds = {};
+  let skewMs = 0;                     // server clock minus ours, from snapshot as_of
+  let lastFreshAt = 0;                // local ms of the last snapshot
+  const agentTeam = new Map();        // agent_id -> team, from the full snapshot
+  const snoozes = new Map();          // "agent|a0001|aht_seconds" -> {until: ms, localAt: ms}
+  const alerts = new Map();           // id -> {alert, receivedAt, localAckAt, escalatedAt}
+
+  // ---- connection state ----------------------------------------------------
+  let ws = null;
+  let wsGen = 0;                      // bumps on every new socket; stale handlers check it
+  let wsOpen = false;
+  let attempt = 0;
+  let reconnectAt = 0;
+  let reconnectTimer = null;
+  let freshSinceConnect = false;
+
+  // ---- DOM -----------------------------------------------------------------
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    grid: $("agent-grid"), gridEmpty: $("grid-empty"), teams: $("teams"),
+    floorKpis: $("floor-kpis"), scopeLabel: $("scope-label"), asOf: $("as-of"),
+    alertCount: $("alert-count"), alertUnacked: $("alert-unacked"), alertCountBox: $("alert-count-box"),
+    windowSwitch: $("window-switch"), conn: $("conn-status"),
+    stale: $("stale-banner"), staleSince: $("stale-since"), staleDetail: $("stale-detail"),
+    alertList: $("alert-list"), alertHistory: $("alert-history"), alertEmpty: $("alert-empty"),
+    snoozeMinutes: $("snooze-minutes"), toast: $("toast"),
+  };
+  const tiles = new Map();            // agent_id -> {root, refs, cache}
+  const teamCards = new Map();        // team -> {root, refs, cache}
+  const alertEls = new Map();         // id -> {root, refs, cache}
+  let tileOrderKey = "";
+  let teamOrderKey = "";
+  let windowsKey = "";
+
+  // ---- formatting ----------------------------------------------------------
+  const DASH = "\u2013";
+  function isNum(v) { return typeof v === "number" && Number.isFinite(v); }
+  function pad2(n) { return n < 10 ? "0" + n : String(n); }
+
+  function fmtDuration(s) {
+    if (!isNum(s)) return DASH;
+    const total = Math.max(0, Math.round(s));
+    const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), sec = total % 60;
+    return h > 0 ? h + ":" + pad2(m) + ":" + pad2(sec) : m + ":" + pad2(sec);
+  }
+  function fmtPercent(r) {
+    if (!isNum(r)) return DASH;
+    return Math.round(r * 100) + "%";
+  }
+  function fmtResponse(s) {
+    if (!isNum(s)) return DASH;
+    s = Math.max(0, s);
+    if (s < 570) return trim1(s / 60) + "m";         // under 9.5 min: one decimal
+    if (s < 3570) return Math.round(s / 60) + "m";
+    const h = s / 3600;
+    return (h < 9.95 ? trim1(h) : String(Math.round(h))) + "h";
+  }
+  function trim1(x) { const t = x.toFixed(1); return t.endsWith(".0") ? t.slice(0, -2) : t; }
+  function fmtCount(n) { return isNum(n) ? String(Math.round(n)) : DASH; }
+  function fmtGeneric(v) {
+    if (!isNum(v)) return DASH;
+    return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
+  }
+  function fmtKpi(key, v) { const m = KPI_META[key]; return m ? m.fmt(v) : fmtGeneric(v); }
+  function kpiLabel(key) { const m = KPI_META[key]; return m ? m.label : key; }
+  function fmtClock(ms) {
+    if (!isNum(ms)) return DASH;
+    const d = new Date(ms);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
+  }
+  function fmtClockShort(ms) {
+    const d = new Date(ms);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes());
+  }
+  function parseTs(ts) {
+    if (isNum(ts)) return ts * 1000;                 // epoch seconds
+    const t = Date.parse(ts);
+    return Number.isNaN(t) ? NaN : t;
+  }
+  function serverNow() { return Date.now() + skewMs; }
+
+  // ---- small DOM helpers ---------------------------------------------------
+  function h(tag, cls, text) {
+    const n = document.createElement(tag);
+    if (cls) n.className = cls;
+    if (text != null) n.textContent = text;
+    return n;
+  }
+  function setText(node, cache, key, text) {
+    if (cache[key] !== text) { node.textContent = text; cache[key] = text; }
+  }
+  function setClass(node, cache, key, cls) {
+    if (cache[key] !== cls) { node.className = cls; cache[key] = cls; }
+  }
+  function setAttr(node, cache, key, name, value) {
+    if (cache[key] !== value) { node.setAttribute(name, value); cache[key] = value; }
+  }
+
+  // ---- levels and snoozes --------------------------------------------------
+  function snoozeKey(scope, id, kpi) { return scope + "|" + id + "|" + kpi; }
+  function snoozedUntil(scope, id, kpi) {
+    if (id == null) return 0;
+    const s = snoozes.get(snoozeKey(scope, id, kpi));
+    return s && s.until > serverNow() ? s.until : 0;
+  }
+  function addSnooze(scope, id, kpi, untilMs, local) {
+    if (id == null || !kpi || !isNum(untilMs)) return;
+    snoozes.set(snoozeKey(scope, id, kpi), { until: untilMs, localAt: local ? Date.now() : 0, scope, id, kpi });
+  }
+
+  // Level of one KPI: the server's levels map, else inferred from the breach list and
+  // thresholds. Null values and snoozed KPIs are never coloured.
+  function kpiLevel(entity, key, scope, id) {
+    const v = entity.kpis ? entity.kpis[key] : null;
+    if (!isNum(v)) return "ok";
+    if (scope && snoozedUntil(scope, id, key)) return "ok";
+    const lv = entity.levels && entity.levels[key];
+    if (lv === "warning" || lv === "critical") return lv;
+    if (Array.isArray(entity.breaches) && entity.breaches.includes(key)) return inferLevel(key, v);
+    return "ok";
+  }
+  function inferLevel(key, v) {
+    const t = thresholds[key] || {};
+    if (isNum(t.critical_above) && v > t.critical_above) return "critical";
+    if (isNum(t.critical_below) && v < t.critical_below) return "critical";
+    return "warning";
+  }
+  function breachedKeys(entity) {
+    const keys = new Set();
+    if (entity.levels) for (const k of Object.keys(entity.levels)) keys.add(k);
+    if (Array.isArray(entity.breaches)) for (const k of entity.breaches) keys.add(k);
+    return keys;
+  }
+  function worstLevel(entity, scope, id) {
+    let worst = "ok";
+    for (const k of breachedKeys(entity)) {
+      const lv = kpiLevel(entity, k, scope, id);
+      if (LEVEL_RANK[lv] > LEVEL_RANK[worst]) worst = lv;
+    }
+    return worst;
+  }
+
+  // ---- KPI cells (shared by tiles, team cards and the header) ---------------
+  function makeKpiCell(key, cls) {
+    const root = h("div", cls || "kpi");
+    root.dataset.kpi = key;
+    const label = h("span", "kpi-label", kpiLabel(key));
+    const value = h("span", "kpi-value", DASH);
+    root.append(label, value);
+    return { root, value, cache: {} };
+  }
+  function updateKpiCell(cell, base, entity, key, scope, id) {
+    const v = entity.kpis ? entity.kpis[key] : null;
+    const isNull = !isNum(v);
+    const snoozed = !isNull && scope && breachedKeys(entity).has(key) && snoozedUntil(scope, id, key);
+    const lv = kpiLevel(entity, key, scope, id);
+    let cls = base;
+    if (isNull) cls += " is-null";
+    if (lv !== "ok") cls += " lvl-" + lv;
+    if (snoozed) cls += " snoozed";
+    setClass(cell.root, cell.cache, "cls", cls);
+    setText(cell.value, cell.cache, "val", fmtKpi(key, v));
+  }
+
+  // ---- agent tiles ---------------------------------------------------------
+  function makeTile(agentId) {
+    const root = h("div", "tile level-ok");
+    root.dataset.agent = agentId;
+    const head = h("div", "tile-head");
+    const id = h("span", "tile-id", agentId);
+    const glyph = h("span", "tile-glyph");
+    const badge = h("span", "badge");
+    head.append(id, glyph, badge);
+    const kpis = h("div", "tile-kpis");
+    const cells = {};
+    for (const k of TILE_KPIS) {
+      cells[k] = makeKpiCell(k);
+      kpis.append(cells[k].root);
+    }
+    const flags = h("div", "tile-flags");
+    root.append(head, kpis, flags);
+    return { root, refs: { badge, cells, flags, glyph }, cache: {} };
+  }
+
+  function updateTile(t, a) {
+    const c = t.cache;
+    const level = worstLevel(a, "agent", a.agent_id);
+    const state = a.state || "offline";
+    let cls = "tile level-" + level;
+    if (state === "offline") cls += " is-offline";
+    setClass(t.root, c, "cls", cls);
+    setAttr(t.root, c, "lvl", "data-level", level);
+    setAttr(t.root, c, "team", "data-team", a.team || "");
+    setAttr(t.root, c, "title", "title", a.agent_id + (a.team ? " · " + a.team : ""));
+    setText(t.refs.glyph, c, "glyph", level === "critical" ? "!!" : level === "warning" ? "!" : "");
+    setAttr(t.refs.badge, c, "state", "data-state", state);
+    setText(t.refs.badge, c, "stateText", STATE_LABELS[state] || state);
+    for (const k of TILE_KPIS) updateKpiCell(t.refs.cells[k], "kpi", a, k, "agent", a.agent_id);
+    updateFlags(t.refs.flags, c, a, "agent", a.agent_id);
+  }
+
+  // Breached KPIs as short labels, so a small tile (or a KPI without a cell) still
+  // says why it is coloured. CSS hides flags whose cell is visible at that density.
+  function updateFlags(node, cache, entity, scope, id) {
+    const parts = [];
+    for (const k of breachedKeys(entity)) {
+      const v = entity.kpis ? entity.kpis[k] : null;
+      if (!isNum(v)) continue;
+      const snoozed = snoozedUntil(scope, id, k) > 0;
+      const lv = snoozed ? "snoozed" : kpiLevel(entity, k, scope, id);
+      if (lv === "ok") continue;
+      parts.push(k + ":" + lv);
+    }
+    parts.sort();
+    const key = parts.join(",");
+    if (cache.flags === key) return;
+    cache.flags = key;
+    node.textContent = "";
+    for (const p of parts) {
+      const [k, lv] = p.split(":");
+      const f = h("span", "flag flag-" + lv, kpiLabel(k));
+      f.dataset.kpi = k;
+      if (TILE_KPIS.includes(k)) f.classList.add("in-l");
+      if (TILE_KPIS_M.includes(k)) f.classList.add("in-m");
+      node.append(f);
+    }
+  }
+
+  function renderAgents(list) {
+    const seen = new Set();
+    for (const a of list) {
+      if (!a || a.agent_id == null) continue;
+      seen.add(a.agent_id);
+      let t = tiles.get(a.agent_id);
+      if (!t) { t = makeTile(a.agent_id); tiles.set(a.agent_id, t); }
+      updateTile(t, a);
+    }
+    for (const [id, t] of tiles) {
+      if (!seen.has(id)) { t.root.remove(); tiles.delete(id); }
+    }
+    // Reorder only when membership or team changed; most snapshots touch text only.
+    const ordered = list.filter((a) => a && a.agent_id != null).slice().sort(
+      (x, y) => cmp(x.team || "", y.team || "") || cmp(String(x.agent_id), String(y.agent_id)));
+    const key = ordered.map((a) => (a.team || "") + "/" + a.agent_id).join("\n");
+    if (key !== tileOrderKey) {
+      tileOrderKey = key;
+      const frag = document.createDocumentFragment();
+      for (const a of ordered) frag.append(tiles.get(a.agent_id).root);
+      el.grid.append(frag);
+      fitGrid();
+    }
+    el.gridEmpty.hidden = ordered.length > 0;
+    if (!ordered.length) {
+      el.gridEmpty.textContent = teamFilter ? "No agents in team " + teamFilter : "No agents yet";
+    }
+  }
+  function cmp(a, b) { return a < b ? -1 : a > b ? 1 : 0; }
+
+  // Pick the largest tile preset at which every agent fits without scrolling, then
+  // scale it up to use the free space; the smallest preset scrolls if it must.
+  function fitGrid() {
+    const n = tiles.size;
+    const W = el.grid.clientWidth, H = el.grid.clientHeight;
+    if (!n || !W || !H) return;
+    const layout = (w, hgt) => {
+      const cols = Math.max(1, Math.floor((W + GRID_GAP_PX) / (w + GRID_GAP_PX)));
+      const rows = Math.ceil(n / cols);
+      return { cols, rows, fits: rows * (hgt + GRID_GAP_PX) - GRID_GAP_PX <= H };
+    };
+    let chosen = DENSITIES[DENSITIES.length - 1], scale = 1;
+    for (const d of DENSITIES) {
+      if (layout(d.w, d.h).fits) { chosen = d; break; }
+    }
+    if (layout(chosen.w, chosen.h).fits) {
+      let lo = 1, hi = MAX_SCALE;
+      for (let i = 0; i < 12; i++) {
+        const mid = (lo + hi) / 2;
+        if (layout(chosen.w * mid, chosen.h * mid).fits) lo = mid; else hi = mid;
+      }
+      scale = lo;
+    }
+    const lay = layout(chosen.w * scale, chosen.h * scale);
+    // Rows fill the height when there is slack, but never grow beyond the scaled size.
+    const rowH = Math.floor(chosen.h * scale);
+    const g = el.grid;
+    if (g.dataset.density !== chosen.name) g.dataset.density = chosen.name;
+    const cols = "repeat(" + lay.cols + ", minmax(0, 1fr))";
+    if (g.style.gridTemplateColumns !== cols) g.style.gridTemplateColumns = cols;
+    const rows = rowH + "px";
+    if (g.style.gridAutoRows !== rows) g.style.gridAutoRows = rows;
+    g.style.setProperty("--s", scale.toFixed(3));
+  }
+
+  // ---- team cards ----------------------------------------------------------
+  function makeTeamCard(team) {
+    const root = h("div", "team-card level-ok");
+    root.dataset.team = team;
+    const head = h("div", "team-head");
+    const name = h("span", "team-name", team);
+    const count = h("span", "team-count");
+    head.append(name, count);
+    const kpis = h("div", "team-kpis");
+    const cells = {};
+    for (const k of TILE_KPIS) { cells[k] = makeKpiCell(k); kpis.append(cells[k].root); }
+    const flags = h("div", "tile-flags");
+    root.append(head, kpis, flags);
+    return { root, refs: { count, cells, flags }, cache: {} };
+  }
+  function renderTeams(list) {
+    const seen = new Set();
+    for (const tm of list) {
+      if (!tm || tm.team == null) continue;
+      seen.add(tm.team);
+      let c = teamCards.get(tm.team);
+      if (!c) { c = makeTeamCard(tm.team); teamCards.set(tm.team, c); }
+      const level = worstLevel(tm, "team", tm.team);
+      setClass(c.root, c.cache, "cls", "team-card level-" + level);
+      setAttr(c.root, c.cache, "lvl", "data-level", level);
+      setText(c.refs.count, c.cache, "count", isNum(tm.agents) ? tm.agents + (tm.agents === 1 ? " agent" : " agents") : "");
+      for (const k of TILE_KPIS) updateKpiCell(c.refs.cells[k], "kpi", tm, k, "team", tm.team);
+      updateFlags(c.refs.flags, c.cache, tm, "team", tm.team);
+    }
+    for (const [name, c] of teamCards) {
+      if (!seen.has(name)) { c.root.remove(); teamCards.delete(name); }
+    }
+    const names = list.filter((t) => t && t.team != null).map((t) => t.team).sort(cmp);
+    const key = names.join("\n");
+    if (key !== teamOrderKey) {
+      teamOrderKey = key;
+      const frag = document.createDocumentFragment();
+      for (const n of names) frag.append(teamCards.get(n).root);
+      el.teams.append(frag);
+    }
+  }
+
+  // ---- header --------------------------------------------------------------
+  const headerCells = {};
+  for (const node of el.floorKpis.querySelectorAll(".hkpi[data-kpi]")) {
+    headerCells[node.dataset.kpi] = { root: node, value: node.querySelector(".hkpi-value"), cache: {} };
+  }
+  function renderHeader(entity, scope, id) {
+    for (const k of HEADER_KPIS) {
+      const cell = headerCells[k];
+      if (cell) updateKpiCell(cell, "hkpi", entity || { kpis: {} }, k, scope, id);
+    }
+  }
+
+  // ---- window switch -------------------------------------------------------
+  function renderWindowSwitch(windows) {
+    const list = Array.isArray(windows) && windows.length ? windows : currentWindow ? [currentWindow] : [];
+    const key = list.join(",");
+    if (key !== windowsKey) {
+      windowsKey = key;
+      el.windowSwitch.textContent = "";
+      for (const w of list) {
+        const b = h("button", "win-btn", w);
+        b.type = "button";
+        b.dataset.window = w;
+        el.windowSwitch.append(b);
+      }
+    }
+    for (const b of el.windowSwitch.children) {
+      const on = b.dataset.window === currentWindow;
+      b.classList.toggle("active", on);
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+    }
+  }
+  el.windowSwitch.addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-window]");
+    if (!b || b.dataset.window === currentWindow) return;
+    setWindow(b.dataset.window);
+    document.body.classList.add("is-switching");   // old-window numbers until the new snapshot
+    renderWindowSwitch(snapshot && snapshot.windows);
+    connect(true);
+  });
+  function setWindow(w) {
+    currentWindow = w;
+    const p = new URLSearchParams(location.search);
+    if (p.get("window") !== w) {
+      p.set("window", w);
+      history.replaceState(history.state, "", location.pathname + "?" + p.toString() + location.hash);
+    }
+  }
+
+  // ---- alerts --------------------------------------------------------------
+  function alertInView(a) {
+    if (!teamFilter) return true;
+    if (a.scope === "team") return a.team === teamFilter;
+    if (a.scope === "agent") return (a.team || agentTeam.get(a.agent_id)) === teamFilter;
+    return false;                                   // floor alerts stay off a team kiosk
+  }
+  function alertTarget(a) {
+    if (a.scope === "agent") return { scope: "agent", id: a.agent_id };
+    if (a.scope === "team") return { scope: "team", id: a.team };
+    return { scope: "floor", id: null };
+  }
+  function alertTime(rec) {
+    const t = parseTs(rec.alert.ts);
+    return Number.isNaN(t) ? rec.receivedAt : t;
+  }
+
+  function upsertAlert(a, fromSnapshot) {
+    if (!a || a.id == null) return;
+    const now = Date.now();
+    const prev = alerts.get(a.id);
+    const merged = Object.assign({}, prev ? prev.alert : {}, a);
+    if (!merged.status) merged.status = "firing";
+    const rec = prev || { alert: merged, receivedAt: now, localAckAt: 0, escalatedAt: 0 };
+    if (prev && prev.alert.severity && a.severity && prev.alert.severity !== a.severity
+        && LEVEL_RANK[a.severity] > LEVEL_RANK[prev.alert.severity]) {
+      rec.escalatedAt = now;
+    }
+    // A snapshot assembled just before an ack reached the server still says false.
+    if (fromSnapshot && prev && prev.alert.acknowledged && !a.acknowledged && now - rec.localAckAt < LOCAL_GRACE_MS) {
+      merged.acknowledged = true;
+    }
+    if (!fromSnapshot) rec.receivedAt = now;
+    if (prev && prev.alert.status === "resolved" && merged.status !== "resolved") rec.resolvedAt = 0;
+    if (merged.status === "resolved" && !rec.resolvedAt) rec.resolvedAt = now;
+    rec.alert = merged;
+    alerts.set(a.id, rec);
+  }
+
+  function mergeSnapshotAlerts(list, authoritative) {
+    const seen = new Set();
+    for (const a of list || []) { if (a && a.id != null) { seen.add(a.id); upsertAlert(a, true); } }
+    const now = Date.now();
+    for (const rec of alerts.values()) {
+      if (rec.alert.status === "resolved" || seen.has(rec.alert.id)) continue;
+      // A resolve we never saw (e.g. while disconnected): the snapshot no longer lists it.
+      if (authoritative || now - rec.receivedAt > GONE_GRACE_MS) {
+        rec.alert = Object.assign({}, rec.alert, { status: "resolved" });
+        rec.resolvedAt = now;
+      }
+    }
+  }
+
+  function pruneHistory() {
+    const resolved = [...alerts.values()].filter((r) => r.alert.status === "resolved")
+      .sort((x, y) => y.resolvedAt - x.resolvedAt);
+    for (const r of resolved.slice(HISTORY_MAX)) {
+      alerts.delete(r.alert.id);
+      const e = alertEls.get(r.alert.id);
+      if (e) { e.root.remove(); alertEls.delete(r.alert.id); }
+    }
+  }
+
+  function makeAlertItem(id) {
+    const root = h("li", "alert");
+    root.dataset.alertId = id;
+    const main = h("div", "alert-main");
+    const sev = h("span", "alert-sev");
+    const kpi = h("span", "alert-kpi");
+    const scope = h("span", "alert-scope");
+    const time = h("span", "alert-time");
+    main.append(sev, kpi, scope, time);
+    const detail = h("div", "alert-detail");
+    const actions = h("div", "alert-actions");
+    const note = h("span", "alert-note");
+    const ack = h("button", "btn btn-ack", "Acknowledge");
+    ack.type = "button"; ack.dataset.action = "ack";
+    const snooze = h("button", "btn btn-snooze", "Snooze");
+    snooze.type = "button"; snooze.dataset.action = "snooze";
+    actions.append(note, ack, snooze);
+    root.append(main, detail, actions);
+    return { root, refs: { sev, kpi, scope, time, detail, note, ack, snooze }, cache: {} };
+  }
+
+  function updateAlertItem(e, rec) {
+    const a = rec.alert, c = e.cache, r = e.refs;
+    const target = alertTarget(a);
+    const snoozedTill = target.id != null ? snoozedUntil(target.scope, target.id, a.kpi) : 0;
+    const resolved = a.status === "resolved";
+    const sev = a.severity === "critical" ? "critical" : "warning";
+    let cls = "alert severity-" + sev;
+    if (resolved) cls += " resolved";
+    if (a.acknowledged) cls += " acknowledged";
+    if (snoozedTill) cls += " snoozed";
+    if (rec.escalatedAt && Date.now() - rec.escalatedAt < ESCALATED_FLASH_MS && !resolved) cls += " escalated";
+    setClass(e.root, c, "cls", cls);
+    setAttr(e.root, c, "sev", "data-severity", sev);
+    setAttr(e.root, c, "status", "data-status", resolved ? "resolved" : "firing");
+    setText(r.sev, c, "sevText", resolved ? "OK" : sev === "critical" ? "CRIT" : "WARN");
+    setText(r.kpi, c, "kpi", kpiLabel(a.kpi));
+    let who = "floor";
+    if (a.scope === "agent") {
+      const team = a.team || agentTeam.get(a.agent_id);
+      who = a.agent_id + (team && !teamFilter ? " · " + team : "");
+    } else if (a.scope === "team") who = "team " + a.team;
+    setText(r.scope, c, "scope", who);
+    setText(r.time, c, "time", fmtClock(alertTime(rec)));
+    let detail = fmtKpi(a.kpi, a.value);
+    if (isNum(a.value) && isNum(a.threshold)) {
+      detail += (a.value >= a.threshold ? " above " : " below ") + fmtKpi(a.kpi, a.threshold);
+    }
+    if (a.window) detail += " · " + a.window;
+    if (resolved) detail = "resolved " + fmtClock(rec.resolvedAt) + " · was " + detail;
+    setText(r.detail, c, "detail", detail);
+    let note = "";
+    if (snoozedTill) note = "snoozed till " + fmtClockShort(snoozedTill - skewMs);
+    else if (a.acknowledged) note = "acknowledged";
+    setText(r.note, c, "note", note);
+    const ackDisabled = !!a.acknowledged || resolved;
+    if (c.ackDis !== ackDisabled) { r.ack.disabled = ackDisabled; c.ackDis = ackDisabled; }
+    setText(r.ack, c, "ackText", a.acknowledged ? "Acked" : "Acknowledge");
+    // The protocol snoozes an agent or a team; a floor alert has nothing to snooze.
+    const snoozeDisabled = target.id == null || resolved;
+    if (c.snzDis !== snoozeDisabled) {
+      r.snooze.disabled = snoozeDisabled;
+      r.snooze.title = target.id == null ? "floor alerts cannot be snoozed" : "";
+      c.snzDis = snoozeDisabled;
+    }
+  }
+
+  function renderAlerts() {
+    pruneHistory();
+    const active = [], resolved = [];
+    for (const rec of alerts.values()) {
+      if (!alertInView(rec.alert)) {
+        const e = alertEls.get(rec.alert.id);
+        if (e) { e.root.remove(); alertEls.delete(rec.alert.id); }
+        continue;
+      }
+      (rec.alert.status === "resolved" ? resolved : active).push(rec);
+    }
+    active.sort((x, y) => alertTime(y) - alertTime(x) || cmp(String(y.alert.id), String(x.alert.id)));
+    resolved.sort((x, y) => y.resolvedAt - x.resolvedAt);
+    placeAlerts(el.alertList, active);
+    placeAlerts(el.alertHistory, resolved);
+    el.alertEmpty.hidden = active.length > 0;
+
+    const unacked = active.filter((r) => !r.alert.acknowledged);
+    const critical = unacked.some((r) => r.alert.severity === "critical");
+    setText(el.alertCount, headerCache, "count", String(active.length));
+    setText(el.alertUnacked, headerCache, "unacked",
+      active.length ? (unacked.length ? unacked.length + " unacked" : "all acked") : "");
+    const lvl = critical ? "critical" : unacked.length ? "warning" : "ok";
+    setAttr(el.alertCountBox, headerCache, "alvl", "data-level", lvl);
+  }
+  const headerCache = {};
+
+  function placeAlerts(list, recs) {
+    let prev = null;
+    for (const rec of recs) {
+      let e = alertEls.get(rec.alert.id);
+      if (!e) { e = makeAlertItem(rec.alert.id); alertEls.set(rec.alert.id, e); }
+      updateAlertItem(e, rec);
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (e.root !== want || e.root.parentNode !== list) list.insertBefore(e.root, want);
+      prev = e.root;
+    }
+    // Anything after the last placed item no longer belongs in this list.
+    while (prev ? prev.nextSibling : list.firstChild) {
+      (prev ? prev.nextSibling : list.firstChild).remove();
+    }
+  }
+
+  function onFeedClick(ev) {
+    const b = ev.target.closest("button[data-action]");
+    if (!b || b.disabled) return;
+    const item = b.closest("[data-alert-id]");
+    const rec = item && alerts.get(item.dataset.alertId);
+    if (!rec) return;
+    const a = rec.alert;
+    if (b.dataset.action === "ack") {
+      if (!send({ type: "ack", id: a.id })) return;
+      rec.alert = Object.assign({}, a, { acknowledged: true });
+      rec.localAckAt = Date.now();
+    } else if (b.dataset.action === "snooze") {
+      const t = alertTarget(a);
+      if (t.id == null) return;
+      const minutes = parseInt(el.snoozeMinutes.value, 10) || 15;
+      const msg = { type: "snooze", kpi: a.kpi, minutes };
+      msg[t.scope === "agent" ? "agent_id" : "team"] = t.id;
+      if (!send(msg)) return;
+      addSnooze(t.scope, t.id, a.kpi, serverNow() + minutes * 60000, true);
+    }
+    scheduleRender();
+  }
+  el.alertList.addEventListener("click", onFeedClick);
+
+  // ---- messages ------------------------------------------------------------
+  function onSnapshot(msg) {
+    const now = Date.now();
+    const asOf = parseTs(msg.as_of);
+    if (!Number.isNaN(asOf)) skewMs = asOf - now;
+    snapshot = msg;
+    lastFreshAt = now;
+    attempt = 0;                                   // a real snapshot, not just an open socket
+    if (msg.window && msg.window !== currentWindow) setWindow(msg.window);
+    document.body.classList.remove("is-switching");
+    if (msg.thresholds && typeof msg.thresholds === "object") thresholds = msg.thresholds;
+    agentTeam.clear();
+    for (const a of msg.agents || []) if (a && a.agent_id != null) agentTeam.set(a.agent_id, a.team);
+
+    if (Array.isArray(msg.snoozes)) {
+      // The snapshot is the server's truth; keep only our very recent local ones beside it.
+      for (const [k, s] of snoozes) if (!(s.localAt && now - s.localAt < LOCAL_GRACE_MS)) snoozes.delete(k);
+      for (const s of msg.snoozes) {
+        if (!s) continue;
+        const scope = s.agent_id != null ? "agent" : "team";
+        addSnooze(scope, s.agent_id != null ? s.agent_id : s.team, s.kpi, parseTs(s.until), false);
+      }
+    }
+    mergeSnapshotAlerts(msg.alerts, !freshSinceConnect);
+    freshSinceConnect = true;
+    scheduleRender();
+    updateStale();
+  }
+
+  function onMessage(data) {
+    let msg;
+    try { msg = JSON.parse(data); } catch (_) { return; }
+    if (!msg || typeof msg !== "object") return;
+    switch (msg.type) {
+      case "snapshot": onSnapshot(msg); break;
+      case "alert": upsertAlert(msg, false); scheduleRender(); break;
+      case "ack": {
+        const rec = alerts.get(msg.id);
+        if (rec) {
+          rec.alert = Object.assign({}, rec.alert, { acknowledged: msg.acknowledged !== false });
+          rec.localAckAt = Date.now();
+          scheduleRender();
+        }
+        break;
+      }
+      case "snooze": {
+        const scope = msg.agent_id != null ? "agent" : "team";
+        addSnooze(scope, msg.agent_id != null ? msg.agent_id : msg.team, msg.kpi, parseTs(msg.until), true);
+        scheduleRender();
+        break;
+      }
+      case "error": toast(msg.message || "server error"); break;
+      default: break;                              // pings and unknown types are invisible
+    }
+  }
+
+  // ---- render scheduling ---------------------------------------------------
+  let renderPending = false;
+  function scheduleRender() {
+    if (renderPending) return;
+    renderPending = true;
+    // rAF batches bursts; the timeout keeps a hidden or throttled tab current too.
+    const run = () => { if (renderPending) { renderPending = false; render(); } };
+    requestAnimationFrame(run);
+    setTimeout(run, 150);
+  }
+
+  function render() {
+    if (snapshot) {
+      const agents = (snapshot.agents || []).filter((a) => !teamFilter || (a && a.team === teamFilter));
+      renderAgents(agents);
+      const teams = snapshot.teams || [];
+      if (teamFilter) {
+        const mine = teams.find((t) => t && t.team === teamFilter);
+        renderTeams([]);
+        renderHeader(mine, "team", teamFilter);
+      } else {
+        renderTeams(teams);
+        renderHeader(snapshot.floor, null, null);
+      }
+      const asOf = parseTs(snapshot.as_of);
+      setText(el.asOf, headerCache, "asof", Number.isNaN(asOf) ? DASH : fmtClock(asOf - skewMs));
+    }
+    renderWindowSwitch(snapshot && snapshot.windows);
+    renderAlerts();
+  }
+
+  // ---- staleness and status ------------------------------------------------
+  function updateStale() {
+    const now = Date.now();
+    const had = lastFreshAt > 0;
+    const since = had ? lastFreshAt : pageLoadedAt;
+    // An unexpected close is stale at once; a deliberate reconnect (window switch) only by time.
+    const stale = now - since > STALE_AFTER_MS || (!wsOpen && had && reconnectAt > 0);
+    if (el.stale.hidden === stale) el.stale.hidden = !stale;
+    document.body.classList.toggle("is-stale", stale);
+    if (!stale) return;
+    el.staleSince.textContent = fmtClock(since);
+    let detail;
+    if (wsOpen) detail = had ? "no update for " + Math.round((now - since) / 1000) + " s" : "connected, waiting for data";
+    else if (reconnectAt) detail = "connection lost · retrying in " + Math.max(0, Math.ceil((reconnectAt - now) / 1000)) + " s";
+    else detail = "connecting…";
+    if (el.staleDetail.textContent !== detail) el.staleDetail.textContent = detail;
+  }
+
+  function setConn(state, text) {
+    if (el.conn.dataset.state !== state) el.conn.dataset.state = state;
+    if (el.conn.textContent !== text) el.conn.textContent = text;
+  }
+  function updateConn() {
+    if (wsOpen) setConn("open", "live");
+    else if (reconnectAt) setConn("reconnecting", "retry in " + Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000)) + " s");
+    else setConn("connecting", "connecting…");
+  }
+
+  let toastTimer = null;
+  function toast(text) {
+    el.toast.textContent = String(text);
+    el.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { el.toast.hidden = true; }, TOAST_MS);
+  }
+
+  // ---- websocket -----------------------------------------------------------
+  function wsUrl() {
+    const u = new URL("ws", location.href);        // relative: honours a path prefix
+    u.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    u.search = "";
+    u.hash = "";
+    if (currentWindow) u.searchParams.set("window", currentWindow);
+    if (token) u.searchParams.set("token", token);
+    return u.toString();
+  }
+
+  function send(obj) {
+    if (!ws || !wsOpen) { toast("Not connected — try again when the board is live"); return false; }
+    try { ws.send(JSON.stringify(obj)); return true; } catch (_) { toast("Send failed"); return false; }
+  }
+
+  function connect(immediate) {
+    clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    reconnectAt = 0;
+    if (immediate) attempt = 0;
+    const gen = ++wsGen;
+    if (ws) {
+      const old = ws;
+      ws = null;
+      try { old.close(1000, "reconnect"); } catch (_) { /* already closed */ }
+    }
+    wsOpen = false;
+    freshSinceConnect = false;
+    updateConn();
+    let sock;
+    try { sock = new WebSocket(wsUrl()); } catch (err) { scheduleReconnect(gen); return; }
+    ws = sock;
+    sock.onopen = () => { if (gen === wsGen) { wsOpen = true; updateConn(); updateStale(); } };
+    sock.onmessage = (ev) => { if (gen === wsGen) onMessage(ev.data); };
+    sock.onclose = () => {
+      if (gen !== wsGen) return;
+      wsOpen = false;
+      ws = null;
+      scheduleReconnect(gen);
+    };
+    sock.onerror = () => { /* onclose follows and reconnects */ };
+  }
+
+  function scheduleReconnect(gen) {
+    if (gen !== wsGen) return;
+    // 0.5 s doubling to 10 s, "equal jitter" so a floor of screens doesn't reconnect in step.
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * Math.pow(2, attempt));
+    const delay = cap / 2 + Math.random() * (cap / 2);
+    attempt = Math.min(attempt + 1, 30);
+    reconnectAt = Date.now() + delay;
+    reconnectTimer = setTimeout(() => { if (gen === wsGen) connect(false); }, delay);
+    updateConn();
+    updateStale();
+  }
+
+  // ---- clock: staleness, countdowns, snooze expiry ---------------------------
+  let lastSnoozeCheck = "";
+  setInterval(() => {
+    updateStale();
+    updateConn();
+    const now = serverNow();
+    let active = "";
+    for (const [k, s] of snoozes) {
+      if (s.until <= now) snoozes.delete(k); else active += k + ";";
+    }
+    const escalating = [...alerts.values()].some((r) => r.escalatedAt && Date.now() - r.escalatedAt < ESCALATED_FLASH_MS + 1000);
+    if (active !== lastSnoozeCheck || escalating) { lastSnoozeCheck = active; scheduleRender(); }
+  }, 1000);
+
+  window.addEventListener("resize", fitGrid);
+  if (typeof ResizeObserver === "function") new ResizeObserver(() => fitGrid()).observe(el.grid);
+
+  if (teamFilter) {
+    el.scopeLabel.textContent = "Team " + teamFilter;
+    document.body.classList.add("team-kiosk");
+  }
+  renderWindowSwitch(null);
+  updateStale();
+  connect(true);
+
+  // Read-only hooks for debugging from the console and for tests.
+  window.callpulseWallboard = {
+    format: { duration: fmtDuration, percent: fmtPercent, response: fmtResponse, kpi: fmtKpi },
+    state: () => ({ window: currentWindow, team: teamFilter, connected: wsOpen, lastFreshAt, alerts: alerts.size, agents: tiles.size }),
+  };
+})();

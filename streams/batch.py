@@ -1,0 +1,201 @@
+"""Plan a batch: turn validated events plus the customer/ticket states they touch into one store write.
+
+Pure: no Redis, no clock. The plan is what `store.WindowStore.apply` sends to Redis in a single
+atomic script, so an event's dedupe mark, its counter deltas and any state change land together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams import kpis
+from streams import windows as w
+from streams.events import Event
+
+LAG_BOUNDS_S: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass(frozen=True)
+class Params:
+    """The store layout and retention a plan needs; built from Settings once."""
+
+    ns: str
+    longest_ms: int
+    repeat_ms: int
+
+    @property
+    def dedupe_ttl_s(self) -> int:
+        """An event id is remembered until the event would be late anyway (plus the future allowance)."""
+        return self.longest_ms // 1000 + 900
+
+    @property
+    def bucket_ttl_s(self) -> int:
+        """A chunk lives until its last bucket has left the longest window."""
+        return self.longest_ms // 1000 + 1200
+
+    @property
+    def state_ttl_s(self) -> int:
+        """Customer and ticket states cover the repeat window behind the longest window."""
+        return (self.longest_ms + self.repeat_ms) // 1000 + 1200
+
+
+@dataclass(slots=True)
+class Item:
+    """One message of a batch after decoding: an Event, or None when invalid (then `dedupe_key` is its offset)."""
+
+    topic: str
+    event: Event | None
+    dedupe_key: str
+    result: str  # ok | late | invalid
+
+
+@dataclass
+class Plan:
+    """The payload for the store's apply script and what it changes."""
+
+    payload: dict[str, Any]
+    new_states: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    agents: set[str] = field(default_factory=set)
+
+
+def customer_key(ns: str, customer_id: str) -> str:
+    """Redis key of a customer's call history (FCR)."""
+    return f"{ns}s:c:{customer_id}"
+
+
+def ticket_key(ns: str, ticket_id: str) -> str:
+    """Redis key of a ticket's creation/first reply (response time)."""
+    return f"{ns}s:t:{ticket_id}"
+
+
+def chunk_key(ns: str, agent: str, chunk: int) -> str:
+    """Redis key of one agent's chunk of buckets."""
+    return f"{ns}b:{agent}:{chunk}"
+
+
+def meta_key(ns: str, agent: str) -> str:
+    """Redis key of an agent's team and state (latest by ts)."""
+    return f"{ns}m:{agent}"
+
+
+def classify(event: Event, now_ms: int, longest_ms: int) -> str:
+    """'late' for events older than the longest window, else 'ok'."""
+    return "late" if event.ts_ms <= now_ms - longest_ms else "ok"
+
+
+def state_keys(items: Sequence[Item], ns: str) -> set[str]:
+    """The customer and ticket state keys a batch reads and may write."""
+    keys: set[str] = set()
+    for it in items:
+        e = it.event
+        if e is None or it.result != "ok":
+            continue
+        if kpis.is_fcr_call(e):
+            keys.add(customer_key(ns, e.customer_id))  # type: ignore[arg-type]
+        elif e.type in ("ticket.created", "ticket.replied"):
+            keys.add(ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
+    return keys
+
+
+def _ops(ns: str, deltas: Sequence[kpis.Delta], into: list[Any]) -> None:
+    for agent, b, fld, d in deltas:
+        chunk = w.chunk_of(b)
+        into.extend((chunk_key(ns, agent, chunk), b - chunk * w.CHUNK_BUCKETS, fld, d))
+
+
+def order_key(e: Event) -> str:
+    """Total order of an agent's events by (ts, event_id), as a string Redis can compare."""
+    return f"{e.ts_ms:015d}|{e.event_id}"
+
+
+def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: int, params: Params) -> Plan:
+    """Build the store write for a batch; `states` maps every key of `state_keys` to (version, decoded state)."""
+    ns = params.ns
+    live_from = now_ms - params.longest_ms - 60_000
+    keep_from = live_from - params.repeat_ms
+    guarded: list[list[Any]] = []
+    unguarded: list[Any] = []
+    calls_by_key: dict[str, list[kpis.Call]] = defaultdict(list)
+    tickets_by_key: dict[str, list[Event]] = defaultdict(list)
+    meta: dict[tuple[str, str], tuple[str, str]] = {}
+    last_ts: dict[str, int] = {}
+    for it in items:
+        e = it.event
+        ops: list[Any] = []
+        if e is not None and it.result == "ok":
+            _ops(ns, kpis.event_deltas(e), ops)
+            if kpis.is_fcr_call(e):
+                key = customer_key(ns, e.customer_id)  # type: ignore[arg-type]
+                calls_by_key[key].append(kpis.Call(e.ts_ms, e.event_id, e.agent_id, e.resolved))  # type: ignore[arg-type]
+            elif e.type in ("ticket.created", "ticket.replied"):
+                tickets_by_key[ticket_key(ns, e.ticket_id)].append(e)  # type: ignore[arg-type]
+            if e.agent_id is not None:
+                agent = e.agent_id
+                if last_ts.get(agent, -1) < e.ts_ms:
+                    last_ts[agent] = e.ts_ms
+                order = order_key(e)
+                if e.team is not None:
+                    prev = meta.get((agent, "team"))
+                    if prev is None or prev[0] < order:
+                        meta[(agent, "team")] = (order, e.team)
+                if e.state is not None:
+                    prev = meta.get((agent, "state"))
+                    if prev is None or prev[0] < order:
+                        meta[(agent, "state")] = (order, e.state)
+        guarded.append([it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops])
+    new_states: dict[str, tuple[int, Any]] = {}
+    state_writes: list[list[Any]] = []
+    for key, calls in calls_by_key.items():
+        version, old = states.get(key, (0, []))
+        new = kpis.merge_calls(old, calls, keep_from)
+        if new == old:
+            continue
+        _ops(ns, kpis.fcr_deltas(old, new, params.repeat_ms, live_from), unguarded)
+        new_states[key] = (version + 1, new)
+        value = f"{version + 1}|".encode() + kpis.encode_calls(new) if new else b""
+        state_writes.append([key, version, value.decode()])
+    for key, events in tickets_by_key.items():
+        version, old_t = states.get(key, (0, kpis.Ticket()))
+        new_t = kpis.merge_ticket(old_t, events)
+        if new_t == old_t:
+            continue
+        _ops(ns, kpis.ticket_deltas(old_t, new_t, live_from), unguarded)
+        new_states[key] = (version + 1, new_t)
+        state_writes.append([key, version, f"{version + 1}|" + kpis.encode_ticket(new_t).decode()])
+    meta_ops = [
+        [meta_key(ns, agent), "tk" if kind == "team" else "sk", kind, order, value]
+        for (agent, kind), (order, value) in meta.items()
+    ]
+    agents_flat: list[Any] = []
+    for agent, ts in last_ts.items():
+        agents_flat.extend((agent, ts))
+    payload = {
+        "ns": ns,
+        "g": guarded,
+        "s": state_writes,
+        "u": unguarded,
+        "m": meta_ops,
+        "a": agents_flat,
+        "te": params.dedupe_ttl_s,
+        "tb": params.bucket_ttl_s,
+        "ts": params.state_ttl_s,
+        "tm": params.bucket_ttl_s,
+        "pa": now_ms - params.longest_ms - 1_200_000,
+        "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
+    }
+    return Plan(payload, new_states, set(last_ts))
+
+
+def decode_state(ns: str, key: str, raw: bytes | str | None) -> tuple[int, Any]:
+    """Parse a stored 'version|json' state value for a customer or ticket key."""
+    is_customer = key.startswith(f"{ns}s:c:")
+    if not raw:
+        return (0, [] if is_customer else kpis.Ticket())
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    version, _, body = text.partition("|")
+    if is_customer:
+        return int(version), kpis.decode_calls(body)
+    return int(version), kpis.decode_ticket(body)

@@ -1,0 +1,185 @@
+"""Process a batch of raw Kafka records: decode, dead-letter the bad ones, plan, apply atomically.
+
+Shared by the Faust agents and the replay path, so both produce identical windows. The
+caller acks offsets only after `process` returns: by then every record is either applied in
+Redis or in the deadletter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.exceptions
+
+from callpulse.exceptions import InvalidEvent
+from callpulse.settings import Settings
+from streams import batch, events
+from streams.store import WindowStore
+
+log = logging.getLogger("callpulse.worker")
+
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+
+
+@dataclass(slots=True)
+class Record:
+    """One Kafka message as the worker saw it; `topic` is the base name ('calls' or 'tickets')."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class Outcome:
+    """What a processed batch did."""
+
+    ok: int = 0
+    late: int = 0
+    invalid: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    agents: set[str] = field(default_factory=set)
+    conflicts: int = 0
+
+
+DeadLetterSink = Callable[[Sequence[tuple[Record, str]]], Awaitable[None]]
+
+
+def deadletter_value(record: Record, reason: str, *, source_topic: str) -> bytes:
+    """The JSON a dead-lettered message carries: the reason, where it came from, and the original bytes."""
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "source": {"topic": source_topic, "partition": record.partition, "offset": record.offset},
+            "key_b64": base64.b64encode(record.key).decode() if record.key is not None else None,
+            "value_b64": base64.b64encode(record.value).decode() if record.value is not None else None,
+        }
+    )
+
+
+def params_for(settings: Settings) -> batch.Params:
+    """Store layout and retention from settings."""
+    from streams.store import namespace
+
+    return batch.Params(
+        ns=namespace(settings.topic_prefix),
+        longest_ms=settings.longest_window_s * 1000,
+        repeat_ms=settings.repeat_window_s * 1000,
+    )
+
+
+class Processor:
+    """Turns batches of records into one atomic store write each; retries Redis until it answers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: WindowStore,
+        deadletter: DeadLetterSink,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache_size: int = 200_000,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.deadletter = deadletter
+        self.clock = clock
+        self.params = params_for(settings)
+        self._cache: dict[str, tuple[int, Any]] = {}
+        self._cache_size = cache_size
+        self.redis_down_since: float | None = None
+
+    def decode(self, records: Sequence[Record], now_ms: int) -> tuple[list[batch.Item], list[tuple[Record, str]]]:
+        """Validate each record; invalid ones become dead letters (their dedupe key is their offset)."""
+        items: list[batch.Item] = []
+        dead: list[tuple[Record, str]] = []
+        max_future_ms = self.settings.max_future_s * 1000
+        longest_ms = self.params.longest_ms
+        ns = self.params.ns
+        for r in records:
+            try:
+                e = events.decode(r.value, topic=r.topic, now_ms=now_ms, max_future_ms=max_future_ms)
+            except InvalidEvent as exc:
+                dead.append((r, str(exc)))
+                items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
+                continue
+            except Exception as exc:  # a bug must not stop the floor: dead-letter the record and say so
+                log.exception("error decoding %s[%d]@%d", r.topic, r.partition, r.offset)
+                dead.append((r, f"internal error decoding event: {exc!r}"))
+                items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
+                continue
+            items.append(batch.Item(r.topic, e, f"{ns}e:{e.event_id}", batch.classify(e, now_ms, longest_ms)))
+        return items, dead
+
+    async def process(self, records: Sequence[Record]) -> Outcome:
+        """Apply a batch; returns only once it is in Redis (retrying while Redis is away)."""
+        now_ms = int(self.clock() * 1000)
+        items, dead = self.decode(records, now_ms)
+        if dead:
+            for r, reason in dead:
+                log.warning("dead-lettered %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+            await self._retry(lambda: self.deadletter(dead), "deadletter topic")
+        out = Outcome(invalid=len(dead))
+        for it in items:
+            if it.result == "ok":
+                out.ok += 1
+            elif it.result == "late":
+                out.late += 1
+        keys = batch.state_keys(items, self.params.ns)
+        states = {k: self._cache[k] for k in keys if k in self._cache}
+        for attempt in range(20):
+            p = batch.plan(items, states, now_ms, self.params)
+            result = await self._retry(lambda p=p: self.store.apply(p.payload), "Redis")
+            if result.ok:
+                self._remember(p.new_states)
+                out.applied, out.duplicates, out.agents = result.applied, result.duplicates, p.agents
+                return out
+            out.conflicts += 1
+            for key, raw in result.conflicts.items():
+                states[key] = batch.decode_state(self.params.ns, key, raw or None)
+            if attempt >= 2:
+                fresh = await self._retry(lambda: self.store.read_states(keys), "Redis")
+                states = {k: batch.decode_state(self.params.ns, k, v) for k, v in fresh.items()}
+        raise RuntimeError("customer/ticket state kept changing under this worker for 20 attempts")
+
+    def forget(self) -> None:
+        """Drop cached states (after Redis lost its data, say)."""
+        self._cache.clear()
+
+    def _remember(self, new_states: dict[str, tuple[int, Any]]) -> None:
+        if len(self._cache) + len(new_states) > self._cache_size:
+            for key in list(self._cache)[: self._cache_size // 2]:
+                del self._cache[key]
+        self._cache.update(new_states)
+
+    async def _retry(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                result = await call()
+            except redis.exceptions.NoScriptError:
+                continue
+            except Exception as exc:
+                if what == "Redis" and not isinstance(exc, REDIS_ERRORS + (OSError, redis.exceptions.ResponseError)):
+                    raise
+                if self.redis_down_since is None and what == "Redis":
+                    self.redis_down_since = self.clock()
+                log.error("%s unavailable (%s); retrying in %.1f s, offsets held back", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if what == "Redis" and self.redis_down_since is not None:
+                log.warning("Redis is back after %.1f s", self.clock() - self.redis_down_since)
+                self.redis_down_since = None
+                self.forget()
+            return result

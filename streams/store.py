@@ -1,0 +1,216 @@
+"""The Redis window store: one atomic, idempotent write per batch, pipelined window reads.
+
+Key layout (all under a namespace `cp:<topic prefix>`):
+  b:<agent>:<chunk>  hash of bucket counters (`<field>.<offset>`) and chunk totals (`<field>`)
+  e:<event_id>       dedupe mark, expires once the event would be late anyway
+  s:c:<customer>     'version|json' call history for FCR;  s:t:<ticket> the same for response time
+  m:<agent>          team and state, each kept with the (ts, event_id) that set it
+  agents             sorted set: agent -> latest event ts (who is on the floor)
+  stats              event counters by topic|result and the event-lag histogram
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from streams import windows as w
+from streams.batch import LAG_BOUNDS_S
+
+APPLY_LUA = r"""
+local p = cjson.decode(ARGV[1])
+local ns = p.ns
+local conflicts = {}
+for _, s in ipairs(p.s) do
+  local cur = redis.call('GET', s[1])
+  local v = 0
+  if cur then v = tonumber(string.match(cur, '^(%d+)|')) or 0 end
+  if v ~= s[2] then
+    conflicts[#conflicts + 1] = s[1]
+    conflicts[#conflicts + 1] = cur or ''
+  end
+end
+if #conflicts > 0 then return {0, conflicts} end
+local touched = {}
+local function apply(ops)
+  for i = 1, #ops, 4 do
+    local k = ops[i]
+    redis.call('HINCRBY', k, ops[i + 2] .. '.' .. ops[i + 1], ops[i + 3])
+    redis.call('HINCRBY', k, ops[i + 2], ops[i + 3])
+    touched[k] = true
+  end
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stats = {}
+local lag = {}
+local lag_sum, lag_n = 0, 0
+local bounds = p.lb
+local applied, dups = 0, 0
+for _, g in ipairs(p.g) do
+  if redis.call('SET', g[1], '1', 'NX', 'EX', p.te) then
+    apply(g[5])
+    local f = g[2] .. '|' .. g[3]
+    stats[f] = (stats[f] or 0) + 1
+    if g[3] == 'ok' then
+      applied = applied + 1
+      local l = now_ms - g[4]
+      if l < 0 then l = 0 end
+      local i = #bounds + 1
+      for j = 1, #bounds do
+        if l <= bounds[j] then i = j break end
+      end
+      lag[i] = (lag[i] or 0) + 1
+      lag_sum = lag_sum + l
+      lag_n = lag_n + 1
+    end
+  elseif g[3] ~= 'invalid' then
+    local f = g[2] .. '|duplicate'
+    stats[f] = (stats[f] or 0) + 1
+    dups = dups + 1
+  end
+end
+apply(p.u)
+for _, s in ipairs(p.s) do
+  if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', p.ts) end
+end
+for _, m in ipairs(p.m) do
+  local cur = redis.call('HGET', m[1], m[2])
+  if (not cur) or cur < m[4] then redis.call('HSET', m[1], m[2], m[4], m[3], m[5]) end
+  redis.call('EXPIRE', m[1], p.tm)
+end
+for i = 1, #p.a, 2 do
+  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], p.a[i])
+end
+if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
+for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
+local sk = ns .. 'stats'
+for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
+for i, n in pairs(lag) do redis.call('HINCRBY', sk, 'lag|' .. i, n) end
+if lag_n > 0 then
+  redis.call('HINCRBY', sk, 'lag|n', lag_n)
+  redis.call('HINCRBY', sk, 'lag|sum_ms', lag_sum)
+end
+local seq = redis.call('INCR', ns .. 'seq')
+if applied > 0 or next(p.u) ~= nil then redis.call('PUBLISH', ns .. 'changed', seq) end
+return {1, applied, dups}
+"""
+
+
+@dataclass
+class ApplyResult:
+    """What one apply did: ok=False means state conflicts (key -> current raw value), nothing written."""
+
+    ok: bool
+    applied: int = 0
+    duplicates: int = 0
+    conflicts: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AgentWindows:
+    """One agent as read from the store: team, state and counter sums per window (seconds -> sums)."""
+
+    agent_id: str
+    team: str | None
+    state: str | None
+    last_ts_ms: int
+    sums: dict[int, w.Sums]
+
+
+def namespace(topic_prefix: str) -> str:
+    """The Redis key namespace for a deployment (topic prefixes keep test runs apart)."""
+    return f"cp:{topic_prefix}"
+
+
+class WindowStore:
+    """Redis access for windows, states and stats; the client is injected."""
+
+    def __init__(self, client: aioredis.Redis, ns: str) -> None:
+        self.client = client
+        self.ns = ns
+        self._apply = client.register_script(APPLY_LUA)
+
+    async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
+        """Current raw values of customer/ticket state keys (None when absent)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        values = await self.client.mget(keys)
+        return dict(zip(keys, values, strict=True))
+
+    async def apply(self, payload: Mapping[str, Any]) -> ApplyResult:
+        """Run one batch's plan atomically; on a state conflict nothing is written."""
+        raw = await self._apply(args=[orjson.dumps(payload)])
+        if int(raw[0]) == 0:
+            flat = raw[1]
+            conflicts = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+            return ApplyResult(False, conflicts=conflicts)
+        return ApplyResult(True, int(raw[1]), int(raw[2]))
+
+    async def active_agents(self, now_ms: int, window_s: int) -> dict[str, int]:
+        """Agents with an event in the window ending now -> their latest event ts."""
+        rows = await self.client.zrangebyscore(
+            f"{self.ns}agents", f"({now_ms - window_s * 1000}", "+inf", withscores=True
+        )
+        return {_s(agent): int(score) for agent, score in rows}
+
+    async def read_windows(self, now_ms: int, windows_s: Sequence[int]) -> list[AgentWindows]:
+        """Every active agent with counter sums for each window, in one pipelined read."""
+        longest = max(windows_s)
+        agents = await self.active_agents(now_ms, longest)
+        if not agents:
+            return []
+        lo, hi = w.window_buckets(now_ms, longest)
+        chunks = list(range(w.chunk_of(lo + 1), w.chunk_of(hi) + 1))
+        names = sorted(agents)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for agent in names:
+                pipe.hmget(f"{self.ns}m:{agent}", "team", "state")
+                for c in chunks:
+                    pipe.hgetall(f"{self.ns}b:{agent}:{c}")
+            results = await pipe.execute()
+        out: list[AgentWindows] = []
+        step = 1 + len(chunks)
+        for i, agent in enumerate(names):
+            team, state = results[i * step]
+            raw_chunks = {
+                c: {_s(k): v for k, v in results[i * step + 1 + j].items()}
+                for j, c in enumerate(chunks)
+                if results[i * step + 1 + j]
+            }
+            sums = {ws: w.sum_chunks(raw_chunks, *w.window_buckets(now_ms, ws)) for ws in windows_s}
+            out.append(
+                AgentWindows(agent, _s(team) if team else None, _s(state) if state else None, agents[agent], sums)
+            )
+        return out
+
+    async def read_stats(self) -> dict[str, int]:
+        """Event counters (topic|result) and the raw lag histogram fields."""
+        raw = await self.client.hgetall(f"{self.ns}stats")
+        return {_s(k): int(v) for k, v in raw.items()}
+
+    async def seq(self) -> int:
+        """A counter bumped by every applied batch: a cheap 'has anything changed' probe."""
+        value = await self.client.get(f"{self.ns}seq")
+        return int(value or 0)
+
+
+def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int, float]:
+    """Cumulative (le, count) buckets, count and sum in seconds of the event-lag histogram."""
+    buckets: list[tuple[str, int]] = []
+    running = 0
+    for i, bound in enumerate(LAG_BOUNDS_S, start=1):
+        running += stats.get(f"lag|{i}", 0)
+        buckets.append((repr(bound), running))
+    running += stats.get(f"lag|{len(LAG_BOUNDS_S) + 1}", 0)
+    buckets.append(("+Inf", running))
+    return buckets, stats.get("lag|n", 0), stats.get("lag|sum_ms", 0) / 1000
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

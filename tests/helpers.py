@@ -1,0 +1,55 @@
+"""Test helpers: wait on a condition with a deadline instead of sleeping a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.05, message: str = "condition"
+) -> T:
+    """Poll `predicate` until it returns something truthy and return that; AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+        except AssertionError as exc:  # a predicate may assert; keep polling and report the last failure
+            last_exc, value = exc, None  # type: ignore[assignment]
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = f" (last: {last_exc})" if last_exc is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {message}{detail}")
+        time.sleep(interval_s)
+
+
+async def async_wait_for(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll a sync or async `predicate` until it returns something truthy; AssertionError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if inspect.isawaitable(value):
+                # Bound a hanging check by the deadline too, so the helper never waits past timeout_s.
+                value = await asyncio.wait_for(value, max(deadline - time.monotonic(), interval_s))
+        except (AssertionError, TimeoutError) as exc:
+            last_exc, value = exc, None
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            detail = f" (last: {last_exc})" if last_exc is not None else ""
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {message}{detail}")
+        await asyncio.sleep(interval_s)
