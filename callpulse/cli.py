@@ -97,9 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return run_worker(settings, web_host=args.web_host, web_port=args.web_port, log_level=args.log_level)
         if args.command == "monitor":
-            from monitor.server import serve
+            from monitor.server import serve_forever
 
-            asyncio.run(serve(settings))
+            asyncio.run(serve_forever(settings))
             return 0
         if args.command == "simulate":
             from callpulse import simulate

@@ -237,8 +237,8 @@ class _Floor:
             ms = min(ms, self.hi_ms)
         ts: float | str
         if n % RFC3339_EVERY == 0:
-            ts = (EPOCH + timedelta(milliseconds=ms)).astimezone(OFFSETS[n // RFC3339_EVERY % len(OFFSETS)])
-            ts = ts.isoformat(timespec="milliseconds")
+            moment = (EPOCH + timedelta(milliseconds=ms)).astimezone(OFFSETS[n // RFC3339_EVERY % len(OFFSETS)])
+            ts = moment.isoformat(timespec="milliseconds")
         else:
             ts = ms / 1000
         event = {"event_id": f"ev-{self.tag}-{n}", "type": kind, "ts": ts}
@@ -255,8 +255,11 @@ class _Floor:
         call_id = f"call-{self.tag}-{self.n_calls}"
         base = {"call_id": call_id, "agent_id": agent.agent_id, "team": agent.team}
         direction = "inbound" if agent.inbound else "outbound"
+        customer = ""
+        extra: dict[str, Any] = {}
         if agent.inbound:
             connected = rng.random() < IN_ANSWER_P
+            # The inbound queue: a customer whose callback is due comes first, else a new caller.
             if self.callbacks and self.callbacks[0][0] <= t:
                 customer = heapq.heappop(self.callbacks)[2]
             else:
@@ -275,7 +278,7 @@ class _Floor:
             fields = {**base, "direction": direction, "connected": False, "talk_seconds": 0, "hold_seconds": 0}
             fields.update(wrap_seconds=0, resolved=False, **extra)
             self._emit(end, "calls", "call.ended", fields)
-            self._next_call(agent, end, OUT_IDLE_MEAN_S if not agent.inbound else IN_IDLE_MEAN_S)
+            self._next_call(agent, end, IN_IDLE_MEAN_S if agent.inbound else OUT_IDLE_MEAN_S)
             return
         if agent.inbound:
             talk_s = rng.lognormvariate(math.log(IN_TALK_MEDIAN_S), IN_TALK_SIGMA) * agent.talk_factor
@@ -411,6 +414,19 @@ async def produce(
     `key_by_agent` False messages carry no key. `on_sent` is called with the running total of acknowledged
     events after each acknowledged batch (and before every pause in realtime mode).
     """
+    return await _send(settings, events, realtime=realtime, key_by_agent=key_by_agent, on_sent=on_sent)
+
+
+async def _send(
+    settings: Settings,
+    events: Iterable[tuple[str, dict]],
+    *,
+    realtime: bool,
+    key_by_agent: bool = True,
+    on_sent: Callable[[int], None] | None = None,
+    wall_clock: bool = False,
+) -> int:
+    """Do the work of `produce`; with `wall_clock`, realtime pacing sends each event when time.time() reaches its ts."""
     topics = {"calls": settings.topic("calls"), "tickets": settings.topic("tickets")}
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.split(","),
@@ -438,10 +454,13 @@ async def produce(
         for topic, event in events:
             if realtime:
                 ts = _epoch_s(event["ts"])
-                now = loop.time()
-                if wall0 is None or ts0 is None:
-                    wall0, ts0 = now, ts
-                delay = (ts - ts0) - (now - wall0)
+                if wall_clock:
+                    delay = ts - time.time()
+                else:
+                    now = loop.time()
+                    if wall0 is None or ts0 is None:
+                        wall0, ts0 = now, ts
+                    delay = (ts - ts0) - (now - wall0)
                 if delay > 0.001:
                     await drain()
                     await asyncio.sleep(delay)
@@ -477,7 +496,7 @@ async def run(
             # Started on first use, after the producer connected, so event ts track the wall clock.
             yield from generate(agents=agents, rate=rate, duration_s=span_s, seed=seed, start_s=time.time())
 
-        return await produce(settings, live(), realtime=True)
+        return await _send(settings, live(), realtime=True, wall_clock=True)
     if duration_s is None:
         raise SettingsError("duration is unset, must be a number of seconds when the history is sent without realtime")
     history = generate(agents=agents, rate=rate, duration_s=duration_s, seed=seed, start_s=time.time() - duration_s)

@@ -12,12 +12,15 @@ import time
 from typing import Any
 
 import faust
+import orjson
 import redis.asyncio as aioredis
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from callpulse.settings import Settings
+from streams.alerts import Alert
+from streams.engine import AlertEngine
 from streams.processor import Processor, Record, deadletter_value
 from streams.store import WindowStore, namespace
 
@@ -122,6 +125,14 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
             await fut
 
     processor = Processor(settings, store, send_deadletter)
+    alerts_topic = settings.topic("alerts")
+
+    async def publish_alert(alert: Alert) -> None:
+        value = orjson.dumps(alert.to_message())
+        await (await app.producer.send(alerts_topic, alert.id.encode(), value, None, None, None))
+
+    engine = AlertEngine(settings, store, publish_alert)
+    app.callpulse_engine = engine  # type: ignore[attr-defined]
     app.callpulse_processor = processor  # type: ignore[attr-defined]
     app.callpulse_store = store  # type: ignore[attr-defined]
 
@@ -133,7 +144,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
                 for ev in events
             ]
             try:
-                await processor.process(records)
+                outcome = await processor.process(records)
             except Exception as exc:
                 first, last = records[0], records[-1]
                 log.critical(
@@ -151,6 +162,10 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
                 health.positions[(ev.message.topic, ev.message.partition)] = ev.message.offset + 1
             health.events.labels(base).inc(len(records))
             health.batch_seconds.observe(time.perf_counter() - started)
+            try:
+                await engine.check_agents(outcome.agents)
+            except Exception:
+                log.exception("alert check failed after batch %s[%d]@%d", base, records[0].partition, records[0].offset)
 
     calls_topic = app.topic(settings.topic("calls"), value_type=bytes, key_type=bytes)
     tickets_topic = app.topic(settings.topic("tickets"), value_type=bytes, key_type=bytes)
@@ -162,6 +177,13 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     @app.agent(tickets_topic, name="tickets")
     async def tickets_agent(stream: Any) -> None:
         await consume(stream, "tickets")
+
+    @app.timer(settings.sweep_interval_s)
+    async def alert_sweep() -> None:
+        try:
+            await engine.sweep()
+        except Exception as exc:
+            log.warning("alert sweep failed: %s", exc)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -170,7 +170,7 @@ class Processor:
             except redis.exceptions.NoScriptError:
                 continue
             except Exception as exc:
-                if what == "Redis" and not isinstance(exc, REDIS_ERRORS + (OSError, redis.exceptions.ResponseError)):
+                if what == "Redis" and not isinstance(exc, (*REDIS_ERRORS, OSError, redis.exceptions.ResponseError)):
                     raise
                 if self.redis_down_since is None and what == "Redis":
                     self.redis_down_since = self.clock()

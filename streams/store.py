@@ -159,10 +159,17 @@ class WindowStore:
         )
         return {_s(agent): int(score) for agent, score in rows}
 
-    async def read_windows(self, now_ms: int, windows_s: Sequence[int]) -> list[AgentWindows]:
-        """Every active agent with counter sums for each window, in one pipelined read."""
+    async def read_windows(
+        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
+    ) -> list[AgentWindows]:
+        """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read."""
         longest = max(windows_s)
-        agents = await self.active_agents(now_ms, longest)
+        if only is None:
+            agents = await self.active_agents(now_ms, longest)
+        else:
+            names = sorted(set(only))
+            scores = await self.client.zmscore(f"{self.ns}agents", names) if names else []
+            agents = {a: int(sc) for a, sc in zip(names, scores, strict=True) if sc is not None}
         if not agents:
             return []
         lo, hi = w.window_buckets(now_ms, longest)

@@ -21,11 +21,12 @@
 
   // Tile presets, largest first; the grid uses the largest that fits every agent,
   // then scales it up to fill the space. Fonts follow through the --s variable.
+  // cells: how many KPI cells a tile shows at that size (the rest go to the flag line).
   const DENSITIES = [
-    { name: "l", w: 210, h: 168 },
-    { name: "m", w: 160, h: 112 },
-    { name: "s", w: 116, h: 66 },
-    { name: "xs", w: 84, h: 40 },
+    { name: "l", w: 172, h: 150, cells: 6 },
+    { name: "m", w: 140, h: 104, cells: 2 },
+    { name: "s", w: 112, h: 62, cells: 0 },
+    { name: "xs", w: 84, h: 40, cells: 0 },
   ];
   const MAX_SCALE = 1.8;
 
@@ -41,9 +42,13 @@
     escalation_rate: { label: "Esc", fmt: fmtPercent },
   };
   const TILE_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled", "dials"];
-  const TILE_KPIS_M = ["aht_seconds", "fcr", "calls_handled"];
+  // Cells a tile also has, shown only when breached (in place of an empty default cell).
+  const EXTRA_KPIS = ["conversion_rate", "csat", "escalation_rate"];
+  const ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
+  const TEAM_CELLS = new Set(TILE_KPIS);
   const HEADER_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled"];
-  const STATE_LABELS = { available: "avail", on_call: "on call", wrap: "wrap", break: "break", offline: "offline" };
+  // Short enough to sit beside the agent id on the smallest full tile.
+  const STATE_LABELS = { available: "avail", on_call: "call", wrap: "wrap", break: "break", offline: "off" };
   const LEVEL_RANK = { ok: 0, warning: 1, critical: 2 };
 
   // ---- page parameters -----------------------------------------------------
@@ -80,12 +85,13 @@
     windowSwitch: $("window-switch"), conn: $("conn-status"),
     stale: $("stale-banner"), staleSince: $("stale-since"), staleDetail: $("stale-detail"),
     alertList: $("alert-list"), alertHistory: $("alert-history"), alertEmpty: $("alert-empty"),
-    snoozeMinutes: $("snooze-minutes"), toast: $("toast"),
+    snoozeMinutes: $("snooze-minutes"), toast: $("toast"), historyHead: $("history-head"),
   };
   const tiles = new Map();            // agent_id -> {root, refs, cache}
   const teamCards = new Map();        // team -> {root, refs, cache}
   const alertEls = new Map();         // id -> {root, refs, cache}
   let tileOrderKey = "";
+  let density = DENSITIES[0];
   let teamOrderKey = "";
   let windowsKey = "";
 
@@ -230,7 +236,7 @@
     head.append(id, glyph, badge);
     const kpis = h("div", "tile-kpis");
     const cells = {};
-    for (const k of TILE_KPIS) {
+    for (const k of ALL_TILE_KPIS) {
       cells[k] = makeKpiCell(k);
       kpis.append(cells[k].root);
     }
@@ -248,19 +254,51 @@
     setClass(t.root, c, "cls", cls);
     setAttr(t.root, c, "lvl", "data-level", level);
     setAttr(t.root, c, "team", "data-team", a.team || "");
-    setAttr(t.root, c, "title", "title", a.agent_id + (a.team ? " · " + a.team : ""));
+    setAttr(t.root, c, "title", "title", a.agent_id + (a.team ? " · " + a.team : "") + " · " + state);
     setText(t.refs.glyph, c, "glyph", level === "critical" ? "!!" : level === "warning" ? "!" : "");
     setAttr(t.refs.badge, c, "state", "data-state", state);
     setText(t.refs.badge, c, "stateText", STATE_LABELS[state] || state);
-    for (const k of TILE_KPIS) updateKpiCell(t.refs.cells[k], "kpi", a, k, "agent", a.agent_id);
-    updateFlags(t.refs.flags, c, a, "agent", a.agent_id);
+    const shown = visibleCells(a, "agent", a.agent_id, density.cells);
+    for (const k of ALL_TILE_KPIS) {
+      const cell = t.refs.cells[k];
+      updateKpiCell(cell, shown.has(k) ? "kpi" : "kpi off", a, k, "agent", a.agent_id);
+    }
+    updateFlags(t.refs.flags, c, a, "agent", a.agent_id, shown);
   }
 
-  // Breached KPIs as short labels, so a small tile (or a KPI without a cell) still
-  // says why it is coloured. CSS hides flags whose cell is visible at that density.
-  function updateFlags(node, cache, entity, scope, id) {
+  // Which KPI cells a tile has room for. A large tile keeps the six defaults in fixed
+  // places (eyes learn where AHT is), except that a breached extra KPI (CSAT, ...) takes
+  // the place of an empty default. A smaller tile shows breached KPIs first, then those
+  // with a value, so a ticket agent shows Resp rather than "–".
+  function visibleCells(entity, scope, id, n) {
+    const kp = entity.kpis || {};
+    const breached = (k) => kpiLevel(entity, k, scope, id) !== "ok";
+    const rank = (k) => (breached(k) ? 0 : isNum(kp[k]) && kp[k] !== 0 ? 1 : 2);
+    if (n >= TILE_KPIS.length) {
+      const shown = new Set(TILE_KPIS);
+      for (const x of EXTRA_KPIS) {
+        if (!breached(x)) continue;
+        let drop = null;
+        for (const k of TILE_KPIS) {
+          if (shown.has(k) && !breached(k) && (drop === null || rank(k) >= rank(drop))) drop = k;
+        }
+        if (drop === null) break;
+        shown.delete(drop);
+        shown.add(x);
+      }
+      return shown;
+    }
+    const order = ALL_TILE_KPIS.filter((k) => rank(k) < 2 || TILE_KPIS.includes(k))
+      .sort((x, y) => rank(x) - rank(y) || ALL_TILE_KPIS.indexOf(x) - ALL_TILE_KPIS.indexOf(y));
+    return new Set(order.slice(0, n));
+  }
+
+  // Breached KPIs without a visible cell, as short labels, so a small tile (or a KPI
+  // that has no cell, like CSAT) still says why it is coloured.
+  function updateFlags(node, cache, entity, scope, id, shown) {
     const parts = [];
     for (const k of breachedKeys(entity)) {
+      if (shown && shown.has(k)) continue;
       const v = entity.kpis ? entity.kpis[k] : null;
       if (!isNum(v)) continue;
       const snoozed = snoozedUntil(scope, id, k) > 0;
@@ -277,8 +315,6 @@
       const [k, lv] = p.split(":");
       const f = h("span", "flag flag-" + lv, kpiLabel(k));
       f.dataset.kpi = k;
-      if (TILE_KPIS.includes(k)) f.classList.add("in-l");
-      if (TILE_KPIS_M.includes(k)) f.classList.add("in-m");
       node.append(f);
     }
   }
@@ -340,7 +376,11 @@
     // Rows fill the height when there is slack, but never grow beyond the scaled size.
     const rowH = Math.floor(chosen.h * scale);
     const g = el.grid;
-    if (g.dataset.density !== chosen.name) g.dataset.density = chosen.name;
+    if (g.dataset.density !== chosen.name) {
+      g.dataset.density = chosen.name;
+      density = chosen;
+      scheduleRender();                            // tiles pick their cells per density
+    }
     const cols = "repeat(" + lay.cols + ", minmax(0, 1fr))";
     if (g.style.gridTemplateColumns !== cols) g.style.gridTemplateColumns = cols;
     const rows = rowH + "px";
@@ -355,12 +395,12 @@
     const head = h("div", "team-head");
     const name = h("span", "team-name", team);
     const count = h("span", "team-count");
-    head.append(name, count);
+    const flags = h("span", "tile-flags");
+    head.append(name, flags, count);
     const kpis = h("div", "team-kpis");
     const cells = {};
     for (const k of TILE_KPIS) { cells[k] = makeKpiCell(k); kpis.append(cells[k].root); }
-    const flags = h("div", "tile-flags");
-    root.append(head, kpis, flags);
+    root.append(head, kpis);
     return { root, refs: { count, cells, flags }, cache: {} };
   }
   function renderTeams(list) {
@@ -375,7 +415,7 @@
       setAttr(c.root, c.cache, "lvl", "data-level", level);
       setText(c.refs.count, c.cache, "count", isNum(tm.agents) ? tm.agents + (tm.agents === 1 ? " agent" : " agents") : "");
       for (const k of TILE_KPIS) updateKpiCell(c.refs.cells[k], "kpi", tm, k, "team", tm.team);
-      updateFlags(c.refs.flags, c.cache, tm, "team", tm.team);
+      updateFlags(c.refs.flags, c.cache, tm, "team", tm.team, TEAM_CELLS);
     }
     for (const [name, c] of teamCards) {
       if (!seen.has(name)) { c.root.remove(); teamCards.delete(name); }
@@ -539,10 +579,10 @@
     setAttr(e.root, c, "status", "data-status", resolved ? "resolved" : "firing");
     setText(r.sev, c, "sevText", resolved ? "OK" : sev === "critical" ? "CRIT" : "WARN");
     setText(r.kpi, c, "kpi", kpiLabel(a.kpi));
-    let who = "floor";
+    let who = "floor", team = null;
     if (a.scope === "agent") {
-      const team = a.team || agentTeam.get(a.agent_id);
-      who = a.agent_id + (team && !teamFilter ? " · " + team : "");
+      who = String(a.agent_id);
+      team = teamFilter ? null : a.team || agentTeam.get(a.agent_id);
     } else if (a.scope === "team") who = "team " + a.team;
     setText(r.scope, c, "scope", who);
     setText(r.time, c, "time", fmtClock(alertTime(rec)));
@@ -551,6 +591,7 @@
       detail += (a.value >= a.threshold ? " above " : " below ") + fmtKpi(a.kpi, a.threshold);
     }
     if (a.window) detail += " · " + a.window;
+    if (team) detail += " · " + team;
     if (resolved) detail = "resolved " + fmtClock(rec.resolvedAt) + " · was " + detail;
     setText(r.detail, c, "detail", detail);
     let note = "";
@@ -585,6 +626,7 @@
     placeAlerts(el.alertList, active);
     placeAlerts(el.alertHistory, resolved);
     el.alertEmpty.hidden = active.length > 0;
+    el.historyHead.hidden = resolved.length === 0;
 
     const unacked = active.filter((r) => !r.alert.acknowledged);
     const critical = unacked.some((r) => r.alert.severity === "critical");

@@ -1,0 +1,96 @@
+"""Per-client outbound queues for the websocket feed.
+
+Each client gets one slot for the latest snapshot (older ones are dropped) and a bounded list of
+alerts (never dropped: a client that falls that far behind is disconnected instead). A sender
+task per client does the writing, so a stalled client only ever blocks itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+
+log = logging.getLogger("callpulse.monitor")
+
+
+class Client:
+    """One websocket client: what it watches and what is waiting to be sent to it."""
+
+    def __init__(
+        self, ws: ServerConnection, *, window: str, team: str | None, max_alerts: int, send_timeout_s: float
+    ) -> None:
+        self.ws = ws
+        self.window = window
+        self.team = team
+        self.max_alerts = max_alerts
+        self.send_timeout_s = send_timeout_s
+        self._snapshot: str | None = None
+        self._alerts: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the sender task."""
+        self.task = asyncio.create_task(self._run(), name=f"ws-sender-{id(self)}")
+
+    def push_snapshot(self, text: str) -> None:
+        """Queue a snapshot, replacing one not yet sent."""
+        self._snapshot = text
+        self._wake.set()
+
+    def push_event(self, text: str) -> None:
+        """Queue an alert/ack/snooze message; never dropped, so overflowing disconnects the client."""
+        if self.closed:
+            return
+        if len(self._alerts) >= self.max_alerts:
+            log.warning("websocket client %s is %d messages behind; disconnecting it", self.remote, len(self._alerts))
+            self.drop(1008, "client too slow")
+            return
+        self._alerts.append(text)
+        self._wake.set()
+
+    @property
+    def remote(self) -> Any:
+        """The peer address, for logs."""
+        return self.ws.remote_address
+
+    def drop(self, code: int, reason: str) -> None:
+        """Disconnect now, without waiting on a client that doesn't read."""
+        if self.closed:
+            return
+        self.closed = True
+        self._alerts.clear()
+        self._snapshot = None
+        self._wake.set()
+        transport = self.ws.transport
+        try:
+            self.ws.protocol.send_close(code, reason)
+            self.ws.send_data()
+        except Exception:
+            pass
+        transport.abort()
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while not self.closed and (self._alerts or self._snapshot is not None):
+                    if self._alerts:
+                        text = self._alerts.popleft()
+                    else:
+                        text, self._snapshot = self._snapshot, None  # type: ignore[assignment]
+                    try:
+                        await asyncio.wait_for(self.ws.send(text), self.send_timeout_s)
+                    except TimeoutError:
+                        log.warning("websocket client %s stalled for %.0f s; disconnecting", self.remote,
+                                    self.send_timeout_s)  # fmt: skip
+                        self.drop(1008, "client stalled")
+                        return
+        except Exception:  # connection closed under us
+            self.closed = True

@@ -1,0 +1,414 @@
+"""The monitor: HTTP (wallboard, snapshot API, /metrics, /healthz) and the websocket feed on one port.
+
+Reads Redis only. Alert transitions arrive on a Redis channel and go to every client at once;
+snapshots are recomputed at most once a second when the windows changed (and every few
+seconds anyway, since time passing moves rolling windows).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import time
+from collections.abc import Mapping
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from callpulse.exceptions import SettingsError
+from callpulse.settings import KPI_KEYS, Settings, is_loopback
+from monitor import snapshot
+from monitor.feed import Client
+from monitor.metrics import KpiCollector
+from streams.alerts import iso
+from streams.store import WindowStore, namespace
+
+log = logging.getLogger("callpulse.monitor")
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
+SNAPSHOT_MIN_INTERVAL_S = 1.0
+SNAPSHOT_HEARTBEAT_S = 3.0
+
+
+def _response(status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> Response:
+    headers = Headers()
+    headers["Content-Type"] = content_type
+    headers["Content-Length"] = str(len(body))
+    headers["Cache-Control"] = "no-store"
+    headers["Connection"] = "close"
+    for k, v in (extra or {}).items():
+        headers[k] = v
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def _json(status: int, data: Any) -> Response:
+    return _response(status, orjson.dumps(data), "application/json")
+
+
+class Monitor:
+    """Serves one port; state (alerts, acks, snoozes) lives in Redis so several monitors agree."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis, *, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.redis = client
+        self.store = WindowStore(client, namespace(settings.topic_prefix))
+        self.ns = self.store.ns
+        self.registry = registry or CollectorRegistry()
+        self.collector = KpiCollector(settings, self.store, self.registry)
+        self.collector.clients = lambda: len(self.clients)
+        self.clients: set[Client] = set()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.server: Server | None = None
+        self.redis_ok = True
+
+    # --- HTTP --------------------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.settings.token:
+            return True
+        query = parse_qs(urlsplit(request.path).query)
+        given = (query.get("token") or [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            given = auth[7:]
+        return hmac.compare_digest(given.encode(), self.settings.token.encode())
+
+    def _origin_ok(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: token auth is what protects the feed
+        if origin in self.settings.allowed_origins:
+            return True
+        host = request.headers.get("Host", "")
+        return urlsplit(origin).netloc == host
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Route plain HTTP requests; let /ws through to the websocket handshake once checked."""
+        url = urlsplit(request.path)
+        path = url.path
+        if path == "/healthz":
+            ok = await self._ping()
+            return _json(200 if ok else 503, {"ok": ok, "redis": ok, "clients": len(self.clients)})
+        if path == "/metrics":
+            try:
+                body = await self.collector.scrape()
+            except redis.exceptions.RedisError as exc:
+                return _response(503, f"redis unavailable: {exc}\n".encode(), "text/plain; charset=utf-8")
+            return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+        if path.startswith("/static/"):
+            return self._static(path.removeprefix("/static/"))
+        if not self._authorized(request):
+            return _json(401, {"error": "missing or wrong token: pass ?token= or 'Authorization: Bearer <token>'"})
+        if path == "/":
+            return self._static("index.html")
+        if path == "/api/snapshot":
+            query = parse_qs(url.query)
+            window = (query.get("window") or [self.settings.window_names[0]])[0]
+            team = (query.get("team") or [None])[0]
+            if window not in self.settings.window_names:
+                allowed = ", ".join(self.settings.window_names)
+                return _json(400, {"error": f"window is {window!r}, must be one of {allowed}"})
+            try:
+                snap = await self.snapshot(window, team)
+            except redis.exceptions.RedisError as exc:
+                return _json(503, {"error": f"Redis unavailable ({exc}); the worker keeps events until it is back"})
+            return _json(200, snap)
+        if path == "/ws":
+            if not self._origin_ok(request):
+                return _json(403, {"error": f"origin {request.headers.get('Origin')!r} is not allowed"})
+            query = parse_qs(url.query)
+            window = (query.get("window") or [self.settings.window_names[0]])[0]
+            if window not in self.settings.window_names:
+                return _json(400, {"error": f"window is {window!r}, must be one of {', '.join(self.settings.window_names)}"})
+            return None
+        return _json(404, {"error": f"no such path {path!r}; try /, /api/snapshot, /ws, /metrics or /healthz"})
+
+    def _static(self, name: str) -> Response:
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if "/" in name or name.startswith(".") or suffix not in STATIC_TYPES:
+            return _json(404, {"error": f"no static file {name!r}"})
+        try:
+            body = (STATIC_DIR / name).read_bytes()
+        except (FileNotFoundError, OSError):
+            return _json(404, {"error": f"no static file {name!r}"})
+        return _response(200, body, STATIC_TYPES[suffix])
+
+    async def _ping(self) -> bool:
+        try:
+            await self.redis.ping()
+            self.redis_ok = True
+        except redis.exceptions.RedisError:
+            self.redis_ok = False
+        return self.redis_ok
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    async def _alert_state(self) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], int]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hvals(f"{self.ns}alerts")
+            pipe.smembers(f"{self.ns}acked")
+            pipe.hgetall(f"{self.ns}snoozes")
+            raw_alerts, acked, raw_snoozes = await pipe.execute()
+        acked_ids = {a.decode() for a in acked}
+        snoozes: dict[tuple[str, str, str], int] = {}
+        for field, until in raw_snoozes.items():
+            kpi, scope, subject = field.decode().split("|", 2)
+            snoozes[(kpi, scope, subject)] = int(until)
+        alerts = []
+        for raw in raw_alerts:
+            state = orjson.loads(raw)
+            from streams.alerts import Alert
+
+            msg = Alert.from_state(state).to_message()
+            msg["acknowledged"] = msg["id"] in acked_ids
+            msg["muted"] = self._muted(msg, snoozes, int(time.time() * 1000))
+            alerts.append(msg)
+        alerts.sort(key=lambda a: a["since"], reverse=True)
+        return alerts, snoozes
+
+    @staticmethod
+    def _muted(msg: Mapping[str, Any], snoozes: Mapping[tuple[str, str, str], int], now_ms: int) -> bool:
+        if msg.get("scope") == "agent":
+            until = snoozes.get((msg["kpi"], "agent", msg.get("agent_id", "")))
+        elif msg.get("scope") == "team":
+            until = snoozes.get((msg["kpi"], "team", msg.get("team", "")))
+        else:
+            return False
+        return until is not None and until > now_ms
+
+    async def snapshot(self, window: str, team: str | None = None) -> dict[str, Any]:
+        """The contract's snapshot for a window, read fresh from Redis."""
+        now_ms = int(time.time() * 1000)
+        window_s = self.settings.window_s(window)
+        rows = await self.store.read_windows(now_ms, [window_s])
+        alerts, snoozes = await self._alert_state()
+        return snapshot.build(
+            rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
+            team_filter=team,
+        )  # fmt: skip
+
+    async def _snapshot_loop(self) -> None:
+        last_push = 0.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), SNAPSHOT_HEARTBEAT_S)
+            since = time.monotonic() - last_push
+            if since < SNAPSHOT_MIN_INTERVAL_S:
+                await asyncio.sleep(SNAPSHOT_MIN_INTERVAL_S - since)
+            self._dirty.clear()
+            last_push = time.monotonic()
+            if not self.clients:
+                continue
+            try:
+                await self._push_snapshots()
+            except redis.exceptions.RedisError as exc:
+                log.warning("snapshot refresh failed, Redis unavailable: %s", exc)
+            except Exception:
+                log.exception("snapshot refresh failed")
+
+    async def _push_snapshots(self) -> None:
+        views = {(c.window, c.team) for c in self.clients if not c.closed}
+        for window, team in views:
+            snap = await self.snapshot(window, team)
+            snap["type"] = "snapshot"
+            text = orjson.dumps(snap).decode()
+            for c in list(self.clients):
+                if c.window == window and c.team == team:
+                    c.push_snapshot(text)
+
+    # --- Redis pub/sub ------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        delay = 0.2
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(f"{self.ns}changed", f"{self.ns}alert-feed", f"{self.ns}ui")
+                delay = 0.2
+                self._dirty.set()
+                async for message in pubsub.listen():
+                    if message["type"] != "message":
+                        continue
+                    channel = message["channel"].decode()
+                    if channel.endswith("changed"):
+                        self._dirty.set()
+                    elif channel.endswith("alert-feed"):
+                        await self._on_alert(orjson.loads(message["data"]))
+                    else:
+                        self._broadcast(message["data"].decode())
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("Redis pub/sub lost (%s); reconnecting in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _on_alert(self, msg: dict[str, Any]) -> None:
+        now_ms = int(time.time() * 1000)
+        try:
+            acked = await self.redis.sismember(f"{self.ns}acked", msg["id"])
+            raw = await self.redis.hgetall(f"{self.ns}snoozes")
+        except redis.exceptions.RedisError:
+            acked, raw = False, {}
+        snoozes = {tuple(k.decode().split("|", 2)): int(v) for k, v in raw.items()}
+        msg["acknowledged"] = bool(acked)
+        msg["muted"] = self._muted(msg, snoozes, now_ms)  # type: ignore[arg-type]
+        if msg["muted"] and msg["status"] == "firing":
+            self._dirty.set()
+            return
+        self._broadcast(orjson.dumps(msg).decode())
+        self._dirty.set()
+
+    def _broadcast(self, text: str) -> None:
+        for c in list(self.clients):
+            c.push_event(text)
+
+    # --- websocket ----------------------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        """One websocket client: initial snapshot, then feed; reads ack/snooze messages."""
+        query = parse_qs(urlsplit(ws.request.path).query)  # type: ignore[union-attr]
+        window = (query.get("window") or [self.settings.window_names[0]])[0]
+        team = (query.get("team") or [None])[0]
+        client = Client(ws, window=window, team=team, max_alerts=max(16, self.settings.ws_queue_size),
+                        send_timeout_s=10.0)  # fmt: skip
+        self.clients.add(client)
+        client.start()
+        try:
+            try:
+                snap = await self.snapshot(window, team)
+                snap["type"] = "snapshot"
+                client.push_snapshot(orjson.dumps(snap).decode())
+            except redis.exceptions.RedisError as exc:
+                client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
+            async for message in ws:
+                await self._on_message(client, message)
+        finally:
+            self.clients.discard(client)
+            client.closed = True
+            if client.task is not None:
+                client.task.cancel()
+
+    async def _on_message(self, client: Client, message: str | bytes) -> None:
+        try:
+            data = orjson.loads(message)
+            if not isinstance(data, dict):
+                raise ValueError("message must be a JSON object")
+            kind = data.get("type")
+            if kind == "ack":
+                await self.acknowledge(data.get("id"))
+            elif kind == "snooze":
+                await self.snooze(data)
+            else:
+                raise ValueError(f"type is {kind!r}, must be 'ack' or 'snooze'")
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            client.push_event(orjson.dumps({"type": "error", "message": str(exc)}).decode())
+        except redis.exceptions.RedisError as exc:
+            client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
+
+    async def acknowledge(self, alert_id: Any) -> None:
+        """Mark an alert acknowledged for every client of every monitor."""
+        if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 100:
+            raise ValueError(f"ack id is {alert_id!r}, must be an alert id string")
+        await self.redis.sadd(f"{self.ns}acked", alert_id)
+        await self.redis.expire(f"{self.ns}acked", 7 * 86400)
+        msg = {"type": "ack", "id": alert_id, "acknowledged": True}
+        await self.redis.publish(f"{self.ns}ui", orjson.dumps(msg))
+
+    async def snooze(self, data: Mapping[str, Any]) -> None:
+        """Mute one KPI for an agent or a team for N minutes, for everyone."""
+        kpi = data.get("kpi")
+        if kpi not in KPI_KEYS:
+            raise ValueError(f"snooze kpi is {kpi!r}, must be one of {', '.join(KPI_KEYS)}")
+        minutes = data.get("minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not 0 < minutes <= 24 * 60:
+            raise ValueError(f"snooze minutes is {minutes!r}, must be a number from 1 to 1440")
+        if isinstance(data.get("agent_id"), str) and data["agent_id"]:
+            scope, subject = "agent", data["agent_id"]
+        elif isinstance(data.get("team"), str) and data["team"]:
+            scope, subject = "team", data["team"]
+        else:
+            raise ValueError("snooze needs agent_id or team")
+        until_ms = int((time.time() + minutes * 60) * 1000)
+        await self.redis.hset(f"{self.ns}snoozes", f"{kpi}|{scope}|{subject}", until_ms)
+        msg = {"type": "snooze", "kpi": kpi, ("agent_id" if scope == "agent" else "team"): subject, "until": iso(until_ms)}
+        await self.redis.publish(f"{self.ns}ui", orjson.dumps(msg))
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> Server:
+        """Bind and start serving; refuses a non-loopback bind without a token."""
+        s = self.settings
+        if not s.token and not is_loopback(s.http_host):
+            raise SettingsError(
+                f"refusing to serve on {s.http_host}:{s.http_port} without a token: anyone on the network could "
+                "read the floor's data; set CALLPULSE_TOKEN, or bind 127.0.0.1 with CALLPULSE_HTTP"
+            )
+        self.server = await serve(
+            self.handler,
+            s.http_host,
+            s.http_port,
+            process_request=self.process_request,
+            max_size=s.ws_max_message_bytes,
+            max_queue=16,
+            write_limit=64 * 1024,
+            ping_interval=s.ws_ping_interval_s,
+            ping_timeout=s.ws_ping_timeout_s,
+            close_timeout=2,
+            server_header="callpulse",
+        )
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._snapshot_loop())]
+        return self.server
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when settings asked for port 0)."""
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop accepting, close clients with 1001, cancel background tasks."""
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def serve_forever(settings: Settings) -> None:
+    """The `callpulse monitor` command: serve until SIGINT/SIGTERM, then shut down gracefully."""
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    monitor = Monitor(settings, client)
+    await monitor.start()
+    log.info("monitor serving http://%s:%d/ (snapshot /api/snapshot, feed /ws, /metrics)", settings.http_host,
+             monitor.port)  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("monitor stopping: closing %d clients", len(monitor.clients))
+    await monitor.stop()
+    await client.aclose()
+
+
+

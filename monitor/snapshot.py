@@ -1,0 +1,121 @@
+"""Build the contract's snapshot (agents, teams, floor, alerts) from window rows: pure, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from callpulse.settings import KPI_KEYS, Rule, Settings, format_duration
+from streams import windows as w
+from streams.alerts import iso, level
+from streams.store import AgentWindows
+
+
+def _levels(
+    settings: Settings, team: str | None, sums: w.Sums, values: Mapping[str, Any], muted: set[str]
+) -> tuple[list[str], dict[str, str]]:
+    """Breached KPIs and their severity, by the thresholds (respecting min_samples); muted ones don't colour."""
+    breaches: list[str] = []
+    levels: dict[str, str] = {}
+    for kpi in KPI_KEYS:
+        rule = settings.rule_for(kpi, team)
+        value = values.get(kpi)
+        if rule is None or value is None or w.samples(sums, kpi) < rule.min_samples:
+            continue
+        hit = level(rule, value)
+        if hit is None:
+            continue
+        breaches.append(kpi)
+        if kpi not in muted:
+            levels[kpi] = hit[0]
+    return breaches, levels
+
+
+def _rule_json(rule: Rule) -> dict[str, Any]:
+    data = {k: v for k, v in asdict(rule).items() if v is not None and k != "kpi"}
+    data["direction"] = rule.direction
+    return data
+
+
+def build(
+    rows: Sequence[AgentWindows],
+    *,
+    window_s: int,
+    settings: Settings,
+    now_ms: int,
+    alerts: Iterable[dict[str, Any]] = (),
+    snoozes: Mapping[tuple[str, str, str], int] | None = None,
+    team_filter: str | None = None,
+) -> dict[str, Any]:
+    """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms)."""
+    snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
+    agents_out: list[dict[str, Any]] = []
+    teams: dict[str, list[w.Sums]] = {}
+    team_sizes: dict[str, int] = {}
+    for row in rows:
+        sums = row.sums[window_s]
+        if row.team:
+            teams.setdefault(row.team, []).append(sums)
+            team_sizes[row.team] = team_sizes.get(row.team, 0) + 1
+        if team_filter is not None and row.team != team_filter:
+            continue
+        values = w.kpis_from_sums(sums)
+        muted = {kpi for (kpi, scope, subject) in snoozes if scope == "agent" and subject == row.agent_id}
+        breaches, levels = _levels(settings, row.team, sums, values, muted)
+        agents_out.append(
+            {
+                "agent_id": row.agent_id,
+                "team": row.team,
+                "state": row.state,
+                "kpis": values,
+                "breaches": breaches,
+                "levels": levels,
+                "muted": sorted(muted),
+            }
+        )
+    teams_out: list[dict[str, Any]] = []
+    for team in sorted(teams):
+        if team_filter is not None and team != team_filter:
+            continue
+        sums = w.total(teams[team])
+        values = w.kpis_from_sums(sums)
+        muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
+        breaches, levels = _levels(settings, team, sums, values, muted)
+        teams_out.append(
+            {
+                "team": team,
+                "agents": team_sizes[team],
+                "kpis": values,
+                "breaches": breaches,
+                "levels": levels,
+                "muted": sorted(muted),
+            }
+        )
+    floor_sums = w.total(row.sums[window_s] for row in rows)
+    floor_values = w.kpis_from_sums(floor_sums)
+    floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
+    alerts_out = [
+        a
+        for a in alerts
+        if team_filter is None or a.get("team") == team_filter or a.get("scope") == "floor" or _agent_in(a, rows, team_filter)
+    ]
+    return {
+        "as_of": iso(now_ms),
+        "window": format_duration(window_s),
+        "windows": list(settings.window_names),
+        "agents": agents_out,
+        "teams": teams_out,
+        "floor": {"agents": len(rows), "kpis": floor_values, "breaches": floor_breaches, "levels": floor_levels},
+        "alerts": alerts_out,
+        "snoozes": [
+            {"kpi": kpi, ("agent_id" if scope == "agent" else "team"): subject, "until": iso(until)}
+            for (kpi, scope, subject), until in sorted(snoozes.items())
+        ],
+        "thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.rules.items()},
+    }
+
+
+def _agent_in(alert: Mapping[str, Any], rows: Sequence[AgentWindows], team: str) -> bool:
+    agent = alert.get("agent_id")
+    return agent is not None and any(r.agent_id == agent and r.team == team for r in rows)

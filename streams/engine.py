@@ -1,0 +1,159 @@
+"""The alert engine: evaluates rules on agent, team and floor windows and moves alert slots atomically.
+
+Every worker runs it; a compare-and-set in Redis on each slot (episode id and severity) makes
+sure a transition is published once, whichever worker sees it first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import orjson
+
+from callpulse.settings import Settings, format_duration
+from streams import windows as w
+from streams.alerts import Alert, alert_key, evaluate
+from streams.store import AgentWindows, WindowStore
+
+log = logging.getLogger("callpulse.alerts")
+
+CAS_LUA = r"""
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local tag = ''
+if cur then
+  local c = cjson.decode(cur)
+  tag = c.id .. '|' .. c.severity
+end
+if tag ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('LTRIM', KEYS[3], 0, 199)
+return 1
+"""
+
+Publish = Callable[[Alert], Awaitable[None]]
+
+
+class AlertEngine:
+    """Evaluate thresholds and publish each alert transition exactly once across workers."""
+
+    def __init__(
+        self, settings: Settings, store: WindowStore, publish: Publish, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.publish = publish
+        self.clock = clock
+        self.ns = store.ns
+        self._cas = store.client.register_script(CAS_LUA)
+        self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
+
+    def _all_rules(self) -> Iterable[Any]:
+        yield from self.settings.rules.values()
+        for rules in self.settings.team_rules.values():
+            yield from rules.values()
+
+    async def current(self) -> dict[str, Alert]:
+        """Live alert slots from the store."""
+        raw = await self.store.client.hgetall(f"{self.ns}alerts")
+        return {k.decode(): Alert.from_state(orjson.loads(v)) for k, v in raw.items()}
+
+    async def check_agents(self, agents: Iterable[str]) -> int:
+        """Evaluate agent-scope rules for agents a batch touched; returns transitions published."""
+        agents = list(agents)
+        if not agents or not self.rule_windows_s:
+            return 0
+        now_ms = int(self.clock() * 1000)
+        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=agents)
+        current = await self.current()
+        n = 0
+        for row in rows:
+            n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms)
+        return n
+
+    async def sweep(self) -> int:
+        """Evaluate every scope, so alerts also resolve when only time passes."""
+        if not self.rule_windows_s:
+            return 0
+        now_ms = int(self.clock() * 1000)
+        rows = await self.store.read_windows(now_ms, self.rule_windows_s)
+        current = await self.current()
+        n = 0
+        seen: set[str] = set()
+        teams: dict[str, list[AgentWindows]] = {}
+        for row in rows:
+            n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms, seen)
+            if row.team:
+                teams.setdefault(row.team, []).append(row)
+        for team, members in teams.items():
+            sums = {ws: w.total(m.sums[ws] for m in members) for ws in self.rule_windows_s}
+            n += await self._evaluate_subject("team", team, team, sums, current, now_ms, seen)
+        floor = {ws: w.total(r.sums[ws] for r in rows) for ws in self.rule_windows_s}
+        n += await self._evaluate_subject("floor", None, None, floor, current, now_ms, seen)
+        for key, alert in current.items():
+            if key not in seen:  # subject left the floor, or its rule is gone: the window emptied
+                n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
+        return n
+
+    async def _evaluate_subject(
+        self,
+        scope: str,
+        subject: str | None,
+        team: str | None,
+        sums: dict[int, w.Sums],
+        current: dict[str, Alert],
+        now_ms: int,
+        seen: set[str] | None = None,
+    ) -> int:
+        n = 0
+        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
+            rule = self.settings.rule_for(kpi, team)
+            if rule is None:
+                continue
+            window_s = self.settings.window_s(rule.window)
+            values = w.kpis_from_sums(sums[window_s])
+            key = alert_key(scope, subject, kpi, rule.window)
+            if seen is not None:
+                seen.add(key)
+            cur = current.get(key)
+            nxt = evaluate(
+                rule,
+                scope=scope,
+                subject=subject,
+                value=values[kpi],
+                samples=w.samples(sums[window_s], kpi),
+                current=cur,
+                now_ms=now_ms,
+                hysteresis=self.settings.hysteresis,
+            )
+            if nxt is not None:
+                n += await self._transition(cur, nxt.to_state(), now_ms)
+        return n
+
+    async def _transition(self, cur: Alert | None, new_state: dict[str, Any], now_ms: int) -> int:
+        new = Alert.from_state(new_state)
+        expected = f"{cur.id}|{cur.severity}" if cur else ""
+        stored = "" if new.status == "resolved" else orjson.dumps(new.to_state()).decode()
+        message = orjson.dumps(new.to_message()).decode()
+        won = await self._cas(
+            keys=[f"{self.ns}alerts", f"{self.ns}alert-feed", f"{self.ns}alert-log"],
+            args=[new.key, expected, stored, message],
+        )
+        if not int(won):
+            return 0
+        log.info("alert %s %s %s %s=%s (threshold %s)", new.status, new.severity, new.key, new.kpi, new.value,
+                 new.threshold)  # fmt: skip
+        try:
+            await self.publish(new)
+        except Exception:
+            log.exception("could not publish alert %s to the alerts topic", new.id)
+        return 1
+
+
+def window_name(seconds: int) -> str:
+    """Name of a window in seconds."""
+    return format_duration(seconds)
