@@ -32,6 +32,12 @@ def parser() -> argparse.ArgumentParser:
     _common(w)
     w.add_argument("--web-port", type=int, default=6066, help="worker health/metrics port (default 6066)")
     w.add_argument("--web-host", default="127.0.0.1", help="worker health/metrics bind host")
+    w.add_argument("--session-timeout", dest="session_timeout_s", type=float, help="consumer group session timeout, s")
+    w.add_argument("--batch-max", dest="batch_max", type=int, help="records per batch (one Redis write each)")
+    w.add_argument("--batch-within", dest="batch_within_s", type=float, help="max wait to fill a batch, s")
+    w.add_argument("--fetch-max-wait-ms", dest="fetch_max_wait_ms", type=int, help="broker fetch wait, ms")
+    w.add_argument("--consumer-group", dest="consumer_group", help="consumer group id (default callpulse)")
+    w.add_argument("--sweep-interval", dest="sweep_interval_s", type=float, help="alert sweep period, s")
     m = sub.add_parser("monitor", help="serve the wallboard, snapshot API, websocket feed and /metrics")
     _common(m)
     s = sub.add_parser("simulate", help="produce a realistic call-center event stream")
@@ -55,10 +61,15 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+TUNING = ("session_timeout_s", "batch_max", "batch_within_s", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
+
+
 def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     """Settings from env then flags: the one place env is read."""
+    tuning = {name: getattr(args, name) for name in TUNING if getattr(args, name, None) is not None}
     return from_env(
         os.environ if env is None else env,
+        **tuning,
         kafka=args.kafka,
         redis=args.redis,
         http=args.http,

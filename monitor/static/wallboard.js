@@ -85,7 +85,7 @@
     windowSwitch: $("window-switch"), conn: $("conn-status"),
     stale: $("stale-banner"), staleSince: $("stale-since"), staleDetail: $("stale-detail"),
     alertList: $("alert-list"), alertHistory: $("alert-history"), alertEmpty: $("alert-empty"),
-    snoozeMinutes: $("snooze-minutes"), toast: $("toast"), historyHead: $("history-head"),
+    snoozeMinutes: $("snooze-minutes"), toast: $("toast"), historyHead: $("history-head"), alertMore: $("alert-more"),
   };
   const tiles = new Map();            // agent_id -> {root, refs, cache}
   const teamCards = new Map();        // team -> {root, refs, cache}
@@ -373,8 +373,12 @@
       scale = lo;
     }
     const lay = layout(chosen.w * scale, chosen.h * scale);
-    // Rows fill the height when there is slack, but never grow beyond the scaled size.
-    const rowH = Math.floor(chosen.h * scale);
+    // Rows take up vertical slack (up to a third more) so the board reaches the bottom.
+    let rowH = Math.floor(chosen.h * scale);
+    if (lay.fits) {
+      const fill = Math.floor((H - (lay.rows - 1) * GRID_GAP_PX) / lay.rows);
+      rowH = Math.max(rowH, Math.min(fill, Math.floor(rowH * 1.33)));
+    }
     const g = el.grid;
     if (g.dataset.density !== chosen.name) {
       g.dataset.density = chosen.name;
@@ -550,16 +554,20 @@
     const kpi = h("span", "alert-kpi");
     const scope = h("span", "alert-scope");
     const time = h("span", "alert-time");
-    main.append(sev, kpi, scope, time);
+    main.append(sev, kpi, scope);
     const detail = h("div", "alert-detail");
-    const actions = h("div", "alert-actions");
+    const meta = h("div", "alert-meta");
     const note = h("span", "alert-note");
+    meta.append(time, note);
+    const body = h("div", "alert-body");
+    body.append(main, detail, meta);
+    const actions = h("div", "alert-actions");
     const ack = h("button", "btn btn-ack", "Acknowledge");
     ack.type = "button"; ack.dataset.action = "ack";
     const snooze = h("button", "btn btn-snooze", "Snooze");
     snooze.type = "button"; snooze.dataset.action = "snooze";
-    actions.append(note, ack, snooze);
-    root.append(main, detail, actions);
+    actions.append(ack, snooze);
+    root.append(body, actions);
     return { root, refs: { sev, kpi, scope, time, detail, note, ack, snooze }, cache: {} };
   }
 
@@ -583,8 +591,9 @@
     if (a.scope === "agent") {
       who = String(a.agent_id);
       team = teamFilter ? null : a.team || agentTeam.get(a.agent_id);
-    } else if (a.scope === "team") who = "team " + a.team;
+    } else if (a.scope === "team") who = String(a.team);
     setText(r.scope, c, "scope", who);
+    setAttr(r.scope, c, "scopeKind", "data-scope", a.scope || "floor");
     setText(r.time, c, "time", fmtClock(alertTime(rec)));
     let detail = fmtKpi(a.kpi, a.value);
     if (isNum(a.value) && isNum(a.threshold)) {
@@ -595,7 +604,7 @@
     if (resolved) detail = "resolved " + fmtClock(rec.resolvedAt) + " · was " + detail;
     setText(r.detail, c, "detail", detail);
     let note = "";
-    if (snoozedTill) note = "snoozed till " + fmtClockShort(snoozedTill - skewMs);
+    if (snoozedTill) note = "snoozed until " + fmtClockShort(snoozedTill - skewMs);
     else if (a.acknowledged) note = "acknowledged";
     setText(r.note, c, "note", note);
     const ackDisabled = !!a.acknowledged || resolved;
@@ -627,6 +636,7 @@
     placeAlerts(el.alertHistory, resolved);
     el.alertEmpty.hidden = active.length > 0;
     el.historyHead.hidden = resolved.length === 0;
+    updateAlertMore();
 
     const unacked = active.filter((r) => !r.alert.acknowledged);
     const critical = unacked.some((r) => r.alert.severity === "critical");
@@ -637,6 +647,20 @@
     setAttr(el.alertCountBox, headerCache, "alvl", "data-level", lvl);
   }
   const headerCache = {};
+
+  // Nobody scrolls a TV: say how many active alerts are below the fold.
+  function updateAlertMore() {
+    const list = el.alertList;
+    let hidden = 0;
+    if (list.scrollHeight > list.clientHeight + 2) {
+      const bottom = list.scrollTop + list.clientHeight;
+      for (const item of list.children) if (item.offsetTop - list.offsetTop + item.offsetHeight > bottom + 2) hidden++;
+    }
+    const text = hidden ? "+" + hidden + " more below" : "";
+    if (el.alertMore.textContent !== text) el.alertMore.textContent = text;
+    el.alertMore.hidden = !hidden;
+  }
+  el.alertList.addEventListener("scroll", updateAlertMore, { passive: true });
 
   function placeAlerts(list, recs) {
     let prev = null;

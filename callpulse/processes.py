@@ -1,0 +1,126 @@
+"""Run callpulse commands as child processes: used by `callpulse demo`, the benchmarks and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from callpulse.settings import Settings
+
+
+def env_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The CALLPULSE_* environment that makes a child process see `settings`."""
+    env = dict(os.environ if base is None else base)
+    env.update(
+        CALLPULSE_KAFKA=settings.kafka,
+        CALLPULSE_REDIS=settings.redis_url,
+        CALLPULSE_HTTP=f"{settings.http_host}:{settings.http_port}",
+        CALLPULSE_TOPIC_PREFIX=settings.topic_prefix,
+        CALLPULSE_TOKEN=settings.token or "",
+        CALLPULSE_CONFIG=settings.config_path or "",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def worker_args(settings: Settings, *, web_port: int) -> list[str]:
+    """Arguments of `callpulse worker` carrying the tuning fields of settings."""
+    return [
+        "worker",
+        "--web-port",
+        str(web_port),
+        "--session-timeout",
+        str(settings.session_timeout_s),
+        "--batch-max",
+        str(settings.batch_max),
+        "--consumer-group",
+        settings.consumer_group,
+        "--sweep-interval",
+        str(settings.sweep_interval_s),
+    ]
+
+
+class Proc:
+    """One child process running `python -m callpulse.cli ARGS`, logging to a file."""
+
+    def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.name = name
+        self.args = list(args)
+        self.env = dict(env)
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> Proc:
+        """Spawn the process in its own process group (so Ctrl-C reaches only the parent)."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "callpulse.cli", *self.args],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The child's pid."""
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        """Whether the child is still running."""
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send a signal to the child."""
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.popen is None:
+            return None
+        if self.alive():
+            self.signal(signal.SIGCONT)
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        code = self.popen.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.popen is not None and self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the child's log, for error messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    """Poll a zero-argument callable until truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")
