@@ -46,7 +46,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rate", type=float, default=20.0, help="events per second")
     s.add_argument("--duration", type=float, default=None, help="seconds (default: run until stopped)")
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--backfill", action="store_true", help="send a --duration-long history ending now, as fast as possible")
+    s.add_argument(
+        "--backfill", action="store_true", help="send a --duration-long history ending now, as fast as possible"
+    )
     d = sub.add_parser("demo", help="the whole system on one machine")
     _common(d)
     d.add_argument("--agents", type=int, default=40)

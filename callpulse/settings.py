@@ -287,7 +287,9 @@ def from_env(env: Mapping[str, str], **flags: Any) -> Settings:
         raise SettingsError(f"CALLPULSE_KAFKA is {kafka!r}, must be comma-separated host:port bootstrap servers")
     redis_url = pick("CALLPULSE_REDIS", "redis").strip()
     if urlparse(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(f"CALLPULSE_REDIS is {redis_url!r}, must be a redis:// URL such as redis://localhost:6379/0")
+        raise SettingsError(
+            f"CALLPULSE_REDIS is {redis_url!r}, must be a redis:// URL such as redis://localhost:6379/0"
+        )
     host, port = parse_http(pick("CALLPULSE_HTTP", "http"))
     token = pick("CALLPULSE_TOKEN", "token") or None
     prefix = pick("CALLPULSE_TOPIC_PREFIX", "topic_prefix")

@@ -55,8 +55,12 @@ class KpiCollector:
         agent = GaugeMetricFamily(
             "callpulse_agent_kpi", "KPI per agent and rolling window", labels=["agent", "team", "kpi", "window"]
         )
-        team = GaugeMetricFamily("callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"])
-        floor = GaugeMetricFamily("callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"])
+        team = GaugeMetricFamily(
+            "callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"]
+        )
+        floor = GaugeMetricFamily(
+            "callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"]
+        )
         teams: dict[str, dict[int, list[w.Sums]]] = {}
         for row in data["rows"]:
             for ws in data["windows"]:
@@ -97,15 +101,15 @@ class KpiCollector:
             active.add_metric(list(key), n)
         yield active
         stats = data["stats"]
-        events = CounterMetricFamily("callpulse_events", "Events seen by the workers, by result", labels=["topic", "result"])
+        events = CounterMetricFamily(
+            "callpulse_events", "Events seen by the workers, by result", labels=["topic", "result"]
+        )
         for topic in TOPICS:
             for result in RESULTS:
                 events.add_metric([topic, result], stats.get(f"{topic}|{result}", 0))
         yield events
         buckets, _count, total_s = lag_histogram(stats)
-        lag = HistogramMetricFamily(
-            "callpulse_event_lag_seconds", "Event ts to its window update in Redis, seconds"
-        )
+        lag = HistogramMetricFamily("callpulse_event_lag_seconds", "Event ts to its window update in Redis, seconds")
         lag.add_metric([], buckets, total_s)
         yield lag
         clients = GaugeMetricFamily("callpulse_monitor_clients", "Websocket clients connected to this monitor")

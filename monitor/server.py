@@ -61,7 +61,9 @@ def _json(status: int, data: Any) -> Response:
 class Monitor:
     """Serves one port; state (alerts, acks, snoozes) lives in Redis so several monitors agree."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: aioredis.Redis, *, registry: CollectorRegistry | None = None
+    ) -> None:
         self.settings = settings
         self.redis = client
         self.store = WindowStore(client, namespace(settings.topic_prefix))
@@ -133,7 +135,9 @@ class Monitor:
             query = parse_qs(url.query)
             window = (query.get("window") or [self.settings.window_names[0]])[0]
             if window not in self.settings.window_names:
-                return _json(400, {"error": f"window is {window!r}, must be one of {', '.join(self.settings.window_names)}"})
+                return _json(
+                    400, {"error": f"window is {window!r}, must be one of {', '.join(self.settings.window_names)}"}
+                )
             return None
         return _json(404, {"error": f"no such path {path!r}; try /, /api/snapshot, /ws, /metrics or /healthz"})
 
@@ -346,7 +350,12 @@ class Monitor:
             raise ValueError("snooze needs agent_id or team")
         until_ms = int((time.time() + minutes * 60) * 1000)
         await self.redis.hset(f"{self.ns}snoozes", f"{kpi}|{scope}|{subject}", until_ms)
-        msg = {"type": "snooze", "kpi": kpi, ("agent_id" if scope == "agent" else "team"): subject, "until": iso(until_ms)}
+        msg = {
+            "type": "snooze",
+            "kpi": kpi,
+            ("agent_id" if scope == "agent" else "team"): subject,
+            "until": iso(until_ms),
+        }
         await self.redis.publish(f"{self.ns}ui", orjson.dumps(msg))
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -409,6 +418,3 @@ async def serve_forever(settings: Settings) -> None:
     log.info("monitor stopping: closing %d clients", len(monitor.clients))
     await monitor.stop()
     await client.aclose()
-
-
-

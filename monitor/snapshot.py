@@ -98,7 +98,10 @@ def build(
     alerts_out = [
         a
         for a in alerts
-        if team_filter is None or a.get("team") == team_filter or a.get("scope") == "floor" or _agent_in(a, rows, team_filter)
+        if team_filter is None
+        or a.get("team") == team_filter
+        or a.get("scope") == "floor"
+        or _agent_in(a, rows, team_filter)
     ]
     return {
         "as_of": iso(now_ms),

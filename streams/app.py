@@ -22,6 +22,7 @@ from callpulse.settings import Settings
 from streams.alerts import Alert
 from streams.engine import AlertEngine
 from streams.processor import Processor, Record, deadletter_value
+from streams.replay import rebuild_if_empty
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
@@ -60,7 +61,9 @@ class WorkerHealth:
     def __init__(self, app: faust.App, registry: CollectorRegistry) -> None:
         self.app = app
         self.registry = registry
-        self.events = Counter("callpulse_worker_events", "Records processed by this worker", ["topic"], registry=registry)
+        self.events = Counter(
+            "callpulse_worker_events", "Records processed by this worker", ["topic"], registry=registry
+        )
         self.batch_seconds = Histogram(
             "callpulse_batch_seconds",
             "Time to process one batch, decode to Redis applied",
@@ -72,7 +75,9 @@ class WorkerHealth:
 
     def collect(self) -> Any:
         """Consumer lag per assigned partition: highwater minus the next offset to process."""
-        lag = GaugeMetricFamily("callpulse_consumer_lag", "Messages behind the partition end", labels=["topic", "partition"])
+        lag = GaugeMetricFamily(
+            "callpulse_consumer_lag", "Messages behind the partition end", labels=["topic", "partition"]
+        )
         consumer = getattr(self.app, "_consumer", None)
         if consumer is not None:
             try:
@@ -125,6 +130,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
             await fut
 
     processor = Processor(settings, store, send_deadletter)
+    processor.on_empty = lambda: rebuild_if_empty(settings, store)
     alerts_topic = settings.topic("alerts")
 
     async def publish_alert(alert: Alert) -> None:
@@ -140,8 +146,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
             started = time.perf_counter()
             records = [
-                Record(base, ev.message.partition, ev.message.offset, ev.message.key, ev.message.value)
-                for ev in events
+                Record(base, ev.message.partition, ev.message.offset, ev.message.key, ev.message.value) for ev in events
             ]
             try:
                 outcome = await processor.process(records)

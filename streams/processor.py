@@ -98,6 +98,8 @@ class Processor:
         self._cache: dict[str, tuple[int, Any]] = {}
         self._cache_size = cache_size
         self.redis_down_since: float | None = None
+        self.check_epoch = True
+        self.on_empty: Callable[[], Awaitable[Any]] | None = None
 
     def decode(self, records: Sequence[Record], now_ms: int) -> tuple[list[batch.Item], list[tuple[Record, str]]]:
         """Validate each record; invalid ones become dead letters (their dedupe key is their offset)."""
@@ -139,7 +141,16 @@ class Processor:
         states = {k: self._cache[k] for k in keys if k in self._cache}
         for attempt in range(20):
             p = batch.plan(items, states, now_ms, self.params)
+            p.payload["ce"] = self.check_epoch
             result = await self._retry(lambda p=p: self.store.apply(p.payload), "Redis")
+            if result.empty:
+                self.forget()
+                states = {}
+                if self.on_empty is not None:
+                    await self._retry(self.on_empty, "Redis")
+                else:
+                    await self._retry(self.store.mark_initialised, "Redis")
+                continue
             if result.ok:
                 self._remember(p.new_states)
                 out.applied, out.duplicates, out.agents = result.applied, result.duplicates, p.agents

@@ -11,6 +11,7 @@ Key layout (all under a namespace `cp:<topic prefix>`):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from streams.batch import LAG_BOUNDS_S
 APPLY_LUA = r"""
 local p = cjson.decode(ARGV[1])
 local ns = p.ns
+if p.ce and redis.call('EXISTS', ns .. 'epoch') == 0 then return {2} end
 local conflicts = {}
 for _, s in ipairs(p.s) do
   local cur = redis.call('GET', s[1])
@@ -106,6 +108,7 @@ class ApplyResult:
     """What one apply did: ok=False means state conflicts (key -> current raw value), nothing written."""
 
     ok: bool
+    empty: bool = False
     applied: int = 0
     duplicates: int = 0
     conflicts: dict[str, str] = field(default_factory=dict)
@@ -146,11 +149,13 @@ class WindowStore:
     async def apply(self, payload: Mapping[str, Any]) -> ApplyResult:
         """Run one batch's plan atomically; on a state conflict nothing is written."""
         raw = await self._apply(args=[orjson.dumps(payload)])
+        if int(raw[0]) == 2:
+            return ApplyResult(False, empty=True)
         if int(raw[0]) == 0:
             flat = raw[1]
             conflicts = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
             return ApplyResult(False, conflicts=conflicts)
-        return ApplyResult(True, int(raw[1]), int(raw[2]))
+        return ApplyResult(True, applied=int(raw[1]), duplicates=int(raw[2]))
 
     async def active_agents(self, now_ms: int, window_s: int) -> dict[str, int]:
         """Agents with an event in the window ending now -> their latest event ts."""
@@ -195,6 +200,14 @@ class WindowStore:
                 AgentWindows(agent, _s(team) if team else None, _s(state) if state else None, agents[agent], sums)
             )
         return out
+
+    async def initialised(self) -> bool:
+        """Whether this Redis holds callpulse data (False after a restart without persistence)."""
+        return bool(await self.client.exists(f"{self.ns}epoch"))
+
+    async def mark_initialised(self) -> None:
+        """Record that the windows are complete up to what Kafka retained."""
+        await self.client.set(f"{self.ns}epoch", str(int(time.time())), nx=True)
 
     async def read_stats(self) -> dict[str, int]:
         """Event counters (topic|result) and the raw lag histogram fields."""

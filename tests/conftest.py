@@ -8,13 +8,17 @@ never start a process.
 from __future__ import annotations
 
 import itertools
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from callpulse.processes import Proc, env_for, worker_args
 from callpulse.settings import Settings
+from tests.helpers import wait_for
 
 _prefix_numbers = itertools.count(1)
 
@@ -80,4 +84,58 @@ def settings(broker: EmbeddedBroker, redis_server: EmbeddedRedis, topic_prefix: 
         consumer_group=f"{topic_prefix}callpulse",
         http_host="127.0.0.1",
         http_port=free_port(),
+        session_timeout_s=6.0,
     )
+
+
+class Stack:
+    """Start callpulse processes (worker, monitor, simulator) for one test; all stopped at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[Proc] = []
+        self._n = itertools.count(1)
+
+    def worker(self, settings: Settings, *, web_port: int | None = None) -> Proc:
+        """Start `callpulse worker`; it creates the topics and joins the consumer group."""
+        n = next(self._n)
+        port = web_port or free_port()
+        proc = Proc(f"worker{n}", worker_args(settings, web_port=port), env_for(settings),
+                    self.tmp_path / f"worker{n}.log")  # fmt: skip
+        proc.web_port = port  # type: ignore[attr-defined]
+        self.procs.append(proc.start())
+        return proc
+
+    def monitor(self, settings: Settings) -> Proc:
+        """Start `callpulse monitor` and wait until /healthz answers."""
+        n = next(self._n)
+        proc = Proc(f"monitor{n}", ["monitor"], env_for(settings), self.tmp_path / f"monitor{n}.log").start()
+        self.procs.append(proc)
+        url = f"http://{settings.http_host}:{settings.http_port}/healthz"
+
+        def up() -> bool:
+            if not proc.alive():
+                raise AssertionError(f"monitor exited:\n{proc.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    return resp.status == 200
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_for(up, timeout_s=30, message="monitor /healthz")
+        return proc
+
+    def stop_all(self) -> None:
+        """Stop every process this stack started (SIGTERM, then SIGKILL)."""
+        for proc in reversed(self.procs):
+            proc.stop(timeout_s=10)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Factory for callpulse processes bound to this test; logs land in the test's tmp dir."""
+    s = Stack(tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop_all()

@@ -594,17 +594,18 @@
     } else if (a.scope === "team") who = String(a.team);
     setText(r.scope, c, "scope", who);
     setAttr(r.scope, c, "scopeKind", "data-scope", a.scope || "floor");
-    setText(r.time, c, "time", fmtClock(alertTime(rec)));
+    setText(r.time, c, "time", fmtClock(resolved && rec.resolvedAt ? rec.resolvedAt : alertTime(rec)));
     let detail = fmtKpi(a.kpi, a.value);
     if (isNum(a.value) && isNum(a.threshold)) {
       detail += (a.value >= a.threshold ? " above " : " below ") + fmtKpi(a.kpi, a.threshold);
     }
     if (a.window) detail += " · " + a.window;
     if (team) detail += " · " + team;
-    if (resolved) detail = "resolved " + fmtClock(rec.resolvedAt) + " · was " + detail;
+    if (resolved) detail = "was " + detail;
     setText(r.detail, c, "detail", detail);
     let note = "";
-    if (snoozedTill) note = "snoozed until " + fmtClockShort(snoozedTill - skewMs);
+    if (resolved) note = "resolved";
+    else if (snoozedTill) note = "snoozed until " + fmtClockShort(snoozedTill - skewMs);
     else if (a.acknowledged) note = "acknowledged";
     setText(r.note, c, "note", note);
     const ackDisabled = !!a.acknowledged || resolved;
