@@ -28,7 +28,7 @@
     { name: "s", w: 112, h: 62, cells: 0 },
     { name: "xs", w: 84, h: 40, cells: 0 },
   ];
-  const MAX_SCALE = 1.8;
+  const MAX_SCALE = 2.4;
 
   const KPI_META = {
     aht_seconds: { label: "AHT", fmt: fmtDuration },
