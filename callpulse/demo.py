@@ -29,7 +29,7 @@ def _get_json(url: str, token: str | None, timeout_s: float = 2.0) -> Any:
 
 def _fmt(value: Any, kind: str) -> str:
     if value is None:
-        return "–"
+        return "-"
     if kind == "s":
         return f"{int(value) // 60}:{int(value) % 60:02d}"
     if kind == "%":

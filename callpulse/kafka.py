@@ -15,7 +15,7 @@ TOPICS: tuple[str, ...] = ("calls", "tickets", "alerts", "deadletter")
 
 
 async def ensure_topics(settings: Settings, *, partitions: int = 4, timeout_s: float = 60.0) -> None:
-    """Create calls, tickets, alerts and deadletter (with the prefix) if they don't exist; retry until the broker answers."""
+    """Create the contract topics (with the prefix) when missing; retry until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)

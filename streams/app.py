@@ -7,6 +7,7 @@ records acked only after Redis applied them, and the worker's own health endpoin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -91,6 +92,12 @@ class WorkerHealth:
                 pos = self.positions.get((tp.topic, tp.partition))
                 lag.add_metric([tp.topic, str(tp.partition)], max(0, high - (pos if pos is not None else 0)))
         yield lag
+        processor = getattr(self.app, "callpulse_processor", None)
+        up = GaugeMetricFamily(
+            "callpulse_worker_redis_up", "1 while this worker's Redis writes succeed, 0 while retrying"
+        )
+        up.add_metric([], 0 if processor is not None and processor.redis_down_since is not None else 1)
+        yield up
 
 
 def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int = 6066) -> faust.App:
@@ -148,8 +155,20 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
             records = [
                 Record(base, ev.message.partition, ev.message.offset, ev.message.key, ev.message.value) for ev in events
             ]
+            task = asyncio.ensure_future(processor.process(records))
             try:
-                outcome = await processor.process(records)
+                outcome = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # Shutting down: finish the in-flight batch so its offsets are committed on the way out.
+                try:
+                    await asyncio.wait_for(task, 10.0)
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    task.cancel()
+                    raise
+                for ev in events:
+                    await stream.ack(ev)
+                log.info("finished the in-flight batch of %d records before stopping", len(records))
+                raise
             except Exception as exc:
                 first, last = records[0], records[-1]
                 log.critical(

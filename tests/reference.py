@@ -177,9 +177,8 @@ def diff_snapshot(snap: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
     problems: list[str] = []
     got_agents = {a["agent_id"]: a for a in snap["agents"]}
     if set(got_agents) != set(exp["agents"]):
-        problems.append(
-            f"agents differ: missing {set(exp['agents']) - set(got_agents)}, extra {set(got_agents) - set(exp['agents'])}"
-        )
+        missing, extra = set(exp["agents"]) - set(got_agents), set(got_agents) - set(exp["agents"])
+        problems.append(f"agents differ: missing {missing}, extra {extra}")
     for aid, want in exp["agents"].items():
         got = got_agents.get(aid)
         if got is None:

@@ -469,15 +469,17 @@
   el.windowSwitch.addEventListener("click", (ev) => {
     const b = ev.target.closest("button[data-window]");
     if (!b || b.dataset.window === currentWindow) return;
-    setWindow(b.dataset.window);
+    setWindow(b.dataset.window, true);
     document.body.classList.add("is-switching");   // old-window numbers until the new snapshot
     renderWindowSwitch(snapshot && snapshot.windows);
     connect(true);
   });
-  function setWindow(w) {
+  // The URL only changes on a deliberate switch (or to correct a ?window= the server
+  // did not accept), so a kiosk's bookmarked address stays as it was typed.
+  function setWindow(w, updateUrl) {
     currentWindow = w;
     const p = new URLSearchParams(location.search);
-    if (p.get("window") !== w) {
+    if (updateUrl && p.get("window") !== w) {
       p.set("window", w);
       history.replaceState(history.state, "", location.pathname + "?" + p.toString() + location.hash);
     }
@@ -711,7 +713,7 @@
     snapshot = msg;
     lastFreshAt = now;
     attempt = 0;                                   // a real snapshot, not just an open socket
-    if (msg.window && msg.window !== currentWindow) setWindow(msg.window);
+    if (msg.window && msg.window !== currentWindow) setWindow(msg.window, params.has("window"));
     document.body.classList.remove("is-switching");
     if (msg.thresholds && typeof msg.thresholds === "object") thresholds = msg.thresholds;
     agentTeam.clear();
@@ -730,6 +732,7 @@
     freshSinceConnect = true;
     scheduleRender();
     updateStale();
+    updateConn();
   }
 
   function onMessage(data) {
@@ -813,7 +816,8 @@
     if (el.conn.textContent !== text) el.conn.textContent = text;
   }
   function updateConn() {
-    if (wsOpen) setConn("open", "live");
+    if (wsOpen && lastFreshAt && Date.now() - lastFreshAt > STALE_AFTER_MS) setConn("stalled", "stalled");
+    else if (wsOpen) setConn("open", "live");
     else if (reconnectAt) setConn("reconnecting", "retry in " + Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000)) + " s");
     else setConn("connecting", "connecting…");
   }
