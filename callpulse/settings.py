@@ -225,7 +225,7 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         out["hysteresis"] = float(value)
     rules = dict(DEFAULT_RULES)
     for kpi, raw in data.get("kpi", {}).items():
-        rules[kpi] = _parse_rule(kpi, raw, "kpi", DEFAULT_RULES.get(kpi) if _same_direction(raw, kpi) else None, names)
+        rules[kpi] = _parse_rule(kpi, raw, "kpi", _base(raw, DEFAULT_RULES.get(kpi)), names)
     for kpi, rule in rules.items():
         if rule.window not in names:
             rules[kpi] = dataclasses.replace(rule, window=names[0])
@@ -235,24 +235,23 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         if not isinstance(section, dict) or set(section) - {"kpi"}:
             raise SettingsError(f"{source}: team.{team} may only hold [team.{team}.kpi.<key>] tables")
         team_rules[team] = {
-            kpi: _parse_rule(kpi, raw, f"team.{team}.kpi", rules.get(kpi) if _same_direction(raw, kpi) else None, names)
+            kpi: _parse_rule(kpi, raw, f"team.{team}.kpi", _base(raw, rules.get(kpi)), names)
             for kpi, raw in section.get("kpi", {}).items()
         }
     out["team_rules"] = team_rules
     return out
 
 
-def _same_direction(raw: Any, kpi: str) -> bool:
-    """Whether an override keeps the default rule's direction (so unset fields inherit)."""
-    base = DEFAULT_RULES.get(kpi)
+def _base(raw: Any, base: Rule | None) -> Rule | None:
+    """The rule an override inherits unset fields from: `base` when the override keeps its direction, else None."""
     if base is None or not isinstance(raw, dict):
-        return False
+        return None
     keys = set(raw)
     if keys & {"warning_above", "critical_above"}:
-        return base.direction == "above"
+        return base if base.direction == "above" else None
     if keys & {"warning_below", "critical_below"}:
-        return base.direction == "below"
-    return True
+        return base if base.direction == "below" else None
+    return base
 
 
 def parse_http(text: str) -> tuple[str, int]:

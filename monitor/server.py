@@ -40,7 +40,7 @@ log = logging.getLogger("callpulse.monitor")
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 SNAPSHOT_MIN_INTERVAL_S = 1.0
-SNAPSHOT_HEARTBEAT_S = 3.0
+SNAPSHOT_HEARTBEAT_S = 2.0
 
 
 def _response(status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> Response:

@@ -111,7 +111,8 @@ def parse_ts_ms(value: Any) -> int:
         return round(value * 1000)
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case "z"; fromisoformat takes only "Z".
+            parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
         except ValueError:
             raise ValueError(f"ts is {value[:40]!r}, must be RFC 3339 with offset or epoch seconds") from None
         if parsed.tzinfo is None:

@@ -24,7 +24,7 @@
   // cells: how many KPI cells a tile shows at that size (the rest go to the flag line).
   const DENSITIES = [
     { name: "l", w: 172, h: 150, cells: 6 },
-    { name: "m", w: 140, h: 104, cells: 2 },
+    { name: "m", w: 160, h: 96, cells: 2 },
     { name: "s", w: 112, h: 62, cells: 0 },
     { name: "xs", w: 84, h: 40, cells: 0 },
   ];
@@ -188,10 +188,14 @@
     if (isNum(t.critical_below) && v < t.critical_below) return "critical";
     return "warning";
   }
+  const breachedCache = new WeakMap();            // entity object -> Set, per snapshot
   function breachedKeys(entity) {
-    const keys = new Set();
+    let keys = breachedCache.get(entity);
+    if (keys) return keys;
+    keys = new Set();
     if (entity.levels) for (const k of Object.keys(entity.levels)) keys.add(k);
     if (Array.isArray(entity.breaches)) for (const k of entity.breaches) keys.add(k);
+    breachedCache.set(entity, keys);
     return keys;
   }
   function worstLevel(entity, scope, id) {
@@ -288,7 +292,7 @@
       }
       return shown;
     }
-    const order = ALL_TILE_KPIS.filter((k) => rank(k) < 2 || TILE_KPIS.includes(k))
+    const order = ALL_TILE_KPIS.filter((k) => TILE_KPIS.includes(k) || breached(k))
       .sort((x, y) => rank(x) - rank(y) || ALL_TILE_KPIS.indexOf(x) - ALL_TILE_KPIS.indexOf(y));
     return new Set(order.slice(0, n));
   }
@@ -506,6 +510,8 @@
     if (!a || a.id == null) return;
     const now = Date.now();
     const prev = alerts.get(a.id);
+    // A snapshot built just before a resolve went out must not bring the alert back.
+    if (fromSnapshot && prev && prev.alert.status === "resolved" && now - prev.resolvedAt < LOCAL_GRACE_MS) return;
     const merged = Object.assign({}, prev ? prev.alert : {}, a);
     if (!merged.status) merged.status = "firing";
     const rec = prev || { alert: merged, receivedAt: now, localAckAt: 0, escalatedAt: 0 };
@@ -728,7 +734,7 @@
         addSnooze(scope, s.agent_id != null ? s.agent_id : s.team, s.kpi, parseTs(s.until), false);
       }
     }
-    mergeSnapshotAlerts(msg.alerts, !freshSinceConnect);
+    if (Array.isArray(msg.alerts)) mergeSnapshotAlerts(msg.alerts, !freshSinceConnect);
     freshSinceConnect = true;
     scheduleRender();
     updateStale();
@@ -865,8 +871,10 @@
     ws = sock;
     sock.onopen = () => { if (gen === wsGen) { wsOpen = true; updateConn(); updateStale(); } };
     sock.onmessage = (ev) => { if (gen === wsGen) onMessage(ev.data); };
-    sock.onclose = () => {
+    sock.onclose = (ev) => {
       if (gen !== wsGen) return;
+      // Policy violation / application codes carry a reason worth showing (e.g. a bad token).
+      if (ev.code === 1008 || ev.code >= 4000) toast("Server closed the connection: " + (ev.reason || ev.code));
       wsOpen = false;
       ws = null;
       scheduleReconnect(gen);
@@ -876,9 +884,9 @@
 
   function scheduleReconnect(gen) {
     if (gen !== wsGen) return;
-    // 0.5 s doubling to 10 s, "equal jitter" so a floor of screens doesn't reconnect in step.
-    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * Math.pow(2, attempt));
-    const delay = cap / 2 + Math.random() * (cap / 2);
+    // 0.5 s doubling to 10 s, ±25 % jitter so a floor of screens doesn't reconnect in step.
+    const nominal = Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * Math.pow(2, attempt));
+    const delay = Math.min(BACKOFF_MAX_MS, nominal * (0.75 + Math.random() * 0.5));
     attempt = Math.min(attempt + 1, 30);
     reconnectAt = Date.now() + delay;
     reconnectTimer = setTimeout(() => { if (gen === wsGen) connect(false); }, delay);

@@ -31,11 +31,12 @@ OFFSETS = (
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One Kafka message to produce: a base topic ('calls' or 'tickets'), raw value, and a partition (None: any)."""
+    """One Kafka message to produce: a base topic ('calls' or 'tickets'), raw value, partition (None: any), key."""
 
     topic: str
     value: bytes | None
     partition: int | None = None
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class Invalid:
     topic: str
     value: bytes | None
     field: str
+    key: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -217,7 +219,7 @@ def with_duplicates(messages: Sequence[Message], *, share: float, seed: int) -> 
     picks = rng.sample(range(len(messages)), round(len(messages) * share))
     for i in picks:
         m = messages[i]
-        copy = Message(m.topic, m.value, rng.randrange(PARTITIONS) if rng.random() < 0.5 else None)
+        copy = Message(m.topic, m.value, rng.randrange(PARTITIONS) if rng.random() < 0.5 else None, m.key)
         out.insert(rng.randrange(len(out) + 1), copy)
     return out, len(picks)
 
@@ -242,7 +244,7 @@ def invalid_messages(now: float, *, tag: str = "bad") -> list[Invalid]:
         Invalid("calls", b'{"event_id": "trunc", "type": "call.ended", ', "JSON"),
         Invalid("tickets", b"not json at all", "JSON"),
         Invalid("calls", b"[1, 2, 3]", "object"),
-        Invalid("calls", None, "null"),
+        Invalid("calls", None, "null", key=b"ag-bad"),  # a tombstone needs a key
         Invalid("tickets", b'{"event_id": "\xff\xfe", "type": "ticket.created"}', "UTF-8"),
         Invalid("calls", ev(call, connected="yes"), "connected"),
         Invalid("calls", ev(call, talk_seconds="120"), "talk_seconds"),
@@ -270,11 +272,12 @@ async def produce_raw(
     *,
     partitions: Sequence[int | None] | None = None,
     seed: int = 1,
-    key: bytes | None = None,
+    keys: Sequence[bytes | None] | None = None,
 ) -> list[RecordMetadata]:
     """Send raw values to `topic`, each to its given partition or else a seeded random one of the 4.
 
-    Returns each message's metadata (partition, offset) in the order of `values`.
+    `keys` gives each message's key (default none: the worker does not trust keys anyway). Returns each
+    message's metadata (partition, offset) in the order of `values`.
     """
     rng = random.Random(seed)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap.split(","), acks=1, linger_ms=5)
@@ -284,6 +287,7 @@ async def produce_raw(
         for i, value in enumerate(values):
             given = partitions[i] if partitions is not None else None
             partition = given if given is not None else rng.randrange(PARTITIONS)
+            key = keys[i] if keys is not None else None
             futures.append(await producer.send(topic, value, key=key, partition=partition))
         return list(await asyncio.gather(*futures))
     finally:
@@ -299,5 +303,6 @@ async def produce_messages(
         mine = [m for m in messages if m.topic == topic]
         if mine:
             out[topic] = await produce_raw(bootstrap, f"{prefix}{topic}", [m.value for m in mine],
-                                           partitions=[m.partition for m in mine], seed=seed)  # fmt: skip
+                                           partitions=[m.partition for m in mine], seed=seed,
+                                           keys=[m.key for m in mine])  # fmt: skip
     return out

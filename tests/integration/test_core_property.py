@@ -1,0 +1,328 @@
+"""Property tests of the whole core against a real Redis: any trace, any order, any batching, any duplicates,
+gives exactly the KPIs the contract's brute-force reference computes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from callpulse.embedded import EmbeddedRedis
+from callpulse.settings import Settings
+from monitor import snapshot
+from streams.processor import Outcome, Processor, Record
+from streams.store import AgentWindows, WindowStore, namespace
+from tests import reference
+
+pytestmark = pytest.mark.integration
+
+NOW_MS = 1_700_000_003_500  # not on a bucket boundary
+NOW = NOW_MS / 1000
+REPEAT_S = 3600
+SETTINGS = Settings(repeat_window_s=REPEAT_S, topic_prefix="prop-")
+TOPIC = {
+    "call.ended": "calls",
+    "agent.state": "calls",
+    "ticket.created": "tickets",
+    "ticket.replied": "tickets",
+    "ticket.resolved": "tickets",
+    "ticket.escalated": "tickets",
+    "ticket.reopened": "tickets",
+    "survey.csat": "tickets",
+}
+OFFSETS = [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
+# Offsets (ms before now) on and around the window edges, so bucket rounding is exercised.
+EDGES_MS = [
+    w * 1000 + d for w in (900, 3600, 10_800) for d in (-10_001, -10_000, -3_500, -1, 0, 1, 6_500, 9_999, 10_000)
+] + [0, 1, 3_500, -1, -6_500, -6_501, -300_000]
+
+HYPOTHESIS = settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+    deadline=None,
+    max_examples=60,
+)
+
+agents = st.sampled_from(["a1", "a2", "a3", "a4"])
+teams = st.one_of(st.none(), st.sampled_from(["red", "blue", "green"]))
+customers = st.sampled_from(["c1", "c2", "c3", "c4", "c5", "c6"])
+tickets = st.sampled_from(["k1", "k2", "k3"])
+seconds = st.one_of(st.integers(0, 900), st.integers(0, 9000).map(lambda x: x / 10))
+# Spread over the last 3 h (so repeats fall both within and beyond the 1 h repeat window), built from
+# hour, minute and ms parts because a single wide integer range clusters at its ends; some on the edges.
+spread_ms = st.builds(
+    lambda h, m, ms: h * 3_600_000 + m * 60_000 + ms,
+    st.sampled_from([0, 1, 2]),
+    st.integers(0, 59),
+    st.integers(0, 59_999),
+)
+ago_ms = st.one_of(spread_ms, spread_ms, spread_ms, st.sampled_from(EDGES_MS), st.integers(-300_000, 0))
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> float | str:
+    """A contract ts: epoch seconds (whole ms) or RFC 3339 with an offset."""
+    ms = NOW_MS - draw(ago_ms)
+    if draw(st.booleans()):
+        return ms / 1000
+    return datetime.fromtimestamp(ms / 1000, tz=draw(st.sampled_from(OFFSETS))).isoformat(timespec="milliseconds")
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """The type-specific fields of one event."""
+    kind = draw(
+        st.sampled_from(
+            ["call.ended"] * 5
+            + ["ticket.created"] * 2
+            + ["ticket.replied"] * 3
+            + ["ticket.resolved", "ticket.escalated", "ticket.reopened", "survey.csat", "agent.state"]
+        )
+    )
+    body: dict[str, Any] = {"type": kind}
+    if kind == "call.ended":
+        connected = draw(st.booleans()) or draw(st.booleans())
+        body |= {
+            "call_id": f"call{draw(st.integers(0, 10**6))}",
+            "agent_id": draw(agents),
+            "direction": draw(st.sampled_from(["inbound", "outbound"])),
+            "connected": connected,
+            "talk_seconds": draw(seconds) if connected else 0,
+        }
+        for name in ("hold_seconds", "wrap_seconds", "wait_seconds"):
+            if draw(st.booleans()):
+                body[name] = draw(seconds)
+        if draw(st.booleans()):
+            body["resolved"] = draw(st.booleans())
+        if draw(st.integers(0, 3)):
+            body["customer_id"] = draw(customers)
+        outcome = draw(st.sampled_from([None, "sale", "sale", "no_sale"]))
+        if outcome is not None:
+            body["outcome"] = outcome
+    elif kind == "agent.state":
+        body |= {
+            "agent_id": draw(agents),
+            "state": draw(st.sampled_from(["available", "on_call", "wrap", "break", "offline"])),
+        }
+    elif kind == "survey.csat":
+        body |= {"agent_id": draw(agents), "score": draw(st.integers(1, 5))}
+        body[draw(st.sampled_from(["ticket_id", "call_id"]))] = draw(tickets)
+    else:
+        body["ticket_id"] = draw(tickets)
+        if kind == "ticket.created":
+            if draw(st.booleans()):
+                body["customer_id"] = draw(customers)
+        elif kind != "ticket.reopened" or draw(st.booleans()):
+            body["agent_id"] = draw(agents)
+    if "agent_id" in body:
+        team = draw(teams)
+        if team is not None:
+            body["team"] = team
+    return body
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Unique events, each with a fresh event_id."""
+    events = []
+    for i, body in enumerate(draw(st.lists(bodies(), min_size=8, max_size=50))):
+        events.append({"event_id": f"ev{i}", "ts": draw(timestamps()), **body})
+    return events
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, events: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The events with random duplicates, shuffled and cut into random batches."""
+    copies = list(events) + draw(st.lists(st.sampled_from(events), max_size=len(events)))
+    order = draw(st.permutations(copies))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
+    bounds = [0, *[c for c in cuts if c < len(order)], len(order)]
+    return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def label(events: Sequence[dict[str, Any]]) -> None:
+    """Tell hypothesis' statistics which interesting cases a trace holds (FCR repeats, early replies)."""
+    calls: dict[str, list[float]] = {}
+    for e in events:
+        if e["type"] == "call.ended" and e["connected"] and "customer_id" in e:
+            calls.setdefault(e["customer_id"], []).append(reference.ts_of(e))
+    gaps = [b - a for ts in calls.values() for a, b in zip(sorted(ts), sorted(ts)[1:], strict=False)]
+    event(f"repeat within the repeat window: {any(g < REPEAT_S for g in gaps)}")
+    event(f"repeat beyond the repeat window: {any(g >= REPEAT_S for g in gaps)}")
+    created = {e["ticket_id"]: reference.ts_of(e) for e in events if e["type"] == "ticket.created"}
+    answered = [e for e in events if e["type"] == "ticket.replied" and e["ticket_id"] in created]
+    event(f"replied tickets: {min(len(answered), 3)}")
+    event(f"reply timestamped before created: {any(reference.ts_of(e) < created[e['ticket_id']] for e in answered)}")
+
+
+def records(batch: Sequence[dict[str, Any]], first_offset: int) -> list[Record]:
+    return [
+        Record(TOPIC[e["type"]], 0, first_offset + i, e.get("agent_id", "").encode() or None, orjson.dumps(e))
+        for i, e in enumerate(batch)
+    ]
+
+
+class Dead:
+    """A deadletter sink that records what it was given."""
+
+    def __init__(self) -> None:
+        self.letters: list[tuple[Record, str]] = []
+
+    async def __call__(self, dead: Sequence[tuple[Record, str]]) -> None:
+        self.letters.extend(dead)
+
+
+async def feed(client: aioredis.Redis, batches: Sequence[Sequence[dict[str, Any]]], dead: Dead) -> list[Outcome]:
+    """Process batches through a fresh Processor at the fixed `now`."""
+    processor = Processor(SETTINGS, WindowStore(client, namespace(SETTINGS.topic_prefix)), dead, clock=lambda: NOW)
+    outcomes = []
+    offset = 0
+    for batch in batches:
+        outcomes.append(await processor.process(records(batch, offset)))
+        offset += len(batch)
+    return outcomes
+
+
+async def read(client: aioredis.Redis) -> list[AgentWindows]:
+    return await WindowStore(client, namespace(SETTINGS.topic_prefix)).read_windows(NOW_MS, SETTINGS.windows_s)
+
+
+@given(data=st.data())
+@HYPOTHESIS
+def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
+    redis_server: EmbeddedRedis, data: st.DataObject
+) -> None:
+    events = data.draw(traces(), label="events")
+    batches = data.draw(deliveries(events), label="batches")
+    label(events)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await client.flushall()
+            dead = Dead()
+            outcomes = await feed(client, batches, dead)
+            assert dead.letters == []
+            assert sum(o.applied for o in outcomes) == len(events)
+            assert sum(o.duplicates for o in outcomes) == sum(len(b) for b in batches) - len(events)
+            rows = await read(client)
+        finally:
+            await client.aclose()
+        delivered = [e for b in batches for e in b]
+        for window_s in SETTINGS.windows_s:
+            snap = snapshot.build(rows, window_s=window_s, settings=SETTINGS, now_ms=NOW_MS)
+            want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S)
+            assert reference.diff_snapshot(snap, want) == [], f"window {window_s}"
+
+    asyncio.run(run())
+
+
+@given(data=st.data())
+@HYPOTHESIS
+def test_two_shuffles_and_batchings_of_a_trace_give_identical_sums(
+    redis_server: EmbeddedRedis, data: st.DataObject
+) -> None:
+    events = data.draw(traces(), label="events")
+    first = data.draw(deliveries(events), label="first")
+    second = data.draw(deliveries(events), label="second")
+
+    async def run() -> tuple[list[AgentWindows], list[AgentWindows]]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await client.flushall()
+            await feed(client, first, Dead())
+            one = await read(client)
+            await client.flushall()
+            await feed(client, second, Dead())
+            two = await read(client)
+        finally:
+            await client.aclose()
+        return one, two
+
+    one, two = asyncio.run(run())
+    assert one == two
+
+
+async def test_invalid_records_are_dead_lettered_with_reasons_while_valid_ones_count(
+    redis_server: EmbeddedRedis,
+) -> None:
+    def call(eid: str, **changes: Any) -> bytes:
+        raw = {
+            "event_id": eid,
+            "type": "call.ended",
+            "ts": NOW - 60,
+            "call_id": f"call-{eid}",
+            "agent_id": "a1",
+            "team": "red",
+            "direction": "outbound",
+            "connected": True,
+            "talk_seconds": 100,
+            "hold_seconds": 20,
+        }
+        return orjson.dumps(raw | changes)
+
+    survey = {"event_id": "s1", "type": "survey.csat", "ts": NOW - 30, "agent_id": "a1", "score": 5, "call_id": "x"}
+    batch = [
+        Record("calls", 0, 10, None, call("e1")),
+        Record("calls", 0, 11, None, b"{not json"),
+        Record("calls", 0, 12, None, call("e2", talk_seconds=-4)),
+        Record("tickets", 1, 13, None, orjson.dumps(survey)),
+        Record("tickets", 1, 14, None, call("e3")),
+        Record("calls", 0, 15, None, call("e4", connected=False, talk_seconds=0)),
+        Record("calls", 0, 16, None, None),
+    ]
+    dead = Dead()
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        store = WindowStore(client, namespace(SETTINGS.topic_prefix))
+        processor = Processor(SETTINGS, store, dead, clock=lambda: NOW)
+        outcome = await processor.process(batch)
+        rows = await store.read_windows(NOW_MS, SETTINGS.windows_s)
+        stats = await store.read_stats()
+    finally:
+        await client.aclose()
+    reasons = [(r.offset, reason) for r, reason in dead.letters]
+    assert [offset for offset, _ in reasons] == [11, 12, 14, 16]
+    assert reasons[0][1].startswith("invalid event: value is not valid JSON (")
+    assert reasons[1][1] == "invalid event 'call.ended' (event_id=e2): talk_seconds is -4, must be >= 0"
+    assert reasons[2][1] == (
+        "invalid event 'call.ended' (event_id=e3): type 'call.ended' does not belong on topic 'tickets', only "
+        "survey.csat, ticket.created, ticket.escalated, ticket.reopened, ticket.replied, ticket.resolved"
+    )
+    assert reasons[3][1] == "invalid event: value is null, must be a JSON object"
+    assert (outcome.ok, outcome.invalid, outcome.applied, outcome.duplicates) == (3, 4, 3, 0)
+    assert [(r.agent_id, r.team) for r in rows] == [("a1", "red")]
+    kpis = snapshot.build(rows, window_s=900, settings=SETTINGS, now_ms=NOW_MS)["agents"][0]["kpis"]
+    assert (kpis["calls_handled"], kpis["dials"], kpis["aht_seconds"], kpis["connect_rate"], kpis["csat"]) == (
+        1,
+        2,
+        120.0,
+        0.5,
+        1.0,
+    )
+    assert (stats["calls|ok"], stats["tickets|ok"], stats["calls|invalid"], stats["tickets|invalid"]) == (2, 1, 3, 1)
+
+
+async def test_redelivered_batch_counts_once_as_duplicates(redis_server: EmbeddedRedis) -> None:
+    value = orjson.dumps(
+        {"event_id": "e1", "type": "ticket.escalated", "ts": NOW - 10, "ticket_id": "k1", "agent_id": "a1"}
+    )
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        store = WindowStore(client, namespace(SETTINGS.topic_prefix))
+        processor = Processor(SETTINGS, store, Dead(), clock=lambda: NOW)
+        first = await processor.process([Record("tickets", 0, 0, None, value)])
+        again = await processor.process([Record("tickets", 0, 0, None, value)])
+        rows = await store.read_windows(NOW_MS, SETTINGS.windows_s)
+        stats = await store.read_stats()
+    finally:
+        await client.aclose()
+    assert (first.applied, first.duplicates, again.applied, again.duplicates) == (1, 0, 0, 1)
+    assert (rows[0].sums[900]["e"], rows[0].sums[900]["x"]) == (1, 1)
+    assert (stats["tickets|ok"], stats["tickets|duplicate"]) == (1, 1)
