@@ -12,6 +12,22 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::(?P<line>\d+))?\)$")
 OUR_PACKAGES = ("streams/", "monitor/", "callpulse/")
+# Where a sample's time goes: the first rule whose every substring is in the sample's stack wins.
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("alert check after each batch (`AlertEngine.check_agents`)", ("AlertEngine.check_agents",)),
+    ("alert sweep, 1 s timer (`AlertEngine.sweep`)", ("AlertEngine.sweep",)),
+    ("batch: decode + validate (`Processor.decode`)", ("Processor.decode",)),
+    ("batch: plan (`batch.plan`, KPI deltas)", ("plan (", "streams/batch.py")),
+    ("batch: apply script call (`WindowStore.apply`, payload encode + Redis I/O)", ("WindowStore.apply",)),
+    ("batch: rest of `Processor.process`", ("Processor.process",)),
+    ("consume loop: per-record acks, metrics (`app.consume`)", ("build_app.<locals>.consume",)),
+    ("Faust consumer thread (aiokafka fetches, hand-over to the main loop)", ("(mode/threads.py",)),
+    ("Kafka consumer (aiokafka) and Faust stream delivery on the main loop", ("(aiokafka/",)),
+    ("Kafka consumer (aiokafka) and Faust stream delivery on the main loop", ("(faust/",)),
+    ("Redis client I/O outside callpulse frames", ("(redis/",)),
+    ("event loop waiting in select()", ("EpollSelector.select",)),
+    ("other (event loop, mode services, timers)", ()),
+)
 
 
 @dataclass
@@ -26,6 +42,8 @@ class Profile:
     top_self: list[tuple[str, float]] = field(default_factory=list)
     top_inclusive: list[tuple[str, float]] = field(default_factory=list)
     by_thread: list[tuple[str, float]] = field(default_factory=list)
+    by_phase: list[tuple[str, float]] = field(default_factory=list)
+    cpus: float = 0.0  # mean CPUs the process used while sampled
 
 
 def py_spy_bin() -> str | None:
@@ -43,17 +61,23 @@ async def record(pid: int, duration_s: float, out: Path, *, rate_hz: int = 100) 
         return Profile(error="py-spy not installed (pip install py-spy into the venv)")
     argv = [exe, "record", "--pid", str(pid), "--duration", str(int(duration_s)), "--rate", str(rate_hz)]
     argv += ["--nonblocking", "--threads", "--format", "raw", "--output", str(out)]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), duration_s + 30)
-    except (TimeoutError, asyncio.CancelledError):
-        proc.kill()
-        await proc.wait()
-        raise
+    for _attempt in range(3):  # py-spy sometimes fails to read the interpreter version at the first try
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), duration_s + 30)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode == 0 and out.exists():
+            break
     if proc.returncode != 0 or not out.exists():
         return Profile(error=f"py-spy exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
     prof = summarise(out.read_text(errors="replace"))
     prof.raw_path = out
+    prof.cpus = prof.samples / (int(duration_s) * rate_hz)
     return prof
 
 
@@ -85,6 +109,7 @@ def summarise(raw: str, top: int = 15) -> Profile:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     threads: Counter[str] = Counter()
+    phases: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -97,11 +122,12 @@ def summarise(raw: str, top: int = 15) -> Profile:
         if not parsed:
             continue
         total += n
-        threads[re.sub(r"\(0x[0-9A-Fa-f]+\)", "", thread).strip() or "?"] += n
+        threads[thread.partition(": ")[2] or thread] += n
         func, path, lineno = parsed[-1]
         self_time[f"{func} ({path}:{lineno})"] += n
         package[_package(path)] += n
-        ours = [(f, p) for f, p, _ in parsed if p.startswith(OUR_PACKAGES)]
+        phases[next(label for label, needles in PHASES if all(x in stack for x in needles))] += n
+        ours = [(f, p) for f, p, _ in parsed if p.startswith(OUR_PACKAGES) and p != "callpulse/cli.py"]
         if ours:
             f, p = ours[-1]
             owner[f"{p}:{f}"] += n
@@ -122,4 +148,5 @@ def summarise(raw: str, top: int = 15) -> Profile:
     prof.top_self = shares(self_time)
     prof.top_inclusive = shares(inclusive)
     prof.by_thread = shares(threads)
+    prof.by_phase = [(k, v / total) for k, v in phases.most_common()]
     return prof

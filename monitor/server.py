@@ -25,6 +25,7 @@ import redis.exceptions
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
 from callpulse.exceptions import SettingsError
@@ -302,6 +303,8 @@ class Monitor:
                 client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
             async for message in ws:
                 await self._on_message(client, message)
+        except ConnectionClosedError:
+            pass  # a dropped slow client or a screen that lost its network: routine, not a handler failure
         finally:
             self.clients.discard(client)
             client.closed = True

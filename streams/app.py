@@ -211,7 +211,10 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type="text/plain; version=0.0.4; charset=utf-8")
+        # aiohttp refuses a charset inside content_type=, so the header is given whole.
+        return web.bytes(
+            generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -65,7 +65,7 @@ class AlertEngine:
     async def check_agents(self, agents: Iterable[str]) -> int:
         """Evaluate agent-scope rules for agents a batch touched; returns transitions published."""
         agents = list(agents)
-        if not agents or not self.rule_windows_s:
+        if not agents or not self.rule_windows_s or not await self.store.initialised():
             return 0
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=agents)
@@ -76,8 +76,8 @@ class AlertEngine:
         return n
 
     async def sweep(self) -> int:
-        """Evaluate every scope, so alerts also resolve when only time passes."""
-        if not self.rule_windows_s:
+        """Evaluate every scope, so alerts also resolve when only time passes (not while windows are rebuilt)."""
+        if not self.rule_windows_s or not await self.store.initialised():
             return 0
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s)

@@ -8,12 +8,15 @@ included) makes the result identical to what the agents would have built.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from callpulse.settings import Settings
 from streams.processor import Processor, Record
@@ -26,8 +29,18 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """Replayed invalid records were dead-lettered when first seen; don't send them again."""
 
 
-async def replay_into(settings: Settings, processor: Processor, *, batch_max: int = 5000, idle_s: float = 1.0) -> int:
-    """Read calls and tickets from the earliest offsets to their current end through `processor`; return count."""
+async def replay_into(
+    settings: Settings,
+    processor: Processor,
+    *,
+    until: Mapping[TopicPartition, int] | None = None,
+    batch_max: int = 5000,
+    idle_s: float = 1.0,
+) -> int:
+    """Read calls and tickets from the earliest offsets through `processor`; return the count.
+
+    Reads to each partition's current end, or with `until` up to (not including) the given offsets.
+    """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka,
@@ -48,9 +61,14 @@ async def replay_into(settings: Settings, processor: Processor, *, batch_max: in
                 parts.append(TopicPartition(topic, p))
         if not parts:
             return 0
+        ends = await consumer.end_offsets(parts)
+        if until is not None:
+            ends = {tp: min(ends[tp], until.get(tp, 0)) for tp in parts}
+            parts = [tp for tp in parts if ends[tp] > 0]
+            if not parts:
+                return 0
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
         while True:
             got = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=batch_max)
             if not got:
@@ -62,9 +80,13 @@ async def replay_into(settings: Settings, processor: Processor, *, batch_max: in
             for tp, messages in got.items():
                 base = bases[tp.topic]
                 by_base.setdefault(base, []).extend(
-                    Record(base, tp.partition, m.offset, m.key, m.value) for m in messages
+                    Record(base, tp.partition, m.offset, m.key, m.value) for m in messages if m.offset < ends[tp]
                 )
+                if until is not None and await consumer.position(tp) >= ends[tp]:
+                    consumer.pause(tp)
             for records in by_base.values():
+                if not records:
+                    continue
                 await processor.process(records)
                 count += len(records)
     finally:
@@ -87,22 +109,59 @@ async def replay(settings: Settings) -> int:
         await client.aclose()
 
 
-async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
-    """If the store has lost its data (no epoch marker), replay Kafka into it once; True when it did."""
-    if await store.initialised():
-        return False
-    lock = f"{store.ns}replay-lock"
-    if await store.client.set(lock, "1", nx=True, ex=600):
+REPLAY_LOCK_TTL_S = 10
+
+
+async def _keep_lock(client: aioredis.Redis, lock: str, token: str) -> None:
+    """Extend our replay lock while the replay runs, so it lapses soon after a crash (kill -9) instead of in minutes."""
+    while True:
+        await asyncio.sleep(REPLAY_LOCK_TTL_S / 3)
         try:
-            log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
-            processor = Processor(settings, store, _no_deadletter)
-            processor.check_epoch = False
-            n = await replay_into(settings, processor)
-            await store.mark_initialised()
-            log.warning("rebuilt windows from %d records", n)
-            return True
-        finally:
-            await store.client.delete(lock)
-    while not await store.initialised():  # another worker is replaying
-        await asyncio.sleep(0.2)
-    return False
+            await client.set(lock, token, xx=True, ex=REPLAY_LOCK_TTL_S)
+        except Exception as exc:  # Redis trouble: the replay itself will retry; the lock may lapse meanwhile
+            log.warning("could not extend the replay lock: %s", exc)
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The worker group's committed offsets on calls and tickets (empty for a group that never committed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        group = f"{settings.topic_prefix}{settings.consumer_group}"
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    topics = {settings.topic("calls"), settings.topic("tickets")}
+    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset >= 0}
+
+
+async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
+    """If the store has lost its data (no epoch marker), replay Kafka into it once; True when it did.
+
+    One worker replays under a lock it keeps extending; the others wait, and take over when the lock lapses
+    because its holder died mid-replay (the replay is idempotent, so starting over is safe).
+    """
+    lock = f"{store.ns}replay-lock"
+    token = uuid.uuid4().hex
+    while True:
+        if await store.initialised():
+            return False
+        if await store.client.set(lock, token, nx=True, ex=REPLAY_LOCK_TTL_S):
+            break
+        await asyncio.sleep(0.2)  # another worker is replaying
+    keeper = asyncio.create_task(_keep_lock(store.client, lock, token))
+    try:
+        log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
+        processor = Processor(settings, store, _no_deadletter)
+        processor.check_epoch = False
+        n = await replay_into(settings, processor)
+        await store.mark_initialised()
+        log.warning("rebuilt windows from %d records", n)
+        return True
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        with contextlib.suppress(Exception):  # if Redis is away the lock simply lapses
+            if await store.client.get(lock) == token.encode():
+                await store.client.delete(lock)

@@ -22,7 +22,7 @@ from aiokafka.structs import RecordMetadata
 PARTITIONS = 4
 _DROP = object()  # marks a field `invalid_messages` removes
 OFFSETS = (
-    timezone.utc,
+    UTC,
     timezone(timedelta(hours=2)),
     timezone(timedelta(hours=-5)),
     timezone(timedelta(hours=5, minutes=30)),

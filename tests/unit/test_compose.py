@@ -139,8 +139,9 @@ def test_callpulse_services_settings_load(compose: dict[str, Any]) -> None:
 
 def test_commands(compose: dict[str, Any]) -> None:
     services = _services(compose)
-    assert services["worker-1"]["command"] == ["worker"]
-    assert services["worker-2"]["command"] == ["worker"]
+    # Workers bind their health/metrics port on all interfaces so Prometheus can scrape worker-N:6066.
+    assert services["worker-1"]["command"] == ["worker", "--web-host", "0.0.0.0"]
+    assert services["worker-2"]["command"] == ["worker", "--web-host", "0.0.0.0"]
     assert services["monitor"]["command"] == ["monitor"]
     assert services["simulator"]["command"][0] == "simulate"
     for name in CALLPULSE_SERVICES:

@@ -1,0 +1,336 @@
+"""Render a benchmark run as BENCHMARKS.md and as a short table for the terminal."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+TARGET_E2E_RATE = 30_000
+TARGET_E2E_VS_NAIVE = 4.0
+TARGET_LAG_P99_S = 0.100
+TARGET_ALERT_P99_S = 0.250
+TARGET_REPLAY_1M_S = 60.0
+TARGET_BYTES_PER_AGENT_WINDOW = 2048
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:,.0f} events/s"
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    if math.isinf(x):
+        return "> 300 s"
+    return f"{x * 1000:.0f} ms" if x >= 0.01 else f"{x * 1000:.1f} ms"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**not met**")
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    cur: Any = results
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur:
+            return None
+        cur = cur[p]
+    return cur
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(number, measure, figure, target, met) for the summary table."""
+    out: list[tuple[str, str, str, str, str]] = []
+    raw, naive, e2e = _get(results, "raw", "rate"), _get(results, "naive", "rate"), _get(results, "e2e", "rate")
+    out.append(("1", "raw ceiling: aiokafka consumer + orjson.loads", _rate(raw), "", ""))
+    out.append(("2", "naive Faust agent, one awaited Redis call per event", _rate(naive), "", ""))
+    if e2e is not None:
+        vs_raw = e2e / raw if raw else float("nan")
+        vs_naive = e2e / naive if naive else float("nan")
+        fig = (
+            f"{_rate(e2e)} first→last ({_rate(results['e2e']['rate_with_startup'])} with start-up); "
+            f"{vs_raw:.2f}x raw, {vs_naive:.1f}x naive"
+        )
+        ok = e2e >= TARGET_E2E_RATE and vs_naive >= TARGET_E2E_VS_NAIVE
+        out.append(("3", "callpulse worker end to end", fig, "≥ 30,000 events/s and ≥ 4x naive", _met(ok)))
+    ld = results.get("load")
+    if ld:
+        fig = f"p50 {_ms(ld['lag_p50'])}, p99 {_ms(ld['lag_p99'])} ({ld['lag_n']} probes at {ld['rate']:,.0f} ev/s)"
+        ok = ld["lag_p99"] is not None and ld["lag_lost"] == 0 and ld["lag_p99"] < TARGET_LAG_P99_S
+        out.append(("4", "event ts → window updated", fig, "p99 < 100 ms", _met(ok)))
+        fig = f"p50 {_ms(ld['alert_p50'])}, p99 {_ms(ld['alert_p99'])} ({ld['alert_n']} probes)"
+        ok = ld["alert_p99"] is not None and ld["alert_lost"] == 0 and ld["alert_p99"] < TARGET_ALERT_P99_S
+        out.append(("5", "event → websocket alert", fig, "p99 < 250 ms", _met(ok)))
+    m = results.get("million")
+    ident = _get(results, "e2e", "identity")
+    if m:
+        rep = m["replay"]
+        extrap = "" if rep["replayed"] >= 1_000_000 else f" (extrapolated from {rep['replayed']:,})"
+        same = ""
+        if ident:
+            same = "; windows identical" if ident["identical"] else f"; **{ident['mismatched']} agents differ**"
+        fig = f"{_rate(rep['rate'])}; 1M events in {m['replay_1m_s']:.0f} s{extrap}{same}"
+        ok = m["replay_1m_s"] < TARGET_REPLAY_1M_S and (ident is None or ident["identical"])
+        out.append(("6", "replay from earliest offsets", fig, "1M in < 60 s, identical", _met(ok)))
+        mem = m["memory"]
+        small = _get(results, "e2e", "memory")
+        fig = (
+            f"{mem['bytes_per_agent_window']:,.0f} B per agent-window after {rep['replayed']:,} events "
+            f"({mem['active_agents']} agents x {mem['windows']})"
+        )
+        if small:
+            fig += f", {small['bytes_per_agent_window']:,.0f} B after {results['e2e']['events']:,}"
+        fig += f"; worker RSS {m['rss_mb']:.0f} MB after {m['worker_processed']:,} events"
+        ok = mem["bytes_per_agent_window"] <= TARGET_BYTES_PER_AGENT_WINDOW
+        out.append(("7", "Redis memory, worker RSS", fig, "≤ 2 KB per agent-window", _met(ok)))
+    s2 = results.get("scale2")
+    if s2 and e2e is not None:
+        fig = f"1 worker {_rate(e2e)}; 2 workers {_rate(s2['rate'])} ({s2['rate'] / e2e:.2f}x)"
+        out.append(("8", "scale-out on 4 partitions", fig, "", ""))
+    return out
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """The summary as a Markdown table."""
+    lines = ["| # | measure | result | target | |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows(results)]
+    return "\n".join(lines)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def _profile_section(prof: Any) -> list[str]:
+    if prof is None:
+        return ["No profile was taken."]
+    if prof.error:
+        return [f"No profile: {prof.error}."]
+    out = [
+        f"{prof.samples} on-CPU samples (py-spy, 100 Hz, `--nonblocking --threads`): the worker used "
+        f"{prof.cpus:.2f} CPUs on average while sampled.",
+        "",
+        "Where the time goes (each sample charged to the first matching row, top to bottom):",
+        "",
+        "| part | share |",
+        "|---|---|",
+    ]
+    out += [f"| {name} | {_pct(v)} |" for name, v in prof.by_phase]
+    out.append("")
+    out += ["CPU by thread:", "", "| thread | share |", "|---|---|"]
+    out += [f"| {name} | {_pct(v)} |" for name, v in prof.by_thread]
+    out += ["", "By owner — the innermost callpulse frame on the stack (library time under it is charged to it):", ""]
+    out += ["| owner | share |", "|---|---|"]
+    out += [f"| `{name}` | {_pct(v)} |" for name, v in prof.by_owner]
+    out += ["", "Self time by module or package (leaf frame):", "", "| module | share |", "|---|---|"]
+    out += [f"| `{name}` | {_pct(v)} |" for name, v in prof.by_package]
+    out += ["", "Top frames by self time:", "", "| frame | self |", "|---|---|"]
+    out += [f"| `{name}` | {_pct(v)} |" for name, v in prof.top_self]
+    out += ["", "Top functions by inclusive time:", "", "| function | inclusive |", "|---|---|"]
+    out += [f"| `{name}` | {_pct(v)} |" for name, v in prof.top_inclusive]
+    return out
+
+
+def render(env: dict[str, Any], results: dict[str, Any], findings: str = "") -> str:
+    """The whole BENCHMARKS.md."""
+    mach = env["machine"]
+    sizes = env["sizes"]
+    la = env["loadavg_before"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py` (`make bench`); rerun it to refresh this file. A benchmark, not a test: "
+        "nothing here fails a build.",
+        "",
+        f"- **Date:** {env['date']}",
+        f"- **Machine:** {mach['nproc']} CPUs ({mach['cpu']}), {mach['ram_gb']:.0f} GB RAM, Python {mach['python']}",
+        f"- **Command:** `{env['command']}`" + (" (quick sizes: development only)" if env["quick"] else ""),
+        f"- **Run time:** {env['wall_s']:.0f} s",
+        "- **Set-up:** an embedded Tansu broker (memory storage) and a private `redis-server`, both on this "
+        "machine: broker, Redis, worker(s), monitor and the load generator share its CPUs.",
+        f"- **Other load:** load average {la[0]:.2f} / {la[1]:.2f} / {la[2]:.2f} just before the run; other "
+        f"processes used about {env['others_cpu_share']:.2f} CPUs on average during it "
+        f"(of {mach['nproc']}). Figures are noisy accordingly.",
+    ]
+    if env.get("note"):
+        lines.append(f"- **Note:** {env['note']}")
+    lines += ["", "## Summary", "", summary_table(results), ""]
+
+    p = results.get("prefill", {})
+    raw, naive, e2e, s2 = results.get("raw"), results.get("naive"), results.get("e2e"), results.get("scale2")
+    lines += ["## Throughput (1, 2, 3, 8)", ""]
+    lines.append(
+        f"Input: {p.get('produced', 0):,} events from the simulator (`generate(agents={sizes.agents}, ...)`, a "
+        f"two-hour history ending now, so none is late), on `calls` and `tickets` with 4 partitions each, "
+        f"pre-filled in {p.get('produce_s', 0):.1f} s. Every consumer below reads the same topics from the start."
+    )
+    lines.append("")
+    if raw:
+        lines.append(f"- **(1) Raw ceiling:** {_rate(raw['rate'])} — one aiokafka consumer, all 8 partitions "
+                     "assigned, `orjson.loads` on each value, nothing else.")  # fmt: skip
+    if naive:
+        lines.append(
+            f"- **(2) Naive baseline:** {_rate(naive['rate'])} over the first {naive['events']:,} events — "
+            "`bench/naive_app.py`: a Faust app (`value_serializer='raw'`, session timeout 6 s), one agent per topic, "
+            "`json.loads` then one awaited `HINCRBY` per event; "
+            f"{naive['cpu_us_per_event']:.0f} µs of its CPU per event."
+        )
+    for r, num in ((e2e, "3"), (s2, "8")):
+        if not r:
+            continue
+        c = r["counts"]
+        bt = r["batch"]
+        per = ", ".join(f"{x:,.0f}" for x in r["per_worker_events"])
+        lines.append(
+            f"- **({num}) callpulse, {r['label']}:** {_rate(r['rate'])} from the first processed record to the last "
+            f"({r['seconds']:.1f} s); {_rate(r['rate_with_startup'])} counting start-up "
+            f"({r['startup_s']:.1f} s from spawn to the first applied batch: imports, topic check, group join — "
+            f"Tansu holds a JoinGroup for half the 6 s session timeout). Counts: ok {c['ok']:,}, late {c['late']:,}, "
+            f"invalid {c['invalid']:,}, duplicate {c['duplicate']:,}. Records per worker: {per}. "
+            f"{bt['batches']:,.0f} batches, mean {bt['mean_batch']:.0f} records and {bt['mean_batch_ms']:.1f} ms each. "
+            f"CPU per event: worker {r['worker_cpu_us_per_event']:.0f} µs (all workers, start-up included), "
+            f"Redis {r['redis_cpu_us_per_event']:.1f} µs (of which the apply script {r['lua_us_per_event']:.1f} µs), "
+            f"broker {r['broker_cpu_us_per_event']:.1f} µs."
+        )
+    if e2e and s2:
+        lines.append(
+            f"- **(8) Scale-out:** {s2['rate'] / e2e['rate']:.2f}x with a second worker. The machine has "
+            f"{mach['nproc']} CPUs shared by broker, Redis and the workers, so a second worker mostly competes for "
+            "the same cores; the start-up includes a rebalance when the second member joins."
+        )
+    lines.append("")
+    ld = results.get("load")
+    if ld:
+        lines += ["## Latency under a steady 2,000 events/s (4, 5)", ""]
+        lines.append(
+            f"One worker and the monitor running; the simulator's floor ({sizes.agents} agents) sent at "
+            f"{ld['rate']:,.0f} events/s (measured) for {ld['duration_s']:.0f} s after a {sizes.load_warmup_s:.0f} s "
+            "warm-up, each event when the wall clock reaches its ts. One websocket client on `/ws?window=15m` "
+            f"received {ld['ws_messages']} messages ({ld['ws_snapshot_mb']:.1f} MB of snapshots)."
+        )
+        lines.append("")
+        lines.append(
+            f"- **(4) Event → window:** p50 {_ms(ld['lag_p50'])}, p99 {_ms(ld['lag_p99'])}, max {_ms(ld['lag_max'])} "
+            f"over {ld['lag_n']} probes ({ld['lag_lost']} never seen). A probe is an `agent.state` event for a fresh "
+            "agent `lagprobe-N` with ts = its send time, sent by its own producer (no linger); another task polls "
+            f"`ZMSCORE <ns>agents` every {_ms(ld['poll_s'])} (mean period) and takes the midpoint of the poll that "
+            "first sees the agent. The worker's own histogram (every event, coarse buckets, `lag|*` in the stats "
+            f"hash; {ld['hist_n']:,} events) puts p50 ≤ {_ms(ld['hist_p50'])} and p99 ≤ {_ms(ld['hist_p99'])}; it "
+            "also counts each background event's wait for its producer batch (linger 5 ms, send tick 5 ms)."
+        )
+        lines.append(
+            f"- **Where the lag builds up:** probe send → broker ack p50 {_ms(ld['ack_p50'])}, p99 "
+            f"{_ms(ld['ack_p99'])}; send → readable by a plain consumer tailing `calls` (fetch wait 10 ms) p50 "
+            f"{_ms(ld['visible_p50'])}, p99 {_ms(ld['visible_p99'])}; send → applied in Redis as above. When the "
+            f"measured window closed, {ld['backlog_at_end']:,} sent events were not yet applied "
+            f"({ld['backlog_at_end'] / max(1.0, ld['rate']):.1f} s of input)."
+        )
+        lines.append(
+            f"- **(5) Event → websocket alert:** p50 {_ms(ld['alert_p50'])}, p99 {_ms(ld['alert_p99'])}, max "
+            f"{_ms(ld['alert_max'])} over {ld['alert_n']} probes ({ld['alert_lost']} never seen). Every "
+            f"{sizes.alert_interval_s} s, five connected 900 s calls for a fresh agent `alertprobe-N` are sent at once "
+            "(AHT 900 s > 480 s with min_samples 5); the clock starts when the fifth is handed to the producer and "
+            'stops when `{"type":"alert","status":"firing","agent_id":"alertprobe-N"}` arrives.'
+        )
+        lines.append(
+            f"- CPU in use during the load: worker {ld['worker_cpu_share']:.2f}, "
+            f"monitor {ld['monitor_cpu_share']:.2f}, Redis {ld['redis_cpu_share']:.2f}, broker "
+            f"{ld['broker_cpu_share']:.2f}, this load generator and its probes {ld['bench_cpu_share']:.2f} (CPUs). "
+            f"Producer send errors: {ld['send_errors']}."
+        )
+        lines.append("")
+    m = results.get("million")
+    ident = _get(results, "e2e", "identity")
+    if m:
+        rep = m["replay"]
+        lines += ["## Replay and memory (6, 7)", ""]
+        if ident:
+            r0 = ident["replay"]
+            verdict = (
+                "**identical** before the wipe and after the replay."
+                if ident["identical"]
+                else f"**{ident['mismatched']} agents differ** between before the wipe and after the replay."
+            )
+            lines.append(
+                f"- **(6) Identity:** after (3), the worker's windows were read with `WindowStore.read_windows` at one "
+                f"fixed instant (all windows, {ident['agents_compared']} active agents); the worker was stopped, Redis "
+                "wiped (`FLUSHALL`) and `streams.replay.replay_into` (a plain aiokafka consumer driving the same "
+                f"`Processor`) rebuilt them from the earliest offsets ({r0['replayed']:,} records, "
+                f"{_rate(r0['rate'])}); the same read was {verdict}"
+            )
+        extrap = "" if rep["replayed"] >= 1_000_000 else f" (extrapolated linearly from {rep['replayed']:,} records)"
+        lines.append(
+            f"- **(6) Replay speed:** a second topic pre-filled with {m['events']:,} simulator events (same floor, "
+            f"{m['produce_s']:.0f} s to produce), replayed into an empty Redis: {rep['replayed']:,} records in "
+            f"{rep['seconds']:.1f} s = {_rate(rep['rate'])}, the replaying process using {rep['cpu_share']:.2f} CPU; "
+            f"1M records ≈ **{m['replay_1m_s']:.0f} s**{extrap}. Redis used {rep['redis_cpu_share']:.2f} CPU; "
+            f"{rep['lua_s']:.1f} s of the {rep['seconds']:.1f} s were spent inside the apply script "
+            f"({rep['batches']:,.0f} calls, {1e6 * rep['lua_s'] / max(1, rep['replayed']):.1f} µs per record), "
+            "during which the replay waits: it fetches, plans and applies one batch after the other."
+        )
+        c = m["worker_counts"]
+        if m["worker_finished"]:
+            how = f"finished all {m['events']:,} at {_rate(m['worker_rate'])} (first to last record)"
+        else:
+            how = (
+                f"was stopped after {m['worker_cap_s']:.0f} s (time budget) having processed "
+                f"{m['worker_processed']:,} of {m['events']:,}, {_rate(m['worker_rate_with_startup'])} overall"
+            )
+        rss = ", ".join(f"{n // 1000}k: {mb:.0f}" for n, mb in m["rss_samples"][:: max(1, len(m["rss_samples"]) // 8)])
+        lines.append(
+            f"- **Worker on the same topic** (from an empty Redis, py-spy attached for part of it): {how}; ok "
+            f"{c['ok']:,}, late {c['late']:,}, invalid {c['invalid']:,}; {m['worker_cpu_us_per_event']:.0f} µs of "
+            f"worker CPU per event. **RSS {m['rss_mb']:.0f} MB** at the end (psutil on the worker pid); samples "
+            f"(records processed: MB) {rss}."
+        )
+        for label, mem, events in (
+            (f"after the replay of {rep['replayed']:,} events", m["memory"], rep["replayed"]),
+            (f"as the worker built it from {_get(results, 'e2e', 'events') or 0:,} events in (3)",
+             _get(results, "e2e", "memory"), _get(results, "e2e", "events")),
+        ):  # fmt: skip
+            if not mem:
+                continue
+            lines.append(
+                f"- **(7) Memory {label}:** `used_memory` grew by {mem['mem_delta_bytes'] / 2**20:.1f} MB for "
+                f"{mem['active_agents']} active agents x {mem['windows']} windows = "
+                f"**{mem['bytes_per_agent_window']:,.0f} B per agent-window** ({events / mem['active_agents']:,.0f} "
+                "events per agent). Key counts by SCAN; bytes estimated from `MEMORY USAGE ... SAMPLES 0` on up to "
+                "200 keys of each kind (this leaves out each key's expiry entry and allocator slack, hence the "
+                "remainder):"
+            )
+            lines += ["", "  | keys | count | mean bytes | estimated total | share of the growth |"]
+            lines += ["  |---|---|---|---|---|"]
+            for kind, k in mem["kinds"].items():
+                share = k["est_bytes"] / mem["mem_delta_bytes"] if mem["mem_delta_bytes"] else 0.0
+                total_mb = k["est_bytes"] / 2**20
+                lines.append(
+                    f"  | {kind} | {k['keys']:,} | {k['mean_bytes']:.0f} | {total_mb:.1f} MB | {_pct(share)} |"
+                )
+            keys = sum(k["keys"] for k in mem["kinds"].values())
+            rest = mem["mem_delta_bytes"] - sum(k["est_bytes"] for k in mem["kinds"].values())
+            if keys and mem["mem_delta_bytes"]:
+                lines.append(
+                    f"  | remainder (expiry entries, dict tables, allocator) | ≈ {rest / keys:.0f} B per key | "
+                    f"| {rest / 2**20:.1f} MB | {_pct(rest / mem['mem_delta_bytes'])} |"
+                )
+            lines.append("")
+        lines += ["## Where the worker's CPU goes", ""]
+        lines.append(
+            "py-spy attached to the worker while it consumed the replay topic from the start (profiling begins once "
+            "5 % of the records — at most 20,000 — are applied, so start-up is excluded)."
+        )
+        lines.append("")
+        lines += _profile_section(m.get("profile"))
+        lines.append("")
+        lines += ["## Where the replay's CPU goes", ""]
+        lines.append(
+            "py-spy on the replaying process (the benchmark itself, only the replay running in it) during the "
+            "timed replay above. The replay drives the same `Processor` as the worker, without Faust and without "
+            "alert evaluation."
+        )
+        lines.append("")
+        lines += _profile_section(rep.get("profile"))
+        lines.append("")
+    if findings:
+        lines += ["## Findings", "", findings.strip(), ""]
+    return "\n".join(lines)

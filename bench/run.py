@@ -1,0 +1,760 @@
+"""Benchmark the callpulse pipeline on an embedded broker and a private Redis; print figures, rewrite BENCHMARKS.md.
+
+    .venv/bin/python bench/run.py            # full run (~10 min), rewrites BENCHMARKS.md
+    .venv/bin/python bench/run.py --quick    # small sizes, for development
+
+One run measures, in order: (1) the raw aiokafka + JSON ceiling, (2) a naive Faust agent with one Redis call
+per event, (3) `callpulse worker` end to end on a pre-filled topic, (8) two workers in one group, (4, 5) lag and
+websocket-alert latency under a steady 2,000 events/s with the monitor running, (6) a replay of every window
+from the earliest offsets (checked identical to what the worker built) and (7) Redis bytes per agent-window and
+worker RSS, with a py-spy profile of the worker. Every process it starts is stopped on exit, Ctrl-C or error.
+It is a measurement, not a test: no figure makes it fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import random
+import resource
+import signal
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import orjson  # noqa: E402
+import psutil  # noqa: E402
+import redis.asyncio as aioredis  # noqa: E402
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from bench import load, profile, report  # noqa: E402
+from bench.procs import Child, Cleanup  # noqa: E402
+from bench.stats import histogram_quantile, percentile  # noqa: E402
+from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port  # noqa: E402
+from callpulse.kafka import ensure_topics  # noqa: E402
+from callpulse.processes import env_for, worker_args  # noqa: E402
+from callpulse.settings import Settings  # noqa: E402
+from callpulse.simulate import generate, produce  # noqa: E402
+from streams.processor import Processor, Record  # noqa: E402
+from streams.replay import replay_into  # noqa: E402
+from streams.store import WindowStore, namespace  # noqa: E402
+
+RESULTS = ("ok", "late", "duplicate", "invalid")
+HISTORY_S = 7200  # pre-filled events span the last two hours: inside every window, none late
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does."""
+
+    events: int  # pre-filled topic for (1), (2), (3), (8)
+    naive_events: int  # the naive baseline is timed over this many of them
+    replay_events: int  # pre-filled topic for (6), (7)
+    load_warmup_s: float
+    load_s: float
+    lag_probes: int
+    alert_interval_s: float
+    profile_s: float
+    worker_cap_s: float  # the worker on the replay topic stops here even if it has not finished
+    agents: int = 2000
+
+
+FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 150.0)
+QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0)
+
+
+class Bench:
+    """The shared servers and the bookkeeping of one run."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, cleanup: Cleanup) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.cleanup = cleanup
+        self.broker = EmbeddedBroker(log_dir=workdir / "broker")
+        self.redis = EmbeddedRedis(data_dir=workdir / "redis")
+        self.results: dict[str, Any] = {}
+        self.tag = f"b{os.getpid() % 10000}"
+        self._names = itertools.count(1)
+
+    def start_servers(self) -> None:
+        self.cleanup.push("broker", self.broker.stop)
+        self.broker.start()
+        self.cleanup.push("redis", self.redis.stop)
+        self.redis.start()
+
+    def settings(self, phase: str, **changes: Any) -> Settings:
+        prefix = f"{self.tag}-{phase}-"
+        base = Settings(
+            kafka=self.broker.bootstrap,
+            redis_url=self.redis.url,
+            topic_prefix=prefix,
+            consumer_group="callpulse",
+            http_host="127.0.0.1",
+            http_port=free_port(),
+            session_timeout_s=6.0,
+        )
+        return base.replace(**changes)
+
+    def worker(self, settings: Settings) -> Child:
+        n = next(self._names)
+        port = free_port()
+        child = Child.callpulse(
+            f"worker{n}", worker_args(settings, web_port=port), env_for(settings), self.workdir / f"worker{n}.log"
+        )
+        child.web_port = port  # type: ignore[attr-defined]
+        return self.cleanup.child(child)
+
+    def cpu(self, what: EmbeddedBroker | EmbeddedRedis) -> float:
+        pid = what.pid
+        if pid is None:
+            return 0.0
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def prefill(settings: Settings, n: int, *, agents: int, seed: int) -> dict[str, Any]:
+    """Create the topics (4 partitions) and send the first `n` simulator events of a two-hour history ending now."""
+    await ensure_topics(settings, partitions=4)
+    rate = n / HISTORY_S * 1.1
+    events = itertools.islice(
+        generate(agents=agents, rate=rate, duration_s=HISTORY_S, seed=seed, start_s=time.time() - HISTORY_S), n
+    )
+    t0 = time.perf_counter()
+    sent = await produce(settings, events, realtime=False)
+    return {"produced": sent, "produce_s": time.perf_counter() - t0}
+
+
+async def stats_counts(client: aioredis.Redis, ns: str) -> dict[str, int]:
+    raw = await client.hgetall(f"{ns}stats")
+    counts = dict.fromkeys(RESULTS, 0)
+    for k, v in raw.items():
+        topic, _, result = k.decode().partition("|")
+        if topic in ("calls", "tickets") and result in counts:
+            counts[result] += int(v)
+    return counts
+
+
+def distinct(counts: dict[str, int]) -> int:
+    """Records accounted for once each: a redelivered copy (after a rebalance) shows as a duplicate on top."""
+    return counts["ok"] + counts["late"] + counts["invalid"]
+
+
+@dataclass
+class Progress:
+    t_first: float
+    c_first: int
+    t_done: float
+    counts: dict[str, int]
+
+
+async def wait_processed(
+    client: aioredis.Redis, ns: str, n: int, procs: Sequence[Child], *, timeout_s: float, interval_s: float = 0.02
+) -> Progress:
+    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter()."""
+    deadline = time.perf_counter() + timeout_s
+    t_first: float | None = None
+    c_first = 0
+    while True:
+        counts = await stats_counts(client, ns)
+        now = time.perf_counter()
+        done = distinct(counts)
+        if t_first is None and done > 0:
+            t_first, c_first = now, done
+        if done >= n:
+            assert t_first is not None
+            return Progress(t_first, c_first, now, counts)
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited while processing:\n{p.log_tail()}")
+        if now > deadline:
+            raise TimeoutError(f"only {done} of {n} records processed after {timeout_s:.0f} s")
+        await asyncio.sleep(interval_s)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's own /metrics, flattened to name{labels} -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+async def worker_metrics(child: Child) -> dict[str, float]:
+    try:
+        return await asyncio.to_thread(scrape, child.web_port)  # type: ignore[attr-defined]
+    except OSError:
+        return {}
+
+
+def batch_figures(metrics: dict[str, float]) -> dict[str, float]:
+    count = metrics.get("callpulse_batch_seconds_count", 0.0)
+    total = metrics.get("callpulse_batch_seconds_sum", 0.0)
+    events = sum(v for k, v in metrics.items() if k.startswith("callpulse_worker_events_total"))
+    return {
+        "batches": count,
+        "mean_batch": events / count if count else 0.0,
+        "mean_batch_ms": 1000 * total / count if count else 0.0,
+        "events": events,
+    }
+
+
+async def fresh_redis(client: aioredis.Redis, settings: Settings) -> None:
+    """Empty Redis and mark the namespace initialised, so a worker does not rebuild it by replay on its first batch."""
+    await client.flushall()
+    await WindowStore(client, namespace(settings.topic_prefix)).mark_initialised()
+    await client.config_resetstat()
+
+
+async def redis_eval_stats(client: aioredis.Redis) -> dict[str, float]:
+    info = await client.info("commandstats")
+    calls = usec = 0.0
+    for name, row in info.items():
+        if name in ("cmdstat_evalsha", "cmdstat_eval"):
+            calls += row["calls"]
+            usec += row["usec"]
+    return {"eval_calls": calls, "eval_usec": usec}
+
+
+# --- the measurements ------------------------------------------------------------------------------------------
+
+
+async def raw_ceiling(settings: Settings, n: int) -> dict[str, Any]:
+    """(1) A plain aiokafka consumer reading both topics from the start and JSON-decoding each value."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=5000,
+        fetch_max_wait_ms=100,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(settings.topic(t), p)
+            for t in ("calls", "tickets")
+            for p in sorted(consumer.partitions_for_topic(settings.topic(t)) or ())
+        ]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen = 0
+        t_first = None
+        t_start = time.perf_counter()
+        while seen < n:
+            got = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for messages in got.values():
+                for m in messages:
+                    orjson.loads(m.value)
+                seen += len(messages)
+            if t_first is None and seen:
+                t_first, c_first = time.perf_counter(), seen
+            if time.perf_counter() - t_start > 300:
+                raise TimeoutError(f"raw consumer read only {seen} of {n}")
+        t_done = time.perf_counter()
+    finally:
+        await consumer.stop()
+    assert t_first is not None
+    return {"events": seen, "rate": (seen - c_first) / (t_done - t_first), "seconds": t_done - t_first}
+
+
+async def naive_baseline(b: Bench, settings: Settings, client: aioredis.Redis, n: int) -> dict[str, Any]:
+    """(2) A minimal Faust app (bench/naive_app.py) awaiting one Redis HINCRBY per event."""
+    await client.flushall()
+    count_key = "naive:processed"
+    env = dict(os.environ)
+    env.update(
+        BENCH_KAFKA=settings.kafka,
+        BENCH_REDIS=settings.redis_url,
+        BENCH_TOPICS=f"{settings.topic('calls')},{settings.topic('tickets')}",
+        BENCH_GROUP=f"{settings.topic_prefix}naive",
+        BENCH_COUNT_KEY=count_key,
+        BENCH_DATADIR=str(b.workdir / "naive-data"),
+        PYTHONUNBUFFERED="1",
+    )
+    child = b.cleanup.child(
+        Child("naive", [sys.executable, str(REPO / "bench" / "naive_app.py")], env, b.workdir / "naive.log")
+    )
+    t_spawn = time.perf_counter()
+    cpu0 = 0.0
+    t_first = None
+    c_first = 0
+    deadline = t_spawn + max(120.0, n / 500)
+    while True:
+        done = int(await client.get(count_key) or 0)
+        now = time.perf_counter()
+        if t_first is None and done > 0:
+            t_first, c_first, cpu0 = now, done, child.cpu_s()
+        if done >= n:
+            break
+        if not child.alive():
+            raise RuntimeError(f"naive app exited:\n{child.log_tail()}")
+        if now > deadline:
+            raise TimeoutError(f"naive app processed only {done} of {n}")
+        await asyncio.sleep(0.02)
+    cpu = child.cpu_s() - cpu0
+    child.stop()
+    assert t_first is not None
+    rate = (done - c_first) / (now - t_first)
+    return {"events": done, "rate": rate, "startup_s": t_first - t_spawn, "cpu_us_per_event": 1e6 * cpu / done}
+
+
+async def callpulse_run(
+    b: Bench, settings: Settings, client: aioredis.Redis, n: int, *, workers: int, label: str, check: bool = False
+) -> dict[str, Any]:
+    """(3)/(8) `callpulse worker` x `workers` on the pre-filled topic until every record is in the stats hash.
+
+    With `check`, also the memory figures of what it built and the replay identity check (6).
+    """
+    await fresh_redis(client, settings)
+    mem0 = (await client.info("memory"))["used_memory"]
+    ns = namespace(settings.topic_prefix)
+    redis_cpu0, broker_cpu0 = b.cpu(b.redis), b.cpu(b.broker)
+    t_spawn = time.perf_counter()
+    procs = [b.worker(settings) for _ in range(workers)]
+    prog = await wait_processed(client, ns, n, procs, timeout_s=max(180.0, n / 1000))
+    metrics = [await worker_metrics(p) for p in procs]
+    cpu = sum(p.cpu_s() for p in procs)
+    redis_cpu, broker_cpu = b.cpu(b.redis) - redis_cpu0, b.cpu(b.broker) - broker_cpu0
+    evals = await redis_eval_stats(client)
+    extra: dict[str, Any] = {}
+    if check:
+        say("  memory and key counts of what the worker built")
+        extra["memory"] = await memory_figures(client, settings, mem0)
+        say("  wipe, replay, compare")
+        extra["identity"] = await identity_check(b, settings, client, procs)
+    for p in procs:
+        p.stop()
+    merged: dict[str, float] = {}
+    for m in metrics:
+        for k, v in m.items():
+            merged[k] = merged.get(k, 0.0) + v
+    out = {
+        "label": label,
+        "workers": workers,
+        "events": n,
+        "counts": prog.counts,
+        "rate": (n - prog.c_first) / (prog.t_done - prog.t_first) if prog.t_done > prog.t_first else float("nan"),
+        "rate_with_startup": n / (prog.t_done - t_spawn),
+        "startup_s": prog.t_first - t_spawn,
+        "seconds": prog.t_done - prog.t_first,
+        "worker_cpu_us_per_event": 1e6 * cpu / n,  # includes start-up (imports, group join): small against n
+        "redis_cpu_us_per_event": 1e6 * redis_cpu / n,
+        "broker_cpu_us_per_event": 1e6 * broker_cpu / n,
+        "lua_us_per_event": evals["eval_usec"] / n,
+        "per_worker_events": [batch_figures(m)["events"] for m in metrics],
+        "batch": batch_figures(merged),
+        **extra,
+    }
+    return out
+
+
+async def steady_load(b: Bench, settings: Settings, client: aioredis.Redis) -> dict[str, Any]:
+    """(4)/(5) A running worker and monitor, 2,000 events/s, lag probes and alert probes."""
+    s = b.sizes
+    await ensure_topics(settings, partitions=4)
+    await fresh_redis(client, settings)
+    ns = namespace(settings.topic_prefix)
+    worker = b.worker(settings)
+    monitor = b.cleanup.child(Child.callpulse("monitor", ["monitor"], env_for(settings), b.workdir / "monitor.log"))
+    base = f"http://{settings.http_host}:{settings.http_port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    # Ready when the monitor answers and a marker event has made it through the worker.
+    deadline = time.monotonic() + 90
+    marker = {"event_id": "warmup-marker", "type": "agent.state", "ts": time.time(), "agent_id": "warmup-marker"}
+    marker["state"] = "available"
+    await produce(settings, [("calls", marker)], realtime=False)
+    while not (await asyncio.to_thread(healthy) and await client.zscore(f"{ns}agents", "warmup-marker") is not None):
+        for p in (worker, monitor):
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited:\n{p.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError("worker or monitor not ready after 90 s")
+        await asyncio.sleep(0.1)
+    cpu_w0, cpu_m0, cpu_r0, cpu_b0 = worker.cpu_s(), monitor.cpu_s(), b.cpu(b.redis), b.cpu(b.broker)
+    cpu_self0 = time.process_time()
+    t0 = time.perf_counter()
+    res = await load.run_load(
+        settings,
+        ws_url=f"ws://{settings.http_host}:{settings.http_port}/ws?window=15m",
+        rate_per_s=2000.0,
+        agents=s.agents,
+        warmup_s=s.load_warmup_s,
+        duration_s=s.load_s,
+        lag_probes=s.lag_probes,
+        alert_interval_s=s.alert_interval_s,
+    )
+    elapsed = time.perf_counter() - t0
+    stats = {k.decode(): int(v) for k, v in (await client.hgetall(f"{ns}stats")).items()}
+    out = {
+        "rate": res.background_rate_per_s,
+        "duration_s": res.duration_s,
+        "lag_n": len(res.lag_s),
+        "lag_lost": res.lag_lost,
+        "lag_p50": percentile(res.lag_s, 0.5),
+        "lag_p99": percentile(res.lag_s, 0.99),
+        "lag_max": max(res.lag_s) if res.lag_s else None,
+        "ack_p50": percentile(res.ack_s, 0.5),
+        "ack_p99": percentile(res.ack_s, 0.99),
+        "visible_p50": percentile(res.visible_s, 0.5),
+        "visible_p99": percentile(res.visible_s, 0.99),
+        "backlog_at_end": res.backlog_at_end,
+        "poll_s": res.poll_interval_s,
+        "alert_n": len(res.alert_s),
+        "alert_lost": res.alert_lost,
+        "alert_p50": percentile(res.alert_s, 0.5),
+        "alert_p99": percentile(res.alert_s, 0.99),
+        "alert_max": max(res.alert_s) if res.alert_s else None,
+        "hist_p50": histogram_quantile(stats, 0.5),
+        "hist_p99": histogram_quantile(stats, 0.99),
+        "hist_n": stats.get("lag|n", 0),
+        "send_errors": res.send_errors,
+        "ws_messages": res.ws_messages,
+        "ws_snapshot_mb": res.ws_snapshot_bytes / 1e6,
+        "worker_cpu_share": (worker.cpu_s() - cpu_w0) / elapsed,
+        "monitor_cpu_share": (monitor.cpu_s() - cpu_m0) / elapsed,
+        "redis_cpu_share": (b.cpu(b.redis) - cpu_r0) / elapsed,
+        "broker_cpu_share": (b.cpu(b.broker) - cpu_b0) / elapsed,
+        "bench_cpu_share": (time.process_time() - cpu_self0) / elapsed,
+    }
+    worker.stop()
+    monitor.stop()
+    return out
+
+
+async def key_breakdown(client: aioredis.Redis, ns: str, *, sample: int = 200) -> dict[str, dict[str, float]]:
+    """Count keys by kind (SCAN) and estimate each kind's bytes from MEMORY USAGE on a sample of its keys."""
+    kinds = {"e:": "dedupe marks e:*", "b:": "bucket chunks b:*", "s:c:": "customer states s:c:*"}
+    kinds |= {"s:t:": "ticket states s:t:*", "m:": "agent meta m:*", "o:": "invalid-offset marks o:*"}
+    counts: dict[str, int] = {}
+    samples: dict[str, list[bytes]] = {}
+    async for key in client.scan_iter(count=10_000):
+        rest = key.decode()[len(ns) :] if key.decode().startswith(ns) else "\0"
+        kind = next((label for pre, label in kinds.items() if rest.startswith(pre)), "other keys")
+        counts[kind] = counts.get(kind, 0) + 1
+        if len(samples.setdefault(kind, [])) < sample:
+            samples[kind].append(key)
+    out: dict[str, dict[str, float]] = {}
+    for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in samples[kind]:
+                pipe.memory_usage(key, samples=0)
+            usage = [u for u in await pipe.execute() if u is not None]
+        mean = sum(usage) / len(usage) if usage else 0.0
+        out[kind] = {"keys": n, "mean_bytes": mean, "est_bytes": mean * n}
+    return out
+
+
+async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
+    """Replayed invalid records were dead-lettered when first seen."""
+
+
+async def replay_timed(
+    b: Bench, settings: Settings, client: aioredis.Redis, *, profile_s: float = 0.0
+) -> dict[str, Any]:
+    """Rebuild every window from the earliest offsets with `streams.replay.replay_into`, in this process.
+
+    Also what it cost: this process's CPU, Redis CPU and time inside the apply script; with `profile_s`,
+    a py-spy profile of this process during the replay.
+    """
+    ns = namespace(settings.topic_prefix)
+    replay_client = aioredis.Redis.from_url(settings.redis_url)
+    await client.config_resetstat()
+    redis_cpu0 = b.cpu(b.redis)
+    prof_task = None
+    if profile_s:
+
+        async def profile_self() -> profile.Profile:
+            await asyncio.sleep(1.0)
+            return await profile.record(os.getpid(), profile_s, b.workdir / "replay-profile.txt")
+
+        prof_task = asyncio.create_task(profile_self())
+    try:
+        processor = Processor(settings, WindowStore(replay_client, ns), _no_deadletter)
+        processor.check_epoch = False
+        t0 = time.perf_counter()
+        cpu0 = time.process_time()
+        replayed = await replay_into(settings, processor)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        redis_cpu = b.cpu(b.redis) - redis_cpu0
+        evals = await redis_eval_stats(client)
+        await WindowStore(replay_client, ns).mark_initialised()
+        prof = await prof_task if prof_task is not None else None
+    finally:
+        if prof_task is not None and not prof_task.done():
+            prof_task.cancel()
+        await replay_client.aclose()
+    return {
+        "replayed": replayed,
+        "seconds": seconds,
+        "rate": replayed / seconds,
+        "cpu_share": cpu / seconds,
+        "redis_cpu_share": redis_cpu / seconds,
+        "lua_s": evals["eval_usec"] / 1e6,
+        "batches": evals["eval_calls"],
+        "profile": prof,
+    }
+
+
+async def memory_figures(client: aioredis.Redis, settings: Settings, mem0: int) -> dict[str, Any]:
+    """used_memory growth per active agent-window, and what the keys are."""
+    ns = namespace(settings.topic_prefix)
+    mem1 = (await client.info("memory"))["used_memory"]
+    now_ms = int(time.time() * 1000)
+    active = len(await WindowStore(client, ns).active_agents(now_ms, settings.longest_window_s))
+    delta = mem1 - mem0
+    n_windows = len(settings.windows_s)
+    return {
+        "mem_delta_bytes": delta,
+        "active_agents": active,
+        "windows": n_windows,
+        "bytes_per_agent_window": delta / (active * n_windows) if active else float("nan"),
+        "kinds": await key_breakdown(client, ns),
+    }
+
+
+async def identity_check(
+    b: Bench, settings: Settings, client: aioredis.Redis, procs: Sequence[Child]
+) -> dict[str, Any]:
+    """(6) Windows as the worker built them, then wipe, replay, and the same read at the same instant."""
+    store = WindowStore(client, namespace(settings.topic_prefix))
+    now_ms = int(time.time() * 1000)
+    before = await store.read_windows(now_ms, settings.windows_s)
+    for p in procs:
+        p.stop()
+    await client.flushall()
+    rep = await replay_timed(b, settings, client)
+    after = await store.read_windows(now_ms, settings.windows_s)
+    mismatched = sum(1 for x, y in zip(before, after, strict=False) if x != y) + abs(len(before) - len(after))
+    return {"agents_compared": len(before), "identical": before == after, "mismatched": mismatched, "replay": rep}
+
+
+async def million(b: Bench, settings: Settings, client: aioredis.Redis) -> dict[str, Any]:
+    """(6)/(7) + profile: a worker on N events (py-spy attached, RSS sampled), then a timed replay of all N."""
+    s = b.sizes
+    n = s.replay_events
+    say(f"  pre-filling {n:,} events")
+    fill = await prefill(settings, n, agents=s.agents, seed=23)
+    say(f"  {fill['produced']:,} events in {fill['produce_s']:.0f} s")
+    await fresh_redis(client, settings)
+    ns = namespace(settings.topic_prefix)
+    t_spawn = time.perf_counter()
+    worker = b.worker(settings)
+    rss: list[tuple[int, float]] = []
+
+    async def profile_when_busy() -> profile.Profile:
+        while distinct(await stats_counts(client, ns)) < min(n // 20, 20_000):
+            await asyncio.sleep(0.05)
+        say(f"  profiling the worker (pid {worker.pid}) for {s.profile_s:.0f} s")
+        return await profile.record(worker.pid, s.profile_s, b.workdir / "worker-profile.txt")
+
+    async def sample_rss() -> None:
+        while True:
+            rss.append((distinct(await stats_counts(client, ns)), worker.rss_bytes() / 2**20))
+            await asyncio.sleep(2.0)
+
+    prof_task = asyncio.create_task(profile_when_busy())
+    rss_task = asyncio.create_task(sample_rss())
+    finished = True
+    try:
+        try:
+            prog = await wait_processed(client, ns, n, [worker], timeout_s=s.worker_cap_s)
+        except TimeoutError:
+            finished = False
+        prof = await prof_task
+    finally:
+        for t in (prof_task, rss_task):
+            t.cancel()
+    counts = await stats_counts(client, ns)
+    processed = distinct(counts)
+    elapsed = time.perf_counter() - t_spawn
+    rss.append((processed, worker.rss_bytes() / 2**20))
+    cpu = worker.cpu_s()
+    worker.stop()
+    out: dict[str, Any] = {
+        "events": n,
+        "produce_s": fill["produce_s"],
+        "worker_finished": finished,
+        "worker_processed": processed,
+        "worker_cap_s": s.worker_cap_s,
+        "worker_counts": counts,
+        "worker_rate": (n - prog.c_first) / (prog.t_done - prog.t_first) if finished else None,
+        "worker_rate_with_startup": processed / elapsed,
+        "worker_cpu_us_per_event": 1e6 * cpu / max(1, processed),
+        "rss_mb": rss[-1][1],
+        "rss_samples": rss,
+        "profile": prof,
+    }
+    # The replay: an empty Redis rebuilt from all N records; its memory is what the worker would have built
+    # (the identity check on the first topic shows replay and worker agree).
+    await client.flushall()
+    mem0 = (await client.info("memory"))["used_memory"]
+    say("  replaying into an empty Redis")
+    rep = await replay_timed(b, settings, client, profile_s=s.profile_s)
+    out["replay"] = rep
+    out["replay_1m_s"] = 1_000_000 / rep["rate"]
+    say("  counting keys by kind")
+    out["memory"] = await memory_figures(client, settings, mem0)
+    return out
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+async def run_all(b: Bench) -> None:
+    s = b.sizes
+    r = b.results
+    client = aioredis.Redis.from_url(b.redis.url)
+    try:
+        p1 = b.settings("tp")
+        say(f"pre-filling {s.events} simulator events ({s.agents} agents, 4 partitions)")
+        r["prefill"] = await prefill(p1, s.events, agents=s.agents, seed=7)
+        say(f"  {r['prefill']['produced']} events in {r['prefill']['produce_s']:.1f} s")
+
+        say("(1) raw ceiling: aiokafka + orjson.loads")
+        r["raw"] = await raw_ceiling(p1, r["prefill"]["produced"])
+        say(f"  {r['raw']['rate']:,.0f} events/s")
+
+        say(f"(2) naive Faust baseline, one awaited Redis call per event (over {s.naive_events} events)")
+        r["naive"] = await naive_baseline(b, p1, client, s.naive_events)
+        say(f"  {r['naive']['rate']:,.0f} events/s")
+
+        say("(3) callpulse worker end to end")
+        r["e2e"] = await callpulse_run(b, p1, client, s.events, workers=1, label="1 worker", check=True)
+        say(f"  {r['e2e']['rate']:,.0f} events/s ({r['e2e']['rate_with_startup']:,.0f} with start-up)")
+        say(f"  windows identical after wipe + replay: {r['e2e']['identity']['identical']}")
+
+        say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
+        r["scale2"] = await callpulse_run(
+            b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
+        )
+        say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
+
+        say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
+        r["load"] = await steady_load(b, b.settings("ld"), client)
+        ld = r["load"]
+        say(f"  lag p50 {ld['lag_p50']} p99 {ld['lag_p99']}; alert p50 {ld['alert_p50']} p99 {ld['alert_p99']}")
+
+        say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
+        r["million"] = await million(b, b.settings("mm"), client)
+        m = r["million"]
+        say(f"  worker processed {m['worker_processed']:,} ({m['worker_rate_with_startup']:,.0f} events/s overall)")
+        say(
+            f"  replay {m['replay']['rate']:,.0f} events/s; {m['memory']['bytes_per_agent_window']:,.0f} B/agent-window"
+        )
+    finally:
+        await client.aclose()
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": model,
+        "ram_gb": psutil.virtual_memory().total / 2**30,
+        "python": sys.version.split()[0],
+    }
+
+
+def busy_cpu_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def own_cpu_s() -> float:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development")
+    parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="report to rewrite")
+    parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    command = " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    cleanup = Cleanup()
+    workdir = Path(tempfile.mkdtemp(prefix="callpulse-bench-"))
+    os.chdir(workdir)  # Faust writes its <app>-data directories into the working directory
+    bench = Bench(sizes, workdir, cleanup)
+    loadavg0 = os.getloadavg()
+    busy0, own0, wall0 = busy_cpu_s(), own_cpu_s(), time.monotonic()
+    started = time.strftime("%Y-%m-%d %H:%M %Z")
+    random.seed(1)
+    try:
+        bench.start_servers()
+        asyncio.run(run_all(bench))
+    except KeyboardInterrupt:
+        print("bench: interrupted; stopping everything it started", file=sys.stderr)
+        return 130
+    finally:
+        cleanup.close()
+    wall = time.monotonic() - wall0
+    others = max(0.0, (busy_cpu_s() - busy0) - (own_cpu_s() - own0))
+    env = {
+        "date": started,
+        "machine": machine(),
+        "command": command,
+        "sizes": sizes,
+        "quick": args.quick,
+        "wall_s": wall,
+        "loadavg_before": loadavg0,
+        "others_cpu_share": others / wall,
+        "note": args.note,
+        "workdir": str(workdir),
+    }
+    text = report.render(env, bench.results)
+    Path(args.output).write_text(text, encoding="utf-8")
+    print()
+    print(report.summary_table(bench.results))
+    print(f"\nwrote {args.output} ({wall:.0f} s; logs and the raw profile in {workdir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,532 @@
+"""The fault matrix's harness: traces with per-agent sequence numbers, a ledger of what was produced, and probes.
+
+A test builds its input with `seq_trace` (tracegen's trace, each event numbered per agent in ts order), sends it
+through a `Producer` into a `Ledger` (every message's partition, offset and the Redis mark that proves it was
+applied), breaks something, and then asks:
+
+- `wait_settled` / `assert_exact`: the counters equal the ledger's (ok == unique valid events, late, invalid) and the
+  monitor's snapshot for 15m, 1h and 8h equals the brute-force recomputation of `tests.reference`;
+- `missing_events`: which (agent, seq) have no dedupe mark in Redis, i.e. were lost;
+- `OffsetWatch`: the consumer group's committed offsets over time, flagging any that go backwards (a stale commit)
+  or pass a message whose mark is not in Redis (committed past unapplied events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psutil
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from callpulse.settings import Settings
+from streams.store import WindowStore, namespace
+from tests.helpers import async_wait_for
+from tests.integration import tracegen
+from tests.reference import diff_snapshot, expected
+
+WINDOWS = ("15m", "1h", "8h")
+RESULTS = ("ok", "duplicate", "invalid", "late")
+PARTITIONS = tracegen.PARTITIONS
+BASES = ("calls", "tickets")
+
+
+# --- input --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """One message to produce. `event` is None for an invalid message (its value is whatever `value` holds)."""
+
+    topic: str
+    value: bytes | None
+    event: dict[str, Any] | None = None
+    partition: int | None = None
+    key: bytes | None = None
+    late: bool = False
+
+
+def seq_trace(now: float, *, seed: int, **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
+    """tracegen's trace with a `seq` field: 1, 2, 3... per agent (events without an agent share the agent '-')."""
+    trace = tracegen.generate_trace(now, seed=seed, **kwargs)
+    counters: dict[str, int] = defaultdict(int)
+    for _, event in trace.events:  # already in ts order
+        owner = str(event.get("agent_id") or "-")
+        counters[owner] += 1
+        event["seq"] = counters[owner]
+    return trace.events
+
+
+def small_trace(now: float, *, seed: int, agents: int = 8, calls_per_agent: int = 24, **kwargs: Any) -> list[Any]:
+    """A trace of roughly 700-900 events: enough for every KPI, small enough for the suite's time budget."""
+    kwargs.setdefault("tickets", 70)
+    kwargs.setdefault("customers", 60)
+    return seq_trace(now, seed=seed, agents=agents, calls_per_agent=calls_per_agent, **kwargs)
+
+
+def messages(events: Iterable[tuple[str, dict[str, Any]]], *, late: bool = False) -> list[Msg]:
+    """JSON-encode events as messages on a producer-chosen partition."""
+    return [Msg(topic, orjson.dumps(event), event, late=late) for topic, event in events]
+
+
+def shuffled(items: Sequence[Any], *, seed: int) -> list[Any]:
+    """A seeded shuffle: arrival order unrelated to ts."""
+    out = list(items)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def with_copies(msgs: Sequence[Msg], *, share: float, seed: int, max_copies: int = 1) -> list[Msg]:
+    """Insert 1..max_copies redelivered copies of `share` of the messages at random places, on any partition."""
+    rng = random.Random(seed)
+    out = list(msgs)
+    for i in rng.sample(range(len(msgs)), round(len(msgs) * share)):
+        m = msgs[i]
+        for _ in range(rng.randint(1, max_copies)):
+            copy = Msg(m.topic, m.value, m.event, rng.randrange(PARTITIONS), m.key, m.late)
+            out.insert(rng.randrange(len(out) + 1), copy)
+    return out
+
+
+def invalid(items: Iterable[tracegen.Invalid]) -> list[Msg]:
+    """tracegen's invalid messages as Msgs (no event: each must be dead-lettered)."""
+    return [Msg(inv.topic, inv.value, None, key=inv.key) for inv in items]
+
+
+def interleave(base: Sequence[Msg], extra: Sequence[Msg], *, seed: int) -> list[Msg]:
+    """`base` with `extra` inserted at random places."""
+    rng = random.Random(seed)
+    out = list(base)
+    for m in extra:
+        out.insert(rng.randrange(len(out) + 1), m)
+    return out
+
+
+# --- the ledger ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a produced message landed and the Redis key that exists once the worker applied it."""
+
+    topic: str
+    partition: int
+    offset: int
+    mark: str
+
+
+@dataclass
+class Ledger:
+    """Everything a test produced, for the expectations: unique valid events, late ones, invalid, positions."""
+
+    prefix: str
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    late: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invalid_at: set[tuple[str, int, int]] = field(default_factory=set)
+    copies: int = 0
+    positions: list[Position] = field(default_factory=list)
+
+    @property
+    def ns(self) -> str:
+        return namespace(self.prefix)
+
+    def record(self, msg: Msg, partition: int, offset: int) -> None:
+        """Note one acknowledged message."""
+        if msg.event is None:
+            self.invalid_at.add((msg.topic, partition, offset))
+            mark = f"{self.ns}o:{msg.topic}:{partition}:{offset}"
+        else:
+            eid = msg.event["event_id"]
+            book = self.late if msg.late else self.valid
+            if eid in self.valid or eid in self.late:
+                self.copies += 1
+            book[eid] = msg.event
+            mark = f"{self.ns}e:{eid}"
+        self.positions.append(Position(msg.topic, partition, offset, mark))
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Unique valid, in-window events: what the KPIs are made of."""
+        return list(self.valid.values())
+
+    def counts_done(self, counts: dict[str, int]) -> bool:
+        """Whether the counters have reached everything produced (ok, late and invalid exactly)."""
+        return (
+            counts["ok"] >= len(self.valid)
+            and counts["late"] >= len(self.late)
+            and counts["invalid"] >= len(self.invalid_at)
+        )
+
+    def counts_problems(self, counts: dict[str, int], *, duplicates: int | None = None) -> list[str]:
+        """Differences between the counters and the ledger (duplicates: at least the copies, or exactly `duplicates`)."""
+        problems = []
+        for name, want in (("ok", len(self.valid)), ("late", len(self.late)), ("invalid", len(self.invalid_at))):
+            if counts[name] != want:
+                problems.append(f"{name} is {counts[name]}, want {want}")
+        if duplicates is not None and counts["duplicate"] != duplicates:
+            problems.append(f"duplicate is {counts['duplicate']}, want exactly {duplicates}")
+        elif counts["duplicate"] < self.copies:
+            problems.append(f"duplicate is {counts['duplicate']}, want at least the {self.copies} copies sent")
+        return problems
+
+
+class Producer:
+    """One aiokafka producer for a test: each message to its given partition or a seeded random one."""
+
+    def __init__(self, settings: Settings, ledger: Ledger, *, seed: int = 1) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.rng = random.Random(seed)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def __aenter__(self) -> Producer:
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka.split(","), acks=1, linger_ms=5,
+                                          max_request_size=2 * 1024 * 1024)  # fmt: skip
+        await self._producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._producer is not None
+        await self._producer.stop()
+
+    async def send(self, msgs: Sequence[Msg], *, record: bool = True) -> list[Position]:
+        """Send and wait for every ack; the ledger notes each message (unless `record` is False)."""
+        assert self._producer is not None
+        futures = []
+        for m in msgs:
+            partition = m.partition if m.partition is not None else self.rng.randrange(PARTITIONS)
+            futures.append(await self._producer.send(self.settings.topic(m.topic), m.value, key=m.key,
+                                                     partition=partition))  # fmt: skip
+        metas = await asyncio.gather(*futures)
+        if record:
+            for m, meta in zip(msgs, metas, strict=True):
+                self.ledger.record(m, meta.partition, meta.offset)
+        return self.ledger.positions[-len(msgs) :] if record and msgs else []
+
+    async def trickle(self, msgs: Sequence[Msg], *, per_s: float, until: Callable[[], bool] | None = None) -> None:
+        """Send in small slices at about `per_s` messages a second; once `until()` is true, send the rest at once."""
+        slice_n = max(1, round(per_s / 10))
+        i = 0
+        while i < len(msgs):
+            if until is not None and until():
+                await self.send(msgs[i:])
+                return
+            await self.send(msgs[i : i + slice_n])
+            i += slice_n
+            await asyncio.sleep(0.1)
+
+
+# --- what the system says -----------------------------------------------------------------------------------------
+
+
+async def read_counts(settings: Settings) -> dict[str, int]:
+    """`callpulse_events_total` as stored in Redis, summed over topics, by result."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
+    finally:
+        await client.aclose()
+    counts = dict.fromkeys(RESULTS, 0)
+    for key, value in stats.items():
+        topic, _, result = key.partition("|")
+        if topic in BASES and result in counts:
+            counts[result] += value
+    return counts
+
+
+async def wait_counts(
+    settings: Settings, done: Callable[[dict[str, int]], bool], *, timeout_s: float, interval_s: float = 0.1
+) -> dict[str, int]:
+    """Poll the Redis counters until `done(counts)`; return them. AssertionError with the last counts on timeout."""
+    last: dict[str, int] = {}
+
+    async def check() -> bool:
+        try:
+            last.update(await read_counts(settings))
+        except (OSError, aioredis.RedisError):
+            return False
+        return done(last)
+
+    try:
+        await async_wait_for(check, timeout_s=timeout_s, interval_s=interval_s, message="event counters")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; counters were {last}") from None
+    return dict(last)
+
+
+async def wait_settled(settings: Settings, ledger: Ledger, *, timeout_s: float = 60) -> dict[str, int]:
+    """Wait until every produced message is counted (ok, late and invalid reach the ledger's)."""
+    return await wait_counts(settings, ledger.counts_done, timeout_s=timeout_s)
+
+
+def http_get(url: str, *, token: str | None = None, timeout_s: float = 5) -> tuple[int, bytes]:
+    """GET a URL; returns (status, body) for any HTTP status."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def snapshot(settings: Settings, window: str) -> dict[str, Any]:
+    """The monitor's /api/snapshot for a window."""
+    url = f"http://{settings.http_host}:{settings.http_port}/api/snapshot?window={window}"
+    status, body = await asyncio.to_thread(http_get, url, token=settings.token)
+    assert status == 200, f"/api/snapshot?window={window} answered {status}: {body[:300]!r}"
+    return orjson.loads(body)
+
+
+async def snapshot_problems(settings: Settings, events: list[dict[str, Any]]) -> list[str]:
+    """Differences between every window's snapshot and the recomputation at the snapshot's own as_of."""
+    problems: list[str] = []
+    for window in WINDOWS:
+        snap = await snapshot(settings, window)
+        now = datetime.fromisoformat(snap["as_of"]).timestamp()
+        want = expected(events, now=now, window_s=settings.window_s(window), longest_s=settings.longest_window_s,
+                        repeat_s=settings.repeat_window_s)  # fmt: skip
+        problems += [f"{window}: {p}" for p in diff_snapshot(snap, want)]
+        if snap["floor"]["kpis"]["calls_handled"] == 0:
+            problems.append(f"{window}: the floor handled no calls, the comparison means nothing")
+    return problems
+
+
+async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[int]]:
+    """Agent -> seq numbers of valid events with no dedupe mark in Redis: events the system lost."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    try:
+        events = ledger.events
+        async with client.pipeline(transaction=False) as pipe:
+            for e in events:
+                pipe.exists(f"{ledger.ns}e:{e['event_id']}")
+            found = await pipe.execute()
+    finally:
+        await client.aclose()
+    missing: dict[str, list[int]] = defaultdict(list)
+    for e, present in zip(events, found, strict=True):
+        if not present:
+            missing[str(e.get("agent_id") or "-")].append(e["seq"])
+    return {a: sorted(s) for a, s in missing.items()}
+
+
+async def assert_exact(settings: Settings, ledger: Ledger, *, duplicates: int | None = None) -> dict[str, int]:
+    """Counters equal the ledger, no event lost, and the 15m/1h/8h snapshots equal the recomputation."""
+    counts = await read_counts(settings)
+    problems = ledger.counts_problems(counts, duplicates=duplicates)
+    lost = await missing_events(settings, ledger)
+    if lost:
+        problems.append(f"events lost (agent: seq): {dict(list(lost.items())[:5])}")
+    # a snapshot read right at a 10 s bucket edge can disagree by one bucket: retry once before failing
+    for attempt in range(2):
+        snap_problems = await snapshot_problems(settings, ledger.events)
+        if not snap_problems:
+            break
+        if attempt == 0:
+            await asyncio.sleep(0.5)
+    problems += snap_problems
+    assert not problems, f"{len(problems)} problems, first:\n" + "\n".join(problems[:15])
+    return counts
+
+
+# --- the consumer group -------------------------------------------------------------------------------------------
+
+
+def group_id(settings: Settings) -> str:
+    """The Faust app id, which is the consumer group."""
+    return f"{settings.topic_prefix}{settings.consumer_group}"
+
+
+async def committed_offsets(admin: AIOKafkaAdminClient, settings: Settings) -> dict[tuple[str, int], int]:
+    """(base topic, partition) -> committed offset of the worker's group (absent: nothing committed)."""
+    raw = await admin.list_consumer_group_offsets(group_id(settings))
+    bases = {settings.topic(b): b for b in BASES}
+    return {(bases[tp.topic], tp.partition): meta.offset for tp, meta in raw.items() if tp.topic in bases and
+            meta.offset >= 0}  # fmt: skip
+
+
+class OffsetWatch:
+    """Polls the group's committed offsets in the background; records regressions and commits past unapplied ones.
+
+    A commit is checked against the ledger: every message produced below it on its partition must have its mark in
+    Redis (the worker acks only after Redis applied). Marks never disappear within a test, so each offset range is
+    checked once.
+    """
+
+    def __init__(self, settings: Settings, ledger: Ledger, *, interval_s: float = 0.2) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.interval_s = interval_s
+        self.current: dict[tuple[str, int], int] = {}
+        self.regressions: list[str] = []
+        self.unapplied: list[str] = []
+        self.polls = 0
+        self.errors = 0
+        self.check_marks = True
+        self._checked: dict[tuple[str, int], int] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._redis: aioredis.Redis | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> OffsetWatch:
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka, request_timeout_ms=5000)
+        await self._admin.start()
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None and self._admin is not None and self._redis is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._admin.close()
+        await self._redis.aclose()
+
+    async def poll(self) -> dict[tuple[str, int], int]:
+        """Read the committed offsets now and check them; returns them."""
+        assert self._admin is not None
+        offsets = await committed_offsets(self._admin, self.settings)
+        self.polls += 1
+        for tp, off in offsets.items():
+            before = self.current.get(tp)
+            if before is not None and off < before:
+                self.regressions.append(f"{tp[0]}[{tp[1]}] committed offset went back from {before} to {off}")
+        for tp, off in offsets.items():
+            self.current[tp] = max(off, self.current.get(tp, off))
+        if self.check_marks:
+            await self._check_marks(offsets)
+        return offsets
+
+    async def _check_marks(self, offsets: dict[tuple[str, int], int]) -> None:
+        assert self._redis is not None
+        todo = []
+        for pos in self.ledger.positions:
+            tp = (pos.topic, pos.partition)
+            if self._checked.get(tp, 0) <= pos.offset < offsets.get(tp, 0):
+                todo.append(pos)
+        if not todo:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for pos in todo:
+                    pipe.exists(pos.mark)
+                found = await pipe.execute()
+        except (OSError, aioredis.RedisError):
+            return  # Redis away (paused or killed): the offsets alone are checked this round
+        for pos, present in zip(todo, found, strict=True):
+            if not present:
+                self.unapplied.append(f"{pos.topic}[{pos.partition}]@{pos.offset} committed but {pos.mark} not in Redis")
+        for tp, off in offsets.items():
+            self._checked[tp] = max(self._checked.get(tp, 0), off)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll()
+            except Exception:  # the broker may be restarting; polling carries on
+                self.errors += 1
+            await asyncio.sleep(self.interval_s)
+
+    def ends(self) -> dict[tuple[str, int], int]:
+        """Per partition, one past the highest offset produced (what a fully caught-up group has committed)."""
+        out: dict[tuple[str, int], int] = {}
+        for pos in self.ledger.positions:
+            tp = (pos.topic, pos.partition)
+            out[tp] = max(out.get(tp, 0), pos.offset + 1)
+        return out
+
+
+# --- processes ----------------------------------------------------------------------------------------------------
+
+
+async def worker_health(proc: Any) -> tuple[int, dict[str, Any]]:
+    """The worker's /healthz: (status, body); (0, {}) when it doesn't answer."""
+    try:
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{proc.web_port}/healthz", timeout_s=3)
+    except OSError:
+        return 0, {}
+    return status, orjson.loads(body)
+
+
+async def worker_metric(proc: Any, name: str) -> float | None:
+    """Sum of one metric's samples on the worker's own /metrics; None when it doesn't answer or lacks it."""
+    try:
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{proc.web_port}/metrics", timeout_s=3)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    values = [s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples if s.name == name]
+    return sum(values) if values else None
+
+
+async def monitor_health(settings: Settings) -> int:
+    """The monitor's /healthz status (0 when it doesn't answer)."""
+    url = f"http://{settings.http_host}:{settings.http_port}/healthz"
+    try:
+        status, _ = await asyncio.to_thread(http_get, url, timeout_s=8)
+    except OSError:
+        return 0
+    return status
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process."""
+    return psutil.Process(pid).memory_info().rss
+
+
+class RssSampler:
+    """Samples a process's RSS in the background; `peak` is the highest seen."""
+
+    def __init__(self, pid: int, *, interval_s: float = 0.1) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.start = rss_bytes(pid)
+        self.peak = self.start
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RssSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.peak = max(self.peak, rss_bytes(self.pid))
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            await asyncio.sleep(self.interval_s)
+
+
+class Stopwatch:
+    """Seconds since creation, for the matrix's figures."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self) -> float:
+        return round(time.monotonic() - self.t0, 1)
+
+
+def mib(n_bytes: float) -> float:
+    """Bytes to MiB, rounded for a table."""
+    return round(n_bytes / (1024 * 1024), 1)

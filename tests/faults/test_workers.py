@@ -1,0 +1,154 @@
+"""Worker process faults: kill -9 in a loop, rebalance churn, a worker frozen past its session timeout.
+
+Every test ends the same way: the counters equal the ledger of what was produced, every event's dedupe mark is in
+Redis, and the 15m/1h/8h snapshots equal the brute-force recomputation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from callpulse.kafka import ensure_topics
+from callpulse.settings import Settings
+from tests.faults import harness as h
+from tests.helpers import async_wait_for
+from tests.integration import tracegen
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+@pytest.mark.fault_row(1)
+async def test_kill_9_five_times_at_random_points(settings: Settings, stack: Any, row: Any) -> None:
+    rng = random.Random(1)
+    ledger = h.Ledger(settings.topic_prefix)
+    now = time.time()
+    msgs = h.with_copies(h.messages(h.shuffled(h.small_trace(now, seed=101), seed=2)), share=0.1, seed=3)
+    msgs = h.interleave(msgs, h.invalid(tracegen.invalid_messages(now, tag="k9")), seed=4)
+    chunks = [msgs[i * len(msgs) // 5 : (i + 1) * len(msgs) // 5] for i in range(5)]
+    await ensure_topics(settings)
+    stack.monitor(settings)
+    # small batches: a kill lands with part of a chunk applied and its offsets not yet committed
+    tuned = settings.replace(batch_max=20)
+    worker = stack.worker(tuned)
+    mid_stream = 0
+    async with h.Producer(settings, ledger, seed=5) as producer:
+        for chunk in chunks:
+            before = sum((await h.read_counts(settings)).values())
+            await producer.send(chunk)
+            target = before + rng.randint(1, len(chunk) - 1)
+            await h.wait_counts(settings, lambda c, t=target: sum(c.values()) >= t, timeout_s=60, interval_s=0.005)
+            worker.kill()
+            at_kill = await h.read_counts(settings)
+            mid_stream += not ledger.counts_done(at_kill)
+            worker = stack.worker(tuned)
+    watch = h.Stopwatch()
+    await h.wait_settled(settings, ledger, timeout_s=60)
+    assert worker.alive(), worker.log_tail()
+    counts = await h.assert_exact(settings, ledger)
+    row.figure("events", len(ledger.valid))
+    row.figure("kills", 5)
+    row.figure("kills_mid_stream", mid_stream)
+    row.figure("settle_after_last_restart_s", watch())
+    row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
+    assert mid_stream >= 3, f"only {mid_stream} of 5 kills landed with records still unprocessed"
+
+
+@pytest.mark.fault_row(2)
+async def test_rebalance_churn_second_worker_five_times(settings: Settings, stack: Any, row: Any) -> None:
+    ledger = h.Ledger(settings.topic_prefix)
+    now = time.time()
+    msgs = h.with_copies(h.messages(h.shuffled(h.small_trace(now, seed=201), seed=2)), share=0.05, seed=3)
+    await ensure_topics(settings)
+    stack.monitor(settings)
+    stack.worker(settings)
+    cycles_done = False
+    took_part = 0
+
+    async def churn() -> None:
+        nonlocal cycles_done, took_part
+        try:
+            for _ in range(5):
+                second = stack.worker(settings)
+                try:
+                    # the second worker has joined once it processed records of its own
+                    await async_wait_for(lambda s=second: _processed(s), timeout_s=20, interval_s=0.2,
+                                         message="the second worker to process records")  # fmt: skip
+                    took_part += 1
+                except AssertionError:
+                    pass
+                code = second.stop(timeout_s=20)
+                assert code == 0, f"second worker exited {code}:\n{second.log_tail()}"
+        finally:
+            cycles_done = True
+
+    async with h.Producer(settings, ledger, seed=4) as producer:
+        churning = asyncio.create_task(churn())
+        await producer.trickle(msgs, per_s=30, until=lambda: cycles_done)
+        await churning
+    await h.wait_settled(settings, ledger, timeout_s=60)
+    counts = await h.assert_exact(settings, ledger)
+    row.figure("events", len(ledger.valid))
+    row.figure("cycles_second_worker_processed", f"{took_part}/5")
+    row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
+    assert took_part >= 4, f"the second worker got partitions in only {took_part} of 5 cycles"
+
+
+async def _processed(proc: Any) -> bool:
+    value = await h.worker_metric(proc, "callpulse_worker_events_total")
+    return bool(value)
+
+
+@pytest.mark.fault_row(3)
+async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
+    settings: Settings, stack: Any, row: Any
+) -> None:
+    ledger = h.Ledger(settings.topic_prefix)
+    now = time.time()
+    msgs = h.messages(h.shuffled(h.small_trace(now, seed=301), seed=2))
+    first, rest = msgs[: len(msgs) // 3], msgs[len(msgs) // 3 :]
+    await ensure_topics(settings)
+    stack.monitor(settings)
+    frozen = stack.worker(settings)
+    other = stack.worker(settings)
+    async with h.Producer(settings, ledger, seed=4) as producer, h.OffsetWatch(settings, ledger) as watch:
+        await producer.send(first)
+        await h.wait_settled(settings, ledger, timeout_s=60)
+        await async_wait_for(lambda: _processed(frozen), timeout_s=30, message="the first worker to take part")
+        await async_wait_for(lambda: _processed(other), timeout_s=30, message="the second worker to take part")
+        # freeze it mid-stream: it holds fetched, maybe applied but uncommitted records
+        feeding = asyncio.create_task(producer.trickle(rest[: len(rest) // 2], per_s=150))
+        await asyncio.sleep(0.5)
+        frozen.signal(signal.SIGSTOP)
+        paused_at = time.monotonic()
+        await feeding
+        # the other worker takes the frozen one's partitions once the session times out, and catches up
+        await h.wait_settled(settings, ledger, timeout_s=45)
+        took_over_s = time.monotonic() - paused_at
+        await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=20, interval_s=0.2,
+                             message="the group to commit everything while one worker is frozen")  # fmt: skip
+        paused_s = time.monotonic() - paused_at
+        assert paused_s > settings.session_timeout_s
+        frozen.signal(signal.SIGCONT)
+        # the resumed worker must notice it was fenced, rejoin, and commit nothing older than the group's offsets
+        await producer.trickle(rest[len(rest) // 2 :], per_s=150)
+        await h.wait_settled(settings, ledger, timeout_s=60)
+        await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=30, interval_s=0.2,
+                             message="the group to commit everything after the resume")  # fmt: skip
+        await asyncio.sleep(2)  # commits the resumed worker might still make would land here
+        await watch.poll()
+    assert frozen.alive(), f"the resumed worker died:\n{frozen.log_tail()}"
+    assert not watch.regressions, watch.regressions[:5]
+    assert not watch.unapplied, watch.unapplied[:5]
+    counts = await h.assert_exact(settings, ledger)
+    row.figure("events", len(ledger.valid))
+    row.figure("paused_s", round(paused_s, 1))
+    row.figure("took_over_s", round(took_over_s, 1))
+    row.figure("offset_polls", watch.polls)
+    row.figure("stale_commits", len(watch.regressions))
+    row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
