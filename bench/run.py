@@ -47,6 +47,8 @@ from callpulse.kafka import ensure_topics  # noqa: E402
 from callpulse.processes import env_for, worker_args  # noqa: E402
 from callpulse.settings import Settings  # noqa: E402
 from callpulse.simulate import generate, produce  # noqa: E402
+from streams.alerts import Alert  # noqa: E402
+from streams.engine import AlertEngine  # noqa: E402
 from streams.processor import Processor, Record  # noqa: E402
 from streams.replay import replay_into  # noqa: E402
 from streams.store import WindowStore, namespace  # noqa: E402
@@ -71,7 +73,7 @@ class Sizes:
     agents: int = 2000
 
 
-FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 150.0)
+FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0)
 QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0)
 
 
@@ -346,6 +348,8 @@ async def callpulse_run(
         extra["memory"] = await memory_figures(client, settings, mem0)
         say("  wipe, replay, compare")
         extra["identity"] = await identity_check(b, settings, client, procs)
+        say("  alert engine costs on that state")
+        extra["engine"] = await engine_costs(settings, client)
     for p in procs:
         p.stop()
     merged: dict[str, float] = {}
@@ -447,6 +451,7 @@ async def steady_load(b: Bench, settings: Settings, client: aioredis.Redis) -> d
         "broker_cpu_share": (b.cpu(b.broker) - cpu_b0) / elapsed,
         "bench_cpu_share": (time.process_time() - cpu_self0) / elapsed,
     }
+    out["batch"] = batch_figures(await worker_metrics(worker))
     worker.stop()
     monitor.stop()
     return out
@@ -527,6 +532,42 @@ async def replay_timed(
     }
 
 
+async def engine_costs(settings: Settings, client: aioredis.Redis, *, sample: int = 100) -> dict[str, Any]:
+    """Time the alert engine's reads on the current state, in this process (nothing else running)."""
+    store = WindowStore(client, namespace(settings.topic_prefix))
+
+    async def publish(alert: Alert) -> None:
+        """Transitions are not sent anywhere from here."""
+
+    engine = AlertEngine(settings, store, publish)
+    now_ms = int(time.time() * 1000)
+    agents = sorted(await store.active_agents(now_ms, settings.longest_window_s))
+    some = random.Random(3).sample(agents, min(sample, len(agents)))
+
+    async def timed(coro: Any) -> tuple[float, Any]:
+        t0 = time.perf_counter()
+        value = await coro
+        return time.perf_counter() - t0, value
+
+    await engine.sweep()  # settle: transitions the replayed state implies happen here, not in the timings
+    current_s, current = await timed(engine.current())
+    read_some_s, _ = await timed(store.read_windows(now_ms, engine.rule_windows_s, only=some))
+    check_some_s, _ = await timed(engine.check_agents(some))
+    read_all_s, _ = await timed(store.read_windows(now_ms, engine.rule_windows_s))
+    sweep_s, _ = await timed(engine.sweep())
+    return {
+        "agents": len(agents),
+        "sample": len(some),
+        "active_alerts": len(current),
+        "current_ms": 1000 * current_s,
+        "read_some_ms": 1000 * read_some_s,
+        "check_some_ms": 1000 * check_some_s,
+        "read_all_ms": 1000 * read_all_s,
+        "sweep_ms": 1000 * sweep_s,
+        "rule_windows": [w // 60 for w in engine.rule_windows_s],
+    }
+
+
 async def memory_figures(client: aioredis.Redis, settings: Settings, mem0: int) -> dict[str, Any]:
     """used_memory growth per active agent-window, and what the keys are."""
     ns = namespace(settings.topic_prefix)
@@ -556,8 +597,44 @@ async def identity_check(
     await client.flushall()
     rep = await replay_timed(b, settings, client)
     after = await store.read_windows(now_ms, settings.windows_s)
-    mismatched = sum(1 for x, y in zip(before, after, strict=False) if x != y) + abs(len(before) - len(after))
-    return {"agents_compared": len(before), "identical": before == after, "mismatched": mismatched, "replay": rep}
+    by_agent = {a.agent_id: a for a in after}
+    diffs: list[str] = []
+    mismatched = 0
+    for x in before:
+        y = by_agent.pop(x.agent_id, None)
+        if y == x:
+            continue
+        mismatched += 1
+        if len(diffs) < 5:
+            diffs.append(_describe_diff(x, y))
+    for y in by_agent.values():
+        mismatched += 1
+        if len(diffs) < 5:
+            diffs.append(f"{y.agent_id}: only after the replay")
+    for d in diffs:
+        say(f"  differs: {d}")
+    return {
+        "agents_compared": len(before),
+        "identical": mismatched == 0,
+        "mismatched": mismatched,
+        "diffs": diffs,
+        "replay": rep,
+    }
+
+
+def _describe_diff(x: Any, y: Any) -> str:
+    if y is None:
+        return f"{x.agent_id}: missing after the replay"
+    parts = []
+    for name in ("team", "state", "last_ts_ms"):
+        if getattr(x, name) != getattr(y, name):
+            parts.append(f"{name} {getattr(x, name)!r} -> {getattr(y, name)!r}")
+    for ws, sums in x.sums.items():
+        other = y.sums.get(ws, {})
+        fields = {k: (v, other.get(k)) for k, v in sums.items() if other.get(k) != v}
+        if fields:
+            parts.append(f"{ws // 60}m {fields}")
+    return f"{x.agent_id}: " + "; ".join(parts)
 
 
 async def million(b: Bench, settings: Settings, client: aioredis.Redis) -> dict[str, Any]:
@@ -632,47 +709,61 @@ async def million(b: Bench, settings: Settings, client: aioredis.Redis) -> dict[
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-async def run_all(b: Bench) -> None:
+PARTS = ("throughput", "scale", "load", "replay")
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 1000:.0f} ms"
+
+
+async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
     s = b.sizes
     r = b.results
     client = aioredis.Redis.from_url(b.redis.url)
     try:
-        p1 = b.settings("tp")
-        say(f"pre-filling {s.events} simulator events ({s.agents} agents, 4 partitions)")
-        r["prefill"] = await prefill(p1, s.events, agents=s.agents, seed=7)
-        say(f"  {r['prefill']['produced']} events in {r['prefill']['produce_s']:.1f} s")
+        if "throughput" in parts or "scale" in parts:
+            p1 = b.settings("tp")
+            say(f"pre-filling {s.events:,} simulator events ({s.agents} agents, 4 partitions)")
+            r["prefill"] = await prefill(p1, s.events, agents=s.agents, seed=7)
+            say(f"  {r['prefill']['produced']:,} events in {r['prefill']['produce_s']:.1f} s")
 
-        say("(1) raw ceiling: aiokafka + orjson.loads")
-        r["raw"] = await raw_ceiling(p1, r["prefill"]["produced"])
-        say(f"  {r['raw']['rate']:,.0f} events/s")
+        if "throughput" in parts:
+            say("(1) raw ceiling: aiokafka + orjson.loads")
+            r["raw"] = await raw_ceiling(p1, r["prefill"]["produced"])
+            say(f"  {r['raw']['rate']:,.0f} events/s")
 
-        say(f"(2) naive Faust baseline, one awaited Redis call per event (over {s.naive_events} events)")
-        r["naive"] = await naive_baseline(b, p1, client, s.naive_events)
-        say(f"  {r['naive']['rate']:,.0f} events/s")
+            say(f"(2) naive Faust baseline, one awaited Redis call per event (over {s.naive_events:,} events)")
+            r["naive"] = await naive_baseline(b, p1, client, s.naive_events)
+            say(f"  {r['naive']['rate']:,.0f} events/s")
 
-        say("(3) callpulse worker end to end")
-        r["e2e"] = await callpulse_run(b, p1, client, s.events, workers=1, label="1 worker", check=True)
-        say(f"  {r['e2e']['rate']:,.0f} events/s ({r['e2e']['rate_with_startup']:,.0f} with start-up)")
-        say(f"  windows identical after wipe + replay: {r['e2e']['identity']['identical']}")
+            say("(3) callpulse worker end to end")
+            r["e2e"] = await callpulse_run(b, p1, client, s.events, workers=1, label="1 worker", check=True)
+            say(f"  {r['e2e']['rate']:,.0f} events/s ({r['e2e']['rate_with_startup']:,.0f} with start-up)")
+            say(f"  windows identical after wipe + replay: {r['e2e']['identity']['identical']}")
 
-        say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
-        r["scale2"] = await callpulse_run(
-            b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
-        )
-        say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
+        if "scale" in parts:
+            say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
+            r["scale2"] = await callpulse_run(
+                b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
+            )
+            say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
 
-        say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
-        r["load"] = await steady_load(b, b.settings("ld"), client)
-        ld = r["load"]
-        say(f"  lag p50 {ld['lag_p50']} p99 {ld['lag_p99']}; alert p50 {ld['alert_p50']} p99 {ld['alert_p99']}")
+        if "load" in parts:
+            say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
+            r["load"] = await steady_load(b, b.settings("ld"), client)
+            ld = r["load"]
+            say(f"  lag p50 {_ms(ld['lag_p50'])} p99 {_ms(ld['lag_p99'])} ({ld['lag_lost']} lost)")
+            say(f"  alert p50 {_ms(ld['alert_p50'])} p99 {_ms(ld['alert_p99'])} ({ld['alert_lost']} lost)")
+            say(f"  broker ack p99 {_ms(ld['ack_p99'])}, readable p99 {_ms(ld['visible_p99'])}")
+            say(f"  backlog at the end {ld['backlog_at_end']:,}; worker CPU {ld['worker_cpu_share']:.2f}")
 
-        say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
-        r["million"] = await million(b, b.settings("mm"), client)
-        m = r["million"]
-        say(f"  worker processed {m['worker_processed']:,} ({m['worker_rate_with_startup']:,.0f} events/s overall)")
-        say(
-            f"  replay {m['replay']['rate']:,.0f} events/s; {m['memory']['bytes_per_agent_window']:,.0f} B/agent-window"
-        )
+        if "replay" in parts:
+            say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
+            r["million"] = await million(b, b.settings("mm"), client)
+            m = r["million"]
+            say(f"  worker processed {m['worker_processed']:,} ({m['worker_rate_with_startup']:,.0f} events/s)")
+            say(f"  replay {m['replay']['rate']:,.0f} events/s")
+            say(f"  {m['memory']['bytes_per_agent_window']:,.0f} B per agent-window")
     finally:
         await client.aclose()
 
@@ -708,8 +799,11 @@ def own_cpu_s() -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for development")
-    parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="report to rewrite")
+    parser.add_argument(
+        "--output", help="report to write (default: BENCHMARKS.md for a full run; a --quick run only prints)"
+    )
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     command = " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
@@ -728,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     random.seed(1)
     try:
         bench.start_servers()
-        asyncio.run(run_all(bench))
+        asyncio.run(run_all(bench, args.only or PARTS))
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything it started", file=sys.stderr)
         return 130
@@ -748,11 +842,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "note": args.note,
         "workdir": str(workdir),
     }
-    text = report.render(env, bench.results)
-    Path(args.output).write_text(text, encoding="utf-8")
     print()
     print(report.summary_table(bench.results))
-    print(f"\nwrote {args.output} ({wall:.0f} s; logs and the raw profile in {workdir})")
+    output = args.output or (None if args.quick else str(REPO / "BENCHMARKS.md"))
+    if output:
+        Path(output).write_text(report.render(env, bench.results), encoding="utf-8")
+        print(f"\nwrote {output}")
+    print(f"({wall:.0f} s; logs and the raw profiles in {workdir})")
     return 0
 
 

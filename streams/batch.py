@@ -38,8 +38,13 @@ class Params:
 
     @property
     def state_ttl_s(self) -> int:
-        """Customer and ticket states cover the repeat window behind the longest window."""
+        """Customer call histories cover the repeat window behind the longest window."""
         return (self.longest_ms + self.repeat_ms) // 1000 + 1200
+
+    @property
+    def ticket_ttl_s(self) -> int:
+        """A ticket is kept a week past its last change, so a reply days later still finds its creation."""
+        return self.longest_ms // 1000 + 7 * 86400
 
 
 @dataclass(slots=True)
@@ -156,7 +161,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         _ops(ns, kpis.fcr_deltas(old, new, params.repeat_ms, live_from), unguarded)
         new_states[key] = (version + 1, new)
         value = f"{version + 1}|".encode() + kpis.encode_calls(new) if new else b""
-        state_writes.append([key, version, value.decode()])
+        state_writes.append([key, version, value.decode(), params.state_ttl_s])
     for key, events in tickets_by_key.items():
         version, old_t = states.get(key, (0, kpis.Ticket()))
         new_t = kpis.merge_ticket(old_t, events)
@@ -164,7 +169,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
             continue
         _ops(ns, kpis.ticket_deltas(old_t, new_t, live_from), unguarded)
         new_states[key] = (version + 1, new_t)
-        state_writes.append([key, version, f"{version + 1}|" + kpis.encode_ticket(new_t).decode()])
+        state_writes.append([key, version, f"{version + 1}|" + kpis.encode_ticket(new_t).decode(), params.ticket_ttl_s])
     meta_ops = [
         [meta_key(ns, agent), "tk" if kind == "team" else "sk", kind, order, value]
         for (agent, kind), (order, value) in meta.items()
@@ -181,7 +186,6 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "a": agents_flat,
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
-        "ts": params.state_ttl_s,
         "tm": params.bucket_ttl_s,
         "pa": now_ms - params.longest_ms - 1_200_000,
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],

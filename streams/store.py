@@ -78,7 +78,7 @@ for _, g in ipairs(p.g) do
 end
 apply(p.u)
 for _, s in ipairs(p.s) do
-  if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', p.ts) end
+  if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', s[4]) end
 end
 for _, m in ipairs(p.m) do
   local cur = redis.call('HGET', m[1], m[2])

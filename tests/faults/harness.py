@@ -28,8 +28,7 @@ from typing import Any
 import orjson
 import psutil
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.settings import Settings
@@ -247,6 +246,15 @@ async def read_counts(settings: Settings) -> dict[str, int]:
     return counts
 
 
+async def initialised(settings: Settings) -> bool:
+    """Whether Redis holds the epoch mark (False before the first rebuild completes, or after Redis lost its data)."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        return await WindowStore(client, namespace(settings.topic_prefix)).initialised()
+    finally:
+        await client.aclose()
+
+
 async def wait_counts(
     settings: Settings, done: Callable[[dict[str, int]], bool], *, timeout_s: float, interval_s: float = 0.1
 ) -> dict[str, int]:
@@ -351,12 +359,25 @@ def group_id(settings: Settings) -> str:
     return f"{settings.topic_prefix}{settings.consumer_group}"
 
 
-async def committed_offsets(admin: AIOKafkaAdminClient, settings: Settings) -> dict[tuple[str, int], int]:
-    """(base topic, partition) -> committed offset of the worker's group (absent: nothing committed)."""
-    raw = await admin.list_consumer_group_offsets(group_id(settings))
-    bases = {settings.topic(b): b for b in BASES}
-    return {(bases[tp.topic], tp.partition): meta.offset for tp, meta in raw.items() if tp.topic in bases and
-            meta.offset >= 0}  # fmt: skip
+async def committed_offsets(reader: AIOKafkaConsumer, settings: Settings) -> dict[tuple[str, int], int]:
+    """(base topic, partition) -> committed offset of the worker's group (absent: nothing committed).
+
+    `reader` is a consumer created with the worker's group id that never subscribes, so it never joins the group:
+    it only sends OffsetFetch. (AIOKafkaAdminClient.list_consumer_group_offsets fails to decode Tansu's answer.)
+    """
+    out: dict[tuple[str, int], int] = {}
+    for base in BASES:
+        for p in range(PARTITIONS):
+            offset = await reader.committed(TopicPartition(settings.topic(base), p))
+            if offset is not None and offset >= 0:
+                out[(base, p)] = offset
+    return out
+
+
+def offset_reader(settings: Settings) -> AIOKafkaConsumer:
+    """A consumer that reads the worker group's committed offsets without joining the group (start() it)."""
+    return AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group_id(settings), enable_auto_commit=False,
+                            request_timeout_ms=5000)  # fmt: skip
 
 
 class OffsetWatch:
@@ -378,29 +399,29 @@ class OffsetWatch:
         self.errors = 0
         self.check_marks = True
         self._checked: dict[tuple[str, int], int] = {}
-        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
         self._redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> OffsetWatch:
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka, request_timeout_ms=5000)
-        await self._admin.start()
+        self._reader = offset_reader(self.settings)
+        await self._reader.start()
         self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._task is not None and self._admin is not None and self._redis is not None
+        assert self._task is not None and self._reader is not None and self._redis is not None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        await self._admin.close()
+        await self._reader.stop()
         await self._redis.aclose()
 
     async def poll(self) -> dict[tuple[str, int], int]:
         """Read the committed offsets now and check them; returns them."""
-        assert self._admin is not None
-        offsets = await committed_offsets(self._admin, self.settings)
+        assert self._reader is not None
+        offsets = await committed_offsets(self._reader, self.settings)
         self.polls += 1
         for tp, off in offsets.items():
             before = self.current.get(tp)

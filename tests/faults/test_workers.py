@@ -7,6 +7,7 @@ Redis, and the 15m/1h/8h snapshots equal the brute-force recomputation.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import signal
 import time
@@ -36,7 +37,7 @@ async def test_kill_9_five_times_at_random_points(settings: Settings, stack: Any
     # small batches: a kill lands with part of a chunk applied and its offsets not yet committed
     tuned = settings.replace(batch_max=20)
     worker = stack.worker(tuned)
-    mid_stream = 0
+    mid_stream = mid_replay = 0
     async with h.Producer(settings, ledger, seed=5) as producer:
         for chunk in chunks:
             before = sum((await h.read_counts(settings)).values())
@@ -46,6 +47,7 @@ async def test_kill_9_five_times_at_random_points(settings: Settings, stack: Any
             worker.kill()
             at_kill = await h.read_counts(settings)
             mid_stream += not ledger.counts_done(at_kill)
+            mid_replay += not await h.initialised(settings)
             worker = stack.worker(tuned)
     watch = h.Stopwatch()
     await h.wait_settled(settings, ledger, timeout_s=60)
@@ -54,6 +56,7 @@ async def test_kill_9_five_times_at_random_points(settings: Settings, stack: Any
     row.figure("events", len(ledger.valid))
     row.figure("kills", 5)
     row.figure("kills_mid_stream", mid_stream)
+    row.figure("kills_mid_replay", mid_replay)
     row.figure("settle_after_last_restart_s", watch())
     row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
     assert mid_stream >= 3, f"only {mid_stream} of 5 kills landed with records still unprocessed"
@@ -64,39 +67,44 @@ async def test_rebalance_churn_second_worker_five_times(settings: Settings, stac
     ledger = h.Ledger(settings.topic_prefix)
     now = time.time()
     msgs = h.with_copies(h.messages(h.shuffled(h.small_trace(now, seed=201), seed=2)), share=0.05, seed=3)
+    head, supply = msgs[:100], iter(msgs[100:])
     await ensure_topics(settings)
     stack.monitor(settings)
     stack.worker(settings)
-    cycles_done = False
     took_part = 0
-
-    async def churn() -> None:
-        nonlocal cycles_done, took_part
-        try:
-            for _ in range(5):
-                second = stack.worker(settings)
-                try:
-                    # the second worker has joined once it processed records of its own
-                    await async_wait_for(lambda s=second: _processed(s), timeout_s=20, interval_s=0.2,
-                                         message="the second worker to process records")  # fmt: skip
-                    took_part += 1
-                except AssertionError:
-                    pass
-                code = second.stop(timeout_s=20)
-                assert code == 0, f"second worker exited {code}:\n{second.log_tail()}"
-        finally:
-            cycles_done = True
-
     async with h.Producer(settings, ledger, seed=4) as producer:
-        churning = asyncio.create_task(churn())
-        await producer.trickle(msgs, per_s=30, until=lambda: cycles_done)
-        await churning
+
+        async def produce_while(condition: Any, *, timeout_s: float) -> bool:
+            """Send a couple of messages every 0.1 s until `condition()` holds; False on timeout."""
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                await producer.send(list(itertools.islice(supply, 2)))
+                if await condition():
+                    return True
+                await asyncio.sleep(0.1)
+            return False
+
+        await producer.send(head)
+        await h.wait_settled(settings, ledger, timeout_s=60)  # the first worker alone, its first rebuild done
+        for _ in range(5):
+            second = stack.worker(settings)
+            # it has joined once it processed records of its own
+            took_part += await produce_while(lambda s=second: _processed(s), timeout_s=20)
+            stopping = asyncio.create_task(asyncio.to_thread(second.stop, 20))
+            await produce_while(lambda t=stopping: _done(t), timeout_s=30)
+            code = await stopping
+            assert code == 0, f"the second worker exited {code}:\n{second.log_tail()}"
+        await producer.send(list(supply))
     await h.wait_settled(settings, ledger, timeout_s=60)
     counts = await h.assert_exact(settings, ledger)
     row.figure("events", len(ledger.valid))
     row.figure("cycles_second_worker_processed", f"{took_part}/5")
     row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
     assert took_part >= 4, f"the second worker got partitions in only {took_part} of 5 cycles"
+
+
+async def _done(task: asyncio.Task[Any]) -> bool:
+    return task.done()
 
 
 async def _processed(proc: Any) -> bool:
@@ -151,4 +159,5 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
     row.figure("took_over_s", round(took_over_s, 1))
     row.figure("offset_polls", watch.polls)
     row.figure("stale_commits", len(watch.regressions))
+    row.figure("resumed_worker_records", await h.worker_metric(frozen, "callpulse_worker_events_total"))
     row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)

@@ -4,8 +4,9 @@ gives exactly the KPIs the contract's brute-force reference computes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -37,11 +38,26 @@ TOPIC = {
     "ticket.reopened": "tickets",
     "survey.csat": "tickets",
 }
-OFFSETS = [timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
+OFFSETS = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
 # Offsets (ms before now) on and around the window edges, so bucket rounding is exercised.
 EDGES_MS = [
     w * 1000 + d for w in (900, 3600, 10_800) for d in (-10_001, -10_000, -3_500, -1, 0, 1, 6_500, 9_999, 10_000)
-] + [0, 1, 3_500, -1, -6_500, -6_501, -300_000]
+] + [0, 1, 3_500, -1, -6_500, -6_501, -300_000, 28_800_000 - 1, 28_800_000 - 3_500, 28_800_000 - 3_501]
+# Offsets of late events: at or beyond the longest window (8 h), so ignored and counted as late.
+LATE_MS = [28_800_000, 28_800_001, 30_000_000, 32_000_000]
+# Invalid records: (topic, value) each dead-lettered.
+JUNK: list[tuple[str, bytes | None]] = [
+    ("calls", b'{"event_id": "j1", "type": '),
+    ("calls", None),
+    ("tickets", b"[1, 2]"),
+    ("calls", orjson.dumps({"event_id": "j2", "type": "ticket.created", "ts": NOW_MS / 1000, "ticket_id": "k1"})),
+    (
+        "tickets",
+        orjson.dumps(
+            {"event_id": "j3", "type": "survey.csat", "ts": NOW_MS / 1000, "agent_id": "a1", "score": 6, "call_id": "x"}
+        ),
+    ),
+]
 
 HYPOTHESIS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -51,8 +67,9 @@ HYPOTHESIS = settings(
 
 agents = st.sampled_from(["a1", "a2", "a3", "a4"])
 teams = st.one_of(st.none(), st.sampled_from(["red", "blue", "green"]))
-customers = st.sampled_from(["c1", "c2", "c3", "c4"])
-tickets = st.sampled_from(["k1", "k2", "k3"])
+# An integer id is the same customer/ticket as its string form ("7" and 7).
+customers = st.sampled_from(["c1", "c2", "7", 7])
+tickets = st.sampled_from(["k1", "k2", "9", 9])
 seconds = st.one_of(st.integers(0, 900), st.integers(0, 9000).map(lambda x: x / 10))
 # Spread over the last 3 h (so repeats fall both within and beyond the 1 h repeat window), built from
 # hour, minute and ms parts because a single wide integer range clusters at its ends; some on the edges.
@@ -128,6 +145,22 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def late_events(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A few events older than the longest window; no team, customer or ticket, so the reference may see them."""
+    out = []
+    for i in range(draw(st.integers(0, 3))):
+        ms = NOW_MS - draw(st.sampled_from(LATE_MS))
+        agent = draw(agents)
+        if draw(st.booleans()):
+            body = {"type": "agent.state", "agent_id": agent, "state": "available"}
+        else:
+            body = {"type": "call.ended", "call_id": f"late{i}", "agent_id": agent, "direction": "outbound",
+                    "connected": True, "talk_seconds": 60}  # fmt: skip
+        out.append({"event_id": f"late{i}", "ts": ms / 1000, **body})
+    return out
+
+
+@st.composite
 def traces(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Unique events, each with a fresh event_id."""
     events = []
@@ -136,14 +169,17 @@ def traces(draw: st.DrawFn) -> list[dict[str, Any]]:
     return events
 
 
+Item = dict[str, Any] | tuple[str, bytes | None]  # an event, or (topic, value) of an invalid record
+
+
 @st.composite
-def deliveries(draw: st.DrawFn, events: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """The events with random duplicates, shuffled and cut into random batches."""
+def deliveries(draw: st.DrawFn, events: Sequence[Item]) -> list[list[Item]]:
+    """The items with random duplicates, shuffled and cut into random batches."""
     copies = list(events) + draw(st.lists(st.sampled_from(events), max_size=len(events)))
     order = draw(st.permutations(copies))
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
     bounds = [0, *[c for c in cuts if c < len(order)], len(order)]
-    return [order[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [order[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def label(events: Sequence[dict[str, Any]]) -> None:
@@ -151,21 +187,25 @@ def label(events: Sequence[dict[str, Any]]) -> None:
     calls: dict[str, list[float]] = {}
     for e in events:
         if e["type"] == "call.ended" and e["connected"] and "customer_id" in e:
-            calls.setdefault(e["customer_id"], []).append(reference.ts_of(e))
+            calls.setdefault(str(e["customer_id"]), []).append(reference.ts_of(e))
     gaps = [b - a for ts in calls.values() for a, b in zip(sorted(ts), sorted(ts)[1:], strict=False)]
     event(f"repeat within the repeat window: {any(g < REPEAT_S for g in gaps)}")
     event(f"repeat beyond the repeat window: {any(g >= REPEAT_S for g in gaps)}")
-    created = {e["ticket_id"]: reference.ts_of(e) for e in events if e["type"] == "ticket.created"}
-    answered = [e for e in events if e["type"] == "ticket.replied" and e["ticket_id"] in created]
+    created = {str(e["ticket_id"]): reference.ts_of(e) for e in events if e["type"] == "ticket.created"}
+    answered = [e for e in events if e["type"] == "ticket.replied" and str(e["ticket_id"]) in created]
+    early = any(reference.ts_of(e) < created[str(e["ticket_id"])] for e in answered)
     event(f"replied tickets: {min(len(answered), 3)}")
-    event(f"reply timestamped before created: {any(reference.ts_of(e) < created[e['ticket_id']] for e in answered)}")
+    event(f"reply timestamped before created: {early}")
 
 
-def records(batch: Sequence[dict[str, Any]], first_offset: int) -> list[Record]:
-    return [
-        Record(TOPIC[e["type"]], 0, first_offset + i, e.get("agent_id", "").encode() or None, orjson.dumps(e))
-        for i, e in enumerate(batch)
-    ]
+def records(batch: Sequence[Item], first_offset: int) -> list[Record]:
+    out = []
+    for i, item in enumerate(batch):
+        if isinstance(item, tuple):
+            out.append(Record(item[0], 0, first_offset + i, None, item[1]))
+        else:
+            out.append(Record(TOPIC[item["type"]], 0, first_offset + i, None, orjson.dumps(item)))
+    return out
 
 
 class Dead:
@@ -178,13 +218,21 @@ class Dead:
         self.letters.extend(dead)
 
 
-async def feed(client: aioredis.Redis, batches: Sequence[Sequence[dict[str, Any]]], dead: Dead) -> list[Outcome]:
-    """Process batches through a fresh Processor at the fixed `now`."""
-    processor = Processor(SETTINGS, WindowStore(client, namespace(SETTINGS.topic_prefix)), dead, clock=lambda: NOW)
+async def feed(
+    client: aioredis.Redis, batches: Sequence[Sequence[Item]], dead: Dead, workers: Sequence[int] = ()
+) -> list[Outcome]:
+    """Process batches through fresh Processors at the fixed `now`; batch i goes to worker workers[i] (default 0).
+
+    Two workers share customer and ticket states in Redis while each caches its own: stale caches must be
+    caught by the store's version check and retried, never double counted.
+    """
+    store = WindowStore(client, namespace(SETTINGS.topic_prefix))
+    processors = [Processor(SETTINGS, store, dead, clock=lambda: NOW) for _ in range(2)]
     outcomes = []
     offset = 0
-    for batch in batches:
-        outcomes.append(await processor.process(records(batch, offset)))
+    for i, batch in enumerate(batches):
+        worker = workers[i] if i < len(workers) else 0
+        outcomes.append(await processors[worker].process(records(batch, offset)))
         offset += len(batch)
     return outcomes
 
@@ -199,22 +247,30 @@ def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
     redis_server: EmbeddedRedis, data: st.DataObject
 ) -> None:
     events = data.draw(traces(), label="events")
-    batches = data.draw(deliveries(events), label="batches")
+    late = data.draw(late_events(), label="late")
+    junk = data.draw(st.lists(st.sampled_from(JUNK), max_size=3), label="junk")
+    batches = data.draw(deliveries([*events, *late, *junk]), label="batches")
+    workers = data.draw(st.lists(st.integers(0, 1), min_size=len(batches), max_size=len(batches)), label="workers")
     label(events)
+    delivered = [e for b in batches for e in b if isinstance(e, dict)]
+    invalid = [e for b in batches for e in b if isinstance(e, tuple)]
 
     async def run() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
         try:
             await client.flushall()
             dead = Dead()
-            outcomes = await feed(client, batches, dead)
-            assert dead.letters == []
+            outcomes = await feed(client, batches, dead, workers)
+            event(f"state conflicts retried: {any(o.conflicts for o in outcomes)}")
+            assert sorted((r.topic, r.value or b"") for r, _ in dead.letters) == sorted(
+                (t, v or b"") for t, v in invalid
+            )
             assert sum(o.applied for o in outcomes) == len(events)
-            assert sum(o.duplicates for o in outcomes) == sum(len(b) for b in batches) - len(events)
+            assert sum(o.late for o in outcomes) == sum(e["event_id"].startswith("late") for e in delivered)
+            assert sum(o.duplicates for o in outcomes) == len(delivered) - len(events) - len(late)
             rows = await read(client)
         finally:
             await client.aclose()
-        delivered = [e for b in batches for e in b]
         for window_s in SETTINGS.windows_s:
             snap = snapshot.build(rows, window_s=window_s, settings=SETTINGS, now_ms=NOW_MS)
             want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S)
@@ -239,7 +295,7 @@ def test_two_shuffles_and_batchings_of_a_trace_give_identical_sums(
             await feed(client, first, Dead())
             one = await read(client)
             await client.flushall()
-            await feed(client, second, Dead())
+            await feed(client, second, Dead(), [i % 2 for i in range(len(second))])  # and two workers
             two = await read(client)
         finally:
             await client.aclose()

@@ -120,7 +120,9 @@ def test_call_ended_fields_are_kept_with_handle_time_in_ms() -> None:
 
 
 def test_call_ended_optional_fields_take_their_defaults() -> None:
-    raw = call(hold_seconds=..., wrap_seconds=..., resolved=..., customer_id=..., outcome=..., team=..., wait_seconds=...)
+    raw = call(
+        hold_seconds=..., wrap_seconds=..., resolved=..., customer_id=..., outcome=..., team=..., wait_seconds=...
+    )
     event = decode(orjson.dumps(raw), topic="calls", now_ms=NOW_MS)
     assert (event.handle_ms, event.resolved, event.customer_id, event.outcome, event.team) == (
         200_000,

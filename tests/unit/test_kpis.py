@@ -358,10 +358,14 @@ def test_reply_arriving_before_created_gives_the_same_as_in_order() -> None:
     in_order.arrive(replied("r1", T0 + 90_000, "a1"))
     reversed_order.arrive(replied("r1", T0 + 90_000, "a1"))
     reversed_order.arrive(created("c1", T0))
-    assert in_order.nonzero() == reversed_order.nonzero() == {
-        ("a1", w.bucket_of(T0 + 90_000), "t"): 90_000,
-        ("a1", w.bucket_of(T0 + 90_000), "u"): 1,
-    }
+    assert (
+        in_order.nonzero()
+        == reversed_order.nonzero()
+        == {
+            ("a1", w.bucket_of(T0 + 90_000), "t"): 90_000,
+            ("a1", w.bucket_of(T0 + 90_000), "u"): 1,
+        }
+    )
 
 
 def test_reply_timestamped_before_created_counts_zero_seconds() -> None:
@@ -422,10 +426,14 @@ def test_reply_ties_at_equal_ts_are_broken_by_event_id() -> None:
     one.arrive(replied("r-a", T0 + 10_000, "a1"))
     two.arrive(created("c1", T0), replied("r-a", T0 + 10_000, "a1"))
     two.arrive(replied("r-b", T0 + 10_000, "a2"))
-    assert one.nonzero() == two.nonzero() == {
-        ("a1", w.bucket_of(T0 + 10_000), "t"): 10_000,
-        ("a1", w.bucket_of(T0 + 10_000), "u"): 1,
-    }
+    assert (
+        one.nonzero()
+        == two.nonzero()
+        == {
+            ("a1", w.bucket_of(T0 + 10_000), "t"): 10_000,
+            ("a1", w.bucket_of(T0 + 10_000), "u"): 1,
+        }
+    )
 
 
 def test_reply_before_live_from_contributes_nothing() -> None:
