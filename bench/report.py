@@ -233,13 +233,20 @@ def findings(results: dict[str, Any]) -> str:
         "consume with aiokafka `getmany` directly as the replay does (manual commit after the apply), which "
         "removes Faust's per-record stream, event and ack overhead."
     )
+    rprof = rep.get("profile") if rep else None
+    lead = ""
+    if rprof is not None and not rprof.error and rprof.by_phase:
+        top = rprof.by_phase[:2]
+        lead = "; its own profile is led by " + " and ".join(f"{name} ({_pct(v)})" for name, v in top)
     out.append(
-        "- Replay: overlap the fetch and plan of batch N+1 with the apply of batch N (one apply in flight), and "
-        "fix the end-offset bug above; decode (`events.validate`, `parse_ts_ms`) leads its profile."
+        "- Replay: overlap the fetch and plan of batch N+1 with the apply of batch N (one apply in flight)"
+        + (", and fix the end-offset bug above" if m and rep and rep["replayed"] < m["events"] else "")
+        + f"{lead}."
     )
     out.append(
-        "- Dedupe marks: keep them per (partition, chunk) in a hash with one expiry (or a compact per-chunk set) "
-        "instead of one key with its own expiry per event, to cut the ~50-60 B per-key overhead and the key itself."
+        "- Dedupe marks: keep them as fields of one hash per (agent, 10-minute chunk of the event's ts) — HSETNX, "
+        "one EXPIRE per hash — instead of one key with its own expiry per event; small hashes are compact "
+        "listpacks, which removes most of the per-key overhead (the remainder row above)."
     )
     return "\n".join(out)
 

@@ -17,8 +17,10 @@ import argparse
 import asyncio
 import itertools
 import os
+import pickle
 import random
 import resource
+import shlex
 import signal
 import sys
 import tempfile
@@ -804,9 +806,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
+    parser.add_argument(
+        "--render-from", metavar="RESULTS", help="rewrite the report from a saved run's results.pkl; runs nothing"
+    )
     args = parser.parse_args(argv)
+    if args.render_from:
+        with open(args.render_from, "rb") as f:
+            saved = pickle.load(f)
+        output = args.output or str(REPO / "BENCHMARKS.md")
+        Path(output).write_text(report.render(saved["env"], saved["results"]), encoding="utf-8")
+        print(f"wrote {output} from {args.render_from}")
+        return 0
     sizes = QUICK if args.quick else FULL
-    command = " ".join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join([".venv/bin/python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
 
     def on_sigterm(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -842,6 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "note": args.note,
         "workdir": str(workdir),
     }
+    with open(workdir / "results.pkl", "wb") as f:
+        pickle.dump({"env": env, "results": bench.results}, f)
     print()
     print(report.summary_table(bench.results))
     output = args.output or (None if args.quick else str(REPO / "BENCHMARKS.md"))

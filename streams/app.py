@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -120,6 +122,8 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         producer_acks=-1,
         topic_allow_declare=False,
         topic_disable_leader=True,
+        # Faust wants a data directory even without tables; keep it out of the working directory.
+        datadir=str(Path(tempfile.gettempdir()) / "callpulse-faust"),
     )
     app.callpulse_fetch_max_wait_ms = settings.fetch_max_wait_ms
     registry = CollectorRegistry()

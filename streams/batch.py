@@ -55,6 +55,7 @@ class Item:
     event: Event | None
     dedupe_key: str
     result: str  # ok | late | invalid
+    source: str = "-"  # the record that carried it, 'c:<partition>:<offset>': reading it again is no duplicate
 
 
 @dataclass
@@ -150,7 +151,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
                     prev = meta.get((agent, "state"))
                     if prev is None or prev[0] < order:
                         meta[(agent, "state")] = (order, e.state)
-        guarded.append([it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops])
+        guarded.append([it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops, it.source])
     new_states: dict[str, tuple[int, Any]] = {}
     state_writes: list[list[Any]] = []
     for key, calls in calls_by_key.items():

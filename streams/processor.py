@@ -120,7 +120,8 @@ class Processor:
                 dead.append((r, f"internal error decoding event: {exc!r}"))
                 items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
                 continue
-            items.append(batch.Item(r.topic, e, f"{ns}e:{e.event_id}", batch.classify(e, now_ms, longest_ms)))
+            source = f"{r.topic[0]}:{r.partition}:{r.offset}"
+            items.append(batch.Item(r.topic, e, f"{ns}e:{e.event_id}", batch.classify(e, now_ms, longest_ms), source))
         return items, dead
 
     async def process(self, records: Sequence[Record]) -> Outcome:

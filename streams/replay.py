@@ -12,11 +12,10 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from callpulse.settings import Settings
 from streams.processor import Processor, Record
@@ -33,13 +32,13 @@ async def replay_into(
     settings: Settings,
     processor: Processor,
     *,
-    until: Mapping[TopicPartition, int] | None = None,
     batch_max: int = 5000,
     idle_s: float = 1.0,
 ) -> int:
-    """Read calls and tickets from the earliest offsets through `processor`; return the count.
+    """Read calls and tickets from the earliest offsets to their end through `processor`; return the count.
 
-    Reads to each partition's current end, or with `until` up to (not including) the given offsets.
+    The end is where the topics go idle with every position at or past the reported end offset: some
+    brokers under-report a partition's end by its last batch, so the reported end alone is not trusted.
     """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
     consumer = AIOKafkaConsumer(
@@ -61,13 +60,8 @@ async def replay_into(
                 parts.append(TopicPartition(topic, p))
         if not parts:
             return 0
-        ends = await consumer.end_offsets(parts)
-        if until is not None:
-            ends = {tp: min(ends[tp], until.get(tp, 0)) for tp in parts}
-            parts = [tp for tp in parts if ends[tp] > 0]
-            if not parts:
-                return 0
         consumer.assign(parts)
+        ends = await consumer.end_offsets(parts)
         await consumer.seek_to_beginning(*parts)
         while True:
             got = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=batch_max)
@@ -80,10 +74,8 @@ async def replay_into(
             for tp, messages in got.items():
                 base = bases[tp.topic]
                 by_base.setdefault(base, []).extend(
-                    Record(base, tp.partition, m.offset, m.key, m.value) for m in messages if m.offset < ends[tp]
+                    Record(base, tp.partition, m.offset, m.key, m.value) for m in messages
                 )
-                if until is not None and await consumer.position(tp) >= ends[tp]:
-                    consumer.pause(tp)
             for records in by_base.values():
                 if not records:
                     continue
@@ -124,15 +116,21 @@ async def _keep_lock(client: aioredis.Redis, lock: str, token: str) -> None:
 
 async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     """The worker group's committed offsets on calls and tickets (empty for a group that never committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
-    await admin.start()
+    group = f"{settings.topic_prefix}{settings.consumer_group}"
+    # A consumer that never subscribes only fetches the group's offsets; it joins nothing.
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group, enable_auto_commit=False)
+    await consumer.start()
     try:
-        group = f"{settings.topic_prefix}{settings.consumer_group}"
-        offsets = await admin.list_consumer_group_offsets(group)
+        out: dict[TopicPartition, int] = {}
+        for topic in (settings.topic("calls"), settings.topic("tickets")):
+            for p in sorted(consumer.partitions_for_topic(topic) or ()):
+                tp = TopicPartition(topic, p)
+                offset = await consumer.committed(tp)
+                if offset is not None and offset >= 0:
+                    out[tp] = offset
+        return out
     finally:
-        await admin.close()
-    topics = {settings.topic("calls"), settings.topic("tickets")}
-    return {tp: meta.offset for tp, meta in offsets.items() if tp.topic in topics and meta.offset >= 0}
+        await consumer.stop()
 
 
 async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
@@ -154,7 +152,9 @@ async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
         log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
         processor = Processor(settings, store, _no_deadletter)
         processor.check_epoch = False
-        n = await replay_into(settings, processor)
+        # A group that never committed reads everything from the earliest offsets anyway: nothing to
+        # rebuild. Otherwise replay to the end: workers may have applied records past their last commit.
+        n = await replay_into(settings, processor) if await committed_offsets(settings) else 0
         await store.mark_initialised()
         log.warning("rebuilt windows from %d records", n)
         return True

@@ -54,7 +54,10 @@ local lag_sum, lag_n = 0, 0
 local bounds = p.lb
 local applied, dups = 0, 0
 for _, g in ipairs(p.g) do
-  if redis.call('SET', g[1], '1', 'NX', 'EX', p.te) then
+  -- The mark lists the records ('|c:3:17|') that carried this id: the first counts, another record is a
+  -- duplicate, and the same record read again (after a crash or a rebuild) counts nothing.
+  local src = '|' .. g[6] .. '|'
+  if redis.call('SET', g[1], src, 'NX', 'EX', p.te) then
     apply(g[5])
     local f = g[2] .. '|' .. g[3]
     stats[f] = (stats[f] or 0) + 1
@@ -71,9 +74,13 @@ for _, g in ipairs(p.g) do
       lag_n = lag_n + 1
     end
   elseif g[3] ~= 'invalid' then
-    local f = g[2] .. '|duplicate'
-    stats[f] = (stats[f] or 0) + 1
-    dups = dups + 1
+    local cur = redis.call('GET', g[1]) or ''
+    if not string.find(cur, src, 1, true) then
+      redis.call('APPEND', g[1], string.sub(src, 2))
+      local f = g[2] .. '|duplicate'
+      stats[f] = (stats[f] or 0) + 1
+      dups = dups + 1
+    end
   end
 end
 apply(p.u)

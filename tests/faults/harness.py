@@ -551,3 +551,32 @@ class Stopwatch:
 def mib(n_bytes: float) -> float:
     """Bytes to MiB, rounded for a table."""
     return round(n_bytes / (1024 * 1024), 1)
+
+
+async def read_topic(settings: Settings, base: str, *, at_least: int, timeout_s: float = 30) -> list[Any]:
+    """Records of `<prefix><base>` from the earliest offset, until at least `at_least` arrived and the topic is idle.
+
+    Reads by count, not to the end offsets: the embedded Tansu answers ListOffsets(latest) with the last batch's
+    base offset + 1, short of the real end whenever a batch holds several records.
+    """
+    topic = settings.topic(base)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(4))]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while True:
+            batch = await consumer.getmany(timeout_ms=500)
+            for tp_records in batch.values():
+                records.extend(tp_records)
+            if not batch and len(records) >= at_least:
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {len(records)} of at least {at_least} records of {topic} in {timeout_s} s")
+    finally:
+        await consumer.stop()

@@ -365,7 +365,7 @@ async def test_invalid_records_are_dead_lettered_with_reasons_while_valid_ones_c
     assert (stats["calls|ok"], stats["tickets|ok"], stats["calls|invalid"], stats["tickets|invalid"]) == (2, 1, 3, 1)
 
 
-async def test_redelivered_batch_counts_once_as_duplicates(redis_server: EmbeddedRedis) -> None:
+async def test_redelivered_record_counts_once_and_a_copy_counts_as_duplicate(redis_server: EmbeddedRedis) -> None:
     value = orjson.dumps(
         {"event_id": "e1", "type": "ticket.escalated", "ts": NOW - 10, "ticket_id": "k1", "agent_id": "a1"}
     )
@@ -374,11 +374,16 @@ async def test_redelivered_batch_counts_once_as_duplicates(redis_server: Embedde
         store = WindowStore(client, namespace(SETTINGS.topic_prefix))
         processor = Processor(SETTINGS, store, Dead(), clock=lambda: NOW)
         first = await processor.process([Record("tickets", 0, 0, None, value)])
-        again = await processor.process([Record("tickets", 0, 0, None, value)])
+        redelivered = await processor.process([Record("tickets", 0, 0, None, value)])  # same record, after a crash
+        copy = await processor.process([Record("tickets", 2, 7, None, value)])  # the producer sent it twice
+        again = await processor.process([Record("tickets", 2, 7, None, value)])
         rows = await store.read_windows(NOW_MS, SETTINGS.windows_s)
         stats = await store.read_stats()
     finally:
         await client.aclose()
-    assert (first.applied, first.duplicates, again.applied, again.duplicates) == (1, 0, 0, 1)
+    assert (first.applied, first.duplicates) == (1, 0)
+    assert (redelivered.applied, redelivered.duplicates) == (0, 0)
+    assert (copy.applied, copy.duplicates) == (0, 1)
+    assert (again.applied, again.duplicates) == (0, 0)
     assert (rows[0].sums[900]["e"], rows[0].sums[900]["x"]) == (1, 1)
     assert (stats["tickets|ok"], stats["tickets|duplicate"]) == (1, 1)
