@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 TARGET_E2E_RATE = 30_000
@@ -84,6 +85,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if small:
             fig += f", {small['bytes_per_agent_window']:,.0f} B after {results['e2e']['events']:,}"
         fig += f"; worker RSS {m['rss_mb']:.0f} MB after {m['worker_processed']:,} events"
+        fit = rss_at(m["rss_samples"], m["events"])
+        if not m["worker_finished"] and fit is not None:
+            fig += f" (≈ {fit:.0f} MB at {m['events']:,} by a linear fit)"
         ok = mem["bytes_per_agent_window"] <= TARGET_BYTES_PER_AGENT_WINDOW
         out.append(("7", "Redis memory, worker RSS", fig, "≤ 2 KB per agent-window", _met(ok)))
     s2 = results.get("scale2")
@@ -98,6 +102,20 @@ def summary_table(results: dict[str, Any]) -> str:
     lines = ["| # | measure | result | target | |", "|---|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows(results)]
     return "\n".join(lines)
+
+
+def rss_at(samples: list[tuple[int, float]], n: int) -> float | None:
+    """Least-squares line through (records, MB) samples past the first 10 % of n, evaluated at n."""
+    pts = [(x, y) for x, y in samples if x >= n // 10]
+    if len(pts) < 3:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    var = sum((x - mx) ** 2 for x, _ in pts)
+    if var == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in pts) / var
+    return my + slope * (n - mx)
 
 
 def _pct(x: float) -> str:
@@ -176,17 +194,24 @@ def findings(results: dict[str, Any]) -> str:
             f"{eng['check_some_ms']:.0f} ms alone (≈ {1000 * eng['check_some_ms'] / eng['sample']:.0f} µs per "
             "agent): per agent it pipelines one HMGET plus an HGETALL for every 10-minute chunk of its longest rule "
             "window (7 for 1h), and parses every bucket field of each. A `sweep()` over all "
-            f"{eng['agents']} agents took {eng['sweep_ms']:.0f} ms and runs every second on the worker's event "
+            f"{eng['agents']} agents took {eng['sweep_ms']:.0f} ms at this density ("
+            f"{results['e2e']['events'] / max(1, eng['agents']):.0f} events per agent over two hours; the read grows "
+            "with the bucket fields in the last hour) and runs every second on the worker's event "
             "loop — on every worker (two workers sweep twice), and each sweep holds up the batches queued "
             "behind it."
         )
     if ld:
+        stack_cpu = sum(ld[k] for k in ("worker_cpu_share", "monitor_cpu_share", "redis_cpu_share"))
+        stack_cpu += ld["broker_cpu_share"] + ld["bench_cpu_share"]
         out.append(
             f"4. **Lag at 2,000 events/s is the worker, not Kafka.** The broker acknowledged probes in p99 "
             f"{_ms(ld['ack_p99'])} and a plain consumer could read them in p99 {_ms(ld['visible_p99'])}; applied in "
             f"Redis took p99 {_ms(ld['lag_p99'])}. The worker used {ld['worker_cpu_share']:.2f} CPU and still had "
             f"{ld['backlog_at_end']:,} events queued when the window closed; the alert latency (p99 "
-            f"{_ms(ld['alert_p99'])}) is that lag plus the alert check, so it follows the lag."
+            f"{_ms(ld['alert_p99'])}) is that lag plus the alert check, so it follows the lag. The whole stack "
+            f"(worker, monitor, Redis, broker, load generator) used {stack_cpu:.2f} CPUs, so on this 2-core machine "
+            "the worker also waited for a core; with its per-event cost (and a sweep every second) it has little "
+            "headroom at 2,000 events/s even on an idle machine."
         )
     if m and rep and rep["replayed"] < m["events"]:
         out.append(
@@ -213,6 +238,7 @@ def findings(results: dict[str, Any]) -> str:
             f"{2048 * mem['windows'] / (mem['mem_delta_bytes'] / max(1, m['replay']['replayed'])):,.0f} events per "
             "agent in 8 h."
         )
+    out = [re.sub(r"^\d+\. ", f"{i}. ", line) for i, line in enumerate(out, start=1)]
     out.append("")
     out.append("What to try, in order of expected gain:")
     out.append("")
@@ -318,18 +344,20 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
         lines.append(
             f"- **Alert engine, timed alone** (in the benchmark process, on the state (3) left: {eng['agents']} active "
             f"agents, {eng['active_alerts']} active alerts; rule windows {mins}): `check_agents` for "
-            f"{eng['sample']} agents {eng['check_some_ms']:.0f} ms, of which `read_windows` "
-            f"{eng['read_some_ms']:.0f} ms "
-            f"and `current()` (HGETALL + decode of every active alert) {eng['current_ms']:.0f} ms; one `sweep()` "
-            f"{eng['sweep_ms']:.0f} ms, of which `read_windows` for every agent {eng['read_all_ms']:.0f} ms. The "
+            f"{eng['sample']} agents {eng['check_some_ms']:.0f} ms (`read_windows` alone for them: "
+            f"{eng['read_some_ms']:.0f} ms; `current()`, HGETALL + decode of every active alert: "
+            f"{eng['current_ms']:.0f} ms); one `sweep()` {eng['sweep_ms']:.0f} ms (`read_windows` alone for every "
+            f"agent: {eng['read_all_ms']:.0f} ms). Each call timed once, so ±30 % or so. The "
             "worker awaits `check_agents` after each batch before it takes the next, and runs `sweep()` every second "
             "on the same event loop."
         )
     if e2e and s2:
         lines.append(
-            f"- **(8) Scale-out:** {s2['rate'] / e2e['rate']:.2f}x with a second worker. The machine has "
-            f"{mach['nproc']} CPUs shared by broker, Redis and the workers, so a second worker mostly competes for "
-            "the same cores; the start-up includes a rebalance when the second member joins."
+            f"- **(8) Scale-out:** {s2['rate'] / e2e['rate']:.2f}x with a second worker. One worker is bound by "
+            f"its single Python event loop (≈ {e2e['worker_cpu_us_per_event'] * e2e['rate'] / 1e6:.2f} CPU in (3)), "
+            f"so a second process can use the machine's other core; past that, with {mach['nproc']} CPUs shared by "
+            "broker, Redis and the workers, more workers would only compete. The start-up includes a rebalance "
+            "when the second member joins."
         )
     lines.append("")
     ld = results.get("load")
@@ -419,6 +447,9 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
                 f"{m['worker_processed']:,} of {m['events']:,}, {_rate(m['worker_rate_with_startup'])} overall"
             )
         rss = ", ".join(f"{n // 1000}k: {mb:.0f}" for n, mb in m["rss_samples"][:: max(1, len(m["rss_samples"]) // 8)])
+        fit = rss_at(m["rss_samples"], m["events"])
+        if not m["worker_finished"] and fit is not None:
+            rss += f"; a straight line through the samples past 10 % reaches ≈ {fit:.0f} MB at {m['events']:,}"
         lines.append(
             f"- **Worker on the same topic** (from an empty Redis, py-spy attached for part of it): {how}; ok "
             f"{c['ok']:,}, late {c['late']:,}, invalid {c['invalid']:,}; {m['worker_cpu_us_per_event']:.0f} µs of "
@@ -458,8 +489,10 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
             lines.append("")
         lines += ["## Where the worker's CPU goes", ""]
         lines.append(
-            "py-spy attached to the worker while it consumed the replay topic from the start (profiling begins once "
-            "5 % of the records — at most 20,000 — are applied, so start-up is excluded)."
+            "py-spy attached to the worker while it consumed the replay topic from the start, beginning once "
+            "5 % of the records (at most 20,000) were applied, so start-up is excluded. That is early in the topic, "
+            "while agents have few events in their windows: the alert reads cost more as windows fill (see the "
+            "timed sweep under (3))."
         )
         lines.append("")
         lines += _profile_section(m.get("profile"))

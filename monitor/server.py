@@ -42,6 +42,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 SNAPSHOT_HEARTBEAT_S = 2.0
+REDIS_MAX_CONNECTIONS = 64
 
 
 def _response(status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None) -> Response:
@@ -212,8 +213,11 @@ class Monitor:
     async def _snapshot_loop(self) -> None:
         last_push = 0.0
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that lands as the event
+            # is set (as _listen does on resubscribing), and stop() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), SNAPSHOT_HEARTBEAT_S)
+                async with asyncio.timeout(SNAPSHOT_HEARTBEAT_S):
+                    await self._dirty.wait()
             since = time.monotonic() - last_push
             if since < SNAPSHOT_MIN_INTERVAL_S:
                 await asyncio.sleep(SNAPSHOT_MIN_INTERVAL_S - since)
@@ -401,8 +405,12 @@ class Monitor:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        for task in self._tasks:
-            task.cancel()
+        # Cancel until done: a task that misses one cancel (a race inside a library) must not hang shutdown.
+        pending = {task for task in self._tasks if not task.done()}
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.2)
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -411,7 +419,14 @@ class Monitor:
 async def serve_forever(settings: Settings) -> None:
     """The `callpulse monitor` command: serve until SIGINT/SIGTERM, then shut down gracefully."""
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    # A blocking pool: when many clients connect at once (wallboards reconnecting after a restart), their initial
+    # snapshots wait for a connection instead of failing with redis-py's "Too many connections" (its default pool
+    # raises at 100 connections in use).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, socket_timeout=5,
+        socket_connect_timeout=5,
+    )  # fmt: skip
+    client = aioredis.Redis(connection_pool=pool)
     monitor = Monitor(settings, client)
     await monitor.start()
     log.info("monitor serving http://%s:%d/ (snapshot /api/snapshot, feed /ws, /metrics)", settings.http_host,
@@ -424,3 +439,4 @@ async def serve_forever(settings: Settings) -> None:
     log.info("monitor stopping: closing %d clients", len(monitor.clients))
     await monitor.stop()
     await client.aclose()
+    await pool.aclose()

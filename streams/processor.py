@@ -55,16 +55,29 @@ class Outcome:
 DeadLetterSink = Callable[[Sequence[tuple[Record, str]]], Awaitable[None]]
 
 
+DEADLETTER_MAX_ORIGINAL_BYTES = 64 * 1024
+
+
 def deadletter_value(record: Record, reason: str, *, source_topic: str) -> bytes:
-    """The JSON a dead-lettered message carries: the reason, where it came from, and the original bytes."""
-    return orjson.dumps(
-        {
-            "reason": reason,
-            "source": {"topic": source_topic, "partition": record.partition, "offset": record.offset},
-            "key_b64": base64.b64encode(record.key).decode() if record.key is not None else None,
-            "value_b64": base64.b64encode(record.value).decode() if record.value is not None else None,
-        }
-    )
+    """The JSON a dead-lettered message carries: the reason, where it came from, and the original bytes.
+
+    A key or value over 64 KiB is cut to its first 64 KiB (`key_truncated`/`value_truncated` and the original
+    `key_bytes`/`value_bytes` say so): base64 of a 900 KB pill would exceed Kafka's 1 MB message limit, the send
+    would fail for ever, and the partition behind it would stall.
+    """
+    letter: dict[str, object] = {
+        "reason": reason,
+        "source": {"topic": source_topic, "partition": record.partition, "offset": record.offset},
+    }
+    for name, data in (("key", record.key), ("value", record.value)):
+        if data is None:
+            letter[f"{name}_b64"] = None
+            continue
+        letter[f"{name}_b64"] = base64.b64encode(data[:DEADLETTER_MAX_ORIGINAL_BYTES]).decode()
+        if len(data) > DEADLETTER_MAX_ORIGINAL_BYTES:
+            letter[f"{name}_truncated"] = True
+            letter[f"{name}_bytes"] = len(data)
+    return orjson.dumps(letter)
 
 
 def params_for(settings: Settings) -> batch.Params:

@@ -295,8 +295,8 @@ async def test_two_workers_publish_one_alert_per_episode(settings: Settings, sta
         expected.add(("agent", "ag-sentinel", "aht_seconds"))
 
         after = [await worker_events(w) for w in workers]
-        print(f"records each worker processed during the breach: {[a - b for a, b in zip(after, before)]}")
-        assert all(a > b for a, b in zip(after, before)), f"a worker took no part: {before} -> {after}"
+        print(f"records each worker processed during the breach: {[a - b for a, b in zip(after, before, strict=True)]}")
+        assert all(a > b for a, b in zip(after, before, strict=True)), f"a worker took no part: {before} -> {after}"
         for name, got in (("websocket", feed.alerts()), ("alerts topic", topic.alerts())):
             per_slot = Counter(subject(a) for a in got)
             assert set(per_slot) == expected, f"{name}: {sorted(per_slot, key=str)}"

@@ -177,31 +177,29 @@ async def test_message_over_the_max_size_closes_with_1009(ws_settings: Settings)
 async def test_bad_messages_get_an_error_and_the_connection_stays_open(ws_settings: Settings) -> None:
     async with running(ws_settings), connect(base_url(ws_settings, "ws") + "/ws") as ws:
         assert (await recv_json(ws))["type"] == "snapshot"
-        bad = {
-            "not json": "{nope",
-            "not an object": "[1, 2]",
-            "unknown type": orjson.dumps({"type": "dance"}).decode(),
-            "no type": "{}",
-            "ack without id": orjson.dumps({"type": "ack"}).decode(),
-            "snooze, bad minutes": orjson.dumps({"type": "snooze", "kpi": "aht_seconds", "agent_id": "a",
-                                                  "minutes": -3}).decode(),  # fmt: skip
-            "snooze, unknown kpi": orjson.dumps({"type": "snooze", "kpi": "mood", "agent_id": "a",
-                                                  "minutes": 5}).decode(),  # fmt: skip
-            "snooze, nobody": orjson.dumps({"type": "snooze", "kpi": "aht_seconds", "minutes": 5}).decode(),
-        }
-        for what, text in bad.items():
+        snooze = {"type": "snooze", "kpi": "aht_seconds", "agent_id": "a", "minutes": 5}
+        bad = [  # (what, message, a word the error must name)
+            ("not json", "{nope", ""),
+            ("not an object", "[1, 2]", "object"),
+            ("unknown type", _text({"type": "dance"}), "dance"),
+            ("no type", "{}", "type"),
+            ("ack without id", _text({"type": "ack"}), "id"),
+            ("snooze, bad minutes", _text(snooze | {"minutes": -3}), "minutes"),
+            ("snooze, unknown kpi", _text(snooze | {"kpi": "mood"}), "mood"),
+            ("snooze, nobody", _text({k: v for k, v in snooze.items() if k != "agent_id"}), "agent_id"),
+        ]
+        for what, text, word in bad:
             await ws.send(text)
             error = await recv_until(ws, "error")
             assert isinstance(error.get("message"), str) and error["message"], what
-        assert "dance" in (await _error_for(ws, orjson.dumps({"type": "dance"}).decode()))["message"]
+            assert word in error["message"], (what, error)
         # still open and serving: a valid ack comes back as a broadcast
         await ws.send(orjson.dumps({"type": "ack", "id": "abc123"}).decode())
         assert await recv_until(ws, "ack") == {"type": "ack", "id": "abc123", "acknowledged": True}
 
 
-async def _error_for(ws: ClientConnection, text: str) -> dict[str, Any]:
-    await ws.send(text)
-    return await recv_until(ws, "error")
+def _text(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
 
 
 def _clean_env(settings: Settings, **changes: str) -> dict[str, str]:

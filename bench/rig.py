@@ -1,0 +1,212 @@
+"""The benchmark rig: sizes, the shared broker and Redis, and helpers to fill topics and watch progress."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.procs import Child, Cleanup
+from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from callpulse.kafka import ensure_topics
+from callpulse.processes import env_for, worker_args
+from callpulse.settings import Settings
+from callpulse.simulate import generate, produce
+from streams.store import WindowStore, namespace
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = ("ok", "late", "duplicate", "invalid")
+HISTORY_S = 7200  # pre-filled events span the last two hours: inside every window, none late
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measurement does."""
+
+    events: int  # pre-filled topic for (1), (2), (3), (8)
+    naive_events: int  # the naive baseline is timed over this many of them
+    replay_events: int  # pre-filled topic for (6), (7)
+    load_warmup_s: float
+    load_s: float
+    lag_probes: int
+    alert_interval_s: float
+    profile_s: float
+    worker_cap_s: float  # the worker on the replay topic stops here even if it has not finished
+    agents: int = 2000
+
+
+FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0)
+QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0)
+
+
+class Bench:
+    """The shared servers and the bookkeeping of one run."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, cleanup: Cleanup) -> None:
+        self.sizes = sizes
+        self.workdir = workdir
+        self.cleanup = cleanup
+        self.broker = EmbeddedBroker(log_dir=workdir / "broker")
+        self.redis = EmbeddedRedis(data_dir=workdir / "redis")
+        self.results: dict[str, Any] = {}
+        self.tag = f"b{os.getpid() % 10000}"
+        self._names = itertools.count(1)
+
+    def start_servers(self) -> None:
+        self.cleanup.push("broker", self.broker.stop)
+        self.broker.start()
+        self.cleanup.push("redis", self.redis.stop)
+        self.redis.start()
+
+    def settings(self, phase: str, **changes: Any) -> Settings:
+        prefix = f"{self.tag}-{phase}-"
+        base = Settings(
+            kafka=self.broker.bootstrap,
+            redis_url=self.redis.url,
+            topic_prefix=prefix,
+            consumer_group="callpulse",
+            http_host="127.0.0.1",
+            http_port=free_port(),
+            session_timeout_s=6.0,
+        )
+        return base.replace(**changes)
+
+    def worker(self, settings: Settings) -> Child:
+        n = next(self._names)
+        port = free_port()
+        child = Child.callpulse(
+            f"worker{n}", worker_args(settings, web_port=port), env_for(settings), self.workdir / f"worker{n}.log"
+        )
+        child.web_port = port  # type: ignore[attr-defined]
+        return self.cleanup.child(child)
+
+    def cpu(self, what: EmbeddedBroker | EmbeddedRedis) -> float:
+        pid = what.pid
+        if pid is None:
+            return 0.0
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def prefill(settings: Settings, n: int, *, agents: int, seed: int) -> dict[str, Any]:
+    """Create the topics (4 partitions) and send the first `n` simulator events of a two-hour history ending now."""
+    await ensure_topics(settings, partitions=4)
+    rate = n / HISTORY_S * 1.1
+    events = itertools.islice(
+        generate(agents=agents, rate=rate, duration_s=HISTORY_S, seed=seed, start_s=time.time() - HISTORY_S), n
+    )
+    t0 = time.perf_counter()
+    sent = await produce(settings, events, realtime=False)
+    return {"produced": sent, "produce_s": time.perf_counter() - t0}
+
+
+async def stats_counts(client: aioredis.Redis, ns: str) -> dict[str, int]:
+    raw = await client.hgetall(f"{ns}stats")
+    counts = dict.fromkeys(RESULTS, 0)
+    for k, v in raw.items():
+        topic, _, result = k.decode().partition("|")
+        if topic in ("calls", "tickets") and result in counts:
+            counts[result] += int(v)
+    return counts
+
+
+def distinct(counts: dict[str, int]) -> int:
+    """Records accounted for once each: a redelivered copy (after a rebalance) shows as a duplicate on top."""
+    return counts["ok"] + counts["late"] + counts["invalid"]
+
+
+@dataclass
+class Progress:
+    t_first: float
+    c_first: int
+    t_done: float
+    counts: dict[str, int]
+
+
+async def wait_processed(
+    client: aioredis.Redis, ns: str, n: int, procs: Sequence[Child], *, timeout_s: float, interval_s: float = 0.02
+) -> Progress:
+    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter()."""
+    deadline = time.perf_counter() + timeout_s
+    t_first: float | None = None
+    c_first = 0
+    while True:
+        counts = await stats_counts(client, ns)
+        now = time.perf_counter()
+        done = distinct(counts)
+        if t_first is None and done > 0:
+            t_first, c_first = now, done
+        if done >= n:
+            assert t_first is not None
+            return Progress(t_first, c_first, now, counts)
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited while processing:\n{p.log_tail()}")
+        if now > deadline:
+            raise TimeoutError(f"only {done} of {n} records processed after {timeout_s:.0f} s")
+        await asyncio.sleep(interval_s)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A worker's own /metrics, flattened to name{labels} -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+async def worker_metrics(child: Child) -> dict[str, float]:
+    try:
+        return await asyncio.to_thread(scrape, child.web_port)  # type: ignore[attr-defined]
+    except OSError:
+        return {}
+
+
+def batch_figures(metrics: dict[str, float]) -> dict[str, float]:
+    count = metrics.get("callpulse_batch_seconds_count", 0.0)
+    total = metrics.get("callpulse_batch_seconds_sum", 0.0)
+    events = sum(v for k, v in metrics.items() if k.startswith("callpulse_worker_events_total"))
+    return {
+        "batches": count,
+        "mean_batch": events / count if count else 0.0,
+        "mean_batch_ms": 1000 * total / count if count else 0.0,
+        "events": events,
+    }
+
+
+async def fresh_redis(client: aioredis.Redis, settings: Settings) -> None:
+    """Empty Redis and mark the namespace initialised, so a worker does not rebuild it by replay on its first batch."""
+    await client.flushall()
+    await WindowStore(client, namespace(settings.topic_prefix)).mark_initialised()
+    await client.config_resetstat()
+
+
+async def redis_eval_stats(client: aioredis.Redis) -> dict[str, float]:
+    info = await client.info("commandstats")
+    calls = usec = 0.0
+    for name, row in info.items():
+        if name in ("cmdstat_evalsha", "cmdstat_eval"):
+            calls += row["calls"]
+            usec += row["usec"]
+    return {"eval_calls": calls, "eval_usec": usec}
