@@ -8,13 +8,16 @@ task per client does the writing, so a stalled client only ever blocks itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections import deque
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 
 log = logging.getLogger("callpulse.monitor")
+SEND_BUFFER_BYTES = 64 * 1024  # the kernel doubles it: ~128 KiB, several seconds of snapshots and alerts
 
 
 class Client:
@@ -35,7 +38,14 @@ class Client:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start the sender task."""
+        """Cap the kernel send buffer, then start the sender task."""
+        # Left to autotuning, the kernel buffers up to ~4 MB for a peer that doesn't read: the stall would go
+        # unnoticed for minutes (nothing blocks until then) and each such client would pin megabytes of kernel
+        # memory. A fixed buffer of a few seconds of feed makes the 10 s stall timeout and the alert cap bite.
+        sock = self.ws.transport.get_extra_info("socket") if self.ws.transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.task = asyncio.create_task(self._run(), name=f"ws-sender-{id(self)}")
 
     def push_snapshot(self, text: str) -> None:

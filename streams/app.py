@@ -190,10 +190,30 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
                 health.positions[(ev.message.topic, ev.message.partition)] = ev.message.offset + 1
             health.events.labels(base).inc(len(records))
             health.batch_seconds.observe(time.perf_counter() - started)
+            if outcome.agents:
+                pending_agents.update(outcome.agents)
+                pending_wake.set()
+
+    pending_agents: set[str] = set()
+    pending_wake = asyncio.Event()
+
+    @app.task
+    async def alert_checks() -> None:
+        """Evaluate agent alerts off the consume path: batches only note which agents changed."""
+        while True:
+            await pending_wake.wait()
+            pending_wake.clear()
+            agents = set(pending_agents)
+            pending_agents.clear()
             try:
-                await engine.check_agents(outcome.agents)
-            except Exception:
-                log.exception("alert check failed after batch %s[%d]@%d", base, records[0].partition, records[0].offset)
+                await engine.check_agents(agents)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("alert check failed for %d agents: %s", len(agents), exc)
+                pending_agents.update(agents)
+                await asyncio.sleep(0.5)
+                pending_wake.set()
 
     calls_topic = app.topic(settings.topic("calls"), value_type=bytes, key_type=bytes)
     tickets_topic = app.topic(settings.topic("tickets"), value_type=bytes, key_type=bytes)

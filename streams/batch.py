@@ -64,7 +64,7 @@ class Plan:
 
     payload: dict[str, Any]
     new_states: dict[str, tuple[int, Any]] = field(default_factory=dict)
-    agents: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)  # agents whose counters this plan may change
 
 
 def customer_key(ns: str, customer_id: str) -> str:
@@ -106,8 +106,9 @@ def state_keys(items: Sequence[Item], ns: str) -> set[str]:
     return keys
 
 
-def _ops(ns: str, deltas: Sequence[kpis.Delta], into: list[Any]) -> None:
+def _ops(ns: str, deltas: Sequence[kpis.Delta], into: list[Any], changed: set[str]) -> None:
     for agent, b, fld, d in deltas:
+        changed.add(agent)
         chunk = w.chunk_of(b)
         into.extend((chunk_key(ns, agent, chunk), b - chunk * w.CHUNK_BUCKETS, fld, d))
 
@@ -128,11 +129,12 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
     tickets_by_key: dict[str, list[Event]] = defaultdict(list)
     meta: dict[tuple[str, str], tuple[str, str]] = {}
     last_ts: dict[str, int] = {}
+    changed: set[str] = set()
     for it in items:
         e = it.event
         ops: list[Any] = []
         if e is not None and it.result == "ok":
-            _ops(ns, kpis.event_deltas(e), ops)
+            _ops(ns, kpis.event_deltas(e), ops, changed)
             if kpis.is_fcr_call(e):
                 key = customer_key(ns, e.customer_id)  # type: ignore[arg-type]
                 calls_by_key[key].append(kpis.Call(e.ts_ms, e.event_id, e.agent_id, e.resolved))  # type: ignore[arg-type]
@@ -159,7 +161,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         new = kpis.merge_calls(old, calls, keep_from)
         if new == old:
             continue
-        _ops(ns, kpis.fcr_deltas(old, new, params.repeat_ms, live_from), unguarded)
+        _ops(ns, kpis.fcr_deltas(old, new, params.repeat_ms, live_from), unguarded, changed)
         new_states[key] = (version + 1, new)
         value = f"{version + 1}|".encode() + kpis.encode_calls(new) if new else b""
         state_writes.append([key, version, value.decode(), params.state_ttl_s])
@@ -168,7 +170,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         new_t = kpis.merge_ticket(old_t, events)
         if new_t == old_t:
             continue
-        _ops(ns, kpis.ticket_deltas(old_t, new_t, live_from), unguarded)
+        _ops(ns, kpis.ticket_deltas(old_t, new_t, live_from), unguarded, changed)
         new_states[key] = (version + 1, new_t)
         state_writes.append([key, version, f"{version + 1}|" + kpis.encode_ticket(new_t).decode(), params.ticket_ttl_s])
     meta_ops = [
@@ -191,7 +193,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "pa": now_ms - params.longest_ms - 1_200_000,
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
-    return Plan(payload, new_states, set(last_ts))
+    return Plan(payload, new_states, changed)
 
 
 def decode_state(ns: str, key: str, raw: bytes | str | None) -> tuple[int, Any]:

@@ -76,8 +76,14 @@ class AlertEngine:
         return n
 
     async def sweep(self) -> int:
-        """Evaluate every scope, so alerts also resolve when only time passes (not while windows are rebuilt)."""
+        """Evaluate every scope, so alerts also resolve when only time passes (not while windows are rebuilt).
+
+        One worker sweeps per interval: a short lease in Redis keeps the others from repeating the work.
+        """
         if not self.rule_windows_s or not await self.store.initialised():
+            return 0
+        lease_ms = max(100, int(self.settings.sweep_interval_s * 900))
+        if not await self.store.client.set(f"{self.ns}sweep-lease", "1", nx=True, px=lease_ms):
             return 0
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s)

@@ -128,12 +128,12 @@ def decode(value: bytes | None, *, topic: str, now_ms: int, max_future_ms: int =
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"value is {len(value)} bytes, must be at most {MAX_EVENT_BYTES}")
     try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidEvent(f"value is not UTF-8 (byte {exc.start}), must be UTF-8 JSON") from None
-    try:
-        raw = orjson.loads(value)
+        raw = orjson.loads(value)  # orjson checks UTF-8 too; tell the two apart only on failure
     except orjson.JSONDecodeError as exc:
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            raise InvalidEvent(f"value is not UTF-8 (byte {uexc.start}), must be UTF-8 JSON") from None
         raise InvalidEvent(f"value is not valid JSON ({exc}), must be one JSON object") from None
     if not isinstance(raw, dict):
         raise InvalidEvent(f"value is a JSON {type(raw).__name__}, must be a JSON object")

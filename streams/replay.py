@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -65,11 +65,6 @@ async def replay_into(
         await consumer.seek_to_beginning(*parts)
         while True:
             got = await consumer.getmany(timeout_ms=int(idle_s * 1000), max_records=batch_max)
-            if not got:
-                positions = {tp: await consumer.position(tp) for tp in parts}
-                if all(positions[tp] >= ends[tp] for tp in parts):
-                    break
-                continue
             by_base: dict[str, list[Record]] = {}
             for tp, messages in got.items():
                 base = bases[tp.topic]
@@ -77,14 +72,33 @@ async def replay_into(
                     Record(base, tp.partition, m.offset, m.key, m.value) for m in messages
                 )
             for records in by_base.values():
-                if not records:
-                    continue
                 await processor.process(records)
                 count += len(records)
+            if await _caught_up(consumer, parts, ends, idle=not got):
+                break
     finally:
         await consumer.stop()
     log.info("replayed %d records in %.1f s", count, time.perf_counter() - started)
     return count
+
+
+async def _caught_up(
+    consumer: AIOKafkaConsumer, parts: Sequence[TopicPartition], ends: Mapping[TopicPartition, int], *, idle: bool
+) -> bool:
+    """Every partition read up to its high watermark from the last fetch (the end offset reported at the start
+    stands in where no fetch answered yet, and only once a poll came back empty: some brokers under-report it).
+
+    Checked after every poll, so a steady trickle of new events cannot keep a rebuild going forever.
+    """
+    for tp in parts:
+        high = consumer.highwater(tp)
+        if high is None:
+            if not idle:
+                return False
+            high = ends[tp]
+        if await consumer.position(tp) < high:
+            return False
+    return True
 
 
 async def replay(settings: Settings) -> int:

@@ -186,23 +186,36 @@ class WindowStore:
             return []
         lo, hi = w.window_buckets(now_ms, longest)
         chunks = list(range(w.chunk_of(lo + 1), w.chunk_of(hi) + 1))
+        bounds = [w.window_buckets(now_ms, ws) for ws in windows_s]
+        # A chunk wholly inside or outside every window is read as its totals alone; only the chunks a
+        # window edge cuts through need their fine buckets.
+        fine = [_cut(c, bounds) for c in chunks]
         names = sorted(agents)
         async with self.client.pipeline(transaction=False) as pipe:
             for agent in names:
                 pipe.hmget(f"{self.ns}m:{agent}", "team", "state")
-                for c in chunks:
-                    pipe.hgetall(f"{self.ns}b:{agent}:{c}")
+                for c, needs_fine in zip(chunks, fine, strict=True):
+                    key = f"{self.ns}b:{agent}:{c}"
+                    if needs_fine:
+                        pipe.hgetall(key)
+                    else:
+                        pipe.hmget(key, w.FIELDS)
             results = await pipe.execute()
         out: list[AgentWindows] = []
         step = 1 + len(chunks)
         for i, agent in enumerate(names):
             team, state = results[i * step]
-            raw_chunks = {
-                c: {_s(k): v for k, v in results[i * step + 1 + j].items()}
-                for j, c in enumerate(chunks)
-                if results[i * step + 1 + j]
-            }
-            sums = {ws: w.sum_chunks(raw_chunks, *w.window_buckets(now_ms, ws)) for ws in windows_s}
+            raw_chunks: dict[int, dict[str, Any]] = {}
+            for j, c in enumerate(chunks):
+                got = results[i * step + 1 + j]
+                if fine[j]:
+                    if got:
+                        raw_chunks[c] = {_s(k): v for k, v in got.items()}
+                else:
+                    totals = {f: v for f, v in zip(w.FIELDS, got, strict=True) if v is not None}
+                    if totals:
+                        raw_chunks[c] = totals
+            sums = {ws: w.sum_chunks(raw_chunks, *b) for ws, b in zip(windows_s, bounds, strict=True)}
             out.append(
                 AgentWindows(agent, _s(team) if team else None, _s(state) if state else None, agents[agent], sums)
             )
@@ -237,6 +250,13 @@ def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int,
     running += stats.get(f"lag|{len(LAG_BOUNDS_S) + 1}", 0)
     buckets.append(("+Inf", running))
     return buckets, stats.get("lag|n", 0), stats.get("lag|sum_ms", 0) / 1000
+
+
+def _cut(chunk: int, bounds: Sequence[tuple[int, int]]) -> bool:
+    """Whether some window edge (lo, hi] falls inside the chunk, so its fine buckets are needed."""
+    first = chunk * w.CHUNK_BUCKETS
+    last = first + w.CHUNK_BUCKETS - 1
+    return any(first <= edge < last for lo, hi in bounds for edge in (lo, hi))
 
 
 def _s(value: bytes | str) -> str:

@@ -21,32 +21,50 @@ import pytest
 from callpulse.settings import Settings
 
 ROWS: dict[int, tuple[str, str]] = {
-    1: ("kill -9 the worker at a random point, restart it; 5 times in one run",
-        "KPIs exact; no event lost or counted twice"),
+    1: (
+        "kill -9 the worker at a random point, restart it; 5 times in one run",
+        "KPIs exact; no event lost or counted twice",
+    ),
     2: ("rebalance churn: start and stop a second worker 5 times while producing", "exact"),
-    3: ("a worker paused (SIGSTOP) beyond the session timeout, then resumed",
-        "exact; the paused worker commits nothing stale"),
-    4: ("broker restart mid-stream (memory-only Tansu: topics re-created, the test re-produces its own record)",
-        "worker reconnects by itself within 60 s, no restart needed; exact"),
-    5: ("Redis killed and restarted empty",
+    3: (
+        "a worker paused (SIGSTOP) beyond the session timeout, then resumed",
+        "exact; the paused worker commits nothing stale",
+    ),
+    4: (
+        "broker restart mid-stream (memory-only Tansu: topics re-created, the test re-produces its own record)",
+        "worker reconnects by itself within 60 s, no restart needed; exact",
+    ),
+    5: (
+        "Redis killed and restarted empty",
         "worker and monitor survive, alerting (worker /healthz 503 and callpulse_worker_redis_up 0, monitor "
-        "/healthz 503); windows rebuilt from Kafka by the replay path; exact"),
+        "/healthz 503); windows rebuilt from Kafka by the replay path; exact",
+    ),
     6: ("Redis paused (SIGSTOP) 30 s", "no offset committed past unapplied events; exact afterwards"),
-    7: ("poison pills: bad JSON, wrong types, a 900 KB value, a null key, a null value",
-        "all in `deadletter` with reasons; worker up; good events exact"),
+    7: (
+        "poison pills: bad JSON, wrong types, a 900 KB value, a null key, a null value",
+        "all in `deadletter` with reasons; worker up; good events exact",
+    ),
     8: ("the same event redelivered many times, across partitions", "counted once"),
     9: ("events shuffled, with late ones (older than the longest window)", "exact; late ones counted as `late`"),
-    10: ("a websocket client that never reads, while 50 snapshot triggers/s and 50 alerts/s are pushed",
-         "monitor RSS bounded; the client dropped; other clients' latency unaffected"),
-    11: ("websocket abuse: 2 MiB message, 500 idle connections, no token, foreign Origin",
-         "close 1009; memory per connection bounded; 401/403 before upgrade"),
+    10: (
+        "a websocket client that never reads, while 50 snapshot triggers/s and 50 alerts/s are pushed",
+        "monitor RSS bounded; the client dropped; other clients' latency unaffected",
+    ),
+    11: (
+        "websocket abuse: 2 MiB message, 500 idle connections, no token, foreign Origin",
+        "close 1009; memory per connection bounded; 401/403 before upgrade",
+    ),
     12: ("monitor started on 0.0.0.0 without a token", "refuses to start, with a message saying why"),
-    13: ("Redis with a password (requirepass)",
-         "works when CALLPULSE_REDIS carries it; clear error when wrong (log names the auth problem, keeps "
-         "retrying, offsets held)"),
-    14: ("SIGTERM to worker and monitor",
-         "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001"),
-}  # fmt: skip
+    13: (
+        "Redis with a password (requirepass)",
+        "works when CALLPULSE_REDIS carries it; clear error when wrong (log names the auth problem, keeps "
+        "retrying, offsets held)",
+    ),
+    14: (
+        "SIGTERM to worker and monitor",
+        "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
+    ),
+}
 
 DOC = Path("docs") / "reliability.md"
 

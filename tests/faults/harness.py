@@ -162,15 +162,16 @@ class Ledger:
         return list(self.valid.values())
 
     def counts_done(self, counts: dict[str, int]) -> bool:
-        """Whether the counters have reached everything produced (ok, late and invalid exactly)."""
+        """Whether the counters have reached everything produced (ok, late, invalid, and a duplicate per copy)."""
         return (
             counts["ok"] >= len(self.valid)
             and counts["late"] >= len(self.late)
             and counts["invalid"] >= len(self.invalid_at)
+            and counts["duplicate"] >= self.copies
         )
 
     def counts_problems(self, counts: dict[str, int], *, duplicates: int | None = None) -> list[str]:
-        """Differences between the counters and the ledger (duplicates: at least the copies, or exactly `duplicates`)."""
+        """Differences between the counters and the ledger; duplicates at least the copies (or exactly `duplicates`)."""
         problems = []
         for name, want in (("ok", len(self.valid)), ("late", len(self.late)), ("invalid", len(self.invalid_at))):
             if counts[name] != want:
@@ -192,8 +193,9 @@ class Producer:
         self._producer: AIOKafkaProducer | None = None
 
     async def __aenter__(self) -> Producer:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka.split(","), acks=1, linger_ms=5,
-                                          max_request_size=2 * 1024 * 1024)  # fmt: skip
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka.split(","), acks=1, linger_ms=5, max_request_size=2 * 1024 * 1024
+        )
         await self._producer.start()
         return self
 
@@ -207,8 +209,9 @@ class Producer:
         futures = []
         for m in msgs:
             partition = m.partition if m.partition is not None else self.rng.randrange(PARTITIONS)
-            futures.append(await self._producer.send(self.settings.topic(m.topic), m.value, key=m.key,
-                                                     partition=partition))  # fmt: skip
+            futures.append(
+                await self._producer.send(self.settings.topic(m.topic), m.value, key=m.key, partition=partition)
+            )
         metas = await asyncio.gather(*futures)
         if record:
             for m, meta in zip(msgs, metas, strict=True):
@@ -306,8 +309,13 @@ async def snapshot_problems(settings: Settings, events: list[dict[str, Any]]) ->
     for window in WINDOWS:
         snap = await snapshot(settings, window)
         now = datetime.fromisoformat(snap["as_of"]).timestamp()
-        want = expected(events, now=now, window_s=settings.window_s(window), longest_s=settings.longest_window_s,
-                        repeat_s=settings.repeat_window_s)  # fmt: skip
+        want = expected(
+            events,
+            now=now,
+            window_s=settings.window_s(window),
+            longest_s=settings.longest_window_s,
+            repeat_s=settings.repeat_window_s,
+        )
         problems += [f"{window}: {p}" for p in diff_snapshot(snap, want)]
         if snap["floor"]["kpis"]["calls_handled"] == 0:
             problems.append(f"{window}: the floor handled no calls, the comparison means nothing")
@@ -376,8 +384,9 @@ async def committed_offsets(reader: AIOKafkaConsumer, settings: Settings) -> dic
 
 def offset_reader(settings: Settings) -> AIOKafkaConsumer:
     """A consumer that reads the worker group's committed offsets without joining the group (start() it)."""
-    return AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group_id(settings), enable_auto_commit=False,
-                            request_timeout_ms=5000)  # fmt: skip
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka, group_id=group_id(settings), enable_auto_commit=False, request_timeout_ms=5000
+    )
 
 
 class OffsetWatch:
@@ -451,7 +460,8 @@ class OffsetWatch:
             return  # Redis away (paused or killed): the offsets alone are checked this round
         for pos, present in zip(todo, found, strict=True):
             if not present:
-                self.unapplied.append(f"{pos.topic}[{pos.partition}]@{pos.offset} committed but {pos.mark} not in Redis")
+                where = f"{pos.topic}[{pos.partition}]@{pos.offset}"
+                self.unapplied.append(f"{where} committed but {pos.mark} is not in Redis")
         for tp, off in offsets.items():
             self._checked[tp] = max(self._checked.get(tp, 0), off)
 
@@ -560,9 +570,13 @@ async def read_topic(settings: Settings, base: str, *, at_least: int, timeout_s:
     base offset + 1, short of the real end whenever a batch holds several records.
     """
     topic = settings.topic(base)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, auto_offset_reset="earliest",
-                                enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
-                                fetch_max_bytes=64 * 1024 * 1024)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or range(4))]

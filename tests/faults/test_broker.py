@@ -43,8 +43,12 @@ async def test_broker_restart_mid_stream_worker_reconnects(
         await producer.send(first)
     await h.wait_settled(settings, ledger, timeout_s=60)
     async with h.OffsetWatch(settings, ledger) as watch:
-        await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=20, interval_s=0.2,
-                             message="the worker to commit the first half")  # fmt: skip
+        await async_wait_for(
+            lambda: watch.current == watch.ends(),
+            timeout_s=20,
+            interval_s=0.2,
+            message="the worker to commit the first half",
+        )
 
     private_broker.restart()
     restarted = time.monotonic()

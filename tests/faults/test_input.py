@@ -51,9 +51,15 @@ def pipeline(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -
     tmp: Path = tmp_path_factory.mktemp("input-pipeline")
     redis = EmbeddedRedis(data_dir=tmp / "redis").start()
     prefix = "faults-input-"
-    settings = Settings(kafka=broker.bootstrap, redis_url=redis.url, topic_prefix=prefix,
-                        consumer_group=f"{prefix}callpulse", http_host="127.0.0.1", http_port=free_port(),
-                        session_timeout_s=3.0)  # fmt: skip
+    settings = Settings(
+        kafka=broker.bootstrap,
+        redis_url=redis.url,
+        topic_prefix=prefix,
+        consumer_group=f"{prefix}callpulse",
+        http_host="127.0.0.1",
+        http_port=free_port(),
+        session_timeout_s=3.0,
+    )
     stack = Stack(tmp)
     try:
         asyncio.run(ensure_topics(settings))
@@ -67,9 +73,19 @@ def pipeline(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -
 
 def poison_pills(now: float) -> list[tuple[h.Msg, str]]:
     """Messages the worker must dead-letter, each with the word its reason must contain."""
-    pills = [(h.Msg(inv.topic, inv.value, key=inv.key), inv.field) for inv in tracegen.invalid_messages(now, tag="pill")]
-    big = {"event_id": "pill-900k", "type": "call.ended", "ts": round(now - 60, 3), "call_id": "c-900k",
-           "agent_id": "ag001", "direction": "inbound", "connected": True, "talk_seconds": 60, "note": "x" * 900_000}  # fmt: skip
+    bad = tracegen.invalid_messages(now, tag="pill")
+    pills = [(h.Msg(inv.topic, inv.value, key=inv.key), inv.field) for inv in bad]
+    big = {
+        "event_id": "pill-900k",
+        "type": "call.ended",
+        "ts": round(now - 60, 3),
+        "call_id": "c-900k",
+        "agent_id": "ag001",
+        "direction": "inbound",
+        "connected": True,
+        "talk_seconds": 60,
+        "note": "x" * 900_000,
+    }
     pills += [
         (h.Msg("calls", orjson.dumps(big)), "bytes"),  # 900 KB: under Kafka's 1 MB limit, far over an event's
         (h.Msg("tickets", b"", key=None), "JSON"),  # null key, empty value (Kafka clients refuse null and null)
@@ -174,8 +190,9 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
     settings, ledger = pipeline.settings, pipeline.ledger
     await h.wait_settled(settings, ledger, timeout_s=30)
     before = await h.read_counts(settings)
-    msgs = h.messages(h.shuffled(h.small_trace(time.time(), seed=1401, agents=4, calls_per_agent=10, tickets=20),
-                                 seed=2))  # fmt: skip
+    msgs = h.messages(
+        h.shuffled(h.small_trace(time.time(), seed=1401, agents=4, calls_per_agent=10, tickets=20), seed=2)
+    )
     # Freeze Redis, so the batch the worker takes up is still in flight when SIGTERM arrives.
     pipeline.redis.pause()
     try:

@@ -24,8 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 async def _caught_up(watch: h.OffsetWatch, what: str, timeout_s: float = 20) -> None:
-    await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=timeout_s, interval_s=0.2,
-                         message=f"the worker to commit {what}")  # fmt: skip
+    await async_wait_for(
+        lambda: watch.current == watch.ends(),
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        message=f"the worker to commit {what}",
+    )
 
 
 @pytest.mark.fault_row(5)
@@ -55,8 +59,9 @@ async def test_redis_killed_and_restarted_empty_rebuilds_from_kafka(
             up = await h.worker_metric(worker, "callpulse_worker_redis_up")
             return status == 503 and body.get("ok") is False and up == 0 and await h.monitor_health(settings) == 503
 
-        await async_wait_for(alerting, timeout_s=30, interval_s=0.2,
-                             message="worker /healthz 503, callpulse_worker_redis_up 0 and monitor /healthz 503")  # fmt: skip
+        await async_wait_for(
+            alerting, timeout_s=30, interval_s=0.2, message="worker /healthz 503, redis_up 0 and monitor /healthz 503"
+        )
         detect_s = down()
         await asyncio.sleep(2)  # an outage of a few seconds, retried all along
         assert worker.alive(), f"the worker died while Redis was down:\n{worker.log_tail()}"
@@ -147,8 +152,12 @@ async def test_redis_password_right_and_wrong(settings: Settings, stack: Any, tm
         async with h.Producer(settings, ledger, seed=4) as producer:
             await producer.send(msgs)
         auth_words = ("WRONGPASS", "invalid username-password", "password")
-        await async_wait_for(lambda: any(w in refused.log_tail(100_000) for w in auth_words), timeout_s=30,
-                             interval_s=0.2, message="the worker's log to name the password problem")  # fmt: skip
+        await async_wait_for(
+            lambda: any(w in refused.log_tail(100_000) for w in auth_words),
+            timeout_s=30,
+            interval_s=0.2,
+            message="the worker's log to name the password problem",
+        )
         status, body = await h.worker_health(refused)
         assert status == 503, (status, body)
         async with h.OffsetWatch(right, ledger) as watch:

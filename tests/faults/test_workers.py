@@ -138,16 +138,24 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
         # the other worker takes the frozen one's partitions once the session times out, and catches up
         await h.wait_settled(settings, ledger, timeout_s=45)
         took_over_s = time.monotonic() - paused_at
-        await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=20, interval_s=0.2,
-                             message="the group to commit everything while one worker is frozen")  # fmt: skip
+        await async_wait_for(
+            lambda: watch.current == watch.ends(),
+            timeout_s=20,
+            interval_s=0.2,
+            message="the group to commit everything while one worker is frozen",
+        )
         paused_s = time.monotonic() - paused_at
         assert paused_s > settings.session_timeout_s
         frozen.signal(signal.SIGCONT)
         # the resumed worker must notice it was fenced, rejoin, and commit nothing older than the group's offsets
         await producer.trickle(rest[len(rest) // 2 :], per_s=150)
         await h.wait_settled(settings, ledger, timeout_s=60)
-        await async_wait_for(lambda: watch.current == watch.ends(), timeout_s=30, interval_s=0.2,
-                             message="the group to commit everything after the resume")  # fmt: skip
+        await async_wait_for(
+            lambda: watch.current == watch.ends(),
+            timeout_s=30,
+            interval_s=0.2,
+            message="the group to commit everything after the resume",
+        )
         await asyncio.sleep(2)  # commits the resumed worker might still make would land here
         await watch.poll()
     assert frozen.alive(), f"the resumed worker died:\n{frozen.log_tail()}"
