@@ -110,6 +110,67 @@ return {1, applied, dups}
 """
 
 
+READ_LUA = r"""
+-- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, agent1, agent2, ...
+-- Returns per agent: team, state, then nwin * nfields sums (window-major).
+local ns = ARGV[1]
+local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nwin = tonumber(ARGV[5])
+local lo, hi = {}, {}
+local i = 6
+for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i = i + 2 end
+local nf = tonumber(ARGV[i]); i = i + 1
+local fields, index = {}, {}
+for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
+local out = {}
+for a = i, #ARGV do
+  local agent = ARGV[a]
+  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
+  local sums = {}
+  for k = 1, nwin * nf do sums[k] = 0 end
+  for c = c0, c1 do
+    local first, last = c * cb, c * cb + cb - 1
+    local cut = false
+    for w = 1, nwin do
+      if (first <= lo[w] and lo[w] < last) or (first <= hi[w] and hi[w] < last) then cut = true end
+    end
+    local key = ns .. 'b:' .. agent .. ':' .. c
+    if cut then
+      local flat = redis.call('HGETALL', key)
+      for j = 1, #flat, 2 do
+        local name = flat[j]
+        local dot = string.find(name, '.', 1, true)
+        if dot then
+          local f = index[string.sub(name, 1, dot - 1)]
+          local b = first + tonumber(string.sub(name, dot + 1))
+          local v = tonumber(flat[j + 1])
+          if f then
+            for w = 1, nwin do
+              if lo[w] < b and b <= hi[w] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v end
+            end
+          end
+        end
+      end
+    else
+      local totals = redis.call('HMGET', key, unpack(fields))
+      for w = 1, nwin do
+        if first > lo[w] and last <= hi[w] then
+          for f = 1, nf do
+            if totals[f] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + tonumber(totals[f]) end
+          end
+        end
+      end
+    end
+  end
+  out[#out + 1] = meta[1] or ''
+  out[#out + 1] = meta[2] or ''
+  for k = 1, nwin * nf do out[#out + 1] = sums[k] end
+end
+return out
+"""
+READ_AGENTS_PER_CALL = 100
+
+
 @dataclass
 class ApplyResult:
     """What one apply did: ok=False means state conflicts (key -> current raw value), nothing written."""
@@ -144,6 +205,7 @@ class WindowStore:
         self.client = client
         self.ns = ns
         self._apply = client.register_script(APPLY_LUA)
+        self._read = client.register_script(READ_LUA)
 
     async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Current raw values of customer/ticket state keys (None when absent)."""
@@ -185,40 +247,30 @@ class WindowStore:
         if not agents:
             return []
         lo, hi = w.window_buckets(now_ms, longest)
-        chunks = list(range(w.chunk_of(lo + 1), w.chunk_of(hi) + 1))
         bounds = [w.window_buckets(now_ms, ws) for ws in windows_s]
-        # A chunk wholly inside or outside every window is read as its totals alone; only the chunks a
-        # window edge cuts through need their fine buckets.
-        fine = [_cut(c, bounds) for c in chunks]
+        # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
+        head = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
+        for b_lo, b_hi in bounds:
+            head += [b_lo, b_hi]
+        head += [len(w.FIELDS), *w.FIELDS]
         names = sorted(agents)
+        groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
         async with self.client.pipeline(transaction=False) as pipe:
-            for agent in names:
-                pipe.hmget(f"{self.ns}m:{agent}", "team", "state")
-                for c, needs_fine in zip(chunks, fine, strict=True):
-                    key = f"{self.ns}b:{agent}:{c}"
-                    if needs_fine:
-                        pipe.hgetall(key)
-                    else:
-                        pipe.hmget(key, w.FIELDS)
+            for group in groups:
+                await self._read(args=[*head, *group], client=pipe)
             results = await pipe.execute()
         out: list[AgentWindows] = []
-        step = 1 + len(chunks)
-        for i, agent in enumerate(names):
-            team, state = results[i * step]
-            raw_chunks: dict[int, dict[str, Any]] = {}
-            for j, c in enumerate(chunks):
-                got = results[i * step + 1 + j]
-                if fine[j]:
-                    if got:
-                        raw_chunks[c] = {_s(k): v for k, v in got.items()}
-                else:
-                    totals = {f: v for f, v in zip(w.FIELDS, got, strict=True) if v is not None}
-                    if totals:
-                        raw_chunks[c] = totals
-            sums = {ws: w.sum_chunks(raw_chunks, *b) for ws, b in zip(windows_s, bounds, strict=True)}
-            out.append(
-                AgentWindows(agent, _s(team) if team else None, _s(state) if state else None, agents[agent], sums)
-            )
+        nf = len(w.FIELDS)
+        step = 2 + len(bounds) * nf
+        for group, flat in zip(groups, results, strict=True):
+            for k, agent in enumerate(group):
+                row = flat[k * step : (k + 1) * step]
+                team, state = _s(row[0]), _s(row[1])
+                sums = {
+                    ws: dict(zip(w.FIELDS, row[2 + j * nf : 2 + (j + 1) * nf], strict=True))
+                    for j, ws in enumerate(windows_s)
+                }
+                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums))
         return out
 
     async def initialised(self) -> bool:
@@ -250,13 +302,6 @@ def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int,
     running += stats.get(f"lag|{len(LAG_BOUNDS_S) + 1}", 0)
     buckets.append(("+Inf", running))
     return buckets, stats.get("lag|n", 0), stats.get("lag|sum_ms", 0) / 1000
-
-
-def _cut(chunk: int, bounds: Sequence[tuple[int, int]]) -> bool:
-    """Whether some window edge (lo, hi] falls inside the chunk, so its fine buckets are needed."""
-    first = chunk * w.CHUNK_BUCKETS
-    last = first + w.CHUNK_BUCKETS - 1
-    return any(first <= edge < last for lo, hi in bounds for edge in (lo, hi))
 
 
 def _s(value: bytes | str) -> str:
