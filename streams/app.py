@@ -57,6 +57,12 @@ class CallpulseApp(faust.App):
     def _new_transport(self) -> Any:
         return _FastTransport(self.conf.broker_consumer, self)
 
+    def on_init_dependencies(self) -> Any:
+        """Drop Faust's built-in stats sensor: it runs on every record, and the worker keeps its own metrics."""
+        deps = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return deps
+
 
 class WorkerHealth:
     """The worker's own metrics: events, batch latency, consumer lag (read at scrape time)."""

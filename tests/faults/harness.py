@@ -340,6 +340,21 @@ async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[i
     return {a: sorted(s) for a, s in missing.items()}
 
 
+async def existing(settings: Settings, keys: Sequence[str]) -> list[str]:
+    """The keys among `keys` that exist in Redis."""
+    if not keys:
+        return []
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            found = await pipe.execute()
+    finally:
+        await client.aclose()
+    return [k for k, present in zip(keys, found, strict=True) if present]
+
+
 async def assert_exact(settings: Settings, ledger: Ledger, *, duplicates: int | None = None) -> dict[str, int]:
     """Counters equal the ledger, no event lost, and the 15m/1h/8h snapshots equal the recomputation."""
     counts = await read_counts(settings)

@@ -133,7 +133,7 @@ async def test_redis_paused_30s_holds_offsets_back(
     row.figure("offset_polls_while_paused", polls_during)
     row.figure("worker_503_after_s", worker_503_s)
     row.figure("catch_up_s", catch_up_s)
-    row.figure("redelivered_as_duplicate", counts["duplicate"] - ledger.copies)
+    row.figure("duplicates_vs_copies", f"{counts['duplicate']}/{ledger.copies}")
 
 
 @pytest.mark.fault_row(13)
