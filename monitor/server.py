@@ -108,6 +108,8 @@ class Monitor:
             ok = await self._ping()
             return _json(200 if ok else 503, {"ok": ok, "redis": ok, "clients": len(self.clients)})
         if path == "/metrics":
+            if not self._authorized(request):
+                return _json(401, {"error": "missing or wrong token: scrape with 'Authorization: Bearer <token>'"})
             try:
                 body = await self.collector.scrape()
             except redis.exceptions.RedisError as exc:
