@@ -35,7 +35,7 @@ ROWS: dict[int, tuple[str, str]] = {
         "worker reconnects by itself within 60 s, no restart needed; exact",
     ),
     5: (
-        "Redis killed and restarted empty",
+        "Redis killed and restarted empty, then the worker killed -9 inside the rebuild that follows",
         "worker and monitor survive, alerting (worker /healthz 503 and callpulse_worker_redis_up 0, monitor "
         "/healthz 503); windows rebuilt from Kafka by the replay path; exact",
     ),
@@ -222,7 +222,8 @@ def render(matrix: Matrix, config: pytest.Config) -> str:
         "- The fault tests run with a 3 s consumer session timeout, so a dead worker's partitions move within",
         "  seconds. The embedded broker is a memory-only Tansu: row 4 re-creates the topics and re-sends what the",
         "  broker lost, to the same partitions in the same order, as a durable broker plus retrying producers would.",
-        "- Row 1 lands its first kill inside the rebuild an empty Redis triggers, the others at random counts.",
+        "- Row 1 kills at random counts (small batches, so most kills land with records fetched but not applied);",
+        "  row 5 also kills the worker inside the rebuild from Kafka: its successor must take the rebuild over.",
         "  Row 10's monitor serves 40 agents (a ~13 KB snapshot); `drop_s` is from the stalled client's connect to",
         "  its removal; latencies are publish-to-receive of alerts on a client that reads.",
         "",

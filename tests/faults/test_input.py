@@ -11,6 +11,7 @@ import asyncio
 import base64
 import contextlib
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ async def test_poison_pills_go_to_deadletter_with_reasons(pipeline: Pipeline, ro
     pills = poison_pills(now)
     msgs = h.interleave(good, [m for m, _ in pills], seed=3)
     async with h.Producer(settings, ledger, seed=4) as producer:
-        await producer.send(msgs)
+        positions = await producer.send(msgs)
     counts = await h.wait_settled(settings, ledger, timeout_s=60)
     assert pipeline.worker.alive(), pipeline.worker.log_tail()
 
@@ -113,11 +114,10 @@ async def test_poison_pills_go_to_deadletter_with_reasons(pipeline: Pipeline, ro
         letter = orjson.loads(record.value)
         src = letter["source"]
         letters[(src["topic"], src["partition"], src["offset"])] = letter
-    at = {pos.mark: pos for pos in ledger.positions}
+    where = {id(m): pos for m, pos in zip(msgs, positions, strict=True)}
     problems = []
     for msg, word in pills:
-        pos = next(p for m, p in zip(msgs, ledger.positions, strict=True) if m is msg)
-        assert at[pos.mark] == pos
+        pos = where[id(msg)]
         letter = letters.get((settings.topic(msg.topic), pos.partition, pos.offset))
         if letter is None:
             problems.append(f"no dead letter for {msg.value[:40] if msg.value else None!r} at {pos}")
@@ -216,7 +216,7 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
     finally:
         pipeline.redis.resume()
     stopped = h.Stopwatch()
-    code = await asyncio.to_thread(pipeline.worker.stop, 30)
+    code = await asyncio.to_thread(_exit_code, pipeline.worker, 30)
     stop_s = stopped()
     log = pipeline.worker.log_tail(200_000)
     assert code == 0, f"worker exit code {code} after SIGTERM:\n{pipeline.worker.log_tail()}"
@@ -261,7 +261,7 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
                 while True:
                     await asyncio.wait_for(ws.recv(), 10)
             codes.append(ws.close_code)
-        monitor_code = await asyncio.to_thread(pipeline.monitor.stop, 15)
+        monitor_code = await asyncio.to_thread(_exit_code, pipeline.monitor, 15)
     finally:
         for ws in clients:
             await ws.close()
@@ -273,3 +273,14 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
     row.figure("left_for_restart", len(left))
     row.figure("reread_after_restart", read_again - len(left))
     row.figure("ws_close_codes", codes)
+
+
+def _exit_code(proc: Proc, timeout_s: float) -> int | None:
+    """Wait for a process already sent SIGTERM to exit on its own (a second SIGTERM could race its shutdown)."""
+    assert proc.popen is not None
+    try:
+        return proc.popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        proc.stop(timeout_s=5)  # reaps it, closes its log; kills it if it hung
