@@ -28,3 +28,7 @@ class InvalidEvent(CallpulseError):
 
 class StoreConflict(CallpulseError):
     """Another writer changed a customer or ticket state between our read and our write."""
+
+
+class ShuttingDown(CallpulseError):
+    """The worker is stopping while a batch cannot be applied; it stays unacked and is read again later."""

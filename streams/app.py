@@ -21,10 +21,11 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
 from streams.alerts import Alert
 from streams.engine import AlertEngine
-from streams.processor import Processor, Record, deadletter_value
+from streams.processor import REDIS_ERRORS, Processor, Record, deadletter_value
 from streams.replay import rebuild_if_empty
 from streams.store import WindowStore, namespace
 
@@ -53,6 +54,12 @@ class CallpulseApp(faust.App):
     """faust.App using the low-latency consumer."""
 
     callpulse_fetch_max_wait_ms: int = 1500
+    callpulse_stopping: bool = False
+
+    async def on_stop(self) -> None:
+        """Note the shutdown first, so a batch stuck retrying Redis gives up instead of holding it forever."""
+        self.callpulse_stopping = True
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         return _FastTransport(self.conf.broker_consumer, self)
@@ -148,6 +155,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
 
     processor = Processor(settings, store, send_deadletter)
     processor.on_empty = lambda: rebuild_if_empty(settings, store)
+    processor.stopping = lambda: app.callpulse_stopping
     alerts_topic = settings.topic("alerts")
 
     async def publish_alert(alert: Alert) -> None:
@@ -159,6 +167,14 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     app.callpulse_processor = processor  # type: ignore[attr-defined]
     app.callpulse_store = store  # type: ignore[attr-defined]
 
+    def forget_unacked(events: Any) -> None:
+        # Giving up while stopping: these records (and any still buffered behind them) stay unacked, so they
+        # are never committed and are read again after a restart. Faust's shutdown waits for every unacked
+        # record, which must not hang on records that cannot be applied now.
+        unacked = getattr(app.consumer, "_unacked_messages", None)
+        if unacked is not None:
+            unacked.clear()
+
     async def consume(stream: Any, base: str) -> None:
         async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
             started = time.perf_counter()
@@ -168,12 +184,21 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
             task = asyncio.ensure_future(processor.process(records))
             try:
                 outcome = await asyncio.shield(task)
+            except ShuttingDown as exc:
+                forget_unacked(events)
+                log.warning("stopping with %d records unapplied (%s): they stay uncommitted", len(records), exc)
+                return
             except asyncio.CancelledError:
                 # Shutting down: finish the in-flight batch so its offsets are committed on the way out.
+                # Unless Redis is away: then nothing can finish, and the unacked offsets simply stay uncommitted.
                 try:
-                    await asyncio.wait_for(task, 10.0)
+                    if processor.redis_down_since is not None:
+                        raise TimeoutError
+                    await asyncio.wait_for(task, 5.0)
                 except (TimeoutError, asyncio.CancelledError, Exception):
                     task.cancel()
+                    forget_unacked(events)
+                    log.warning("stopping with %d records unapplied: they stay uncommitted", len(records))
                     raise
                 for ev in events:
                     await stream.ack(ev)
@@ -236,8 +261,17 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     async def alert_sweep() -> None:
         try:
             await engine.sweep()
+        except REDIS_ERRORS as exc:
+            # An idle worker learns of a Redis outage here too, so /healthz and redis_up tell the truth.
+            if processor.redis_down_since is None:
+                processor.redis_down_since = time.time()
+            log.warning("alert sweep failed, Redis unavailable: %s", exc)
+            return
         except Exception as exc:
             log.warning("alert sweep failed: %s", exc)
+            return
+        if processor.redis_down_since is not None and not processor.busy:
+            processor.redis_down_since = None
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import redis.exceptions
 
-from callpulse.exceptions import InvalidEvent
+from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
 from streams import batch, events
 from streams.store import WindowStore
@@ -112,6 +112,8 @@ class Processor:
         self._cache_size = cache_size
         self.redis_down_since: float | None = None
         self.check_epoch = True
+        self.busy = False  # inside process(): its own retries own redis_down_since then
+        self.stopping: Callable[[], bool] = lambda: False
         self.on_empty: Callable[[], Awaitable[Any]] | None = None
 
     def decode(self, records: Sequence[Record], now_ms: int) -> tuple[list[batch.Item], list[tuple[Record, str]]]:
@@ -139,6 +141,13 @@ class Processor:
 
     async def process(self, records: Sequence[Record]) -> Outcome:
         """Apply a batch; returns only once it is in Redis (retrying while Redis is away)."""
+        self.busy = True
+        try:
+            return await self._process(records)
+        finally:
+            self.busy = False
+
+    async def _process(self, records: Sequence[Record]) -> Outcome:
         now_ms = int(self.clock() * 1000)
         items, dead = self.decode(records, now_ms)
         if dead:
@@ -199,6 +208,10 @@ class Processor:
                     raise
                 if self.redis_down_since is None and what == "Redis":
                     self.redis_down_since = self.clock()
+                if self.stopping():
+                    raise ShuttingDown(
+                        f"{what} unavailable ({exc}) while stopping; the batch stays uncommitted"
+                    ) from exc
                 log.error("%s unavailable (%s); retrying in %.1f s, offsets held back", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
