@@ -6,6 +6,7 @@ sure a transition is published once, whichever worker sees it first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -91,7 +92,9 @@ class AlertEngine:
         n = 0
         seen: set[str] = set()
         teams: dict[str, list[AgentWindows]] = {}
-        for row in rows:
+        for i, row in enumerate(rows):
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # a big floor's sweep must not hold up the batches waiting on this loop
             n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms, seen)
             if row.team:
                 teams.setdefault(row.team, []).append(row)
@@ -116,12 +119,15 @@ class AlertEngine:
         seen: set[str] | None = None,
     ) -> int:
         n = 0
+        values_by_window: dict[int, dict[str, Any]] = {}
         for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
             rule = self.settings.rule_for(kpi, team)
             if rule is None:
                 continue
             window_s = self.settings.window_s(rule.window)
-            values = w.kpis_from_sums(sums[window_s])
+            if window_s not in values_by_window:
+                values_by_window[window_s] = w.kpis_from_sums(sums[window_s])
+            values = values_by_window[window_s]
             key = alert_key(scope, subject, kpi, rule.window)
             if seen is not None:
                 seen.add(key)

@@ -255,10 +255,8 @@ class WindowStore:
         head += [len(w.FIELDS), *w.FIELDS]
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for group in groups:
-                await self._read(args=[*head, *group], client=pipe)
-            results = await pipe.execute()
+        # One script call per group, in turn: each blocks Redis only briefly, so batch writes slip in between.
+        results = [await self._read(args=[*head, *group]) for group in groups]
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
         step = 2 + len(bounds) * nf
