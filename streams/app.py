@@ -158,9 +158,16 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     processor.stopping = lambda: app.callpulse_stopping
     alerts_topic = settings.topic("alerts")
 
+    def _alert_sent(fut: Any) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("could not publish an alert to %s: %s", alerts_topic, fut.exception())
+
     async def publish_alert(alert: Alert) -> None:
+        # Queue it for Kafka without waiting for the broker's ack: websocket clients already have it (Redis
+        # pub/sub), and one slow ack must not hold up the alerts evaluated after it.
         value = orjson.dumps(alert.to_message())
-        await (await app.producer.send(alerts_topic, alert.id.encode(), value, None, None, None))
+        fut = await app.producer.send(alerts_topic, alert.id.encode(), value, None, None, None)
+        asyncio.ensure_future(fut).add_done_callback(_alert_sent)
 
     engine = AlertEngine(settings, store, publish_alert)
     app.callpulse_engine = engine  # type: ignore[attr-defined]
