@@ -6,7 +6,6 @@ the parent, which then stops them), are reaped on stop/kill, and are killed at i
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import os
@@ -16,9 +15,8 @@ import socket
 import struct
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -31,8 +29,6 @@ __all__ = [
     "EmbeddedRedis",
     "answers_kafka",
     "answers_redis",
-    "create_topics",
-    "create_topics_async",
     "find_broker_bin",
     "find_redis_bin",
     "free_port",
@@ -40,7 +36,6 @@ __all__ = [
 
 HOST = "127.0.0.1"
 _POLL_INTERVAL_S = 0.02
-_TOPIC_ALREADY_EXISTS = 36
 _API_VERSIONS_KEY = 18
 _UNSUPPORTED_VERSION = 35
 
@@ -154,54 +149,6 @@ def answers_redis(url: str, timeout_s: float) -> bool:
         return False
     finally:
         client.close()
-
-
-async def create_topics_async(
-    bootstrap: str, names: Iterable[str], *, partitions: int = 4, timeout_s: float = 30.0
-) -> None:
-    """Create topics with `partitions` partitions; one that already exists is left as it is."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        response = await asyncio.wait_for(
-            admin.create_topics([NewTopic(name, partitions, 1) for name in wanted]), timeout_s
-        )
-    except TimeoutError as exc:
-        raise CallpulseError(f"creating topics {wanted} on {bootstrap} took more than {timeout_s} s") from exc
-    finally:
-        await admin.close()
-    for topic_error in response.topic_errors:
-        name, code, detail = topic_error[0], topic_error[1], topic_error[-1]
-        if code not in (0, _TOPIC_ALREADY_EXISTS):
-            raise CallpulseError(f"creating topic {name!r} on {bootstrap} failed: Kafka error {code} ({detail})")
-
-
-def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4, timeout_s: float = 30.0) -> None:
-    """Blocking `create_topics_async`; inside a running event loop it runs on a helper thread."""
-    coro_args = (bootstrap, list(names))
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(create_topics_async(*coro_args, partitions=partitions, timeout_s=timeout_s))
-        return
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            asyncio.run(create_topics_async(*coro_args, partitions=partitions, timeout_s=timeout_s))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="callpulse-create-topics", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
 
 
 _LIVE: set[_ServerProcess] = set()
@@ -408,10 +355,6 @@ class EmbeddedBroker(_ServerProcess):
     def bootstrap(self) -> str:
         """Bootstrap servers for Kafka clients: '127.0.0.1:PORT'."""
         return f"{HOST}:{self.port}"
-
-    def create_topics(self, names: Iterable[str], *, partitions: int = 4) -> None:
-        """Create topics on this broker (blocking); existing ones are left as they are."""
-        create_topics(self.bootstrap, names, partitions=partitions)
 
     def _command(self, port: int) -> list[str]:
         url = f"tcp://{HOST}:{port}"

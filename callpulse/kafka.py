@@ -4,35 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError
 
+from callpulse.exceptions import CallpulseError
 from callpulse.settings import Settings
 
 log = logging.getLogger("callpulse")
 TOPICS: tuple[str, ...] = ("calls", "tickets", "alerts", "deadletter")
+_TOPIC_ALREADY_EXISTS = 36
+
+
+async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4, timeout_s: float = 30.0) -> None:
+    """Create topics with `partitions` partitions; one that already exists is left as it is.
+
+    The broker's per-topic error codes are checked: some brokers answer "already exists" in the response
+    instead of raising, and any other code is an error worth stopping on.
+    """
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        response = await asyncio.wait_for(
+            admin.create_topics([NewTopic(name, partitions, 1) for name in wanted]), timeout_s
+        )
+    except TimeoutError as exc:
+        raise CallpulseError(f"creating topics {wanted} on {bootstrap} took more than {timeout_s} s") from exc
+    finally:
+        await admin.close()
+    for topic_error in response.topic_errors:
+        name, code, detail = topic_error[0], topic_error[1], topic_error[-1]
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise CallpulseError(f"creating topic {name!r} on {bootstrap} failed: Kafka error {code} ({detail})")
 
 
 async def ensure_topics(settings: Settings, *, partitions: int = 4, timeout_s: float = 60.0) -> None:
     """Create the contract topics (with the prefix) when missing; retry until the broker answers."""
     deadline = asyncio.get_running_loop().time() + timeout_s
+    names = [settings.topic(t) for t in TOPICS]
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
         try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            wanted = [settings.topic(t) for t in TOPICS if settings.topic(t) not in existing]
-            for name in wanted:
-                try:
-                    await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-                except TopicAlreadyExistsError:
-                    pass
+            await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
             return
-        except (KafkaError, OSError) as exc:
+        except (KafkaError, OSError, CallpulseError) as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise
             log.warning("Kafka at %s not ready (%s); retrying", settings.kafka, exc)
             await asyncio.sleep(1.0)
-        finally:
-            await admin.close()

@@ -16,11 +16,11 @@ from callpulse.embedded import (
     EmbeddedRedis,
     answers_kafka,
     answers_redis,
-    create_topics_async,
     find_broker_bin,
     free_port,
 )
 from callpulse.exceptions import CallpulseError
+from callpulse.kafka import create_topics
 from tests.helpers import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,8 @@ def _gone(pid: int) -> bool:
 
 async def test_broker_round_trips_a_message(broker: EmbeddedBroker, topic_prefix: str) -> None:
     topic = f"{topic_prefix}calls"
-    await create_topics_async(broker.bootstrap, [topic], partitions=4)
-    await create_topics_async(broker.bootstrap, [topic], partitions=4)  # idempotent
+    await create_topics(broker.bootstrap, [topic], partitions=4)
+    await create_topics(broker.bootstrap, [topic], partitions=4)  # idempotent
     producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
     await producer.start()
     try:
@@ -71,7 +71,7 @@ async def test_broker_round_trips_a_message(broker: EmbeddedBroker, topic_prefix
 
 
 async def test_broker_restart_is_empty_on_the_same_port(private_broker: EmbeddedBroker) -> None:
-    await create_topics_async(private_broker.bootstrap, ["before-restart"])
+    await create_topics(private_broker.bootstrap, ["before-restart"])
     assert "before-restart" in await _list_topics(private_broker.bootstrap)
     port, old_pid = private_broker.port, private_broker.pid
     assert old_pid is not None
