@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,9 +50,19 @@ def worker_args(settings: Settings, *, web_port: int) -> list[str]:
 class Proc:
     """One child process running `python -m callpulse.cli ARGS`, logging to a file."""
 
-    def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        argv: Sequence[str] | None = None,
+    ) -> None:
         self.name = name
         self.args = list(args)
+        # `argv` runs some other program the same way (the benchmarks' naive baseline, say).
+        self.argv = list(argv) if argv is not None else [sys.executable, "-m", "callpulse.cli", *self.args]
         self.env = dict(env)
         self.log_path = log_path
         self.popen: subprocess.Popen[bytes] | None = None
@@ -62,7 +73,7 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "callpulse.cli", *self.args],
+            self.argv,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -86,7 +97,7 @@ class Proc:
             os.kill(self.pid, sig)
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        """SIGTERM, wait, then SIGKILL the child's whole session; always reaps; returns the exit code."""
         if self.popen is None:
             return None
         if self.alive():
@@ -95,7 +106,10 @@ class Proc:
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                self.kill()
+                pass
+        # Whatever it left behind in its session (it started one of its own) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
         code = self.popen.wait()
         if self._log is not None:
             self._log.close()
