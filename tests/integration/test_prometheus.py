@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import re
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse import provisioning, simulate
 from callpulse.embedded import free_port
+from callpulse.processes import Proc
 from callpulse.settings import Settings
 from tests.conftest import Stack
 from tests.helpers import wait_for
@@ -75,7 +76,7 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "prometheus.log"
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.proc: Proc | None = None
 
     def start(self, scrape: Mapping[str, list[str]], rule_files: list[Path]) -> Prometheus:
         """Scrape each job's `host:port` targets every second, evaluate `rule_files`; wait until ready."""
@@ -94,23 +95,19 @@ class Prometheus:
         }
         config_path = self.workdir / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={config_path}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        argv = [
+            self.binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        self.proc = Proc("prometheus", [], os.environ, self.log_path, argv=argv).start()
 
         def ready() -> bool:
-            if self.popen is not None and self.popen.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.popen.returncode}:\n{self.log_tail()}")
+            if self.proc is not None and not self.proc.alive():
+                code = self.proc.popen.returncode if self.proc.popen else None
+                raise RuntimeError(f"prometheus exited with {code}:\n{self.log_tail()}")
             return _answers(f"{self.url}/-/ready")
 
         wait_for(ready, timeout_s=30, interval_s=0.1, message="prometheus /-/ready")
@@ -118,21 +115,12 @@ class Prometheus:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        self.popen.terminate()
-        try:
-            self.popen.wait(10)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        if self.proc is not None:
+            self.proc.stop(timeout_s=10)
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of Prometheus' log, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self.proc.log_tail(chars) if self.proc is not None else ""
 
     def api(self, path: str, params: Mapping[str, str] | list[tuple[str, str]] | None = None) -> Any:
         """GET /api/v1/<path>; the `data` of a successful answer."""
