@@ -1,4 +1,4 @@
-"""Test helpers: wait on a condition with a deadline instead of sleeping a fixed time."""
+"""Test helpers: wait on a condition with a deadline instead of sleeping a fixed time; read the event counters."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+
+import redis.asyncio as aioredis
+
+from callpulse.settings import Settings
+from monitor.metrics import RESULTS, TOPICS
+from streams.store import WindowStore, namespace
 
 T = TypeVar("T")
 
@@ -53,3 +59,18 @@ async def async_wait_for(
             detail = f" (last: {last_exc})" if last_exc is not None else ""
             raise AssertionError(f"timed out after {timeout_s} s waiting for {message}{detail}")
         await asyncio.sleep(interval_s)
+
+
+async def result_counts(settings: Settings) -> dict[str, int]:
+    """`callpulse_events_total` as the workers store it in Redis, summed over calls and tickets, by result."""
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
+    finally:
+        await client.aclose()
+    counts = dict.fromkeys(RESULTS, 0)
+    for key, value in stats.items():
+        topic, _, result = key.partition("|")
+        if topic in TOPICS and result in counts:
+            counts[result] += value
+    return counts

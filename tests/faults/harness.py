@@ -33,12 +33,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.settings import Settings
 from streams.store import WindowStore, namespace
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, result_counts
 from tests.integration import tracegen
 from tests.reference import diff_snapshot, expected
 
 WINDOWS = ("15m", "1h", "8h")
-RESULTS = ("ok", "duplicate", "invalid", "late")
 PARTITIONS = tracegen.PARTITIONS
 BASES = ("calls", "tickets")
 
@@ -234,21 +233,6 @@ class Producer:
 # --- what the system says -----------------------------------------------------------------------------------------
 
 
-async def read_counts(settings: Settings) -> dict[str, int]:
-    """`callpulse_events_total` as stored in Redis, summed over topics, by result."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
-    try:
-        stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
-    finally:
-        await client.aclose()
-    counts = dict.fromkeys(RESULTS, 0)
-    for key, value in stats.items():
-        topic, _, result = key.partition("|")
-        if topic in BASES and result in counts:
-            counts[result] += value
-    return counts
-
-
 async def initialised(settings: Settings) -> bool:
     """Whether Redis holds the epoch mark (False before the first rebuild completes, or after Redis lost its data)."""
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
@@ -266,7 +250,7 @@ async def wait_counts(
 
     async def check() -> bool:
         try:
-            last.update(await read_counts(settings))
+            last.update(await result_counts(settings))
         except (OSError, aioredis.RedisError):
             return False
         return done(last)
@@ -357,7 +341,7 @@ async def existing(settings: Settings, keys: Sequence[str]) -> list[str]:
 
 async def assert_exact(settings: Settings, ledger: Ledger, *, duplicates: int | None = None) -> dict[str, int]:
     """Counters equal the ledger, no event lost, and the 15m/1h/8h snapshots equal the recomputation."""
-    counts = await read_counts(settings)
+    counts = await result_counts(settings)
     problems = ledger.counts_problems(counts, duplicates=duplicates)
     lost = await missing_events(settings, ledger)
     if lost:

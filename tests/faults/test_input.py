@@ -29,7 +29,7 @@ from callpulse.processes import Proc
 from callpulse.settings import Settings
 from tests.conftest import Stack
 from tests.faults import harness as h
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, result_counts
 from tests.integration import tracegen
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -144,7 +144,7 @@ async def test_poison_pills_go_to_deadletter_with_reasons(pipeline: Pipeline, ro
 @pytest.mark.fault_row(8)
 async def test_same_event_redelivered_many_times_across_partitions(pipeline: Pipeline, row: Any) -> None:
     settings, ledger = pipeline.settings, pipeline.ledger
-    before = await h.read_counts(settings)
+    before = await result_counts(settings)
     copies_before, valid_before = ledger.copies, len(ledger.valid)
     now = time.time()
     originals = h.messages(h.small_trace(now, seed=801, agents=5, calls_per_agent=12, tickets=30))
@@ -196,7 +196,7 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
             interval_s=0.2,
             message="the worker to commit the earlier rows",
         )
-    before = await h.read_counts(settings)
+    before = await result_counts(settings)
     msgs = h.messages(
         h.shuffled(h.small_trace(time.time(), seed=1401, agents=4, calls_per_agent=10, tickets=20), seed=2)
     )
@@ -220,7 +220,7 @@ async def test_sigterm_worker_and_monitor_is_graceful(pipeline: Pipeline, row: A
     stop_s = stopped()
     log = pipeline.worker.log_tail(200_000)
     assert code == 0, f"worker exit code {code} after SIGTERM:\n{pipeline.worker.log_tail()}"
-    at_stop = await h.read_counts(settings)
+    at_stop = await result_counts(settings)
     applied_at_stop = at_stop["ok"] - before["ok"]
     # Redis was frozen until after the SIGTERM: whatever is applied now was finished on the way out
     assert applied_at_stop > 0, f"the in-flight batch was not applied:\n{log[-3000:]}"

@@ -18,7 +18,7 @@ from callpulse.embedded import EmbeddedRedis
 from callpulse.kafka import ensure_topics
 from callpulse.settings import Settings
 from tests.faults import harness as h
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, result_counts
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -180,7 +180,7 @@ async def test_redis_password_right_and_wrong(settings: Settings, stack: Any, tm
             held = await watch.poll()
         assert refused.alive(), f"the worker gave up on a wrong password:\n{refused.log_tail()}"
         assert held == {}, f"offsets committed while no event could be written: {held}"
-        assert (await h.read_counts(right))["ok"] == 0
+        assert (await result_counts(right))["ok"] == 0
         retries = refused.log_tail(100_000).count("retrying")
         # SIGTERM while every batch is stuck on Redis: Faust waits for the unacked records without a bound, so the
         # worker only goes with the SIGKILL that follows (offsets stay held back either way). Recorded, not asserted.

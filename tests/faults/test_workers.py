@@ -18,7 +18,7 @@ import pytest
 from callpulse.kafka import ensure_topics
 from callpulse.settings import Settings
 from tests.faults import harness as h
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, result_counts
 from tests.integration import tracegen
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -40,12 +40,12 @@ async def test_kill_9_five_times_at_random_points(settings: Settings, stack: Any
     mid_stream = 0
     async with h.Producer(settings, ledger, seed=5) as producer:
         for chunk in chunks:
-            before = sum((await h.read_counts(settings)).values())
+            before = sum((await result_counts(settings)).values())
             await producer.send(chunk)
             target = before + rng.randint(1, len(chunk) - 1)
             await h.wait_counts(settings, lambda c, t=target: sum(c.values()) >= t, timeout_s=60, interval_s=0.005)
             worker.kill()
-            at_kill = await h.read_counts(settings)
+            at_kill = await result_counts(settings)
             mid_stream += not ledger.counts_done(at_kill)
             worker = stack.worker(tuned)
     watch = h.Stopwatch()

@@ -19,15 +19,13 @@ from typing import Any
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.embedded import free_port
 from callpulse.kafka import ensure_topics
 from callpulse.settings import Settings
-from streams.store import WindowStore, namespace
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, result_counts
 from tests.integration import tracegen
 from tests.integration.tracegen import Invalid, Message
 from tests.reference import diff_snapshot, expected
@@ -80,21 +78,6 @@ async def wait_worker_records(worker: Any, n: int, *, timeout_s: float) -> None:
     await async_wait_for(caught_up, timeout_s=timeout_s, interval_s=0.1, message=f"worker to consume {n} records")
 
 
-async def redis_counts(settings: Settings) -> dict[str, int]:
-    """The same counters read straight from the worker's Redis stats."""
-    client = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
-    finally:
-        await client.aclose()
-    counts = dict.fromkeys(RESULTS, 0)
-    for key, value in stats.items():
-        topic, _, result = key.partition("|")
-        if topic in ("calls", "tickets") and result in counts:
-            counts[result] += value
-    return counts
-
-
 async def snapshot(settings: Settings, window: str) -> dict[str, Any]:
     url = f"http://{settings.http_host}:{settings.http_port}/api/snapshot?window={window}"
     return orjson.loads(await asyncio.to_thread(_get, url))
@@ -117,7 +100,7 @@ async def wait_counts(
     settings: Settings, done: Any, *, timeout_s: float, interval_s: float = 0.1, source: str = "metrics"
 ) -> dict[str, int]:
     """Poll the event counters until `done(counts)`; return the last counts."""
-    read = metrics_counts if source == "metrics" else redis_counts
+    read = metrics_counts if source == "metrics" else result_counts
     last: dict[str, int] = {}
 
     async def check() -> bool:
@@ -251,13 +234,13 @@ async def test_kill_9_mid_trace_then_restart_stays_exact(settings: Settings, sta
     worker1 = stack.worker(settings.replace(batch_max=20))
     await tracegen.produce_messages(settings.kafka, settings.topic_prefix, warmup, seed=6)
     await wait_worker_records(worker1, len(warmup), timeout_s=45)  # the worker is past startup, consuming live
-    before = sum((await redis_counts(settings)).values())
+    before = sum((await result_counts(settings)).values())
 
     sending = asyncio.create_task(tracegen.produce_messages(settings.kafka, settings.topic_prefix, first, seed=7))
     await wait_counts(settings, lambda c: sum(c.values()) > before, timeout_s=30, interval_s=0.01, source="redis")
     worker1.kill()
     await sending
-    at_kill = await redis_counts(settings)
+    at_kill = await result_counts(settings)
     assert sum(at_kill.values()) - before < len(first), f"the kill did not land mid-trace: {at_kill}"
 
     await tracegen.produce_messages(settings.kafka, settings.topic_prefix, rest, seed=8)
