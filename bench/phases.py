@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bench import load, profile
 from bench.procs import Child
@@ -38,7 +38,7 @@ from callpulse.simulate import produce
 from streams.alerts import Alert
 from streams.engine import AlertEngine
 from streams.processor import Processor, Record
-from streams.replay import replay_into
+from streams.replay import raw_consumer, replay_into
 from streams.store import WindowStore, namespace
 
 # --- the measurements ------------------------------------------------------------------------------------------
@@ -46,15 +46,7 @@ from streams.store import WindowStore, namespace
 
 async def raw_ceiling(settings: Settings, n: int) -> dict[str, Any]:
     """(1) A plain aiokafka consumer reading both topics from the start and JSON-decoding each value."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=5000,
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
+    consumer = raw_consumer(settings.kafka, max_poll_records=5000)
     await consumer.start()
     try:
         parts = [

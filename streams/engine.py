@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from callpulse.settings import Settings, format_duration
+from callpulse.settings import Settings
 from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
 from streams.store import AgentWindows, WindowStore
@@ -164,8 +164,3 @@ class AlertEngine:
         except Exception:
             log.exception("could not publish alert %s to the alerts topic", new.id)
         return 1
-
-
-def window_name(seconds: int) -> str:
-    """Name of a window in seconds."""
-    return format_duration(seconds)

@@ -28,6 +28,19 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """Replayed invalid records were dead-lettered when first seen; don't send them again."""
 
 
+def raw_consumer(bootstrap: str, *, max_poll_records: int = 5000) -> AIOKafkaConsumer:
+    """A group-less consumer for reading whole topics fast from the earliest offsets (assign, then getmany)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        max_poll_records=max_poll_records,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+
+
 async def replay_into(
     settings: Settings,
     processor: Processor,
@@ -37,19 +50,10 @@ async def replay_into(
 ) -> int:
     """Read calls and tickets from the earliest offsets to their end through `processor`; return the count.
 
-    The end is where the topics go idle with every position at or past the reported end offset: some
-    brokers under-report a partition's end by its last batch, so the reported end alone is not trusted.
+    The end is each partition's high watermark as the last fetch reported it (see `_caught_up`).
     """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-        max_poll_records=batch_max,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
+    consumer = raw_consumer(settings.kafka, max_poll_records=batch_max)
     await consumer.start()
     count = 0
     started = time.perf_counter()

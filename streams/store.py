@@ -284,11 +284,6 @@ class WindowStore:
         raw = await self.client.hgetall(f"{self.ns}stats")
         return {_s(k): int(v) for k, v in raw.items()}
 
-    async def seq(self) -> int:
-        """A counter bumped by every applied batch: a cheap 'has anything changed' probe."""
-        value = await self.client.get(f"{self.ns}seq")
-        return int(value or 0)
-
 
 def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int, float]:
     """Cumulative (le, count) buckets, count and sum in seconds of the event-lag histogram."""
