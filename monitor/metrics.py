@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
@@ -50,8 +51,6 @@ class KpiCollector:
         data = self._data
         if data is None:
             return
-        import orjson
-
         agent = GaugeMetricFamily(
             "callpulse_agent_kpi", "KPI per agent and rolling window", labels=["agent", "team", "kpi", "window"]
         )

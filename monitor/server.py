@@ -33,7 +33,7 @@ from callpulse.settings import KPI_KEYS, Settings, is_loopback
 from monitor import snapshot
 from monitor.feed import Client
 from monitor.metrics import KpiCollector
-from streams.alerts import iso
+from streams.alerts import Alert, iso
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.monitor")
@@ -179,8 +179,6 @@ class Monitor:
         alerts = []
         for raw in raw_alerts:
             state = orjson.loads(raw)
-            from streams.alerts import Alert
-
             msg = Alert.from_state(state).to_message()
             msg["acknowledged"] = msg["id"] in acked_ids
             msg["muted"] = self._muted(msg, snoozes, int(time.time() * 1000))

@@ -21,7 +21,7 @@ import redis.exceptions
 from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
 from streams import batch, events
-from streams.store import WindowStore
+from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
 
@@ -82,8 +82,6 @@ def deadletter_value(record: Record, reason: str, *, source_topic: str) -> bytes
 
 def params_for(settings: Settings) -> batch.Params:
     """Store layout and retention from settings."""
-    from streams.store import namespace
-
     return batch.Params(
         ns=namespace(settings.topic_prefix),
         longest_ms=settings.longest_window_s * 1000,
