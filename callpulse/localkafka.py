@@ -260,6 +260,9 @@ class LocalKafka(_ServerProcess):
             "share.coordinator.state.topic.replication.factor=1",
             "share.coordinator.state.topic.min.isr=1",
             "group.initial.rebalance.delay.ms=0",
+            # The fault tests run consumers with a 3 s session timeout (a dead worker's partitions move in seconds);
+            # the broker's floor is 6 s by default.
+            "group.min.session.timeout.ms=1000",
             "auto.create.topics.enable=false",  # callpulse creates its topics; a typo must not make a new one
         ]
         if self.secure is not None:
