@@ -428,9 +428,11 @@ async def _send(
 ) -> int:
     """Do the work of `produce`; with `wall_clock`, realtime pacing sends each event when time.time() reaches its ts."""
     topics = {"calls": settings.topic("calls"), "tickets": settings.topic("tickets")}
+    # Idempotent (acks=all): while the broker is away, batches are retried until it is back, never expired,
+    # and a retry never writes a record twice.
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.split(","),
-        acks=1,
+        enable_idempotence=True,
         linger_ms=5,
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
