@@ -21,6 +21,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="thresholds TOML file (CALLPULSE_CONFIG)")
     p.add_argument("--token", help="monitor access token (CALLPULSE_TOKEN)")
     p.add_argument("--topic-prefix", dest="topic_prefix", help="topic name prefix (CALLPULSE_TOPIC_PREFIX)")
+    p.add_argument("--kafka-security", help="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (CALLPULSE_KAFKA_SECURITY)")
+    p.add_argument("--kafka-sasl-mechanism", help="PLAIN, SCRAM-SHA-256 or -512 (CALLPULSE_KAFKA_SASL_MECHANISM)")
+    p.add_argument("--kafka-username", help="SASL user (CALLPULSE_KAFKA_USERNAME; the password only from the env)")
+    p.add_argument("--kafka-ca", help="CA file for TLS to Kafka (CALLPULSE_KAFKA_CA)")
+    p.add_argument("--redis-ca", help="CA file for rediss:// (CALLPULSE_REDIS_CA)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -78,6 +83,11 @@ def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) 
         config=args.config,
         token=args.token,
         topic_prefix=args.topic_prefix,
+        kafka_security=args.kafka_security,
+        kafka_sasl_mechanism=args.kafka_sasl_mechanism,
+        kafka_username=args.kafka_username,
+        kafka_ca=args.kafka_ca,
+        redis_ca=args.redis_ca,
     )
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from callpulse.connections import KafkaAuthError, check_kafka, kafka_security_options
 from callpulse.exceptions import CallpulseError
 from callpulse.settings import Settings
 
@@ -17,8 +19,17 @@ TOPICS: tuple[str, ...] = ("calls", "tickets", "alerts", "deadletter")
 _TOPIC_ALREADY_EXISTS = 36
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4, timeout_s: float = 30.0) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    *,
+    partitions: int = 4,
+    timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     """Create topics with `partitions` partitions; one that already exists is left as it is.
+
+    `security` holds aiokafka's security options (callpulse.connections.kafka_security_options); None: PLAINTEXT.
 
     The broker's per-topic error codes are checked: some brokers answer "already exists" in the response
     instead of raising, and any other code is an error worth stopping on.
@@ -26,7 +37,9 @@ async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **dict(security or {})
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         response = await asyncio.wait_for(
@@ -43,13 +56,20 @@ async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int
 
 
 async def ensure_topics(settings: Settings, *, partitions: int = 4, timeout_s: float = 60.0) -> None:
-    """Create the contract topics (with the prefix) when missing; retry until the broker answers."""
+    """Create the contract topics (with the prefix) when missing; retry until the broker answers.
+
+    Refused credentials or an untrusted certificate stop at once with a KafkaAuthError naming the setting.
+    """
     deadline = asyncio.get_running_loop().time() + timeout_s
     names = [settings.topic(t) for t in TOPICS]
+    security = kafka_security_options(settings)
     while True:
         try:
-            await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+            await check_kafka(settings)
+            await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0, security=security)
             return
+        except KafkaAuthError:
+            raise
         except (KafkaError, OSError, CallpulseError) as exc:
             if asyncio.get_running_loop().time() > deadline:
                 raise

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from callpulse.connections import check_kafka, kafka_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import Settings
 
@@ -430,8 +431,9 @@ async def _send(
     topics = {"calls": settings.topic("calls"), "tickets": settings.topic("tickets")}
     # Idempotent (acks=all): while the broker is away, batches are retried until it is back, never expired,
     # and a retry never writes a record twice.
+    await check_kafka(settings)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.split(","),
+        **kafka_options(settings),
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=512 * 1024,

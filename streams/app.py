@@ -21,6 +21,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from callpulse.connections import faust_credentials, redis_options
 from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
 from streams.alerts import Alert
@@ -120,6 +121,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     app = CallpulseApp(
         f"{settings.topic_prefix}{settings.consumer_group}",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.split(",")],
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=4,
@@ -141,7 +143,9 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     app.callpulse_fetch_max_wait_ms = settings.fetch_max_wait_ms
     registry = CollectorRegistry()
     health = WorkerHealth(app, registry)
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, **redis_options(settings)
+    )
     store = WindowStore(client, namespace(settings.topic_prefix))
     deadletter_topic = settings.topic("deadletter")
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from callpulse.connections import check_kafka, kafka_options, redis_options
 from callpulse.settings import Settings
 from streams.processor import Processor, Record
 from streams.store import WindowStore, namespace
@@ -28,10 +29,10 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """Replayed invalid records were dead-lettered when first seen; don't send them again."""
 
 
-def raw_consumer(bootstrap: str, *, max_poll_records: int = 5000) -> AIOKafkaConsumer:
+def raw_consumer(settings: Settings, *, max_poll_records: int = 5000) -> AIOKafkaConsumer:
     """A group-less consumer for reading whole topics fast from the earliest offsets (assign, then getmany)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -53,7 +54,7 @@ async def replay_into(
     The end is each partition's high watermark as the last fetch reported it (see `_caught_up`).
     """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
-    consumer = raw_consumer(settings.kafka, max_poll_records=batch_max)
+    consumer = raw_consumer(settings, max_poll_records=batch_max)
     await consumer.start()
     count = 0
     started = time.perf_counter()
@@ -107,7 +108,8 @@ async def _caught_up(
 
 async def replay(settings: Settings) -> int:
     """The `callpulse replay` command: rebuild all windows in Redis from Kafka."""
-    client = aioredis.Redis.from_url(settings.redis_url)
+    await check_kafka(settings)
+    client = aioredis.Redis.from_url(settings.redis_url, **redis_options(settings))
     try:
         store = WindowStore(client, namespace(settings.topic_prefix))
         processor = Processor(settings, store, _no_deadletter)
@@ -136,7 +138,7 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     """The worker group's committed offsets on calls and tickets (empty for a group that never committed)."""
     group = f"{settings.topic_prefix}{settings.consumer_group}"
     # A consumer that never subscribes only fetches the group's offsets; it joins nothing.
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         out: dict[TopicPartition, int] = {}
