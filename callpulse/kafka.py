@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
@@ -53,6 +54,19 @@ async def create_topics(
         name, code, detail = topic_error[0], topic_error[1], topic_error[-1]
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise CallpulseError(f"creating topic {name!r} on {bootstrap} failed: Kafka error {code} ({detail})")
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics` (a topic that does not exist has none), fetching their metadata first.
+
+    A started consumer that has neither subscribed nor been assigned knows no topic on Apache Kafka 4.x: its
+    bootstrap asks for the metadata of no topic (Tansu answers with every topic, so this went unnoticed), and
+    `partitions_for_topic` alone finds nothing. aiokafka has no public call that fetches one topic's metadata
+    into a consumer, hence its client's `set_topics`.
+    """
+    names = list(topics)
+    await consumer._client.set_topics(names)
+    return [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
 
 
 async def ensure_topics(settings: Settings, *, partitions: int = 4, timeout_s: float = 60.0) -> None:

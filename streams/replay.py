@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from callpulse.connections import check_kafka, kafka_options, redis_options
+from callpulse.kafka import partitions_of
 from callpulse.settings import Settings
 from streams.processor import Processor, Record
 from streams.store import WindowStore, namespace
@@ -62,10 +63,7 @@ async def replay_into(
     count = 0
     started = time.perf_counter()
     try:
-        parts = []
-        for topic in bases:
-            for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                parts.append(TopicPartition(topic, p))
+        parts = await partitions_of(consumer, bases)
         if not parts:
             return 0
         consumer.assign(parts)
@@ -155,12 +153,10 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     await consumer.start()
     try:
         out: dict[TopicPartition, int] = {}
-        for topic in (settings.topic("calls"), settings.topic("tickets")):
-            for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                tp = TopicPartition(topic, p)
-                offset = await consumer.committed(tp)
-                if offset is not None and offset >= 0:
-                    out[tp] = offset
+        for tp in await partitions_of(consumer, [settings.topic("calls"), settings.topic("tickets")]):
+            offset = await consumer.committed(tp)
+            if offset is not None and offset >= 0:
+                out[tp] = offset
         return out
     finally:
         await consumer.stop()
