@@ -54,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backfill", action="store_true", help="send a --duration-long history ending now, as fast as possible"
     )
+    s.add_argument(
+        "--no-idempotence", dest="idempotent", action="store_false",
+        help="plain acks=1 producer, for brokers without idempotent producers (Tansu, the demo's embedded broker)",
+    )  # fmt: skip
     d = sub.add_parser("demo", help="the whole system on one machine")
     _common(d)
     d.add_argument("--agents", type=int, default=40)
@@ -137,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration_s=args.duration,
                     seed=args.seed,
                     realtime=not args.backfill,
+                    idempotent=args.idempotent,
                 )
             )
             print(f"sent {count} events", file=sys.stderr)

@@ -96,6 +96,8 @@ def run_demo(settings: Settings, *, agents: int, rate: float, seed: int, duratio
 
         wait_until(monitor_up, 30, "monitor")
         sim_args = ["simulate", "--agents", str(agents), "--rate", str(rate), "--seed", str(seed)]
+        if any(isinstance(s, EmbeddedBroker) for s in started):
+            sim_args.append("--no-idempotence")  # Tansu answers InitProducerId with an error
         procs.append(Proc("simulator", sim_args, env, workdir / "simulator.log").start())
         print()
         print(f"  wallboard:  {base}/{token_q}")
