@@ -12,19 +12,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from callpulse import catalogue
 from callpulse.exceptions import SettingsError
 
-KPI_KEYS: tuple[str, ...] = (
-    "aht_seconds",
-    "connect_rate",
-    "fcr",
-    "response_seconds",
-    "calls_handled",
-    "dials",
-    "conversion_rate",
-    "csat",
-    "escalation_rate",
-)
+KPI_KEYS: tuple[str, ...] = catalogue.KPI_KEYS
 RULE_FIELDS: tuple[str, ...] = (
     "warning_above",
     "critical_above",
@@ -81,15 +72,21 @@ class Rule:
         return "above" if self.warning_above is not None or self.critical_above is not None else "below"
 
 
-DEFAULT_RULES: dict[str, Rule] = {
-    "aht_seconds": Rule("aht_seconds", warning_above=360, critical_above=480, min_samples=5, window="15m"),
-    "fcr": Rule("fcr", warning_below=0.80, min_samples=5, window="1h"),
-    "connect_rate": Rule("connect_rate", warning_below=0.35, critical_below=0.25, min_samples=20, window="15m"),
-    "response_seconds": Rule("response_seconds", warning_above=3600, min_samples=3, window="1h"),
-    "csat": Rule("csat", warning_below=0.85, min_samples=5, window="1h"),
-    "escalation_rate": Rule("escalation_rate", warning_above=0.10, min_samples=10, window="1h"),
-    "conversion_rate": Rule("conversion_rate", warning_below=0.04, min_samples=20, window="1h"),
-}
+def default_rule(kpi: catalogue.Kpi) -> Rule | None:
+    """The built-in rule of a catalogue KPI: its field target, on the bad side of its `better` direction."""
+    d = kpi.default_rule
+    if d is None:
+        return None
+    side = kpi.rule_direction
+    return Rule(
+        kpi.key,
+        min_samples=d.min_samples,
+        window=d.window,
+        **{f"warning_{side}": d.warning, f"critical_{side}": d.critical},
+    )
+
+
+DEFAULT_RULES: dict[str, Rule] = {k.key: r for k in catalogue.CATALOGUE if (r := default_rule(k)) is not None}
 
 
 @dataclass(frozen=True)

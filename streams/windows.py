@@ -10,24 +10,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from callpulse import catalogue as cat
+
 BUCKET_MS = 10_000
 CHUNK_BUCKETS = 60
 
-# Counter fields, kept to one letter because every bucket stores them.
-HANDLE_MS = "h"  # sum of talk+hold+wrap over connected calls, ms
-CONNECTED = "n"  # connected call.ended, both directions (calls_handled)
-DIALS = "d"  # outbound call.ended
-OUT_CONNECTED = "c"  # connected outbound
-OUT_SALES = "s"  # connected outbound with outcome "sale"
-FIRST_CONTACTS = "f"
-RESOLVED_FIRST = "r"
-RESPONSE_MS = "t"  # sum of first-response times, ms
-RESPONSES = "u"
-CSAT_RESPONSES = "q"
-CSAT_GOOD = "g"
-ESCALATED = "e"
-CLOSED = "x"  # resolved + escalated
-FIELDS: tuple[str, ...] = ("h", "n", "d", "c", "s", "f", "r", "t", "u", "q", "g", "e", "x")
+# Counter codes, kept to one letter because every bucket stores them; declared in the catalogue.
+HANDLE_MS = cat.code("handle_ms")  # sum of talk+hold+wrap over connected calls, ms
+CONNECTED = cat.code("connected")  # connected call.ended, both directions (calls_handled)
+DIALS = cat.code("dials")  # outbound call.ended
+OUT_CONNECTED = cat.code("out_connected")  # connected outbound
+OUT_SALES = cat.code("out_sales")  # connected outbound with outcome "sale"
+FIRST_CONTACTS = cat.code("first_contacts")
+RESOLVED_FIRST = cat.code("resolved_first")
+RESPONSE_MS = cat.code("response_ms")  # sum of first-response times, ms
+RESPONSES = cat.code("responses")
+CSAT_RESPONSES = cat.code("csat_responses")
+CSAT_GOOD = cat.code("csat_good")
+ESCALATED = cat.code("escalated")
+CLOSED = cat.code("closed")  # resolved + escalated
+OUT_APPOINTMENTS = cat.code("out_appointments")
+REVENUE_MILLI = cat.code("revenue_milli")  # sum of sale amounts, thousandths
+PRICED_SALES = cat.code("priced_sales")
+NPS_RESPONSES = cat.code("nps_responses")
+NPS_NET = cat.code("nps_net")  # promoters - detractors
+QA_POINTS_MILLI = cat.code("qa_points_milli")
+QA_MAX_MILLI = cat.code("qa_max_milli")
+QA_REVIEWS = cat.code("qa_reviews")
+QA_COMPLIANT = cat.code("qa_compliant")
+QA_CHECKED = cat.code("qa_checked")
+COMPLAINTS = cat.code("complaints")
+FIELDS: tuple[str, ...] = cat.FIELDS
 
 Sums = dict[str, int]
 
@@ -90,43 +103,14 @@ def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sum
     return sums
 
 
-def _ratio(num: int, den: int) -> float | None:
-    return None if den == 0 else num / den
-
-
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
-    """Every contract KPI from one counter set; a zero denominator gives None, counts give 0."""
-    connected = s.get(CONNECTED, 0)
-    responses = s.get(RESPONSES, 0)
-    return {
-        "aht_seconds": None if connected == 0 else s.get(HANDLE_MS, 0) / connected / 1000,
-        "connect_rate": _ratio(s.get(OUT_CONNECTED, 0), s.get(DIALS, 0)),
-        "fcr": _ratio(s.get(RESOLVED_FIRST, 0), s.get(FIRST_CONTACTS, 0)),
-        "response_seconds": None if responses == 0 else s.get(RESPONSE_MS, 0) / responses / 1000,
-        "calls_handled": connected,
-        "dials": s.get(DIALS, 0),
-        "conversion_rate": _ratio(s.get(OUT_SALES, 0), s.get(OUT_CONNECTED, 0)),
-        "csat": _ratio(s.get(CSAT_GOOD, 0), s.get(CSAT_RESPONSES, 0)),
-        "escalation_rate": _ratio(s.get(ESCALATED, 0), s.get(CLOSED, 0)),
-    }
-
-
-SAMPLE_FIELD: dict[str, str] = {
-    "aht_seconds": CONNECTED,
-    "connect_rate": DIALS,
-    "fcr": FIRST_CONTACTS,
-    "response_seconds": RESPONSES,
-    "calls_handled": CONNECTED,
-    "dials": DIALS,
-    "conversion_rate": OUT_CONNECTED,
-    "csat": CSAT_RESPONSES,
-    "escalation_rate": CLOSED,
-}
+    """Every catalogue KPI from one counter set; a zero denominator gives None, counts give 0."""
+    return {k.key: k.result(s) for k in cat.CATALOGUE}
 
 
 def samples(s: Mapping[str, int], kpi: str) -> int:
-    """The denominator (sample count) behind a KPI, for `min_samples`."""
-    return s.get(SAMPLE_FIELD[kpi], 0)
+    """The sample count behind a KPI, for `min_samples`."""
+    return cat.BY_KEY[kpi].samples(s)
 
 
 def total(sums: Iterable[Mapping[str, int]]) -> Sums:

@@ -66,6 +66,11 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
                     acc(agent, "out_connected", 1)
                     if e.get("outcome") == "sale":
                         acc(agent, "sales", 1)
+                        if e.get("amount") is not None:
+                            acc(agent, "revenue", e["amount"])
+                            acc(agent, "priced_sales", 1)
+                    elif e.get("outcome") == "appointment":
+                        acc(agent, "appointments", 1)
         elif t == "survey.csat":
             acc(agent, "csat_n", 1)
             acc(agent, "csat_good", 1 if e["score"] >= 4 else 0)
@@ -74,6 +79,19 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             acc(agent, "closed", 1)
         elif t == "ticket.resolved":
             acc(agent, "closed", 1)
+        elif t == "survey.nps":
+            acc(agent, "nps_n", 1)
+            acc(agent, "promoters", 1 if e["score"] >= 9 else 0)
+            acc(agent, "detractors", 1 if e["score"] <= 6 else 0)
+        elif t == "qa.scored":
+            acc(agent, "qa_points", e["score"])
+            acc(agent, "qa_max", e["max_score"])
+            acc(agent, "qa_reviews", 1)
+            if e.get("compliant") is not None:
+                acc(agent, "qa_checked", 1)
+                acc(agent, "qa_compliant", 1 if e["compliant"] else 0)
+        elif t == "complaint.logged":
+            acc(agent, "complaints", 1)
     # FCR: all connected calls with a customer, whatever their window
     calls: dict[str, list[Mapping[str, Any]]] = {}
     for e in evs:
@@ -124,6 +142,15 @@ def kpis(s: Mapping[str, float]) -> dict[str, float | int | None]:
         "conversion_rate": _ratio(g("sales"), g("out_connected")),
         "csat": _ratio(g("csat_good"), g("csat_n")),
         "escalation_rate": _ratio(g("escalated"), g("closed")),
+        "sales": int(g("sales")),
+        "revenue": g("revenue"),
+        "aov": _ratio(g("revenue"), g("priced_sales")),
+        "appointment_rate": _ratio(g("appointments"), g("out_connected")),
+        "tickets_handled": int(g("closed")),
+        "nps": None if g("nps_n") == 0 else 100 * (g("promoters") - g("detractors")) / g("nps_n"),
+        "qa_score": _ratio(g("qa_points"), g("qa_max")),
+        "compliance_rate": _ratio(g("qa_compliant"), g("qa_checked")),
+        "complaint_rate": _ratio(g("complaints"), g("connected") + g("closed")),
     }
 
 

@@ -37,6 +37,9 @@ TOPIC = {
     "ticket.escalated": "tickets",
     "ticket.reopened": "tickets",
     "survey.csat": "tickets",
+    "survey.nps": "tickets",
+    "qa.scored": "tickets",
+    "complaint.logged": "tickets",
 }
 OFFSETS = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
 # Offsets (ms before now) on and around the window edges, so bucket rounding is exercised.
@@ -70,6 +73,8 @@ teams = st.one_of(st.none(), st.sampled_from(["red", "blue", "green"]))
 # An integer id is the same customer/ticket as its string form ("7" and 7).
 customers = st.sampled_from(["c1", "c2", "7", 7])
 tickets = st.sampled_from(["k1", "k2", "9", 9])
+# Amounts to the cent, a few of them 0.
+amounts = st.one_of(st.just(0), st.integers(1, 500_000).map(lambda c: c / 100))
 seconds = st.one_of(st.integers(0, 900), st.integers(0, 9000).map(lambda x: x / 10))
 # Spread over the last 3 h (so repeats fall both within and beyond the 1 h repeat window), built from
 # hour, minute and ms parts because a single wide integer range clusters at its ends; some on the edges.
@@ -100,6 +105,7 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
             + ["ticket.created"] * 2
             + ["ticket.replied"] * 3
             + ["ticket.resolved", "ticket.escalated", "ticket.reopened", "survey.csat", "agent.state"]
+            + ["survey.nps", "qa.scored", "complaint.logged"]
         )
     )
     body: dict[str, Any] = {"type": kind}
@@ -119,16 +125,27 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
             body["resolved"] = draw(st.booleans())
         if draw(st.integers(0, 3)):
             body["customer_id"] = draw(customers)
-        outcome = draw(st.sampled_from([None, "sale", "sale", "no_sale"]))
+        outcome = draw(st.sampled_from([None, "sale", "sale", "appointment", "no_sale"]))
         if outcome is not None:
             body["outcome"] = outcome
+        if draw(st.booleans()):
+            body["amount"] = draw(amounts)
     elif kind == "agent.state":
         body |= {
             "agent_id": draw(agents),
             "state": draw(st.sampled_from(["available", "on_call", "wrap", "break", "offline"])),
         }
-    elif kind == "survey.csat":
-        body |= {"agent_id": draw(agents), "score": draw(st.integers(1, 5))}
+    elif kind in ("survey.csat", "survey.nps", "qa.scored", "complaint.logged"):
+        body["agent_id"] = draw(agents)
+        if kind == "survey.csat":
+            body["score"] = draw(st.integers(1, 5))
+        elif kind == "survey.nps":
+            body["score"] = draw(st.integers(0, 10))
+        elif kind == "qa.scored":
+            top = draw(st.sampled_from([5, 10, 100, 37.5]))
+            body |= {"max_score": top, "score": draw(st.integers(0, 100)) * top / 100}
+            if draw(st.booleans()):
+                body["compliant"] = draw(st.booleans())
         body[draw(st.sampled_from(["ticket_id", "call_id"]))] = draw(tickets)
     else:
         body["ticket_id"] = draw(tickets)
@@ -349,7 +366,8 @@ async def test_invalid_records_are_dead_lettered_with_reasons_while_valid_ones_c
     assert reasons[1][1] == "invalid event 'call.ended' (event_id=e2): talk_seconds is -4, must be >= 0"
     assert reasons[2][1] == (
         "invalid event 'call.ended' (event_id=e3): type 'call.ended' does not belong on topic 'tickets', only "
-        "survey.csat, ticket.created, ticket.escalated, ticket.reopened, ticket.replied, ticket.resolved"
+        "complaint.logged, qa.scored, survey.csat, survey.nps, ticket.created, ticket.escalated, ticket.reopened, "
+        "ticket.replied, ticket.resolved"
     )
     assert reasons[3][1] == "invalid event: value is null, must be a JSON object"
     assert (outcome.ok, outcome.invalid, outcome.applied, outcome.duplicates) == (3, 4, 3, 0)

@@ -163,7 +163,8 @@ def test_rule_override_in_the_other_direction_drops_the_default_thresholds() -> 
 def test_unknown_kpi_names_the_allowed_ones() -> None:
     assert error("[kpi.handle_time]\nwarning_above = 1\n") == (
         "kpi: unknown KPI 'handle_time', must be one of aht_seconds, connect_rate, fcr, response_seconds, "
-        "calls_handled, dials, conversion_rate, csat, escalation_rate"
+        "calls_handled, dials, conversion_rate, csat, escalation_rate, sales, revenue, aov, appointment_rate, "
+        "tickets_handled, nps, qa_score, compliance_rate, complaint_rate"
     )
 
 
