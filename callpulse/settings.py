@@ -6,14 +6,17 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from callpulse import catalogue
 from callpulse.exceptions import SettingsError
+from streams import windows
 
 KPI_KEYS: tuple[str, ...] = catalogue.KPI_KEYS
 RULE_FIELDS: tuple[str, ...] = (
@@ -52,6 +55,25 @@ def format_duration(seconds: int) -> str:
         if seconds % _UNIT_S[unit] == 0:
             return f"{seconds // _UNIT_S[unit]}{unit}"
     return f"{seconds}s"
+
+
+def window_name(window_s: int) -> str:
+    """A window's name: '15m' for a rolling window of 900 s, 'today' for the calendar window."""
+    return windows.TODAY_NAME if window_s == windows.TODAY else format_duration(window_s)
+
+
+def check_timezone(name: Any, *, setting: str = "windows.timezone") -> str:
+    """The IANA time zone name, or a SettingsError naming the setting and the fix."""
+    if not isinstance(name, str) or not name:
+        raise SettingsError(f"{setting} is {name!r}, must be an IANA time zone name such as 'Europe/London'")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(
+            f"{setting} is {name!r}, which is not an IANA time zone name; use one such as 'Europe/London', "
+            "'America/New_York' or 'UTC'"
+        ) from exc
+    return name
 
 
 @dataclass(frozen=True)
@@ -100,7 +122,8 @@ class Settings:
     config_path: str | None = None
     token: str | None = None
     topic_prefix: str = ""
-    windows_s: tuple[int, ...] = (900, 3600, 28800)
+    windows_s: tuple[int, ...] = (900, 3600, 28800, windows.TODAY)  # rolling lengths, then windows.TODAY if on
+    timezone: str = "UTC"  # the floor's IANA time zone: where `today` starts
     repeat_window_s: int = 86400
     hysteresis: float = 0.05
     rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
@@ -121,22 +144,32 @@ class Settings:
 
     @property
     def window_names(self) -> tuple[str, ...]:
-        """Window names in the contract's spelling, shortest first."""
-        return tuple(format_duration(w) for w in self.windows_s)
+        """Window names in the contract's spelling: rolling ones shortest first, then 'today' when on."""
+        return tuple(window_name(w) for w in self.windows_s)
+
+    @property
+    def tz(self) -> tzinfo:
+        """The floor's time zone (validated when the settings were built)."""
+        return zoneinfo.ZoneInfo(self.timezone)
 
     @property
     def longest_window_s(self) -> int:
-        """The longest rolling window: older events are late."""
-        return max(self.windows_s)
+        """The longest window: how long state is kept and past which an event is late.
+
+        With `today` on that is the longest local day, 25 h (the day clocks go back), so `today` stays exact
+        to its first second on that day too.
+        """
+        rolling = [w for w in self.windows_s if w != windows.TODAY]
+        return max([*rolling, windows.LONGEST_DAY_S] if windows.TODAY in self.windows_s else rolling)
 
     def topic(self, name: str) -> str:
         """Return the full topic name for 'calls', 'tickets', 'alerts' or 'deadletter'."""
         return f"{self.topic_prefix}{name}"
 
     def window_s(self, name: str) -> int:
-        """Seconds of a configured window given its name; a SettingsError names the allowed ones."""
+        """The key of a configured window given its name (seconds, or windows.TODAY); a SettingsError names them."""
         for seconds in self.windows_s:
-            if format_duration(seconds) == name:
+            if window_name(seconds) == name:
                 return seconds
         raise SettingsError(f"window is {name!r}, must be one of {', '.join(self.window_names)}")
 
@@ -151,7 +184,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def _parse_rule(kpi: str, raw: Any, where: str, base: Rule | None, windows: tuple[str, ...]) -> Rule:
+def _parse_rule(kpi: str, raw: Any, where: str, base: Rule | None, window_names: tuple[str, ...]) -> Rule:
     if kpi not in KPI_KEYS:
         raise SettingsError(f"{where}: unknown KPI {kpi!r}, must be one of {', '.join(KPI_KEYS)}")
     if not isinstance(raw, dict):
@@ -164,8 +197,8 @@ def _parse_rule(kpi: str, raw: Any, where: str, base: Rule | None, windows: tupl
         if key not in RULE_FIELDS:
             raise SettingsError(f"{name}: unknown key, must be one of {', '.join(RULE_FIELDS)}")
         if key == "window":
-            if value not in windows:
-                raise SettingsError(f"{name} is {value!r}, must be one of the rolling windows {list(windows)}")
+            if value not in window_names:
+                raise SettingsError(f"{name} is {value!r}, must be one of the windows {list(window_names)}")
         elif key == "min_samples":
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} is {value!r}, must be an integer >= 1")
@@ -197,22 +230,31 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         if key not in allowed_top:
             raise SettingsError(f"{source}: unknown section [{key}], must be one of {sorted(allowed_top)}")
     out: dict[str, Any] = {}
-    windows = data.get("windows", {})
-    for key in windows:
-        if key not in ("rolling", "repeat_window"):
-            raise SettingsError(f"{source}: windows.{key}: unknown key, must be 'rolling' or 'repeat_window'")
-    if "rolling" in windows:
-        rolling = windows["rolling"]
+    windows_table = data.get("windows", {})
+    for key in windows_table:
+        if key not in ("rolling", "calendar", "timezone", "repeat_window"):
+            raise SettingsError(
+                f"{source}: windows.{key}: unknown key, must be 'rolling', 'calendar', 'timezone' or 'repeat_window'"
+            )
+    rolling_s = tuple(w for w in Settings.windows_s if w != windows.TODAY)
+    if "rolling" in windows_table:
+        rolling = windows_table["rolling"]
         if not isinstance(rolling, list) or not rolling:
             raise SettingsError(f"{source}: windows.rolling must be a non-empty list such as ['15m', '1h', '8h']")
         secs = sorted({parse_duration(w, name="windows.rolling") for w in rolling})
         for s in secs:
             if s % 10:
                 raise SettingsError(f"windows.rolling: {format_duration(s)} must be a multiple of 10 s")
-        out["windows_s"] = tuple(secs)
-    if "repeat_window" in windows:
-        out["repeat_window_s"] = parse_duration(windows["repeat_window"], name="windows.repeat_window")
-    names = tuple(format_duration(s) for s in out.get("windows_s", Settings.windows_s))
+        rolling_s = tuple(secs)
+    calendar = windows_table.get("calendar", [windows.TODAY_NAME])
+    if not isinstance(calendar, list) or any(c != windows.TODAY_NAME for c in calendar):
+        raise SettingsError(f"{source}: windows.calendar is {calendar!r}, must be ['today'] or [] (off)")
+    out["windows_s"] = rolling_s + ((windows.TODAY,) if calendar else ())
+    if "timezone" in windows_table:
+        out["timezone"] = check_timezone(windows_table["timezone"])
+    if "repeat_window" in windows_table:
+        out["repeat_window_s"] = parse_duration(windows_table["repeat_window"], name="windows.repeat_window")
+    names = tuple(window_name(s) for s in out["windows_s"])
     alerts = data.get("alerts", {})
     for key, value in alerts.items():
         if key != "hysteresis":

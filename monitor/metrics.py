@@ -14,7 +14,7 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from callpulse.settings import Settings, format_duration
+from callpulse.settings import Settings, window_name
 from streams import windows as w
 from streams.store import WindowStore, lag_histogram
 
@@ -63,7 +63,7 @@ class KpiCollector:
         teams: dict[str, dict[int, list[w.Sums]]] = {}
         for row in data["rows"]:
             for ws in data["windows"]:
-                name = format_duration(ws)
+                name = window_name(ws)
                 for kpi, value in w.kpis_from_sums(row.sums[ws]).items():
                     if value is not None:
                         agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
@@ -73,11 +73,11 @@ class KpiCollector:
             for ws, sums in by_window.items():
                 for kpi, value in w.kpis_from_sums(w.total(sums)).items():
                     if value is not None:
-                        team.add_metric([name_team, kpi, format_duration(ws)], value)
+                        team.add_metric([name_team, kpi, window_name(ws)], value)
         for ws in data["windows"]:
             for kpi, value in w.kpis_from_sums(w.total(r.sums[ws] for r in data["rows"])).items():
                 if value is not None:
-                    floor.add_metric([kpi, format_duration(ws)], value)
+                    floor.add_metric([kpi, window_name(ws)], value)
         yield agent
         yield team
         yield floor

@@ -68,7 +68,7 @@ class Monitor:
     ) -> None:
         self.settings = settings
         self.redis = client
-        self.store = WindowStore(client, namespace(settings.topic_prefix))
+        self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)

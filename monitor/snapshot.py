@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from callpulse.settings import KPI_KEYS, Rule, Settings, format_duration
+from callpulse.settings import KPI_KEYS, Rule, Settings, window_name
 from streams import windows as w
 from streams.alerts import iso, level
 from streams.store import AgentWindows
@@ -105,7 +105,7 @@ def build(
     ]
     return {
         "as_of": iso(now_ms),
-        "window": format_duration(window_s),
+        "window": window_name(window_s),
         "windows": list(settings.window_names),
         "agents": agents_out,
         "teams": teams_out,

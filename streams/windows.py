@@ -2,18 +2,26 @@
 
 An agent's counters live in buckets of `BUCKET_MS`; a window of W seconds ending at T holds
 the buckets b with (T - W) // 10 s < b <= T // 10 s, so an event counts when T - W < ts <= T
-to within one bucket (10 s) at the edges. Buckets are grouped in chunks of `CHUNK_BUCKETS`
+to within one bucket (10 s) at the edges. The calendar window `today` holds the buckets from local
+midnight (in the floor's time zone) to T: exact at midnight, on 23 h and 25 h days too.
+Buckets are grouped in chunks of `CHUNK_BUCKETS`
 so that a long window reads a few chunk totals plus the fine buckets at its edges.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, time, tzinfo
 
 from callpulse import catalogue as cat
 
 BUCKET_MS = 10_000
 CHUNK_BUCKETS = 60
+# Windows are keyed by their length in seconds; the calendar window `today` by this 0.
+TODAY = 0
+TODAY_NAME = "today"
+# The longest a local day lasts (a 25 h day when clocks go back): `today` keeps state this long.
+LONGEST_DAY_S = 25 * 3600
 
 # Counter codes, kept to one letter because every bucket stores them; declared in the catalogue.
 HANDLE_MS = cat.code("handle_ms")  # sum of talk+hold+wrap over connected calls, ms
@@ -55,14 +63,41 @@ def chunk_of(bucket: int) -> int:
     return bucket // CHUNK_BUCKETS
 
 
-def window_buckets(now_ms: int, window_s: int) -> tuple[int, int]:
-    """(lo, hi): a window ending at now holds buckets b with lo < b <= hi."""
-    return (now_ms - window_s * 1000) // BUCKET_MS, now_ms // BUCKET_MS
+def day_start_ms(now_ms: int, tz: tzinfo) -> int:
+    """Epoch ms of the first instant of now's local date in `tz` (local midnight, or the end of a gap over it).
+
+    On a day the clocks change this is still the day's first instant: a 23 h or 25 h day starts at its
+    own midnight, and where a zone skips midnight the day starts when the clock jumps.
+    """
+    local = datetime.fromtimestamp(now_ms / 1000, tz)
+    # fold=0 reads a repeated midnight as the earlier one, and a skipped one with the offset before the
+    # jump, which is the instant of the jump: either way the day's first instant.
+    midnight = datetime.combine(local.date(), time(0), tzinfo=tz)
+    return round(midnight.timestamp() * 1000)
 
 
-def in_window(ts_ms: int, now_ms: int, window_s: int) -> bool:
+def window_buckets(now_ms: int, window_s: int, tz: tzinfo = UTC) -> tuple[int, int]:
+    """(lo, hi): a window ending at now holds buckets b with lo < b <= hi.
+
+    `window_s` is a rolling window's length, or `TODAY` for the calendar day of now in `tz`: buckets
+    from the one holding local midnight (midnights fall on bucket edges in every zone in use today).
+    """
+    hi = now_ms // BUCKET_MS
+    if window_s == TODAY:
+        return day_start_ms(now_ms, tz) // BUCKET_MS - 1, hi
+    return (now_ms - window_s * 1000) // BUCKET_MS, hi
+
+
+def span_s(now_ms: int, window_s: int, tz: tzinfo = UTC) -> float:
+    """How far back a window reaches from now, in seconds (for `today`: to just before local midnight)."""
+    if window_s == TODAY:
+        return (now_ms - day_start_ms(now_ms, tz) + 1) / 1000
+    return window_s
+
+
+def in_window(ts_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> bool:
     """Whether an event at ts counts in the window ending at now (the bucket rule above)."""
-    lo, hi = window_buckets(now_ms, window_s)
+    lo, hi = window_buckets(now_ms, window_s, tz)
     return lo < bucket_of(ts_ms) <= hi
 
 

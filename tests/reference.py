@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 BUCKET_S = 10
+TODAY = 0  # the window key of the calendar window `today`
 
 
 def ts_of(event: Mapping[str, Any]) -> float:
@@ -22,13 +23,32 @@ def ts_of(event: Mapping[str, Any]) -> float:
     return float(ts)
 
 
-def in_window(ts: float, now: float, window_s: int) -> bool:
-    """The contract's T - W < ts <= T, on 10 s buckets as the system documents."""
+def in_window(ts: float, now: float, window_s: int, tz: tzinfo = UTC) -> bool:
+    """The contract's T - W < ts <= T, on 10 s buckets as the system documents.
+
+    `window_s` 0 is the calendar window `today`: the local date of ts (in `tz`) is the local date of T,
+    and ts is not past T's bucket.
+    """
     now_ms = round(now * 1000)
     b = round(ts * 1000) // (BUCKET_S * 1000)
-    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     hi = now_ms // (BUCKET_S * 1000)
+    if window_s == TODAY:
+        same_day = datetime.fromtimestamp(ts, tz).date() == datetime.fromtimestamp(now, tz).date()
+        return same_day and b <= hi
+    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     return lo < b <= hi
+
+
+def reaches_back_to(now: float, window_s: int, tz: tzinfo = UTC) -> float:
+    """The earliest ts (exclusive) a window can hold: T - W, or just before the first instant of T's local date."""
+    if window_s != TODAY:
+        return now - window_s
+    day = datetime.fromtimestamp(now, tz).date()
+    # Step back in whole seconds to the last one of the previous local date (dates change on whole seconds).
+    t = math.floor(now)
+    while datetime.fromtimestamp(t - 1, tz).date() == day:
+        t -= 60 if datetime.fromtimestamp(t - 60, tz).date() == day else 1
+    return t - 0.001
 
 
 def unique(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -43,7 +63,9 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int) -> dict[str, dict]:
+def agent_sums(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int, tz: tzinfo = UTC
+) -> dict[str, dict]:
     """Per agent numerators and denominators in the window."""
     evs = unique(events)
     out: dict[str, dict[str, float]] = {}
@@ -53,7 +75,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         out[agent][key] += value
 
     for e in evs:
-        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s):
+        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s, tz):
             continue
         agent, t = e["agent_id"], e["type"]
         if t == "call.ended":
@@ -101,7 +123,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         cs.sort(key=lambda c: (round(ts_of(c) * 1000), c["event_id"]))
         for i, c in enumerate(cs):
             tc = round(ts_of(c) * 1000)
-            if not in_window(ts_of(c), now, window_s):
+            if not in_window(ts_of(c), now, window_s, tz):
                 continue
             before = any(tc - round(ts_of(d) * 1000) < repeat_s * 1000 for d in cs[:i])
             if before:
@@ -123,7 +145,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             if tid not in replies or key < replies[tid][:2]:
                 replies[tid] = (*key, e["agent_id"])
     for tid, (rts, _, agent) in replies.items():
-        if tid in created and in_window(rts / 1000, now, window_s):
+        if tid in created and in_window(rts / 1000, now, window_s, tz):
             acc(agent, "response", max(0, rts - created[tid][0]) / 1000)
             acc(agent, "responses", 1)
     return out
@@ -167,11 +189,22 @@ def teams_of(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def expected(
-    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, longest_s: int = 28800, repeat_s: int = 86400
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    *,
+    longest_s: int = 28800,
+    repeat_s: int = 86400,
+    tz: tzinfo = UTC,
+    since: float | None = None,
 ) -> dict[str, Any]:
-    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them."""
-    sums = agent_sums(events, now, window_s, repeat_s)
-    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > now - longest_s}
+    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them.
+
+    The agents are those with an event after `since` (default now - longest_s): the roster the rows were read for.
+    """
+    sums = agent_sums(events, now, window_s, repeat_s, tz)
+    since = now - longest_s if since is None else since
+    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > since}
     teams = teams_of(events)
     agents = {a: kpis(sums.get(a, {})) for a in sorted(active)}
     team_sums: dict[str, dict[str, float]] = {}
