@@ -75,6 +75,7 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("l", "qa_compliant", "qa.scored with compliant: true"),
     Counter("j", "qa_checked", "qa.scored that carry compliant"),
     Counter("z", "complaints", "complaint.logged"),
+    Counter("y", "events", "events naming the agent (an agent with none in a window has no say in team scores)"),
 )
 COUNTER_BY_NAME: dict[str, Counter] = {c.name: c for c in COUNTERS}
 FIELDS: tuple[str, ...] = tuple(c.code for c in COUNTERS)

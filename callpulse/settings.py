@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from callpulse import catalogue
+from callpulse import catalogue, scorecard
 from callpulse.exceptions import SettingsError
+from callpulse.scorecard import Scorecard
 from streams import windows
 
 KPI_KEYS: tuple[str, ...] = catalogue.KPI_KEYS
@@ -127,6 +128,7 @@ class Settings:
     repeat_window_s: int = 86400
     hysteresis: float = 0.05
     rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    scorecard: Scorecard | None = None  # no [scorecard]: no score
     team_rules: Mapping[str, Mapping[str, Rule]] = field(default_factory=dict)
     # Worker tuning: not part of the contract, but kept here so tests and benchmarks can set them.
     batch_max: int = 2000
@@ -161,6 +163,16 @@ class Settings:
         """
         rolling = [w for w in self.windows_s if w != windows.TODAY]
         return max([*rolling, windows.LONGEST_DAY_S] if windows.TODAY in self.windows_s else rolling)
+
+    @property
+    def score_window_s(self) -> int | None:
+        """The window the scorecard scores, or None without a scorecard."""
+        return None if self.scorecard is None else self.window_s(self.scorecard.window)
+
+    def windows_for(self, window_s: int) -> list[int]:
+        """The windows a snapshot of `window_s` reads: that one, and the scorecard's."""
+        score = self.score_window_s
+        return [window_s] if score is None or score == window_s else [window_s, score]
 
     def topic(self, name: str) -> str:
         """Return the full topic name for 'calls', 'tickets', 'alerts' or 'deadletter'."""
@@ -225,7 +237,7 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML ({exc}); fix the syntax") from exc
-    allowed_top = {"windows", "kpi", "team", "alerts"}
+    allowed_top = {"windows", "kpi", "team", "alerts", "scorecard"}
     for key in data:
         if key not in allowed_top:
             raise SettingsError(f"{source}: unknown section [{key}], must be one of {sorted(allowed_top)}")
@@ -278,6 +290,8 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
             for kpi, raw in section.get("kpi", {}).items()
         }
     out["team_rules"] = team_rules
+    if "scorecard" in data:
+        out["scorecard"] = scorecard.parse(data["scorecard"], names)
     return out
 
 

@@ -15,11 +15,41 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from callpulse.settings import Settings, window_name
+from monitor.snapshot import scores as snapshot_scores
 from streams import windows as w
 from streams.store import WindowStore, lag_histogram
 
 TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
+
+
+def _score_families(rows: list[Any], settings: Settings) -> Iterator[Metric]:
+    """callpulse_agent_score, callpulse_team_score and callpulse_floor_score over the scorecard's window."""
+    card, window_s = settings.scorecard, settings.score_window_s
+    if card is None or window_s is None:
+        return
+    name = window_name(window_s)
+    agent = GaugeMetricFamily(
+        "callpulse_agent_score",
+        "Scorecard points of an agent (of the scorecard's total)",
+        labels=["agent", "team", "window"],
+    )
+    team = GaugeMetricFamily("callpulse_team_score", "Mean score of a team's agents with an event in the window",
+                             labels=["team", "window"])  # fmt: skip
+    floor = GaugeMetricFamily("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
+                              labels=["window"])  # fmt: skip
+    scores = snapshot_scores(rows, settings)
+    for row in rows:
+        if row.agent_id in scores.agents:
+            agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
+    for team_name, value in sorted(scores.teams.items()):
+        if value is not None:
+            team.add_metric([team_name, name], value)
+    if scores.floor is not None:
+        floor.add_metric([name], scores.floor)
+    yield agent
+    yield team
+    yield floor
 
 
 class KpiCollector:
@@ -45,6 +75,9 @@ class KpiCollector:
             return generate_latest(self.registry)
         finally:
             self._data = None
+
+    def _scores(self, rows: list[Any]) -> Iterator[Metric]:
+        yield from _score_families(rows, self.settings)
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client hook: yield the families for the data of this scrape."""
@@ -81,6 +114,7 @@ class KpiCollector:
         yield agent
         yield team
         yield floor
+        yield from self._scores(data["rows"])
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
         )

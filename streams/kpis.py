@@ -26,7 +26,7 @@ def event_deltas(e: Event) -> list[Delta]:
     if agent is None:
         return []
     b = w.bucket_of(e.ts_ms)
-    out: list[Delta] = []
+    out: list[Delta] = [(agent, b, w.EVENTS, 1)]
     if e.type == "call.ended":
         if e.connected:
             out.append((agent, b, w.HANDLE_MS, e.handle_ms))

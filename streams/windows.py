@@ -48,6 +48,7 @@ QA_REVIEWS = cat.code("qa_reviews")
 QA_COMPLIANT = cat.code("qa_compliant")
 QA_CHECKED = cat.code("qa_checked")
 COMPLAINTS = cat.code("complaints")
+EVENTS = cat.code("events")
 FIELDS: tuple[str, ...] = cat.FIELDS
 
 Sums = dict[str, int]

@@ -173,11 +173,12 @@ def test_aht_sums_talk_hold_wrap_over_connected_calls_of_both_directions() -> No
 
 def test_handle_time_delta_is_in_ms_at_the_calls_bucket() -> None:
     deltas = kpis.event_deltas(call("e1", ts_ms=T0 + 12_345, handle_s=300))
-    assert sorted(deltas) == [("a1", w.bucket_of(T0 + 12_345), "h", 300_000), ("a1", w.bucket_of(T0 + 12_345), "n", 1)]
+    b = w.bucket_of(T0 + 12_345)
+    assert sorted(deltas) == [("a1", b, "h", 300_000), ("a1", b, "n", 1), ("a1", b, w.EVENTS, 1)]
 
 
 def test_unconnected_call_adds_no_handle_time() -> None:
-    assert kpis.event_deltas(call("e1", connected=False, handle_s=50)) == []
+    assert kpis.event_deltas(call("e1", connected=False, handle_s=50)) == [("a1", w.bucket_of(T0), w.EVENTS, 1)]
 
 
 def test_connect_rate_is_connected_outbound_over_all_outbound() -> None:
@@ -268,9 +269,10 @@ def test_events_without_agent_add_nothing() -> None:
     assert kpis.event_deltas(event("c1", "ticket.created", agent=None, ticket_id="t1")) == []
 
 
-def test_agent_state_and_ticket_creation_add_no_counters() -> None:
-    assert kpis.event_deltas(event("s1", "agent.state", state="available")) == []
-    assert kpis.event_deltas(event("c1", "ticket.created", ticket_id="t1")) == []
+def test_agent_state_and_ticket_creation_only_mark_the_agent_as_seen() -> None:
+    seen = [("a1", w.bucket_of(T0), w.EVENTS, 1)]
+    assert kpis.event_deltas(event("s1", "agent.state", state="available")) == seen
+    assert kpis.event_deltas(event("c1", "ticket.created", ticket_id="t1")) == seen
 
 
 # --- FCR ---------------------------------------------------------------------------------
