@@ -128,3 +128,15 @@ def test_describe_gives_labels_and_formats_for_every_kpi() -> None:
     assert [r["key"] for r in rows] == list(cat.KPI_KEYS)
     assert {r["format"] for r in rows} <= {"duration", "percent", "integer", "money", "number"}
     assert all(r["short"] and r["title"] for r in rows)
+
+
+def test_kpi_reference_lists_every_catalogue_kpi_once() -> None:
+    text = (ROOT / "docs" / "kpis.md").read_text()
+    assert text == provisioning.kpi_reference(Settings())
+    rows = re.findall(r"^\| `(\w+)` \|", text, re.M)
+    assert rows == list(cat.KPI_KEYS)
+
+
+def test_readme_does_not_repeat_the_kpi_list() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert not [key for key in cat.KPI_KEYS if f"| `{key}` |" in readme]
