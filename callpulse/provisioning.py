@@ -39,7 +39,7 @@ DASHBOARD_UIDS: dict[str, str] = {
 DASHBOARDS_DIR = Path("grafana") / "dashboards"
 RULES_PATH = Path("prometheus") / "rules.yml"
 KPI_REFERENCE_PATH = Path("docs") / "kpis.md"
-HEADLINE_KPIS: tuple[str, ...] = ("aht_seconds", "fcr", "response_seconds", "connect_rate")
+HEADLINE_KPIS: tuple[str, ...] = tuple(k.key for k in catalogue.CATALOGUE if k.headline and k.is_ratio)
 # Counts and sums: summed with `or vector(0)` so an idle floor shows 0 rather than "No data".
 COUNT_KPIS: tuple[str, ...] = tuple(k.key for k in catalogue.CATALOGUE if not k.is_ratio)
 

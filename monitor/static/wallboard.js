@@ -30,23 +30,34 @@
   ];
   const MAX_SCALE = 2.4;
 
-  const KPI_META = {
-    aht_seconds: { label: "AHT", fmt: fmtDuration },
-    fcr: { label: "FCR", fmt: fmtPercent },
-    response_seconds: { label: "Resp", fmt: fmtResponse },
-    connect_rate: { label: "Conn", fmt: fmtPercent },
-    calls_handled: { label: "Calls", fmt: fmtCount },
-    dials: { label: "Dials", fmt: fmtCount },
-    conversion_rate: { label: "Conv", fmt: fmtPercent },
-    csat: { label: "CSAT", fmt: fmtPercent },
-    escalation_rate: { label: "Esc", fmt: fmtPercent },
+  // What each KPI is called, how it is formatted and where it sits come from the server's
+  // catalogue (the snapshot's "catalogue"), so a new KPI needs no change here.
+  const FORMATS = {
+    duration: (v) => fmtDuration(v), elapsed: (v) => fmtResponse(v), percent: (v) => fmtPercent(v),
+    integer: (v) => fmtCount(v), money: (v) => fmtMoney(v), number: (v) => fmtGeneric(v),
   };
-  const TILE_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled", "dials"];
+  let KPI_META = {};
+  let TILE_KPIS = [];
   // Cells a tile also has, shown only when breached (in place of an empty default cell).
-  const EXTRA_KPIS = ["conversion_rate", "csat", "escalation_rate"];
-  const ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
-  const TEAM_CELLS = new Set(TILE_KPIS);
-  const HEADER_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled"];
+  let EXTRA_KPIS = [];
+  let ALL_TILE_KPIS = [];
+  let TEAM_CELLS = new Set();
+  let HEADER_KPIS = [];
+  let catalogueKey = "";
+  function applyCatalogue(list) {
+    if (!Array.isArray(list)) return;
+    const key = list.map((k) => k.key + ":" + k.board + ":" + k.headline).join(",");
+    if (key === catalogueKey) return;
+    catalogueKey = key;
+    KPI_META = {};
+    for (const k of list) KPI_META[k.key] = { label: k.short || k.key, title: k.title, fmt: FORMATS[k.format] || fmtGeneric };
+    TILE_KPIS = list.filter((k) => k.board === "tile").map((k) => k.key);
+    EXTRA_KPIS = list.filter((k) => k.board === "extra").map((k) => k.key);
+    ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
+    TEAM_CELLS = new Set(TILE_KPIS);
+    HEADER_KPIS = list.filter((k) => k.headline).map((k) => k.key);
+    rebuildKpiViews();
+  }
   // Short enough to sit beside the agent id on the smallest full tile.
   const STATE_LABELS = { available: "avail", on_call: "call", wrap: "wrap", break: "break", offline: "off" };
   const LEVEL_RANK = { ok: 0, warning: 1, critical: 2 };
@@ -64,7 +75,7 @@
   let skewMs = 0;                     // server clock minus ours, from snapshot as_of
   let lastFreshAt = 0;                // local ms of the last snapshot
   const agentTeam = new Map();        // agent_id -> team, from the full snapshot
-  const snoozes = new Map();          // "agent|a0001|aht_seconds" -> {until: ms, localAt: ms}
+  const snoozes = new Map();          // "agent|a0001|<kpi>" -> {until: ms, localAt: ms}
   const alerts = new Map();           // id -> {alert, receivedAt, localAckAt, escalatedAt}
 
   // ---- connection state ----------------------------------------------------
@@ -120,6 +131,12 @@
   }
   function trim1(x) { const t = x.toFixed(1); return t.endsWith(".0") ? t.slice(0, -2) : t; }
   function fmtCount(n) { return isNum(n) ? String(Math.round(n)) : DASH; }
+  function fmtMoney(v) {
+    if (!isNum(v)) return DASH;
+    if (Math.abs(v) >= 100000) return trim1(v / 1000) + "k";
+    return v.toLocaleString(undefined, { minimumFractionDigits: 0, maximumFractionDigits: v < 1000 ? 2 : 0 });
+  }
+  function fmtScore(v) { return isNum(v) ? String(Math.round(v)) : DASH; }
   function fmtGeneric(v) {
     if (!isNum(v)) return DASH;
     return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
@@ -237,7 +254,8 @@
     const id = h("span", "tile-id", agentId);
     const glyph = h("span", "tile-glyph");
     const badge = h("span", "badge");
-    head.append(id, glyph, badge);
+    const score = h("span", "tile-score");
+    head.append(id, glyph, score, badge);
     const kpis = h("div", "tile-kpis");
     const cells = {};
     for (const k of ALL_TILE_KPIS) {
@@ -246,7 +264,7 @@
     }
     const flags = h("div", "tile-flags");
     root.append(head, kpis, flags);
-    return { root, refs: { badge, cells, flags, glyph }, cache: {} };
+    return { root, refs: { badge, cells, flags, glyph, score }, cache: {} };
   }
 
   function updateTile(t, a) {
@@ -262,6 +280,8 @@
     setText(t.refs.glyph, c, "glyph", level === "critical" ? "!!" : level === "warning" ? "!" : "");
     setAttr(t.refs.badge, c, "state", "data-state", state);
     setText(t.refs.badge, c, "stateText", STATE_LABELS[state] || state);
+    setText(t.refs.score, c, "score", isNum(a.score) ? fmtScore(a.score) : "");
+    setAttr(t.refs.score, c, "scoreTitle", "title", isNum(a.score) ? "scorecard points" : "");
     const shown = visibleCells(a, "agent", a.agent_id, density.cells);
     for (const k of ALL_TILE_KPIS) {
       const cell = t.refs.cells[k];
@@ -404,12 +424,13 @@
     const name = h("span", "team-name", team);
     const count = h("span", "team-count");
     const flags = h("span", "tile-flags");
-    head.append(name, flags, count);
+    const score = h("span", "tile-score");
+    head.append(name, flags, score, count);
     const kpis = h("div", "team-kpis");
     const cells = {};
     for (const k of TILE_KPIS) { cells[k] = makeKpiCell(k); kpis.append(cells[k].root); }
     root.append(head, kpis);
-    return { root, refs: { count, cells, flags }, cache: {} };
+    return { root, refs: { count, cells, flags, score }, cache: {} };
   }
   function renderTeams(list) {
     const seen = new Set();
@@ -422,6 +443,7 @@
       setClass(c.root, c.cache, "cls", "team-card level-" + level);
       setAttr(c.root, c.cache, "lvl", "data-level", level);
       setText(c.refs.count, c.cache, "count", isNum(tm.agents) ? tm.agents + (tm.agents === 1 ? " agent" : " agents") : "");
+      setText(c.refs.score, c.cache, "score", isNum(tm.score) ? fmtScore(tm.score) : "");
       for (const k of TILE_KPIS) updateKpiCell(c.refs.cells[k], "kpi", tm, k, "team", tm.team);
       updateFlags(c.refs.flags, c.cache, tm, "team", tm.team, TEAM_CELLS);
     }
@@ -439,14 +461,42 @@
   }
 
   // ---- header --------------------------------------------------------------
-  const headerCells = {};
-  for (const node of el.floorKpis.querySelectorAll(".hkpi[data-kpi]")) {
-    headerCells[node.dataset.kpi] = { root: node, value: node.querySelector(".hkpi-value"), cache: {} };
+  let headerCells = {};
+  let headerScore = null;
+  // Header cells, agent tiles and team cards are rebuilt when the catalogue changes.
+  function rebuildKpiViews() {
+    for (const node of el.floorKpis.querySelectorAll(".hkpi[data-kpi], .hkpi-score")) node.remove();
+    headerCells = {};
+    const before = $("alert-count-box");
+    for (const k of HEADER_KPIS) {
+      const root = h("div", "hkpi");
+      root.dataset.kpi = k;
+      const value = h("span", "hkpi-value", DASH);
+      root.append(h("span", "hkpi-label", kpiLabel(k)), value);
+      el.floorKpis.insertBefore(root, before);
+      headerCells[k] = { root, value, cache: {} };
+    }
+    const score = h("div", "hkpi hkpi-score");
+    headerScore = { root: score, value: h("span", "hkpi-value", DASH), cache: {} };
+    score.append(h("span", "hkpi-label", "Score"), headerScore.value);
+    score.hidden = true;
+    el.floorKpis.insertBefore(score, before);
+    for (const t of tiles.values()) t.root.remove();
+    tiles.clear();
+    tileOrderKey = "";
+    for (const c of teamCards.values()) c.root.remove();
+    teamCards.clear();
+    teamOrderKey = "";
   }
   function renderHeader(entity, scope, id) {
     for (const k of HEADER_KPIS) {
       const cell = headerCells[k];
       if (cell) updateKpiCell(cell, "hkpi", entity || { kpis: {} }, k, scope, id);
+    }
+    if (headerScore) {
+      const score = entity ? entity.score : undefined;
+      headerScore.root.hidden = score === undefined;
+      setText(headerScore.value, headerScore.cache, "val", fmtScore(score));
     }
   }
 
@@ -722,6 +772,7 @@
     if (msg.window && msg.window !== currentWindow) setWindow(msg.window, params.has("window"));
     document.body.classList.remove("is-switching");
     if (msg.thresholds && typeof msg.thresholds === "object") thresholds = msg.thresholds;
+    applyCatalogue(msg.catalogue);
     agentTeam.clear();
     for (const a of msg.agents || []) if (a && a.agent_id != null) agentTeam.set(a.agent_id, a.team);
 
