@@ -145,10 +145,75 @@ def _schemas() -> dict[str, Any]:
                 "until": RFC3339,
             },
         },
+        **feed_schemas(),
         "Health": {
             "type": "object",
             "required": ["ok", "redis"],
             "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}, "clients": {"type": "integer"}},
+        },
+    }
+
+
+def feed_schemas() -> dict[str, Any]:
+    """The websocket messages that are not HTTP replies: what a client sends, and the broadcasts besides snapshots
+    and alerts. `docs/asyncapi.yaml` refers to these (and to Snapshot and Alert) for the `/ws` channel."""
+    subject = {"agent_id": {"type": "string", "minLength": 1}, "team": {"type": "string", "minLength": 1}}
+    by = {
+        "type": "string",
+        "maxLength": audit.MAX_NAME_CHARS,
+        "description": "the name of the person acting, recorded in the audit log",
+    }
+    return {
+        "SnapshotMessage": {
+            "allOf": [
+                _ref("Snapshot"),
+                {"type": "object", "required": ["type"], "properties": {"type": {"const": "snapshot"}}},
+            ]
+        },
+        "AckRequest": {
+            "type": "object",
+            "description": "client to server: acknowledge an alert (refused for a read-only viewer)",
+            "required": ["type", "id"],
+            "properties": {
+                "type": {"const": "ack"},
+                "id": {"type": "string", "minLength": 1, "maxLength": 100},
+                "by": by,
+            },
+        },
+        "SnoozeRequest": {
+            "type": "object",
+            "description": "client to server: mute a KPI for an agent or a team (refused for a read-only viewer)",
+            "required": ["type", "kpi", "minutes"],
+            "properties": {
+                "type": {"const": "snooze"},
+                "kpi": {"enum": list(KPI_KEYS)},
+                "minutes": {"type": "number", "exclusiveMinimum": 0, "maximum": 1440},
+                **subject,
+                "by": by,
+            },
+            "anyOf": [{"required": ["agent_id"]}, {"required": ["team"]}],
+        },
+        "AckMessage": {
+            "type": "object",
+            "description": "server to every client: an alert was acknowledged",
+            "required": ["type", "id", "acknowledged"],
+            "properties": {"type": {"const": "ack"}, "id": {"type": "string"}, "acknowledged": {"type": "boolean"}},
+        },
+        "SnoozeMessage": {
+            "type": "object",
+            "description": "server to every client: a KPI is muted for an agent or a team until `until`",
+            "required": ["type", "kpi", "until"],
+            "properties": {"type": {"const": "snooze"}, "kpi": {"type": "string"}, **subject, "until": RFC3339},
+        },
+        "ErrorMessage": {
+            "type": "object",
+            "description": "server to one client: its message was refused and changed nothing",
+            "required": ["type", "error"],
+            "properties": {
+                "type": {"const": "error"},
+                "error": {"type": "string"},
+                "message": {"type": "string", "description": "the same text (first edition)"},
+            },
         },
     }
 

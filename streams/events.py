@@ -15,14 +15,13 @@ from typing import Any
 import orjson
 
 from callpulse.exceptions import InvalidEvent
-from streams.eventtypes import BY_NAME, COMMON, MAX_SECONDS, TOPIC_TYPES, EventType, Field
+from streams.eventtypes import BY_NAME, COMMON, MAX_SECONDS, SELF_CHECKED, TOPIC_TYPES, EventType, Field
 
 MAX_EVENT_BYTES = 64 * 1024
 ALL_TYPES: frozenset[str] = frozenset(BY_NAME)
 AGENT_STATES = frozenset(BY_NAME["agent.state"].field("state").choices)
 DIRECTIONS = frozenset(BY_NAME["call.ended"].field("direction").choices)
-# event_id, type and ts are checked first, by hand: the type picks the declaration, ts needs the clock.
-_TABLE_COMMON = tuple(f for f in COMMON if f.name not in ("event_id", "type", "ts"))
+_TABLE_COMMON = tuple(f for f in COMMON if f.name not in SELF_CHECKED)
 
 
 @dataclass(slots=True, frozen=True)

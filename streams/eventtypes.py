@@ -74,6 +74,8 @@ def _agent(required: bool, doc: str = "the agent") -> Field:
     return Field("agent_id", "id", required=required, attr="agent_id", doc=doc)
 
 
+# Fields the validator checks first, by hand: the type picks the declaration, and ts needs the clock.
+SELF_CHECKED: tuple[str, ...] = ("event_id", "type", "ts")
 # Fields every event has. The validator checks event_id, type and ts itself (their messages predate this table);
 # the schema generator reads them from here.
 COMMON: tuple[Field, ...] = (
@@ -95,7 +97,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
         (
             Field("call_id", "id", required=True, attr="call_id", doc="the call"),
             _agent(True),
-            Field("direction", "enum", required=True, attr="direction", choices=("inbound", "outbound")),
+            Field("direction", "enum", required=True, attr="direction", choices=("inbound", "outbound"),
+                  doc="inbound: a customer called; outbound: the agent or the dialer called"),
             Field("connected", "bool", required=True, attr="connected",
                   doc="outbound: a person answered; inbound: the agent answered"),
             Field("talk_seconds", "seconds", required=True, attr="handle_ms", doc="seconds talking"),
@@ -109,7 +112,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     ),
     EventType(
         "agent.state", "calls", "an agent's state changed at ts",
-        (_agent(True), Field("state", "enum", required=True, attr="state",
+        (_agent(True), Field("state", "enum", required=True, attr="state", doc="the state from ts on",
                              choices=("available", "on_call", "wrap", "break", "offline"))),
     ),
     EventType(
