@@ -112,6 +112,10 @@ def _schemas() -> dict[str, Any]:
             "required": ["as_of", "window", "agents", "teams", "floor", "alerts"],
             "properties": {
                 "as_of": RFC3339,
+                "status": {
+                    "enum": ["live", "rebuilding"],
+                    "description": "rebuilding: a worker is replaying Kafka into an empty Redis; numbers are partial",
+                },
                 "window": {"type": "string"},
                 "windows": {"type": "array", "items": {"type": "string"}},
                 "agents": {"type": "array", "items": _ref("Agent")},
@@ -149,7 +153,12 @@ def _schemas() -> dict[str, Any]:
         "Health": {
             "type": "object",
             "required": ["ok", "redis"],
-            "properties": {"ok": {"type": "boolean"}, "redis": {"type": "boolean"}, "clients": {"type": "integer"}},
+            "properties": {
+                "ok": {"type": "boolean"},
+                "redis": {"type": "boolean"},
+                "rebuilding": {"type": "boolean", "description": "a worker is rebuilding the windows from Kafka"},
+                "clients": {"type": "integer"},
+            },
         },
     }
 
