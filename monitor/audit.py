@@ -90,4 +90,4 @@ async def latest(client: aioredis.Redis, ns: str, limit: int, *, now_ms: int | N
     """The newest `limit` entries of the last 30 days, newest first."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     raw = await client.zrevrangebyscore(key(ns), "+inf", now_ms - RETENTION_S * 1000, start=0, num=limit)
-    return [orjson.loads(member)["e"] for member in raw]
+    return [orjson.loads(member)["e"] for member in raw if isinstance(member, bytes)]

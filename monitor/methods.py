@@ -51,7 +51,7 @@ class MethodGuardConnection(ServerConnection):
         self._discard = True
         super().data_received(strip_body_headers(buffered[: end + 4]))
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> None:
         """Hand a partial head to websockets before the end of the stream, so it reports it as usual."""
         if self._head:
             buffered, self._head = bytes(self._head), None

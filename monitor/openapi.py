@@ -12,7 +12,7 @@ from callpulse.settings import KPI_KEYS, Settings
 from monitor import audit
 from monitor.auth import ROLES
 
-SECURITY = [{"bearer": []}, {"query_token": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"query_token": []}]
 NULLABLE_NUMBER = {"type": ["number", "null"]}
 RFC3339 = {"type": "string", "format": "date-time"}
 

@@ -415,7 +415,11 @@ class Monitor:
         subject_key = "agent_id" if scope == "agent" else "team"
         msg = {"type": "snooze", "kpi": kpi, subject_key: subject, "until": iso(until_ms)}
         entry = audit.new_entry("snooze", role, name, now_ms)
-        entry.update({"kpi": kpi, subject_key: subject, "minutes": minutes, "until": iso(until_ms)})  # type: ignore[typeddict-item]
+        entry["kpi"], entry["minutes"], entry["until"] = kpi, minutes, iso(until_ms)
+        if scope == "agent":
+            entry["agent_id"] = subject
+        else:
+            entry["team"] = subject
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(f"{self.ns}snoozes", f"{kpi}|{scope}|{subject}", until_ms)
             audit.record(pipe, self.ns, entry, now_ms)
