@@ -45,10 +45,15 @@ class Field:
 
 @dataclass(frozen=True)
 class Check:
-    """A rule across fields that JSON Schema cannot state: `reason(raw)` returns why `raw` breaks it, or None."""
+    """A rule across fields: `reason(raw)` returns why `raw` breaks it, or None.
+
+    `schema` states the same rule in JSON Schema where it can (e.g. with if/then); None when it cannot, and then
+    the published schema only describes it.
+    """
 
     doc: str
     reason: Callable[[Mapping[str, Any]], str | None]
+    schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

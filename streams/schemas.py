@@ -95,8 +95,12 @@ def event_schema(spec: EventType) -> dict[str, Any]:
     if spec.one_of:
         schema["anyOf"] = [{"required": [name], "properties": {name: {"not": {"type": "null"}}}}
                            for name in spec.one_of]  # fmt: skip
-    if spec.checks:
-        schema["x-callpulse-checks"] = [c.doc for c in spec.checks]
+    stated = [dict(c.schema) for c in spec.checks if c.schema is not None]
+    if stated:
+        schema["allOf"] = stated
+    unstated = [c.doc for c in spec.checks if c.schema is None]
+    if unstated:
+        schema["x-callpulse-checks"] = unstated  # checked by the validator only
     return schema
 
 

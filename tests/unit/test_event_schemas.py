@@ -104,7 +104,19 @@ def accepted_by_validator(t: EventType, raw: dict[str, Any]) -> bool:
     return True
 
 
+def unstated_check_refuses(t: EventType, raw: dict[str, Any]) -> bool:
+    """True when a cross-field check that the schema cannot state refuses `raw` (the schema alone would not)."""
+    return any(c.schema is None and c.reason(raw) is not None for c in t.checks)
+
+
 def cases_good() -> Iterator[Any]:
+    for case in _cases_good():
+        t, raw = case.values
+        if not unstated_check_refuses(t, raw):
+            yield case
+
+
+def _cases_good() -> Iterator[Any]:
     for t in EVENT_TYPES:
         yield pytest.param(t, minimal(t), id=f"{t.name}-minimal")
         yield pytest.param(t, full(t), id=f"{t.name}-full")
