@@ -42,7 +42,11 @@ class Event:
     outcome: str | None = None
     state: str | None = None
     ticket_id: str | None = None
-    score: int = 0
+    score: int = 0  # survey.csat 1-5, survey.nps 0-10
+    amount_milli: int | None = None  # call.ended: order value in thousandths; None when not given
+    score_milli: int = 0  # qa.scored: points in thousandths
+    max_score_milli: int = 0  # qa.scored: maximum points in thousandths
+    compliant: bool | None = None  # qa.scored: None when the review does not say
 
 
 def _fail(reason: str, raw: dict[str, Any]) -> InvalidEvent:

@@ -93,7 +93,16 @@ COMMON: tuple[Field, ...] = (
           doc="the agent's team; an agent's team is the team of its latest event that names one"),
 )  # fmt: skip
 
-_SURVEY_SUBJECT = ("ticket_id", "call_id")
+_SUBJECT = ("ticket_id", "call_id")  # surveys, reviews and complaints are about a ticket or a call
+
+
+def _score_within_max(raw: Mapping[str, Any]) -> str | None:
+    """qa.scored: points given cannot exceed points possible (both already checked as numbers)."""
+    if raw["score"] > raw["max_score"]:
+        return f"score is {raw['score']!r}, must be <= max_score ({raw['max_score']!r})"
+    return None
+
+
 _TICKET = Field("ticket_id", "id", required=True, attr="ticket_id", doc="the ticket")
 
 EVENT_TYPES: tuple[EventType, ...] = (
@@ -113,6 +122,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
             Field("customer_id", "id", attr="customer_id", doc="the customer (first contact resolution needs it)"),
             Field("outcome", "text", attr="outcome", doc="e.g. sale, appointment"),
             Field("wait_seconds", "seconds", doc="inbound: seconds the caller waited in the queue"),
+            Field("amount", "milli", attr="amount_milli", minimum=0, maximum=MAX_AMOUNT,
+                  what="a number (the order value)", doc="the order value of a sale, in the floor's currency"),
         ),
     ),
     EventType(
@@ -137,7 +148,42 @@ EVENT_TYPES: tuple[EventType, ...] = (
             Field("ticket_id", "id", attr="ticket_id"),
             Field("call_id", "id", attr="call_id"),
         ),
-        one_of=_SURVEY_SUBJECT,
+        one_of=_SUBJECT,
+    ),
+    EventType(
+        "survey.nps", "tickets", "a net promoter score survey answer about one agent",
+        (
+            _agent(True),
+            Field("score", "integer", required=True, attr="score", minimum=0, maximum=10,
+                  doc="0 to 10: 9-10 promoters, 0-6 detractors"),
+            Field("ticket_id", "id", attr="ticket_id"),
+            Field("call_id", "id", attr="call_id"),
+        ),
+        one_of=_SUBJECT,
+    ),
+    EventType(
+        "qa.scored", "tickets", "a quality review of one interaction",
+        (
+            _agent(True),
+            Field("score", "milli", required=True, attr="score_milli", minimum=0, maximum=MAX_AMOUNT,
+                  what="a number of points >= 0", doc="points given"),
+            Field("max_score", "milli", required=True, attr="max_score_milli", minimum=0, exclusive_minimum=0,
+                  maximum=MAX_AMOUNT, what="a number of points > 0", doc="points possible"),
+            Field("compliant", "bool", attr="compliant", doc="the interaction followed the process"),
+            Field("ticket_id", "id", attr="ticket_id"),
+            Field("call_id", "id", attr="call_id"),
+        ),
+        one_of=_SUBJECT,
+        checks=(Check("`score` must be at most `max_score`.", _score_within_max),),
+    ),
+    EventType(
+        "complaint.logged", "tickets", "a complaint about one agent",
+        (
+            _agent(True, doc="the agent the complaint is about"),
+            Field("ticket_id", "id", attr="ticket_id"),
+            Field("call_id", "id", attr="call_id"),
+        ),
+        one_of=_SUBJECT,
     ),
 )  # fmt: skip
 

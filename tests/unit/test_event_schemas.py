@@ -48,7 +48,9 @@ def good_values(f: Field) -> list[Any]:
         return [0, 12.5, 604800]
     if f.kind == "enum":
         return list(f.choices)
-    low = f.minimum if f.minimum is not None else (f.exclusive_minimum or 0) + 0.5
+    low = f.minimum if f.minimum is not None else 0
+    if f.exclusive_minimum is not None:
+        low = max(low, f.exclusive_minimum + 0.5)
     high = f.maximum if f.maximum is not None else low + 100
     return [int(low), int(high)] if f.kind == "integer" else [low, high, (low + high) / 2]
 
