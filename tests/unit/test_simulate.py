@@ -268,11 +268,10 @@ def test_an_endless_stream_is_lazy() -> None:
     assert stamps[-1] - stamps[0] == pytest.approx(1000, rel=0.25)
 
 
-def test_generation_is_fast() -> None:
-    began = time.perf_counter()
+def test_generation_reaches_the_requested_rate() -> None:
+    # Its speed is measured by `make bench`, not asserted here: a loaded CI machine must not fail it.
     count = sum(1 for _ in generate(agents=50, rate=1000.0, duration_s=200.0, seed=1, start_s=START_S))
     assert count > 150_000
-    assert time.perf_counter() - began < 10
 
 
 @pytest.mark.parametrize(
