@@ -7,7 +7,7 @@ KAFKA_VERSION ?= $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:
 KAFKA_PORT ?= 9092
 export KAFKA_VERSION
 
-.PHONY: demo test lint format grafana bench system-deps kafka kafka-fetch clean
+.PHONY: demo test lint format grafana docs bench system-deps kafka kafka-fetch clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,6 +46,10 @@ format: $(STAMP)
 ## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
 grafana: $(STAMP)
 	$(VENV)/bin/callpulse grafana --out .
+
+## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
+docs: $(STAMP)
+	$(PY) -m callpulse.reference --out .
 
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps
