@@ -29,6 +29,7 @@ kafka: kafka-fetch
 
 ## demo: the whole system on this machine (embedded broker and Redis when none answer)
 demo: $(STAMP)
+	@bash .ci/system-deps demo
 	$(VENV)/bin/callpulse demo
 
 ## test: lint, then every test (unit, integration, faults) against real servers
