@@ -38,14 +38,14 @@ import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.phases import callpulse_run, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
+from bench.phases import callpulse_run, catch_up, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
-from bench.rig import FULL, QUICK, Bench, prefill, say  # noqa: E402
+from bench.rig import FULL, QUICK, Bench, before_batch_consumer, code_at, prefill, say  # noqa: E402
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-PARTS = ("throughput", "scale", "load", "replay")
+PARTS = ("throughput", "before", "scale", "load", "replay", "catchup")
 
 
 def _ms(x: float | None) -> str:
@@ -56,8 +56,16 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
     s = b.sizes
     r = b.results
     client = aioredis.Redis.from_url(b.redis.url)
+    before = None
+    if "before" in parts:
+        rev = before_batch_consumer()
+        if rev is None:
+            say("no git history: the before/after figures are left out")
+        else:
+            before = code_at(rev, b.workdir / "before")
+            r["before_rev"] = rev
     try:
-        if "throughput" in parts or "scale" in parts:
+        if "throughput" in parts or "scale" in parts or before is not None:
             p1 = b.settings("tp")
             say(f"pre-filling {s.events:,} simulator events ({s.agents} agents, 4 partitions)")
             r["prefill"] = await prefill(p1, s.events, agents=s.agents, seed=7)
@@ -77,6 +85,13 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             say(f"  {r['e2e']['rate']:,.0f} events/s ({r['e2e']['rate_with_startup']:,.0f} with start-up)")
             say(f"  windows identical after wipe + replay: {r['e2e']['identity']['identical']}")
 
+        if before is not None:
+            say(f"(3) before: the per-record Faust worker of {r['before_rev']}, same topic")
+            r["e2e_before"] = await callpulse_run(
+                b, p1.replace(consumer_group="before"), client, s.events, workers=1, label="before", code=before
+            )
+            say(f"  {r['e2e_before']['rate']:,.0f} events/s")
+
         if "scale" in parts:
             say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
             r["scale2"] = await callpulse_run(
@@ -92,6 +107,18 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             say(f"  alert p50 {_ms(ld['alert_p50'])} p99 {_ms(ld['alert_p99'])} ({ld['alert_lost']} lost)")
             say(f"  broker ack p99 {_ms(ld['ack_p99'])}, readable p99 {_ms(ld['visible_p99'])}")
             say(f"  backlog at the end {ld['backlog_at_end']:,}; worker CPU {ld['worker_cpu_share']:.2f}")
+            if before is not None:
+                say("(4)(5) before: the same with the per-record worker")
+                r["load_before"] = await steady_load(b, b.settings("lb"), client, code=before)
+                lb = r["load_before"]
+                say(f"  lag p50 {_ms(lb['lag_p50'])} p99 {_ms(lb['lag_p99'])} ({lb['lag_lost']} lost)")
+                say(f"  alert p50 {_ms(lb['alert_p50'])} p99 {_ms(lb['alert_p99'])} ({lb['alert_lost']} lost)")
+
+        if "catchup" in parts:
+            say(f"(9) catch-up: a worker starting on the last {s.catchup_s / 3600:g} h of {s.catchup_seats:,} seats")
+            r["catchup"] = await catch_up(b, b.settings("cu"), client)
+            cu = r["catchup"]
+            say(f"  {cu['events']:,} events in {cu['seconds']:.1f} s from spawn ({cu['rate']:,.0f} events/s)")
 
         if "replay" in parts:
             say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
