@@ -136,46 +136,42 @@ class Ingest:
             batch: FetchBatch = event.value
             records = [Record(base, batch.partition, r.offset, r.key, r.value) for r in batch.records]
             started = time.perf_counter()
-            if not await self._apply(records):
+            task = asyncio.ensure_future(self.processor.process(records))
+            try:
+                outcome = await asyncio.shield(task)
+            except ShuttingDown as exc:
+                self._forget_unacked()
+                log.warning("stopping with %d records unapplied (%s): they stay uncommitted", len(records), exc)
                 return
-            # Only now may the batch's offsets be committed (`FetchLedger`); the ack tells Faust it is done.
-            batch.applied = True
-            await stream.ack(event)
-            self.health.applied(
-                base, batch.topic, batch.partition, batch.last_offset + 1, len(records), time.perf_counter() - started
-            )
+            except asyncio.CancelledError:
+                await self._finish_before_stopping(task, len(records))
+                await self._applied(stream, event, base, len(records), started)
+                raise
+            except Exception as exc:
+                log.critical(
+                    "batch %s[%d]@%d..%d failed, stopping the worker so it restarts from the last committed offset",
+                    base,
+                    batch.partition,
+                    batch.first_offset,
+                    batch.last_offset,
+                    exc_info=True,
+                )
+                await self.app.crash(exc)
+                raise
+            await self._applied(stream, event, base, len(records), started)
+            self.alerts.changed(outcome.agents)
 
-    async def _apply(self, records: Sequence[Record]) -> bool:
-        """Process one batch; False when stopping left it unapplied (it stays uncommitted)."""
-        task = asyncio.ensure_future(self.processor.process(records))
-        try:
-            outcome = await asyncio.shield(task)
-        except ShuttingDown as exc:
-            self._forget_unacked()
-            log.warning("stopping with %d records unapplied (%s): they stay uncommitted", len(records), exc)
-            return False
-        except asyncio.CancelledError:
-            await self._finish_before_stopping(task, len(records))
-            raise
-        except Exception as exc:
-            first, last = records[0], records[-1]
-            log.critical(
-                "batch %s[%d]@%d..%d failed, stopping the worker so it restarts from the last committed offset",
-                first.topic,
-                first.partition,
-                first.offset,
-                last.offset,
-                exc_info=True,
-            )
-            await self.app.crash(exc)
-            raise
-        self.alerts.changed(outcome.agents)
-        return True
+    async def _applied(self, stream: Any, event: Any, base: str, n: int, started: float) -> None:
+        """The batch is in Redis: only now may its offsets be committed (`FetchLedger`); the ack tells Faust."""
+        batch: FetchBatch = event.value
+        batch.applied = True
+        await stream.ack(event)
+        self.health.applied(base, batch.topic, batch.partition, batch.last_offset + 1, n, time.perf_counter() - started)
 
     async def _finish_before_stopping(self, task: asyncio.Future[Any], n: int) -> None:
         """Cancelled (shutting down): finish the batch in hand, unless Redis is away; then it stays uncommitted.
 
-        Returns normally only when the batch was applied; the caller marks it and re-raises the cancellation.
+        Returns normally only when the batch was applied; the caller marks it applied and re-raises.
         """
         try:
             if self.processor.redis_down_since is not None:
