@@ -217,7 +217,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         await super().perform_seek()
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        """Revoked partitions: Faust waits for the in-flight batch and commits it first, then we forget them."""
+        """Revoked partitions: commit what is applied, let Faust finish and commit the batch in hand, forget them."""
+        if revoked:
+            # Faust drops its acked offsets of revoked partitions before its own commit, which then only
+            # covers partitions with a batch still in hand: commit the applied ones first, or they are re-read.
+            await self.commit(revoked)
         await super().on_partitions_revoked(revoked)
         self.ledger.forget(revoked)
 
