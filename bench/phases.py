@@ -31,7 +31,7 @@ from bench.rig import (
     wait_processed,
     worker_metrics,
 )
-from bench.stats import histogram_quantile, percentile
+from bench.stats import histogram_quantile, percentile, span
 from callpulse.kafka import ensure_topics
 from callpulse.processes import env_for
 from callpulse.settings import Settings
@@ -518,7 +518,7 @@ async def catch_up(b: Bench, settings: Settings, client: aioredis.Redis) -> dict
     for an hour: ~720k events); the clock runs from the worker's spawn to the last record applied.
     """
     s = b.sizes
-    say(f"  pre-filling {s.catchup_seats:,} seats x {s.catchup_s / 3600:g} h at {s.catchup_rate:g} events/s")
+    say(f"  pre-filling {s.catchup_seats:,} seats x {span(s.catchup_s)} at {s.catchup_rate:g} events/s")
     await ensure_topics(settings, partitions=4)
     events = generate(
         agents=s.catchup_seats, rate=s.catchup_rate, duration_s=s.catchup_s, seed=31, start_s=time.time() - s.catchup_s

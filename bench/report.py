@@ -6,6 +6,8 @@ import math
 import re
 from typing import Any
 
+from bench.stats import span
+
 TARGET_E2E_RATE = 25_000
 TARGET_E2E_VS_REPLAY = 0.8
 TARGET_LAG_P99_S = 0.100
@@ -108,7 +110,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     cu = results.get("catchup")
     if cu:
         fig = (
-            f"{cu['events']:,} events ({cu['seats']:,} seats, {cu['history_s'] / 3600:g} h) applied "
+            f"{cu['events']:,} events ({cu['seats']:,} seats, {span(cu['history_s'])}) applied "
             f"{cu['seconds']:.0f} s after the worker's spawn; {_rate(cu['rate'])} first→last"
         )
         out.append(("9", "catch-up on a backlog, one worker from an empty Redis", fig, "", ""))
@@ -443,7 +445,7 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
         lines += ["## Catch-up on a backlog (9)", ""]
         lines.append(
             f"A floor of {cu['seats']:,} seats sending {cu['events'] / cu['history_s']:,.0f} events/s for the last "
-            f"{cu['history_s'] / 3600:g} h: {cu['events']:,} events pre-filled on 4 partitions per topic "
+            f"{span(cu['history_s'])}: {cu['events']:,} events pre-filled on 4 partitions per topic "
             f"({cu['produce_s']:.0f} s to produce), then one worker started on them with an empty Redis, as after "
             f"an outage. It applied the last of them **{cu['seconds']:.0f} s** after its spawn "
             f"({cu['startup_s']:.1f} s of start-up, then {_rate(cu['rate'])}). Counts: ok {c['ok']:,}, late "

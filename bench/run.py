@@ -41,6 +41,7 @@ from bench import report  # noqa: E402
 from bench.phases import callpulse_run, catch_up, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
 from bench.rig import FULL, QUICK, Bench, before_batch_consumer, code_at, prefill, say  # noqa: E402
+from bench.stats import span  # noqa: E402
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
                 say(f"  alert p50 {_ms(lb['alert_p50'])} p99 {_ms(lb['alert_p99'])} ({lb['alert_lost']} lost)")
 
         if "catchup" in parts:
-            say(f"(9) catch-up: a worker starting on the last {s.catchup_s / 3600:g} h of {s.catchup_seats:,} seats")
+            say(f"(9) catch-up: a worker starting on the last {span(s.catchup_s)} of {s.catchup_seats:,} seats")
             r["catchup"] = await catch_up(b, b.settings("cu"), client)
             cu = r["catchup"]
             say(f"  {cu['events']:,} events in {cu['seconds']:.1f} s from spawn ({cu['rate']:,.0f} events/s)")
