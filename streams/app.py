@@ -11,7 +11,7 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,9 +192,16 @@ class Ingest:
             unacked.clear()
 
 
-async def alert_sweep(engine: AlertEngine, health: WorkerHealth) -> None:
-    """The 1 s sweep of every agent's alerts; also how an idle worker learns whether Redis answers."""
+async def alert_sweep(
+    engine: AlertEngine, health: WorkerHealth, store: WindowStore, rebuild: Callable[[], Awaitable[Any]]
+) -> None:
+    """The 1 s sweep of every agent's alerts; also how an idle worker learns whether Redis answers.
+
+    If Redis came back without its data, `rebuild` it first: now, not when the next record happens to arrive.
+    """
     try:
+        if not await store.initialised():
+            await rebuild()
         await engine.sweep()
     except REDIS_ERRORS as exc:
         health.sweep_failed_on_redis()
@@ -253,9 +260,12 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     async def alert_checks() -> None:
         await alerts.run()
 
+    async def rebuild() -> None:
+        await rebuild_if_empty(settings, store)
+
     @app.timer(settings.sweep_interval_s)
     async def sweep() -> None:
-        await alert_sweep(engine, health)
+        await alert_sweep(engine, health, store, rebuild)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
