@@ -108,8 +108,10 @@ async def naive_baseline(b: Bench, settings: Settings, client: aioredis.Redis, n
             break
         if not child.alive():
             raise RuntimeError(f"naive app exited:\n{child.log_tail()}")
+        if now > deadline and t_first is not None:
+            break  # a busy machine: time it over what it did (`events` says how many)
         if now > deadline:
-            raise TimeoutError(f"naive app processed only {done} of {n}")
+            raise TimeoutError(f"naive app processed nothing in {now - t_spawn:.0f} s")
         await asyncio.sleep(0.02)
     cpu = child.cpu_s() - cpu0
     child.stop()

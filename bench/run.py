@@ -93,13 +93,6 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             )
             say(f"  {r['e2e_before']['rate']:,.0f} events/s")
 
-        if "scale" in parts:
-            say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
-            r["scale2"] = await callpulse_run(
-                b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
-            )
-            say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
-
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
             r["load"] = await steady_load(b, b.settings("ld"), client)
@@ -120,6 +113,13 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             r["catchup"] = await catch_up(b, b.settings("cu"), client)
             cu = r["catchup"]
             say(f"  {cu['events']:,} events in {cu['seconds']:.1f} s from spawn ({cu['rate']:,.0f} events/s)")
+
+        if "scale" in parts:
+            say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
+            r["scale2"] = await callpulse_run(
+                b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
+            )
+            say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
 
         if "replay" in parts:
             say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
@@ -194,12 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     busy0, own0, wall0 = busy_cpu_s(), own_cpu_s(), time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     random.seed(1)
+    interrupted = False
     try:
         bench.start_servers()
         asyncio.run(run_all(bench, args.only or PARTS))
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything it started", file=sys.stderr)
-        return 130
+        interrupted = True
     finally:
         cleanup.close()
     wall = time.monotonic() - wall0
@@ -218,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with open(workdir / "results.pkl", "wb") as f:
         pickle.dump({"env": env, "results": bench.results}, f)
+    if interrupted:
+        print(f"bench: what was measured is in {workdir / 'results.pkl'} (--render-from it)", file=sys.stderr)
+        return 130
     print()
     print(report.summary_table(bench.results))
     output = args.output or (None if args.quick else str(REPO / "BENCHMARKS.md"))
