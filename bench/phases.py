@@ -130,11 +130,12 @@ async def callpulse_run(
     label: str,
     check: bool = False,
     code: Path | None = None,
+    time_cap_s: float | None = None,
 ) -> dict[str, Any]:
     """(3)/(8) `callpulse worker` x `workers` on the pre-filled topic until every record is in the stats hash.
 
     With `check`, also the memory figures of what it built and the replay identity check (6); with `code`, the
-    worker from that directory (the "before" of (3)).
+    worker from that directory (the "before" of (3)); with `time_cap_s`, stop there and time what was done.
     """
     await fresh_redis(client, settings)
     mem0 = (await client.info("memory"))["used_memory"]
@@ -142,7 +143,10 @@ async def callpulse_run(
     redis_cpu0, broker_cpu0 = b.cpu(b.redis), b.cpu(b.broker)
     t_spawn = time.perf_counter()
     procs = [b.worker(settings, code=code) for _ in range(workers)]
-    prog = await wait_processed(client, ns, n, procs, timeout_s=max(180.0, n / 1000))
+    if time_cap_s is None:
+        prog = await wait_processed(client, ns, n, procs, timeout_s=max(180.0, n / 1000))
+    else:
+        prog = await wait_processed(client, ns, n, procs, timeout_s=time_cap_s, partial=True)
     metrics = [await worker_metrics(p) for p in procs]
     cpu = sum(p.cpu_s() for p in procs)
     redis_cpu, broker_cpu = b.cpu(b.redis) - redis_cpu0, b.cpu(b.broker) - broker_cpu0
@@ -166,8 +170,10 @@ async def callpulse_run(
         "workers": workers,
         "events": n,
         "counts": prog.counts,
-        "rate": (n - prog.c_first) / (prog.t_done - prog.t_first) if prog.t_done > prog.t_first else float("nan"),
-        "rate_with_startup": n / (prog.t_done - t_spawn),
+        "processed": prog.done,
+        "time_cap_s": time_cap_s,
+        "rate": prog.rate(),
+        "rate_with_startup": prog.done / (prog.t_done - t_spawn),
         "startup_s": prog.t_first - t_spawn,
         "seconds": prog.t_done - prog.t_first,
         "worker_cpu_us_per_event": 1e6 * cpu / n,  # includes start-up (imports, group join): small against n
@@ -543,7 +549,7 @@ async def catch_up(b: Bench, settings: Settings, client: aioredis.Redis) -> dict
 
     prof_task = asyncio.create_task(profile_when_busy())
     try:
-        prog = await wait_processed(client, ns, n, [worker], timeout_s=max(300.0, n / 1000))
+        prog = await wait_processed(client, ns, n, [worker], timeout_s=max(600.0, n / 1000), partial=True)
         prof = await prof_task
     finally:
         if not prof_task.done():
@@ -558,8 +564,9 @@ async def catch_up(b: Bench, settings: Settings, client: aioredis.Redis) -> dict
         "produce_s": produce_s,
         "counts": prog.counts,
         "startup_s": prog.t_first - t_spawn,
+        "processed": prog.done,
         "seconds": prog.t_done - t_spawn,
-        "rate": (n - prog.c_first) / (prog.t_done - prog.t_first),
+        "rate": prog.rate(),
         "worker_cpu_us_per_event": 1e6 * cpu / n,
         "redis_cpu_us_per_event": 1e6 * (b.cpu(b.redis) - redis_cpu0) / n,
         "batch": batch_figures(metrics),

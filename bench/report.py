@@ -113,6 +113,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             f"{cu['events']:,} events ({cu['seats']:,} seats, {span(cu['history_s'])}) applied "
             f"{cu['seconds']:.0f} s after the worker's spawn; {_rate(cu['rate'])} first→last"
         )
+        if cu.get("processed", cu["events"]) < cu["events"]:
+            fig += f" (**stopped with {cu['processed']:,} done**)"
         out.append(("9", "catch-up on a backlog, one worker from an empty Redis", fig, "", ""))
     return out
 
@@ -356,9 +358,15 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
         c = r["counts"]
         bt = r["batch"]
         per = ", ".join(f"{x:,.0f}" for x in r["per_worker_events"])
+        capped = ""
+        if r.get("processed", r["events"]) < r["events"]:
+            capped = (
+                f" — stopped at its time cap of {r['time_cap_s']:.0f} s with {r['processed']:,} of {r['events']:,} "
+                "records done, so timed over those"
+            )
         lines.append(
             f"- **({num}) callpulse, {r['label']}:** {_rate(r['rate'])} from the first processed record to the last "
-            f"({r['seconds']:.1f} s); {_rate(r['rate_with_startup'])} counting start-up "
+            f"({r['seconds']:.1f} s{capped}); {_rate(r['rate_with_startup'])} counting start-up "
             f"({r['startup_s']:.1f} s from spawn to the first applied batch: imports, topic check, group join — "
             f"Tansu holds a JoinGroup for half the 6 s session timeout). Counts: ok {c['ok']:,}, late {c['late']:,}, "
             f"invalid {c['invalid']:,}, duplicate {c['duplicate']:,}. Records per worker: {per}. "

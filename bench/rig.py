@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import math
 import os
 import subprocess
 import tarfile
@@ -179,12 +180,27 @@ class Progress:
     c_first: int
     t_done: float
     counts: dict[str, int]
+    done: int  # records accounted for: n, or fewer when a time cap stopped the wait
+
+    def rate(self) -> float:
+        """Records per second from the first processed record to the last."""
+        return (self.done - self.c_first) / (self.t_done - self.t_first) if self.t_done > self.t_first else math.nan
 
 
 async def wait_processed(
-    client: aioredis.Redis, ns: str, n: int, procs: Sequence[Child], *, timeout_s: float, interval_s: float = 0.02
+    client: aioredis.Redis,
+    ns: str,
+    n: int,
+    procs: Sequence[Child],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.02,
+    partial: bool = False,
 ) -> Progress:
-    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter()."""
+    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter().
+
+    At `timeout_s`, raise TimeoutError; with `partial`, return what was done by then instead (a busy machine).
+    """
     deadline = time.perf_counter() + timeout_s
     t_first: float | None = None
     c_first = 0
@@ -196,10 +212,12 @@ async def wait_processed(
             t_first, c_first = now, done
         if done >= n:
             assert t_first is not None
-            return Progress(t_first, c_first, now, counts)
+            return Progress(t_first, c_first, now, counts, done)
         for p in procs:
             if not p.alive():
                 raise RuntimeError(f"{p.name} exited while processing:\n{p.log_tail()}")
+        if now > deadline and partial and t_first is not None:
+            return Progress(t_first, c_first, now, counts, done)
         if now > deadline:
             raise TimeoutError(f"only {done} of {n} records processed after {timeout_s:.0f} s")
         await asyncio.sleep(interval_s)
