@@ -217,7 +217,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     """Build the worker's Faust app from settings; nothing connects until the worker starts."""
     app = faust_app(settings, web_host=web_host, web_port=web_port)
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    store = WindowStore(client, namespace(settings.topic_prefix))
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
     deadletter_topic = settings.topic("deadletter")
     alerts_topic = settings.topic("alerts")
 

@@ -169,14 +169,14 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
     row.figure("duplicates_vs_copies", f"{counts['duplicate']}/{ledger.copies}")
 
 
-# Row 15's backlog: ~100k events (400 agents x 60 calls, with states, surveys, tickets). 1M would take the worker
+# Row 18's backlog: ~100k events (400 agents x 60 calls, with states, surveys, tickets). 1M would take the worker
 # several minutes to catch up on this 2-core CI machine and the oracle several more; 100k is 50 batches of
 # 2,000 per partition group, so kills still land at random places among many whole-fetch batches.
 CATCH_UP_AGENTS = 400
 CATCH_UP_CALLS_PER_AGENT = 60
 
 
-@pytest.mark.fault_row(15)
+@pytest.mark.fault_row(18)
 @pytest.mark.timeout(900)
 async def test_kill_9_at_random_points_of_a_large_catch_up(settings: Settings, stack: Any, row: Any) -> None:
     rng = random.Random(15)
