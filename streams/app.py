@@ -25,6 +25,7 @@ from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
 from streams.alerts import Alert
 from streams.engine import AlertEngine
+from streams.notify import Notifier, StoreEpisodeMemory
 from streams.processor import REDIS_ERRORS, Processor, Record, deadletter_value
 from streams.replay import rebuild_if_empty
 from streams.store import WindowStore, namespace
@@ -131,6 +132,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         web_enabled=True,
         web_host=web_host,
+        web_bind=web_host,
         web_port=web_port,
         producer_acks=-1,
         topic_allow_declare=False,
@@ -162,7 +164,10 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         if not fut.cancelled() and fut.exception() is not None:
             log.error("could not publish an alert to %s: %s", alerts_topic, fut.exception())
 
+    notifier = Notifier(settings, registry, team_of=store.agent_team, memory=StoreEpisodeMemory(store))
+
     async def publish_alert(alert: Alert) -> None:
+        notifier.submit(alert.to_message())  # never waits: a background task POSTs to the webhooks
         # Queue it for Kafka without waiting for the broker's ack: websocket clients already have it (Redis
         # pub/sub), and one slow ack must not hold up the alerts evaluated after it.
         value = orjson.dumps(alert.to_message())
@@ -252,6 +257,10 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
                 pending_agents.update(agents)
                 await asyncio.sleep(0.5)
                 pending_wake.set()
+
+    @app.task
+    async def deliver_notifications() -> None:
+        await notifier.run()
 
     calls_topic = app.topic(settings.topic("calls"), value_type=bytes, key_type=bytes)
     tickets_topic = app.topic(settings.topic("tickets"), value_type=bytes, key_type=bytes)

@@ -7,6 +7,7 @@ Key layout (all under a namespace `cp:<topic prefix>`):
   m:<agent>          team and state, each kept with the (ts, event_id) that set it
   agents             sorted set: agent -> latest event ts (who is on the floor)
   stats              event counters by topic|result and the event-lag histogram
+  notified:<alert>   set of webhook indexes told of an alert episode (streams/notify.py), gone on resolve
 """
 
 from __future__ import annotations
@@ -278,6 +279,26 @@ class WindowStore:
     async def mark_initialised(self) -> None:
         """Record that the windows are complete up to what Kafka retained."""
         await self.client.set(f"{self.ns}epoch", str(int(time.time())), nx=True)
+
+    async def agent_team(self, agent: str) -> str | None:
+        """The agent's current team (of its latest event naming one), or None."""
+        team = await self.client.hget(f"{self.ns}m:{agent}", "team")
+        return _s(team) or None if team is not None else None
+
+    async def notified_hooks(self, alert_id: str) -> set[int]:
+        """Indexes of the webhooks already told of this alert episode."""
+        return {int(_s(i)) for i in await self.client.smembers(f"{self.ns}notified:{alert_id}")}
+
+    async def note_notified(self, alert_id: str, hooks: Iterable[int], *, keep_s: int) -> None:
+        """Remember for `keep_s` seconds that these webhooks were told of the episode."""
+        hooks = list(hooks)
+        if hooks:
+            key = f"{self.ns}notified:{alert_id}"
+            await self.client.pipeline(transaction=True).sadd(key, *hooks).expire(key, keep_s).execute()
+
+    async def forget_notified(self, alert_id: str) -> None:
+        """The episode is over: drop its record of told webhooks."""
+        await self.client.delete(f"{self.ns}notified:{alert_id}")
 
     async def read_stats(self) -> dict[str, int]:
         """Event counters (topic|result) and the raw lag histogram fields."""
