@@ -306,6 +306,20 @@ class WindowStore:
         return {_s(k): int(v) for k, v in raw.items()}
 
 
+async def remove_namespace(client: aioredis.Redis, ns: str) -> int:
+    """Delete every key under a namespace (the demo's own, on exit); returns how many were deleted."""
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{ns}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += await client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
+
+
 def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int, float]:
     """Cumulative (le, count) buckets, count and sum in seconds of the event-lag histogram."""
     buckets: list[tuple[str, int]] = []
