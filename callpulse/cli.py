@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from callpulse.exceptions import CallpulseError, SettingsError
+from callpulse.kafka import wait_for_broker
 from callpulse.settings import ENV_DEFAULTS, Settings, from_env
 
 
@@ -191,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.backfill and args.duration is None:
                 raise SettingsError("--backfill needs --duration (seconds of history to send)")
+            asyncio.run(wait_for_broker(settings))
             count = asyncio.run(
                 simulate.run(
                     settings,
@@ -225,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from streams.replay import replay
 
+            asyncio.run(wait_for_broker(settings))
             count = asyncio.run(replay(settings))
             print(f"replayed {count} records", file=sys.stderr)
             return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -70,7 +70,38 @@ def _reason(exc: BaseException) -> str:
 async def ensure_topics(
     settings: Settings, *, partitions: int = 4, timeout_s: float | None = 60.0, backoff_max_s: float = 30.0
 ) -> None:
-    """Create the contract topics (with the prefix) when missing, waiting for the broker to answer.
+    """Create the contract topics (with the prefix) when missing, waiting for the broker to answer (`with_backoff`)."""
+    names = [settings.topic(t) for t in TOPICS]
+
+    async def create() -> None:
+        await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+
+    await with_backoff(settings, create, timeout_s=timeout_s, backoff_max_s=backoff_max_s)
+
+
+async def wait_for_broker(settings: Settings, *, timeout_s: float | None = None) -> None:
+    """Return once the broker answers (`with_backoff`): what producers and replay do before they start."""
+
+    async def connect() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
+        try:
+            await asyncio.wait_for(admin.start(), 10.0)
+        except TimeoutError as exc:
+            raise CallpulseError("no answer within 10 s") from exc
+        finally:
+            await admin.close()
+
+    await with_backoff(settings, connect, timeout_s=timeout_s)
+
+
+async def with_backoff(
+    settings: Settings,
+    action: Callable[[], Awaitable[None]],
+    *,
+    timeout_s: float | None = 60.0,
+    backoff_max_s: float = 30.0,
+) -> None:
+    """Run `action` until the broker lets it succeed.
 
     While it does not, one line says so, naming the setting and the fix, and the next try waits twice as long
     as the last (from 1 s up to `backoff_max_s`). `timeout_s` None waits for ever; else a CallpulseError
@@ -78,12 +109,11 @@ async def ensure_topics(
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
-    names = [settings.topic(t) for t in TOPICS]
     delay_s = 1.0
     while True:
         try:
             with _quiet("aiokafka"):
-                await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+                await action()
             return
         except (KafkaError, OSError, CallpulseError) as exc:
             where = f"Kafka at {settings.kafka} (CALLPULSE_KAFKA, --kafka)"

@@ -74,10 +74,11 @@ def test_demo_port_in_use_stops_before_starting_anything(taken_port: int) -> Non
     assert f"CALLPULSE_HTTP (--http) is 127.0.0.1:{taken_port}, which cannot be bound (port in use)" in line
 
 
-def test_unreachable_broker_is_retried_with_a_doubling_delay(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["worker", "simulate"])
+def test_unreachable_broker_is_retried_with_a_doubling_delay(command: str, tmp_path: Path) -> None:
     nobody = f"127.0.0.1:{free_port()}"
-    worker = Proc("worker", ["worker", "--web-port", str(free_port())], env_for(Settings(kafka=nobody)),
-                  tmp_path / "worker.log").start()  # fmt: skip
+    args = ["worker", "--web-port", str(free_port())] if command == "worker" else ["simulate", "--duration", "5"]
+    worker = Proc(command, args, env_for(Settings(kafka=nobody)), tmp_path / f"{command}.log").start()
     try:
         text = wait_for(lambda: worker.log_tail() if worker.log_tail().count("Retrying in") >= 4 else "",
                         timeout_s=60, message="four retries")  # fmt: skip
