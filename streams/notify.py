@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from callpulse.settings import SEVERITIES, Settings, Webhook
 from streams import notices
+from streams.store import WindowStore
 
 log = logging.getLogger("callpulse.notify")
 
@@ -46,12 +47,12 @@ class EpisodeMemory:
 class StoreEpisodeMemory(EpisodeMemory):
     """EpisodeMemory kept in the window store's Redis."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: WindowStore) -> None:
         self.store = store
 
     async def told(self, alert_id: str) -> set[int]:
         """Indexes of webhooks told of the episode, from Redis."""
-        return await self.store.notified_hooks(alert_id)  # type: ignore[no-any-return]
+        return await self.store.notified_hooks(alert_id)
 
     async def note(self, alert_id: str, hooks: set[int]) -> None:
         """Remember in Redis that these webhooks were told."""
