@@ -166,10 +166,11 @@ class WebhookSender:
                 log.error("%s refused %s (%s): check the webhook's URL and format; not retried", self.name, what, exc)
                 return
             except _Retry as exc:
+                # One warning when the receiver starts failing; while it stays down, only give-ups are logged.
+                level = logging.DEBUG if self.failing else logging.WARNING
                 self._failed()
                 self.delay_s = min(self.backoff_max_s, max(self.delay_s * 2, self.backoff_s, exc.after_s or 0.0))
-                level = logging.WARNING if attempt == 1 else logging.DEBUG
-                log.log(level, "%s: POST of %s failed (%s), attempt %d of %d; next in %.1f s", self.name, what,
+                log.log(level, "%s: POST of %s failed (%s), attempt %d of %d; next in %g s", self.name, what,
                         exc.reason, attempt, self.max_attempts, self.delay_s)  # fmt: skip
                 continue
             self.metrics.sent.labels(*self.labels).inc()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -96,25 +98,26 @@ async def test_failed_posts_are_retried_until_accepted() -> None:
         assert notifier.senders[0].delay_s == 0, "a success resets the backoff"
 
 
-async def test_backoff_doubles_up_to_its_cap_and_then_gives_up() -> None:
+def next_delays(caplog: pytest.LogCaptureFixture) -> list[float]:
+    """The delays the sender announced after each failed attempt ('... next in 0.1 s'), in order."""
+    return [float(m.group(1)) for r in caplog.records if (m := re.search(r"next in ([\d.]+) s", r.getMessage()))]
+
+
+async def test_backoff_doubles_up_to_its_cap_and_then_gives_up(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="callpulse.notify")
     async with receiver(Scripted(*[503] * 5)) as rx:
         registry = CollectorRegistry()
         notifier = Notifier(settings_for(rx.port, notify_max_attempts=5), registry)
         labels = {"hook": "0", "host": f"127.0.0.1:{rx.port}"}
-        delays: list[float] = []
         async with running(notifier):
             notifier.submit(alert())
-
-            def note_delay_until_given_up() -> bool:
-                delay = notifier.senders[0].delay_s
-                if delay and (not delays or delays[-1] != delay):
-                    delays.append(delay)
-                return sample(registry, "callpulse_notify_dropped_total", reason="gave_up", **labels) == 1
-
-            await async_wait_for(note_delay_until_given_up, interval_s=0.005, message="giving up after 5 attempts")
+            await async_wait_for(lambda: sample(registry, "callpulse_notify_dropped_total", reason="gave_up", **labels),
+                                 message="giving up after 5 attempts")  # fmt: skip
         assert len(rx.attempts) == 5
         assert sample(registry, "callpulse_notify_receiver_up", **labels) == 0
-        assert delays == [0.05, 0.1, 0.2], "0.05 s, doubling, capped at 0.2 s"
+        assert next_delays(caplog) == [0.05, 0.1, 0.2, 0.2, 0.2], "0.05 s, doubling, capped at 0.2 s"
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 2, "one line when the receiver starts failing, one when it gives up"
 
 
 async def test_a_refusal_is_not_retried() -> None:
@@ -131,22 +134,14 @@ async def test_a_refusal_is_not_retried() -> None:
         assert sample(registry, "callpulse_notify_dropped_total", reason="rejected", **labels) == 1
 
 
-async def test_retry_after_sets_the_next_delay_within_the_cap() -> None:
+async def test_retry_after_sets_the_next_delay_within_the_cap(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="callpulse.notify")
     async with receiver(Scripted(429, retry_after="3600")) as rx:
-        registry = CollectorRegistry()
-        notifier = Notifier(settings_for(rx.port), registry)
-        delays: list[float] = []
+        notifier = Notifier(settings_for(rx.port), CollectorRegistry())
         async with running(notifier):
             notifier.submit(alert())
-
-            def note_delay_until_retried() -> bool:
-                if notifier.senders[0].delay_s:
-                    delays.append(notifier.senders[0].delay_s)
-                return len(rx.attempts) == 2
-
-            await async_wait_for(note_delay_until_retried, interval_s=0.005, message="the retry after a 429")
-        assert set(delays) == {0.2}, "Retry-After: 3600 waits the cap (0.2 s), not the first step (0.05 s)"
-        assert notifier.senders[0].delay_s == 0
+            await async_wait_for(lambda: len(rx.attempts) == 2, message="the retry after a 429")
+        assert next_delays(caplog) == [0.2], "Retry-After: 3600 waits the cap (0.2 s), not the first step (0.05 s)"
 
 
 async def test_a_full_queue_drops_and_counts_without_waiting() -> None:
