@@ -341,7 +341,10 @@ class WindowStore:
         hooks = list(hooks)
         if hooks:
             key = f"{self.ns}notified:{alert_id}"
-            await self.client.pipeline(transaction=True).sadd(key, *hooks).expire(key, keep_s).execute()
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, *hooks)
+                pipe.expire(key, keep_s)
+                await pipe.execute()
 
     async def forget_notified(self, alert_id: str) -> None:
         """The episode is over: drop its record of told webhooks."""
