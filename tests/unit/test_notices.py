@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -147,3 +149,14 @@ def test_teams_body_is_an_adaptive_card() -> None:
     assert card["body"][0]["text"] == "CRITICAL fired: Connect rate over 15m for the floor is 20.0% (threshold 25.0%)"
     assert card["body"][0]["color"] == "Attention"
     assert {"title": "Value", "value": "20.0%"} in card["body"][1]["facts"]
+
+
+def test_the_example_thresholds_notify_block_loads_when_uncommented() -> None:
+    text = (Path(__file__).resolve().parents[2] / "callpulse" / "thresholds.example.toml").read_text(encoding="utf-8")
+    lines = text.split("# Notifications", 1)[1].splitlines()
+    block = "\n".join(line[2:] for line in lines if line.startswith("# [") or re.match(r"# [a-z_]+ = ", line))
+    got = load_thresholds(block)
+    assert got["webhooks"] == (
+        Webhook("https://hooks.slack.com/services/T000/B000/XXXX", "slack", "critical", ("north",)),
+    )
+    assert (got["notify_timeout_s"], got["notify_max_attempts"], got["notify_backoff_max_s"]) == (5.0, 6, 30.0)
