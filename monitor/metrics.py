@@ -14,12 +14,42 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from callpulse.settings import Settings, format_duration
+from callpulse.settings import Settings, window_name
+from monitor.snapshot import scores as snapshot_scores
 from streams import windows as w
 from streams.store import WindowStore, lag_histogram
 
 TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
+
+
+def _score_families(rows: list[Any], settings: Settings) -> Iterator[Metric]:
+    """callpulse_agent_score, callpulse_team_score and callpulse_floor_score over the scorecard's window."""
+    card, window_s = settings.scorecard, settings.score_window_s
+    if card is None or window_s is None:
+        return
+    name = window_name(window_s)
+    agent = GaugeMetricFamily(
+        "callpulse_agent_score",
+        "Scorecard points of an agent (of the scorecard's total)",
+        labels=["agent", "team", "window"],
+    )
+    team = GaugeMetricFamily("callpulse_team_score", "Mean score of a team's agents with an event in the window",
+                             labels=["team", "window"])  # fmt: skip
+    floor = GaugeMetricFamily("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
+                              labels=["window"])  # fmt: skip
+    scores = snapshot_scores(rows, settings)
+    for row in rows:
+        if row.agent_id in scores.agents:
+            agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
+    for team_name, value in sorted(scores.teams.items()):
+        if value is not None:
+            team.add_metric([team_name, name], value)
+    if scores.floor is not None:
+        floor.add_metric([name], scores.floor)
+    yield agent
+    yield team
+    yield floor
 
 
 class KpiCollector:
@@ -46,6 +76,9 @@ class KpiCollector:
         finally:
             self._data = None
 
+    def _scores(self, rows: list[Any]) -> Iterator[Metric]:
+        yield from _score_families(rows, self.settings)
+
     def collect(self) -> Iterator[Metric]:
         """prometheus_client hook: yield the families for the data of this scrape."""
         data = self._data
@@ -63,7 +96,7 @@ class KpiCollector:
         teams: dict[str, dict[int, list[w.Sums]]] = {}
         for row in data["rows"]:
             for ws in data["windows"]:
-                name = format_duration(ws)
+                name = window_name(ws)
                 for kpi, value in w.kpis_from_sums(row.sums[ws]).items():
                     if value is not None:
                         agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
@@ -73,14 +106,15 @@ class KpiCollector:
             for ws, sums in by_window.items():
                 for kpi, value in w.kpis_from_sums(w.total(sums)).items():
                     if value is not None:
-                        team.add_metric([name_team, kpi, format_duration(ws)], value)
+                        team.add_metric([name_team, kpi, window_name(ws)], value)
         for ws in data["windows"]:
             for kpi, value in w.kpis_from_sums(w.total(r.sums[ws] for r in data["rows"])).items():
                 if value is not None:
-                    floor.add_metric([kpi, format_duration(ws)], value)
+                    floor.add_metric([kpi, window_name(ws)], value)
         yield agent
         yield team
         yield floor
+        yield from self._scores(data["rows"])
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
         )

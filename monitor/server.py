@@ -69,7 +69,7 @@ class Monitor:
     ) -> None:
         self.settings = settings
         self.redis = client
-        self.store = WindowStore(client, namespace(settings.topic_prefix))
+        self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)
@@ -213,7 +213,7 @@ class Monitor:
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
         roster = await self.store.active_agents(now_ms, self.settings.longest_window_s)
-        rows = await self.store.read_windows(now_ms, [window_s], only=roster)
+        rows = await self.store.read_windows(now_ms, self.settings.windows_for(window_s), only=roster)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,

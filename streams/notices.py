@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callpulse.provisioning import KPI_LOOKS
+from callpulse.catalogue import BY_KEY
 from callpulse.settings import SEVERITIES, Webhook
 
 # Chat colours: Slack takes hex, an Adaptive Card a named style.
@@ -60,13 +60,15 @@ def wants(hook: Webhook, message: dict[str, Any], *, team: str | None, heard_of_
 def _human(kpi: str, value: float | None) -> str:
     if value is None:
         return "no data"
-    look = KPI_LOOKS.get(kpi)
-    unit = look.unit if look is not None else "none"
-    if unit == "s":
+    entry = BY_KEY.get(kpi)
+    unit = entry.unit if entry is not None else "count"
+    if unit == "seconds":
         minutes, seconds = divmod(round(value), 60)
         return f"{minutes}m {seconds:02d}s" if minutes else f"{seconds}s"
-    if unit == "percentunit":
+    if unit == "ratio":
         return f"{value * 100:.1f}%"
+    if unit == "money":
+        return f"{value:,.2f}"
     return f"{value:g}"
 
 
@@ -85,8 +87,8 @@ def subject(message: dict[str, Any], team: str | None) -> str:
 def headline(message: dict[str, Any], team: str | None) -> str:
     """One line: 'CRITICAL fired: AHT over 15m for agent a7 (team north) is 8m 20s (threshold 8m 00s)'."""
     kpi = str(message.get("kpi"))
-    look = KPI_LOOKS.get(kpi)
-    title = look.title if look is not None else kpi
+    entry = BY_KEY.get(kpi)
+    title = entry.title if entry is not None and entry.title else kpi
     kind = transition(message)
     label = "RESOLVED" if kind == "resolved" else f"{str(message.get('severity')).upper()} {kind}"
     value = _human(kpi, message.get("value"))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 BUCKET_S = 10
+TODAY = 0  # the window key of the calendar window `today`
 
 
 def ts_of(event: Mapping[str, Any]) -> float:
@@ -22,13 +23,32 @@ def ts_of(event: Mapping[str, Any]) -> float:
     return float(ts)
 
 
-def in_window(ts: float, now: float, window_s: int) -> bool:
-    """The contract's T - W < ts <= T, on 10 s buckets as the system documents."""
+def in_window(ts: float, now: float, window_s: int, tz: tzinfo = UTC) -> bool:
+    """The contract's T - W < ts <= T, on 10 s buckets as the system documents.
+
+    `window_s` 0 is the calendar window `today`: the local date of ts (in `tz`) is the local date of T,
+    and ts is not past T's bucket.
+    """
     now_ms = round(now * 1000)
     b = round(ts * 1000) // (BUCKET_S * 1000)
-    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     hi = now_ms // (BUCKET_S * 1000)
+    if window_s == TODAY:
+        same_day = datetime.fromtimestamp(ts, tz).date() == datetime.fromtimestamp(now, tz).date()
+        return same_day and b <= hi
+    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     return lo < b <= hi
+
+
+def reaches_back_to(now: float, window_s: int, tz: tzinfo = UTC) -> float:
+    """The earliest ts (exclusive) a window can hold: T - W, or just before the first instant of T's local date."""
+    if window_s != TODAY:
+        return now - window_s
+    day = datetime.fromtimestamp(now, tz).date()
+    # Step back in whole seconds to the last one of the previous local date (dates change on whole seconds).
+    t = math.floor(now)
+    while datetime.fromtimestamp(t - 1, tz).date() == day:
+        t -= 60 if datetime.fromtimestamp(t - 60, tz).date() == day else 1
+    return t - 0.001
 
 
 def unique(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -43,7 +63,9 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int) -> dict[str, dict]:
+def agent_sums(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int, tz: tzinfo = UTC
+) -> dict[str, dict]:
     """Per agent numerators and denominators in the window."""
     evs = unique(events)
     out: dict[str, dict[str, float]] = {}
@@ -53,7 +75,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         out[agent][key] += value
 
     for e in evs:
-        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s):
+        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s, tz):
             continue
         agent, t = e["agent_id"], e["type"]
         if t == "call.ended":
@@ -66,6 +88,11 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
                     acc(agent, "out_connected", 1)
                     if e.get("outcome") == "sale":
                         acc(agent, "sales", 1)
+                        if e.get("amount") is not None:
+                            acc(agent, "revenue", e["amount"])
+                            acc(agent, "priced_sales", 1)
+                    elif e.get("outcome") == "appointment":
+                        acc(agent, "appointments", 1)
         elif t == "survey.csat":
             acc(agent, "csat_n", 1)
             acc(agent, "csat_good", 1 if e["score"] >= 4 else 0)
@@ -74,6 +101,19 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             acc(agent, "closed", 1)
         elif t == "ticket.resolved":
             acc(agent, "closed", 1)
+        elif t == "survey.nps":
+            acc(agent, "nps_n", 1)
+            acc(agent, "promoters", 1 if e["score"] >= 9 else 0)
+            acc(agent, "detractors", 1 if e["score"] <= 6 else 0)
+        elif t == "qa.scored":
+            acc(agent, "qa_points", e["score"])
+            acc(agent, "qa_max", e["max_score"])
+            acc(agent, "qa_reviews", 1)
+            if e.get("compliant") is not None:
+                acc(agent, "qa_checked", 1)
+                acc(agent, "qa_compliant", 1 if e["compliant"] else 0)
+        elif t == "complaint.logged":
+            acc(agent, "complaints", 1)
     # FCR: all connected calls with a customer, whatever their window
     calls: dict[str, list[Mapping[str, Any]]] = {}
     for e in evs:
@@ -83,7 +123,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         cs.sort(key=lambda c: (round(ts_of(c) * 1000), c["event_id"]))
         for i, c in enumerate(cs):
             tc = round(ts_of(c) * 1000)
-            if not in_window(ts_of(c), now, window_s):
+            if not in_window(ts_of(c), now, window_s, tz):
                 continue
             before = any(tc - round(ts_of(d) * 1000) < repeat_s * 1000 for d in cs[:i])
             if before:
@@ -105,7 +145,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             if tid not in replies or key < replies[tid][:2]:
                 replies[tid] = (*key, e["agent_id"])
     for tid, (rts, _, agent) in replies.items():
-        if tid in created and in_window(rts / 1000, now, window_s):
+        if tid in created and in_window(rts / 1000, now, window_s, tz):
             acc(agent, "response", max(0, rts - created[tid][0]) / 1000)
             acc(agent, "responses", 1)
     return out
@@ -124,6 +164,15 @@ def kpis(s: Mapping[str, float]) -> dict[str, float | int | None]:
         "conversion_rate": _ratio(g("sales"), g("out_connected")),
         "csat": _ratio(g("csat_good"), g("csat_n")),
         "escalation_rate": _ratio(g("escalated"), g("closed")),
+        "sales": int(g("sales")),
+        "revenue": g("revenue"),
+        "aov": _ratio(g("revenue"), g("priced_sales")),
+        "appointment_rate": _ratio(g("appointments"), g("out_connected")),
+        "tickets_handled": int(g("closed")),
+        "nps": None if g("nps_n") == 0 else 100 * (g("promoters") - g("detractors")) / g("nps_n"),
+        "qa_score": _ratio(g("qa_points"), g("qa_max")),
+        "compliance_rate": _ratio(g("qa_compliant"), g("qa_checked")),
+        "complaint_rate": _ratio(g("complaints"), g("connected") + g("closed")),
     }
 
 
@@ -140,11 +189,22 @@ def teams_of(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def expected(
-    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, longest_s: int = 28800, repeat_s: int = 86400
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    *,
+    longest_s: int = 28800,
+    repeat_s: int = 86400,
+    tz: tzinfo = UTC,
+    since: float | None = None,
 ) -> dict[str, Any]:
-    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them."""
-    sums = agent_sums(events, now, window_s, repeat_s)
-    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > now - longest_s}
+    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them.
+
+    The agents are those with an event after `since` (default now - longest_s): the roster the rows were read for.
+    """
+    sums = agent_sums(events, now, window_s, repeat_s, tz)
+    since = now - longest_s if since is None else since
+    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > since}
     teams = teams_of(events)
     agents = {a: kpis(sums.get(a, {})) for a in sorted(active)}
     team_sums: dict[str, dict[str, float]] = {}
