@@ -6,7 +6,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # The versions the Docker image and CI install: see constraints.txt.
 PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint format grafana bench system-deps constraints clean
+.PHONY: demo test lint format grafana docs bench system-deps constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ format: $(STAMP)
 ## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
 grafana: $(STAMP)
 	$(VENV)/bin/callpulse grafana --out .
+
+## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
+docs: $(STAMP)
+	$(PY) -m callpulse.reference --out .
 
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps
