@@ -37,6 +37,7 @@ class Client:
         self.window = window
         self.team = team
         self.agents = agents
+        self.delta = False  # full floor, `delta=true`: deltas after the first snapshot (monitor/delta.py)
         self.sent_version: int | None = None  # the floor view version of the last snapshot/delta sent
         self._snapshot_version: int | None = None
         self.max_alerts = max_alerts

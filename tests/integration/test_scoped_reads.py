@@ -132,7 +132,7 @@ async def test_a_full_floor_client_gets_a_snapshot_then_deltas_of_the_changed_ag
 ) -> None:
     sender = Sender(settings, monitor.redis)
     await sender.send(call(1, "ann", "north", 100), call(2, "bob", "north", 300))
-    async with connect(f"ws://{settings.http_host}:{settings.http_port}/ws") as ws:
+    async with connect(f"ws://{settings.http_host}:{settings.http_port}/ws?delta=true") as ws:
         first = await recv(ws)
         assert first["type"] == "snapshot"
         assert {a["agent_id"] for a in first["agents"]} == {"ann", "bob"}
@@ -153,3 +153,19 @@ async def test_an_agents_false_client_gets_snapshots_without_agent_rows(settings
     async with connect(f"ws://{settings.http_host}:{settings.http_port}/ws?agents=false") as ws:
         first = await recv(ws)
         assert (first["type"], first["agents"], first["floor"]["agents"]) == ("snapshot", [], 1)
+
+
+async def test_a_full_floor_client_without_delta_keeps_getting_whole_snapshots(
+    settings: Settings, monitor: Monitor
+) -> None:
+    sender = Sender(settings, monitor.redis)
+    await sender.send(call(1, "ann", "north", 100), call(2, "bob", "north", 300))
+    async with connect(f"ws://{settings.http_host}:{settings.http_port}/ws") as ws:
+        assert (await recv(ws))["type"] == "snapshot"
+        await sender.send(call(3, "bob", "north", 500))
+        while True:
+            msg = await recv(ws)
+            assert msg["type"] == "snapshot"
+            if msg["floor"]["kpis"]["calls_handled"] == 3:
+                break
+        assert {a["agent_id"] for a in msg["agents"]} == {"ann", "bob"}
