@@ -91,13 +91,7 @@ def parser() -> argparse.ArgumentParser:
         "--batch-max",
         dest="batch_max",
         type=int,
-        help=f"records per batch, one Redis write each (default: {Settings.batch_max})",
-    )
-    tuning.add_argument(
-        "--batch-within",
-        dest="batch_within_s",
-        type=float,
-        help=f"max wait to fill a batch, s (default: {Settings.batch_within_s:g})",
+        help=f"records per fetch and batch, one Redis write each (default: {Settings.batch_max})",
     )
     tuning.add_argument(
         "--fetch-max-wait-ms",
@@ -136,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-TUNING = ("session_timeout_s", "batch_max", "batch_within_s", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
+TUNING = ("session_timeout_s", "batch_max", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
 
 
 def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:

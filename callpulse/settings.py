@@ -170,7 +170,6 @@ class Settings:
     team_rules: Mapping[str, Mapping[str, Rule]] = field(default_factory=dict)
     # Worker tuning: not part of the contract, but kept here so tests and benchmarks can set them.
     batch_max: int = 2000
-    batch_within_s: float = 0.02
     session_timeout_s: float = 8.0
     fetch_max_wait_ms: int = 20
     consumer_group: str = "callpulse"

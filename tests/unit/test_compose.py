@@ -325,3 +325,11 @@ def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> Non
     for target in targets - {"localhost:9090"}:
         assert target.split(":")[0] in _services(compose), f"scrape target {target} is not a compose service"
     assert config["rule_files"] == ["rules.yml", "operations.yml"]
+
+
+def test_target_down_rule_watches_every_callpulse_scrape_job() -> None:
+    from callpulse.health_rules import JOBS
+
+    config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    assert set(JOBS) == {job for job in jobs if job.startswith("callpulse")}
