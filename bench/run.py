@@ -38,6 +38,7 @@ import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from bench import report  # noqa: E402
+from bench.floor import FLOOR_SIZES, floor_sweep  # noqa: E402
 from bench.phases import callpulse_run, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
 from bench.rig import FULL, QUICK, Bench, prefill, say  # noqa: E402
@@ -45,7 +46,7 @@ from bench.rig import FULL, QUICK, Bench, prefill, say  # noqa: E402
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-PARTS = ("throughput", "scale", "load", "replay")
+PARTS = ("throughput", "scale", "floor", "load", "replay")
 
 
 def _ms(x: float | None) -> str:
@@ -83,6 +84,11 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
                 b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
             )
             say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
+
+        if "floor" in parts:
+            say(f"(9) floor-size sweep: {s.floor_events:,} events on {', '.join(f'{n:,}' for n in FLOOR_SIZES)} agents")
+            r["floor"] = await floor_sweep(b, client, s.floor_events)
+            say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {r['floor']['ratio']:.2f}x the events/s")
 
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")

@@ -7,6 +7,8 @@ Key layout (all under a namespace `cp:<topic prefix>`):
   m:<agent>          team and state, each kept with the (ts, event_id) that set it
   agents             sorted set: agent -> latest event ts (who is on the floor)
   stats              event counters by topic|result and the event-lag histogram
+  dirty              sorted set: agent -> Redis time (ms) of the last apply that touched it (the alert sweep's input)
+  sweep-lease        the worker that sweeps alerts (a token it renews while it lives)
 """
 
 from __future__ import annotations
@@ -105,6 +107,11 @@ for i = 1, #p.a, 2 do
 end
 if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
+if p.d and #p.d > 0 then
+  local dk = ns .. 'dirty'
+  for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_ms, a) end
+  redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_ms - 3600000)
+end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
 for i, n in pairs(lag) do redis.call('HINCRBY', sk, 'lag|' .. i, n) end
@@ -120,7 +127,8 @@ return {1, applied, dups}
 
 READ_LUA = r"""
 -- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, agent1, agent2, ...
--- Returns per agent: team, state, then nwin * nfields sums (window-major).
+-- Returns per agent: team, state, nwin * nfields sums (window-major), then per window the first bucket in it
+-- that holds a count (-1 when none; for a chunk read by its totals, the chunk's first bucket: never later).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -136,6 +144,8 @@ for a = i, #ARGV do
   local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
   local sums = {}
   for k = 1, nwin * nf do sums[k] = 0 end
+  local firsts = {}
+  for w = 1, nwin do firsts[w] = -1 end
   for c = c0, c1 do
     local first, last = c * cb, c * cb + cb - 1
     local cut = false
@@ -154,7 +164,10 @@ for a = i, #ARGV do
           local v = tonumber(flat[j + 1])
           if f then
             for w = 1, nwin do
-              if lo[w] < b and b <= hi[w] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v end
+              if lo[w] < b and b <= hi[w] then
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+                if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+              end
             end
           end
         end
@@ -164,7 +177,11 @@ for a = i, #ARGV do
       for w = 1, nwin do
         if first > lo[w] and last <= hi[w] then
           for f = 1, nf do
-            if totals[f] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + tonumber(totals[f]) end
+            if totals[f] then
+              local v = tonumber(totals[f])
+              sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+              if v ~= 0 and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
+            end
           end
         end
       end
@@ -173,6 +190,7 @@ for a = i, #ARGV do
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
+  for w = 1, nwin do out[#out + 1] = firsts[w] end
 end
 return out
 """
@@ -183,6 +201,16 @@ MARK_REBUILT_LUA = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1
+"""
+
+LEASE_LUA = r"""
+-- KEYS: the lease; ARGV: the holder's token, ttl ms. Take it when free, renew it when this holder has it.
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 """
 
 
@@ -213,6 +241,9 @@ class AgentWindows:
     state: str | None
     last_ts_ms: int
     sums: dict[int, w.Sums]
+    # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
+    # changes by time alone (streams.schedule.next_change_ms).
+    first_buckets: dict[int, int | None] = field(default_factory=dict)
 
 
 def namespace(topic_prefix: str) -> str:
@@ -230,6 +261,7 @@ class WindowStore:
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
+        self._lease = client.register_script(LEASE_LUA)
 
     async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Current raw values of customer/ticket state keys (None when absent)."""
@@ -285,7 +317,8 @@ class WindowStore:
         results = [await self._read(args=[*head, *group]) for group in groups]
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
-        step = 2 + len(bounds) * nf
+        nwin = len(bounds)
+        step = 2 + nwin * nf + nwin
         for group, flat in zip(groups, results, strict=True):
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
@@ -294,8 +327,25 @@ class WindowStore:
                     ws: dict(zip(w.FIELDS, row[2 + j * nf : 2 + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums))
+                tail = row[2 + nwin * nf :]
+                firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
+                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts))
         return out
+
+    async def changed_since(self, since_ms: int) -> tuple[list[str], int]:
+        """Agents an apply touched at or after `since_ms` (Redis time), and Redis's time now (ms).
+
+        Read after the time: an apply that runs in between is listed now and again next time, never missed.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrangebyscore(f"{self.ns}dirty", since_ms, "+inf")
+            (secs, micros), names = await pipe.execute()
+        return [_s(a) for a in names], int(secs) * 1000 + int(micros) // 1000
+
+    async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
+        """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
+        return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
