@@ -43,10 +43,10 @@ class Sizes:
     profile_s: float
     worker_cap_s: float  # the worker on the replay topic stops here even if it has not finished
     agents: int = 2000
-    floor_events: int = 60_000  # per floor size in the floor-size sweep
+    floor_events: int = 30_000  # per floor size in the floor-size sweep
 
 
-FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0, floor_events=60_000)
+FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0, floor_events=30_000)
 QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, floor_events=15_000)
 
 

@@ -36,6 +36,27 @@ ENV_DEFAULTS: dict[str, str] = {
     "CALLPULSE_TOKEN": "",
     "CALLPULSE_TOPIC_PREFIX": "",
 }
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A worker tuning setting on the command line: the Settings field, its flag, how to parse it, what it does."""
+
+    field: str
+    flag: str
+    parse: type
+    help: str
+
+
+# The worker's tuning flags: `callpulse worker` takes them and child workers are started with them, from here.
+WORKER_FLAGS: tuple[Flag, ...] = (
+    Flag("session_timeout_s", "--session-timeout", float, "consumer group session timeout, s"),
+    Flag("batch_max", "--batch-max", int, "records per batch (one Redis write each)"),
+    Flag("batch_within_s", "--batch-within", float, "max wait to fill a batch, s"),
+    Flag("fetch_max_wait_ms", "--fetch-max-wait-ms", int, "broker fetch wait, ms"),
+    Flag("consumer_group", "--consumer-group", str, "consumer group id (default callpulse)"),
+    Flag("sweep_interval_s", "--sweep-interval", float, "alert sweep period, s"),
+)
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
