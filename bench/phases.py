@@ -118,11 +118,20 @@ async def naive_baseline(b: Bench, settings: Settings, client: aioredis.Redis, n
 
 
 async def callpulse_run(
-    b: Bench, settings: Settings, client: aioredis.Redis, n: int, *, workers: int, label: str, check: bool = False
+    b: Bench,
+    settings: Settings,
+    client: aioredis.Redis,
+    n: int,
+    *,
+    workers: int,
+    label: str,
+    check: bool = False,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """(3)/(8) `callpulse worker` x `workers` on the pre-filled topic until every record is in the stats hash.
 
-    With `check`, also the memory figures of what it built and the replay identity check (6).
+    With `check`, also the memory figures of what it built and the replay identity check (6). Past `timeout_s`
+    (default: 180 s or 1 ms per event) a TimeoutError, with the workers stopped.
     """
     await fresh_redis(client, settings)
     mem0 = (await client.info("memory"))["used_memory"]
@@ -130,7 +139,12 @@ async def callpulse_run(
     redis_cpu0, broker_cpu0 = b.cpu(b.redis), b.cpu(b.broker)
     t_spawn = time.perf_counter()
     procs = [b.worker(settings) for _ in range(workers)]
-    prog = await wait_processed(client, ns, n, procs, timeout_s=max(180.0, n / 1000))
+    try:
+        prog = await wait_processed(client, ns, n, procs, timeout_s=timeout_s or max(180.0, n / 1000))
+    except TimeoutError:
+        for p in procs:
+            p.stop()
+        raise
     metrics = [await worker_metrics(p) for p in procs]
     cpu = sum(p.cpu_s() for p in procs)
     redis_cpu, broker_cpu = b.cpu(b.redis) - redis_cpu0, b.cpu(b.broker) - broker_cpu0

@@ -124,10 +124,10 @@ class AlertEngine:
         return await self._sweep_changes(view)
 
     async def _sweep_all(self, generation: str) -> int:
-        _, since_ms = await self.store.changed_since(0)
+        _, since_us = await self.store.changed_since(0)
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s)
-        view = FloorView(self.rule_windows_s, generation, since_ms)
+        view = FloorView(self.rule_windows_s, generation, since_us)
         current = await self.current()
         n = 0
         seen: set[str] = set()
@@ -147,12 +147,11 @@ class AlertEngine:
         return n
 
     async def _sweep_changes(self, view: FloorView) -> int:
-        # Overlap the last read by a second: an apply listed twice is read twice, none is missed.
-        changed, since_ms = await self.store.changed_since(view.since_ms - 1000)
+        changed, since_us = await self.store.changed_since(view.since_us)
         now_ms = int(self.clock() * 1000)
         due = set(changed) | set(view.schedule.pop_due(now_ms))
         if not due:
-            view.since_ms = since_ms
+            view.since_us = since_us
             return 0
         rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due)
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
@@ -187,7 +186,7 @@ class AlertEngine:
         for alert in current.values():
             if (alert.scope, alert.subject) in empty:
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
-        view.since_ms = since_ms
+        view.since_us = since_us
         return n
 
     def _span_s(self, now_ms: int) -> float:

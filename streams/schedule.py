@@ -97,10 +97,10 @@ class FloorView:
     by taking an agent's old sums out and its new ones in: exact, integer arithmetic.
     """
 
-    def __init__(self, windows_s: Iterable[int], generation: str, since_ms: int) -> None:
+    def __init__(self, windows_s: Iterable[int], generation: str, since_us: int) -> None:
         self.windows_s = tuple(windows_s)
         self.generation = generation  # the store generation it was read in
-        self.since_ms = since_ms  # Redis time of the read it is current to
+        self.since_us = since_us  # Redis time (µs) of the read it is current to: applies since then are news
         self.members: dict[str, Member] = {}
         self.team_sizes: dict[str, int] = {}
         self.teams: dict[str, dict[int, w.Sums]] = {}

@@ -7,7 +7,7 @@ Key layout (all under a namespace `cp:<topic prefix>`):
   m:<agent>          team and state, each kept with the (ts, event_id) that set it
   agents             sorted set: agent -> latest event ts (who is on the floor)
   stats              event counters by topic|result and the event-lag histogram
-  dirty              sorted set: agent -> Redis time (ms) of the last apply that touched it (the alert sweep's input)
+  dirty              sorted set: agent -> Redis time (µs) of the last apply that touched it (the alert sweep's input)
   sweep-lease        the worker that sweeps alerts (a token it renews while it lives)
 """
 
@@ -58,6 +58,7 @@ local function apply(ops)
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local stats = {}
 local lag = {}
 local lag_sum, lag_n = 0, 0
@@ -109,8 +110,8 @@ if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) en
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
 if p.d and #p.d > 0 then
   local dk = ns .. 'dirty'
-  for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_ms, a) end
-  redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_ms - 3600000)
+  for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_us, a) end
+  redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_us - 3600000000)
 end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
@@ -332,16 +333,16 @@ class WindowStore:
                 out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts))
         return out
 
-    async def changed_since(self, since_ms: int) -> tuple[list[str], int]:
-        """Agents an apply touched at or after `since_ms` (Redis time), and Redis's time now (ms).
+    async def changed_since(self, since_us: int) -> tuple[list[str], int]:
+        """Agents an apply touched at or after `since_us` (Redis time, µs), and Redis's time now (µs).
 
-        Read after the time: an apply that runs in between is listed now and again next time, never missed.
+        The time is read first: an apply that runs in between is listed now and again next time, never missed.
         """
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.time()
-            pipe.zrangebyscore(f"{self.ns}dirty", since_ms, "+inf")
+            pipe.zrangebyscore(f"{self.ns}dirty", since_us, "+inf")
             (secs, micros), names = await pipe.execute()
-        return [_s(a) for a in names], int(secs) * 1000 + int(micros) // 1000
+        return [_s(a) for a in names], int(secs) * 1_000_000 + int(micros)
 
     async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
