@@ -88,7 +88,9 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
         if "floor" in parts:
             say(f"(9) floor-size sweep: {s.floor_events:,} events on {', '.join(f'{n:,}' for n in FLOOR_SIZES)} agents")
             r["floor"] = await floor_sweep(b, client, s.floor_events)
-            say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {r['floor']['ratio']:.2f}x the events/s")
+            fl = r["floor"]
+            say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {fl['ratio']:.2f}x the events/s, "
+                f"{fl['cost_ratio']:.2f}x the events per CPU-second (worker + Redis)")  # fmt: skip
 
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
