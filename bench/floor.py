@@ -68,7 +68,9 @@ async def floor_sweep(b: Bench, client: aioredis.Redis, n: int, sizes: tuple[int
         fill = await prefill(settings, n, agents=agents, seed=11)
         run = await floor_run(b, settings, client, fill["produced"])
         runs[agents] = run
-        cost = "n/a" if run["worker_us"] is None else f"{run['worker_us']:.0f} µs worker + {run['redis_us']:.0f} µs Redis"
+        cost = "n/a"
+        if run["worker_us"] is not None:
+            cost = f"{run['worker_us']:.0f} µs worker + {run['redis_us']:.0f} µs Redis"
         left = "" if run["finished"] else f" (cap reached at {run['events']:,} of {fill['produced']:,})"
         say(f"  {agents:,} agents: {run['rate']:,.0f} events/s, {cost} per event{left}")
     small, large = runs[min(sizes)], runs[max(sizes)]
