@@ -6,6 +6,8 @@ import math
 import re
 from typing import Any
 
+from bench import floor
+
 TARGET_E2E_RATE = 30_000
 TARGET_E2E_VS_NAIVE = 4.0
 TARGET_LAG_P99_S = 0.100
@@ -94,6 +96,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if s2 and e2e is not None:
         fig = f"1 worker {_rate(e2e)}; 2 workers {_rate(s2['rate'])} ({s2['rate'] / e2e:.2f}x)"
         out.append(("8", "scale-out on 4 partitions", fig, "", ""))
+    row9 = floor.summary_row(results)
+    if row9 is not None:
+        out.append(row9)
     return out
 
 
@@ -402,6 +407,7 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
             f"{ld['batch']['mean_batch_ms']:.1f} ms each (decode to Redis applied; the alert check comes after)."
         )
         lines.append("")
+    lines += floor.section(results)
     m = results.get("million")
     ident = _get(results, "e2e", "identity")
     if m:

@@ -112,6 +112,15 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
         await client.aclose()
 
 
+def _floor_of(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    floor = saved["results"].get("floor")
+    if floor is None:
+        raise SystemExit(f"--floor-before {path}: that run has no floor-size sweep (run it with --only floor)")
+    return {**floor, "label": f"{saved['env']['date']}, `{saved['env']['command']}`"}
+
+
 def machine() -> dict[str, Any]:
     model = "?"
     try:
@@ -148,6 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
+    parser.add_argument(
+        "--floor-before",
+        metavar="RESULTS",
+        help="a saved run's results.pkl, measured on older code: its floor-size sweep is shown as 'before'",
+    )
     parser.add_argument(
         "--render-from", metavar="RESULTS", help="rewrite the report from a saved run's results.pkl; runs nothing"
     )
@@ -196,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "note": args.note,
         "workdir": str(workdir),
     }
+    if args.floor_before:
+        bench.results["floor_before"] = _floor_of(args.floor_before)
     with open(workdir / "results.pkl", "wb") as f:
         pickle.dump({"env": env, "results": bench.results}, f)
     print()
