@@ -98,7 +98,22 @@ class AlertEngine:
         n = 0
         for row in rows:
             n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms)
+        if self._view is not None:
+            self._absorb(self._view, rows, now_ms)
         return n
+
+    def _absorb(self, view: FloorView, rows: list[AgentWindows], now_ms: int) -> None:
+        """Hand a check's reads to the sweeper's view: the next round need not read these agents again."""
+        oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
+        for row in rows:
+            if row.last_ts_ms <= oldest_ms:
+                continue  # leaving the floor: the sweep reads it again and resolves what it had
+            teams = view.put(row.agent_id, row.team, row.sums, row.read_us)
+            if teams is None:
+                continue
+            view.schedule.set(row.agent_id, self._next_change(row, now_ms))
+            view.pending_teams |= teams
+            view.floor_pending = True
 
     async def sweep(self) -> int:
         """Evaluate what can have changed since the last sweep, so alerts also resolve when only time passes.
@@ -121,7 +136,11 @@ class AlertEngine:
         view = self._view
         if view is None or view.generation != generation:
             return await self._sweep_all(generation)
-        return await self._sweep_changes(view)
+        try:
+            return await self._sweep_changes(view)
+        except BaseException:
+            self._view = None  # what this round took off the schedule is lost: read the whole floor next time
+            raise
 
     async def _sweep_all(self, generation: str) -> int:
         _, since_us = await self.store.changed_since(0)
@@ -135,7 +154,7 @@ class AlertEngine:
             if i % 100 == 99:
                 await asyncio.sleep(0)  # a big floor's sweep must not hold up the batches waiting on this loop
             n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms, seen)
-            view.put(row.agent_id, row.team, row.sums)
+            view.put(row.agent_id, row.team, row.sums, row.read_us)
             view.schedule.set(row.agent_id, self._next_change(row, now_ms))
         for team, sums in view.teams.items():
             n += await self._evaluate_subject("team", team, team, sums, current, now_ms, seen)
@@ -149,15 +168,18 @@ class AlertEngine:
     async def _sweep_changes(self, view: FloorView) -> int:
         changed, since_us = await self.store.changed_since(view.since_us)
         now_ms = int(self.clock() * 1000)
-        due = set(changed) | set(view.schedule.pop_due(now_ms))
-        if not due:
+        # Agents the per-batch check read after their apply are already in the view (and were evaluated).
+        due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
+        due |= set(view.schedule.pop_due(now_ms))
+        teams, floor_moved = set(view.pending_teams), view.floor_pending
+        view.pending_teams, view.floor_pending = set(), False
+        if not due and not teams and not floor_moved:
             view.since_us = since_us
             return 0
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due)
+        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due) if due else []
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
         present = {r.agent_id: r for r in rows if r.last_ts_ms > oldest_ms}
         gone = due - present.keys()
-        teams: set[str] = set()
         keys: list[str] = []
         for agent in gone:
             member = view.members.get(agent)
@@ -165,7 +187,7 @@ class AlertEngine:
             teams |= view.remove(agent)
         for row in present.values():
             keys += self.slot_keys("agent", row.agent_id, row.team)
-            teams |= view.put(row.agent_id, row.team, row.sums)
+            teams |= view.put(row.agent_id, row.team, row.sums, row.read_us) or set()
             view.schedule.set(row.agent_id, self._next_change(row, now_ms))
         for team in teams:
             keys += self.slot_keys("team", team, team)

@@ -106,12 +106,26 @@ class FloorView:
         self.teams: dict[str, dict[int, w.Sums]] = {}
         self.floor: dict[int, w.Sums] = {ws: w.empty_sums() for ws in self.windows_s}
         self.schedule = Schedule()
+        self.read_us: dict[str, int] = {}  # Redis time of the read each member's sums come from
+        # Changed by reads outside a sweep round (the per-batch checks): to evaluate in the next round.
+        self.pending_teams: set[str] = set()
+        self.floor_pending = False
 
-    def put(self, agent: str, team: str | None, sums: Mapping[int, w.Sums]) -> set[str]:
-        """Record an agent's new team and sums; returns the teams whose totals changed (old and new team)."""
+    def fresh(self, agent: str, applied_us: int) -> bool:
+        """Whether the agent's sums were read after an apply at `applied_us` (Redis time), so already hold it."""
+        return self.read_us.get(agent, -1) >= applied_us
+
+    def put(self, agent: str, team: str | None, sums: Mapping[int, w.Sums], read_us: int = 0) -> set[str] | None:
+        """Record an agent's team and sums read at `read_us`; returns the teams whose totals changed (old and new).
+
+        None when the view already holds a later read of the agent (two reads in flight came back out of order).
+        """
+        if read_us and self.read_us.get(agent, -1) > read_us:
+            return None
         new = Member(team, {ws: dict(sums[ws]) for ws in self.windows_s})
         old = self.members.get(agent)
         self.members[agent] = new
+        self.read_us[agent] = read_us
         if old is not None:
             self._add(old, -1)
         self._add(new, 1)
@@ -121,6 +135,7 @@ class FloorView:
         """Take an agent off the floor; returns its team (empty set if it had none or was not on it)."""
         old = self.members.pop(agent, None)
         self.schedule.drop(agent)
+        self.read_us.pop(agent, None)
         if old is None:
             return set()
         self._add(old, -1)

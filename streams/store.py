@@ -128,8 +128,9 @@ return {1, applied, dups}
 
 READ_LUA = r"""
 -- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, agent1, agent2, ...
--- Returns per agent: team, state, nwin * nfields sums (window-major), then per window the first bucket in it
--- that holds a count (-1 when none; for a chunk read by its totals, the chunk's first bucket: never later).
+-- Returns Redis's time (µs) of the read, then per agent: team, state, nwin * nfields sums (window-major), then
+-- per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals, the
+-- chunk's first bucket: never later than the true one).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -139,7 +140,8 @@ for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i =
 local nf = tonumber(ARGV[i]); i = i + 1
 local fields, index = {}, {}
 for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
-local out = {}
+local t = redis.call('TIME')
+local out = {tonumber(t[1]) * 1000000 + tonumber(t[2])}
 for a = i, #ARGV do
   local agent = ARGV[a]
   local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
@@ -245,6 +247,7 @@ class AgentWindows:
     # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
     # changes by time alone (streams.schedule.next_change_ms).
     first_buckets: dict[int, int | None] = field(default_factory=dict)
+    read_us: int = 0  # Redis's time of the read (µs): applies scored in `dirty` up to it are in these sums
 
 
 def namespace(topic_prefix: str) -> str:
@@ -320,7 +323,8 @@ class WindowStore:
         nf = len(w.FIELDS)
         nwin = len(bounds)
         step = 2 + nwin * nf + nwin
-        for group, flat in zip(groups, results, strict=True):
+        for group, reply in zip(groups, results, strict=True):
+            read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
                 team, state = _s(row[0]), _s(row[1])
@@ -330,19 +334,19 @@ class WindowStore:
                 }
                 tail = row[2 + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
-                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts))
+                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts, read_us))
         return out
 
-    async def changed_since(self, since_us: int) -> tuple[list[str], int]:
-        """Agents an apply touched at or after `since_us` (Redis time, µs), and Redis's time now (µs).
+    async def changed_since(self, since_us: int) -> tuple[dict[str, int], int]:
+        """Agents an apply touched at or after `since_us` (Redis time, µs) with the time of it, and Redis's time now.
 
         The time is read first: an apply that runs in between is listed now and again next time, never missed.
         """
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.time()
-            pipe.zrangebyscore(f"{self.ns}dirty", since_us, "+inf")
-            (secs, micros), names = await pipe.execute()
-        return [_s(a) for a in names], int(secs) * 1_000_000 + int(micros)
+            pipe.zrangebyscore(f"{self.ns}dirty", since_us, "+inf", withscores=True)
+            (secs, micros), rows = await pipe.execute()
+        return {_s(a): int(score) for a, score in rows}, int(secs) * 1_000_000 + int(micros)
 
     async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""

@@ -137,3 +137,17 @@ async def test_a_sweeper_that_lost_the_lease_reads_the_whole_floor_when_it_has_i
     await client.delete(f"{store.ns}sweep-lease")
     await engine.sweep()
     assert store.reads == [None, None]
+
+
+async def test_the_sweep_does_not_read_again_what_the_batch_check_read_after_the_apply(
+    client: aioredis.Redis,
+) -> None:
+    store, clock, engine, published = await setup(client)
+    await apply(store, clock, [call(f"a{i}", 1, 100, NOW - 30) for i in range(10)])
+    await engine.sweep()
+    await apply(store, clock, [call("a3", n, 900, NOW - 20 + n, team="east") for n in range(2, 4)], first_offset=50)
+    await engine.check_agents({"a3"})
+    await engine.sweep()
+    assert store.reads == [None, {"a3"}]  # the check's read only
+    # The team the check moved a3 into is still evaluated by the sweep, from the kept totals.
+    assert ("firing", "team", "east") in {(a.status, a.scope, a.subject) for a in published}
