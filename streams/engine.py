@@ -107,7 +107,9 @@ class AlertEngine:
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
         for row in rows:
             if row.last_ts_ms <= oldest_ms:
-                continue  # leaving the floor: the sweep reads it again and resolves what it had
+                if row.agent_id not in view.members:
+                    view.note_absent(row.agent_id, row.read_us)  # an old event: nothing for the sweep to do
+                continue  # a member leaving the floor: the sweep reads it again and resolves what it had
             teams = view.put(row.agent_id, row.team, row.sums, row.read_us)
             if teams is None:
                 continue

@@ -115,6 +115,11 @@ class FloorView:
         """Whether the agent's sums were read after an apply at `applied_us` (Redis time), so already hold it."""
         return self.read_us.get(agent, -1) >= applied_us
 
+    def note_absent(self, agent: str, read_us: int) -> None:
+        """Note a read of an agent that is not on the floor (its latest event is older than the rule windows)."""
+        if self.read_us.get(agent, -1) < read_us:
+            self.read_us[agent] = read_us
+
     def put(self, agent: str, team: str | None, sums: Mapping[int, w.Sums], read_us: int = 0) -> set[str] | None:
         """Record an agent's team and sums read at `read_us`; returns the teams whose totals changed (old and new).
 

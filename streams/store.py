@@ -247,7 +247,8 @@ class AgentWindows:
     # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
     # changes by time alone (streams.schedule.next_change_ms).
     first_buckets: dict[int, int | None] = field(default_factory=dict)
-    read_us: int = 0  # Redis's time of the read (µs): applies scored in `dirty` up to it are in these sums
+    # Redis's time of the read (µs): the applies scored in `dirty` up to it are in these sums.
+    read_us: int = field(default=0, compare=False)
 
 
 def namespace(topic_prefix: str) -> str:

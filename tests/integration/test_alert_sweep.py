@@ -151,3 +151,15 @@ async def test_the_sweep_does_not_read_again_what_the_batch_check_read_after_the
     assert store.reads == [None, {"a3"}]  # the check's read only
     # The team the check moved a3 into is still evaluated by the sweep, from the kept totals.
     assert ("firing", "team", "east") in {(a.status, a.scope, a.subject) for a in published}
+
+
+async def test_an_agent_whose_only_events_are_older_than_the_rule_windows_is_not_read_twice(
+    client: aioredis.Redis,
+) -> None:
+    store, clock, engine, _ = await setup(client)
+    await apply(store, clock, [call("a1", 1, 100, NOW - 30)])
+    await engine.sweep()
+    await apply(store, clock, [call("old", 1, 100, NOW - 2 * 3600)], first_offset=10)  # a backlog's old event
+    await engine.check_agents({"old"})
+    await engine.sweep()
+    assert store.reads == [None, {"old"}]
