@@ -1,140 +1,207 @@
-"""The floor-size sweep: the same event mix on floors of 100, 1,000 and 10,000 agents, one worker each.
+"""Floor-size figures without Kafka: Redis bytes per event by key kind, snapshot and /metrics cost at N agents.
 
-The worker's cost per event must not grow with the floor (issue 11): the sweep and the alert checks touch only
-agents whose values can have changed. Each size gets its own topics, pre-filled from the simulator with the
-same seed and count, and a fresh Redis. Two figures per size: events/s from the first applied record to the
-last (or to the cap, when a size does not finish), and the CPU the worker and Redis spent per event, which a
-busy machine disturbs less than a rate. The ratios compare the largest floor with the smallest.
+Feeds the simulator's floor straight through `streams.processor.Processor` (the worker's own batch path)
+into a fresh redis-server on a free port, then measures:
+- Redis memory after the events, per retained event, by key kind (SCAN + MEMORY USAGE on a sample);
+- `/api/snapshot` built in-process by `monitor.server.Monitor.snapshot` for the full floor, one team and
+  `agents=false`: median ms and JSON bytes;
+- `/metrics` rendered by the monitor's collector: ms, bytes and series.
+
+    python -m bench.floor --agents 10000 --events 1000000 --out /tmp/floor.json
+
+Events are spread over the last `--hours` hours (default 23, inside the 24 h horizon of `today`), so every
+one is retained.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
-from bench.rig import Bench, distinct, fresh_redis, prefill, say, stats_counts
 from callpulse.settings import Settings
-from streams.store import namespace
-
-FLOOR_SIZES: tuple[int, ...] = (100, 1_000, 10_000)
-CAP_S = 150.0  # a size that has not finished by then is measured on what it did
-
-
-async def floor_run(b: Bench, settings: Settings, client: aioredis.Redis, n: int) -> dict[str, Any]:
-    """One worker on a pre-filled topic until `n` records are applied or CAP_S passed."""
-    await fresh_redis(client, settings)
-    ns = namespace(settings.topic_prefix)
-    redis_cpu0 = b.cpu(b.redis)
-    worker = b.worker(settings)
-    t_spawn = time.perf_counter()
-    t_first: float | None = None
-    c_first = cpu_first = redis_first = 0.0
-    done = 0
-    try:
-        while True:
-            done = distinct(await stats_counts(client, ns))
-            now = time.perf_counter()
-            if t_first is None and done > 0:
-                t_first, c_first, cpu_first, redis_first = now, done, worker.cpu_s(), b.cpu(b.redis)
-            if done >= n or now - t_spawn > CAP_S:
-                break
-            if not worker.alive():
-                raise RuntimeError(f"{worker.name} exited while processing:\n{worker.log_tail()}")
-            await asyncio.sleep(0.05)
-        cpu, redis_cpu = worker.cpu_s(), b.cpu(b.redis)
-    finally:
-        worker.stop()
-    if t_first is None or done <= c_first:
-        return {"events": done, "finished": False, "rate": 0.0, "worker_us": None, "redis_us": None}
-    timed = done - c_first
-    return {
-        "events": done,
-        "finished": done >= n,
-        "rate": timed / (now - t_first),
-        "worker_us": 1e6 * (cpu - cpu_first) / timed,
-        "redis_us": 1e6 * (redis_cpu - redis_first) / timed,
-        "redis_us_all": 1e6 * (redis_cpu - redis_cpu0) / max(1, done),
-    }
+from callpulse.simulate import generate
+from monitor.server import Monitor
+from streams.processor import Processor, Record
+from streams.store import WindowStore, namespace
 
 
-async def floor_sweep(b: Bench, client: aioredis.Redis, n: int, sizes: tuple[int, ...] = FLOOR_SIZES) -> dict[str, Any]:
-    """Events/s and CPU per event of one worker on each floor size, and the largest floor's against the smallest."""
-    runs: dict[int, dict[str, Any]] = {}
-    for agents in sizes:
-        settings = b.settings(f"fl{agents}")
-        fill = await prefill(settings, n, agents=agents, seed=11)
-        run = await floor_run(b, settings, client, fill["produced"])
-        runs[agents] = run
-        cost = "n/a"
-        if run["worker_us"] is not None:
-            cost = f"{run['worker_us']:.0f} µs worker + {run['redis_us']:.0f} µs Redis"
-        left = "" if run["finished"] else f" (cap reached at {run['events']:,} of {fill['produced']:,})"
-        say(f"  {agents:,} agents: {run['rate']:,.0f} events/s, {cost} per event{left}")
-    small, large = runs[min(sizes)], runs[max(sizes)]
-    rate_ratio = large["rate"] / small["rate"] if small["rate"] else float("nan")
-    cost_ratio = float("nan")
-    if small["worker_us"] and large["worker_us"]:
-        cost_ratio = (small["worker_us"] + small["redis_us"]) / (large["worker_us"] + large["redis_us"])
-    return {"events": n, "runs": runs, "ratio": rate_ratio, "cost_ratio": cost_ratio}
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-# --- the report --------------------------------------------------------------------------------------------------
-
-TARGET_RATIO = 0.90
-
-
-def summary_row(results: dict[str, Any]) -> tuple[str, str, str, str, str] | None:
-    """Row 9 of the summary table: the ratios of this run."""
-    fl = results.get("floor")
-    if not fl:
-        return None
-    fig = (
-        f"{max(fl['runs']):,} vs {min(fl['runs']):,} agents: {fl['ratio']:.2f}x the events/s, "
-        f"{fl['cost_ratio']:.2f}x the events per CPU-second"
-    )
-    ok = fl["ratio"] >= TARGET_RATIO
-    return ("9", "floor-size sweep, one worker", fig, "≥ 0.90x events/s", "**met**" if ok else "**not met**")
+async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
+    """The simulator sends no invalid events."""
 
 
-def _table(fl: dict[str, Any]) -> list[str]:
-    out = [
-        "  | agents | events/s | worker CPU per event | Redis CPU per event | finished |",
-        "  |---|---|---|---|---|",
-    ]
-    for agents, r in sorted(fl["runs"].items()):
-        worker = "n/a" if r["worker_us"] is None else f"{r['worker_us']:.0f} µs"
-        redis = "n/a" if r["redis_us"] is None else f"{r['redis_us']:.0f} µs"
-        done = "yes" if r["finished"] else f"no: {r['events']:,} of {fl['events']:,} in {CAP_S:.0f} s"
-        out.append(f"  | {agents:,} | {r['rate']:,.0f} | {worker} | {redis} | {done} |")
-    out.append(
-        f"  | **{max(fl['runs']):,} vs {min(fl['runs']):,}** | **{fl['ratio']:.2f}x** | "
-        f"**{fl['cost_ratio']:.2f}x events per CPU-second (worker + Redis)** | | |"
-    )
+async def feed(settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> int:
+    """Send `events` simulator events (ts within the last `hours`) through the worker's batch path."""
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    proc = Processor(settings, store, _no_deadletter)
+    duration_s = hours * 3600
+    start_s = time.time() - duration_s - 60
+    offsets = {"calls": 0, "tickets": 0}
+    batch: list[Record] = []
+    sent = 0
+    for topic, event in generate(
+        agents=agents, rate=events / duration_s, duration_s=duration_s, seed=11, start_s=start_s
+    ):
+        key = event.get("agent_id") or event.get("ticket_id")
+        batch.append(Record(topic, 0, offsets[topic], key.encode() if key else None, orjson.dumps(event)))
+        offsets[topic] += 1
+        sent += 1
+        if len(batch) >= settings.batch_max:
+            await proc.process(batch)
+            batch = []
+        if sent >= events:
+            break
+    if batch:
+        await proc.process(batch)
+    return sent
+
+
+KINDS = {
+    "e:": "dedupe marks, one key per event (before) e:*",
+    "d:": "dedupe shards d:*",
+    "o:": "invalid-offset marks o:*",
+    "b:": "agent chunks b:*",
+    "t:": "team chunks t:*",
+    "f:": "floor chunks f:*",
+    "tm:": "team rosters tm:*",
+    "s:c:": "customer states s:c:*",
+    "s:t:": "ticket states s:t:*",
+    "m:": "agent meta m:*",
+}
+
+
+async def key_breakdown(client: aioredis.Redis, ns: str, *, sample: int = 300) -> dict[str, dict[str, float]]:
+    """Count keys by kind (SCAN) and estimate each kind's bytes from MEMORY USAGE on a sample of its keys."""
+    counts: dict[str, int] = {}
+    samples: dict[str, list[bytes]] = {}
+    async for key in client.scan_iter(count=10_000):
+        text = key.decode(errors="replace")
+        rest = text[len(ns) :] if text.startswith(ns) else "\0"
+        kind = next((label for pre, label in KINDS.items() if rest.startswith(pre)), "other keys")
+        counts[kind] = counts.get(kind, 0) + 1
+        if len(samples.setdefault(kind, [])) < sample:
+            samples[kind].append(key)
+    out: dict[str, dict[str, float]] = {}
+    for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in samples[kind]:
+                pipe.memory_usage(key, samples=0)
+            usage = [u for u in await pipe.execute() if u is not None]
+        mean = sum(usage) / len(usage) if usage else 0.0
+        out[kind] = {"keys": n, "mean_bytes": mean, "est_bytes": mean * n}
     return out
 
 
-def section(results: dict[str, Any]) -> list[str]:
-    """The floor-size section of BENCHMARKS.md: this run, and the run on the code before, when given."""
-    fl = results.get("floor")
-    if not fl:
-        return []
-    lines = ["## Floor-size sweep (9)", ""]
-    lines.append(
-        f"The same simulator mix (`generate(agents=N, seed=11)`, {fl['events']:,} events of a two-hour history) on "
-        f"floors of {', '.join(f'{n:,}' for n in sorted(fl['runs']))} agents, one worker and a fresh Redis each, in "
-        "one run: events/s from the first applied record to the last, and the CPU the worker and Redis spent per "
-        "event. The goal: events/s at 10,000 agents ≥ 90 % of those at 100 (issue 11). Compare the ratios, "
-        "measured in one run, rather than the rates across runs: the machine is shared."
-    )
-    lines.append("")
-    before = results.get("floor_before")
-    if before:
-        lines += [f"- **Before** ({before.get('label', 'the code before the incremental sweep')}):", ""]
-        lines += _table(before)
-        lines += ["", "- **After** (this code):", ""]
-    lines += _table(fl)
-    lines.append("")
-    return lines
+async def timed(make: Any, repeat: int) -> tuple[float, int]:
+    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes."""
+    times: list[float] = []
+    size = 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = await make()
+        body = out if isinstance(out, bytes) else orjson.dumps(out)
+        times.append((time.perf_counter() - t0) * 1000)
+        size = len(body)
+    return statistics.median(times), size
+
+
+async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """Load the floor and take every figure."""
+    settings = Settings(redis_url=url, topic_prefix="floor.")
+    client = aioredis.Redis.from_url(url)
+    ns = namespace(settings.topic_prefix)
+    mem0 = (await client.info("memory"))["used_memory"]
+    t0 = time.perf_counter()
+    sent = await feed(settings, client, agents=args.agents, events=args.events, hours=args.hours)
+    load_s = time.perf_counter() - t0
+    mem1 = (await client.info("memory"))["used_memory"]
+    kinds = await key_breakdown(client, ns)
+    out: dict[str, Any] = {
+        "agents": args.agents,
+        "events": sent,
+        "load_s": round(load_s, 1),
+        "load_events_per_s": round(sent / load_s),
+        "redis_used_bytes": mem1 - mem0,
+        "bytes_per_event": round((mem1 - mem0) / sent, 1),
+        "kinds": {k: {"keys": v["keys"], "bytes_per_event": round(v["est_bytes"] / sent, 1)} for k, v in kinds.items()},
+    }
+    monitor = Monitor(settings, client)
+    some_team = await _a_team(monitor)
+    window = args.window
+    for label, kwargs in (
+        ("full", {}),
+        ("team", {"team": some_team}),
+        ("agents_false", {"agents": False}),
+    ):
+        try:
+            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(window, **kw), args.repeat)
+        except TypeError:  # a monitor without agents=False
+            continue
+        out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
+    ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2))
+    body = await monitor.collector.scrape()
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+    await client.aclose()
+    return out
+
+
+async def _a_team(monitor: Monitor) -> str | None:
+    snap = await monitor.snapshot(monitor.settings.window_names[0])
+    teams = [t["team"] for t in snap["teams"]]
+    return teams[len(teams) // 2] if teams else None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start a redis-server on a free port, measure, print JSON (and write it to --out)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--agents", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--hours", type=float, default=23.0)
+    parser.add_argument("--window", default="15m")
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            for _ in range(100):
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.1):
+                    break
+                time.sleep(0.05)
+            result = asyncio.run(measure(args, f"redis://127.0.0.1:{port}/0"))
+        finally:
+            redis.terminate()
+            redis.wait()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

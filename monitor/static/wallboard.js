@@ -832,12 +832,34 @@
     updateConn();
   }
 
+  // A full-floor feed sends the whole snapshot once, then deltas: the agents that changed since the last
+  // message ("changed" rows, "removed" ids) with everything else of a snapshot (teams, floor, alerts, ...).
+  function onDelta(msg) {
+    if (!snapshot || !Array.isArray(snapshot.agents) || snapshot.version !== msg.since) {
+      // Not against what we hold (cannot happen on one socket): reconnect for a whole snapshot.
+      if (ws) ws.close(1000, "resync");
+      return;
+    }
+    const byId = new Map();
+    for (const a of snapshot.agents) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    for (const id of msg.removed || []) byId.delete(id);
+    for (const a of msg.changed || []) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    const agents = Array.from(byId.values());
+    agents.sort((x, y) => (x.agent_id < y.agent_id ? -1 : x.agent_id > y.agent_id ? 1 : 0));
+    const merged = Object.assign({}, msg, { type: "snapshot", agents });
+    delete merged.changed;
+    delete merged.removed;
+    delete merged.since;
+    onSnapshot(merged);
+  }
+
   function onMessage(data) {
     let msg;
     try { msg = JSON.parse(data); } catch (_) { return; }
     if (!msg || typeof msg !== "object") return;
     switch (msg.type) {
       case "snapshot": onSnapshot(msg); break;
+      case "delta": onDelta(msg); break;
       case "alert": upsertAlert(msg, false); scheduleRender(); break;
       case "ack": {
         const rec = alerts.get(msg.id);
@@ -936,6 +958,7 @@
     u.hash = "";
     if (currentWindow) u.searchParams.set("window", currentWindow);
     if (token) u.searchParams.set("token", token);
+    u.searchParams.set("delta", "true");             // the whole floor once, then only the agents that change
     return u.toString();
   }
 

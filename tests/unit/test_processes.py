@@ -15,7 +15,6 @@ def _tuned() -> Settings:
     return Settings(
         session_timeout_s=3.5,
         batch_max=123,
-        batch_within_s=0.005,
         fetch_max_wait_ms=7,
         consumer_group="g-tuned",
         sweep_interval_s=0.25,
