@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from bench import floorsize
 from bench.stats import span
 
 TARGET_E2E_RATE = 25_000
@@ -116,6 +117,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         if cu.get("processed", cu["events"]) < cu["events"]:
             fig += f" (**stopped with {cu['processed']:,} done**)"
         out.append(("9", "catch-up on a backlog, one worker from an empty Redis", fig, "", ""))
+    row10 = floorsize.summary_row(results)
+    if row10 is not None:
+        out.append(row10)
     return out
 
 
@@ -470,6 +474,7 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
         lines += ["", "### Where the worker's CPU goes during the catch-up", ""]
         lines += _profile_section(cu.get("profile"))
         lines.append("")
+    lines += floorsize.section(results)
     m = results.get("million")
     ident = _get(results, "e2e", "identity")
     if m:

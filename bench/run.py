@@ -39,6 +39,7 @@ import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from bench import report  # noqa: E402
+from bench.floorsize import FLOOR_SIZES, floor_sweep  # noqa: E402
 from bench.phases import callpulse_run, catch_up, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
 from bench.rig import FULL, QUICK, Bench, before_batch_consumer, code_at, prefill, say  # noqa: E402
@@ -50,7 +51,7 @@ from bench.stats import span  # noqa: E402
 # The before worker may be very slow on a busy machine: it is timed over what it does in this long.
 BEFORE_CAP_S = 150.0
 
-PARTS = ("throughput", "before", "scale", "load", "replay", "catchup")
+PARTS = ("throughput", "before", "scale", "floorsize", "load", "replay", "catchup")
 
 
 def _ms(x: float | None) -> str:
@@ -104,6 +105,14 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             )
             say(f"  {r['e2e_before']['rate']:,.0f} events/s")
 
+        if "floorsize" in parts:
+            sizes = ", ".join(f"{n:,}" for n in FLOOR_SIZES)
+            say(f"(10) floor-size sweep: {s.floor_events:,} events on {sizes} agents")
+            r["floor"] = await floor_sweep(b, client, s.floor_events)
+            fl = r["floor"]
+            say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {fl['ratio']:.2f}x the events/s, "
+                f"{fl['cost_ratio']:.2f}x the events per CPU-second (worker + Redis)")  # fmt: skip
+
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
             r["load"] = await steady_load(b, b.settings("ld"), client)
@@ -143,6 +152,15 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
         await client.aclose()
 
 
+def _floor_of(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    floor = saved["results"].get("floor")
+    if floor is None:
+        raise SystemExit(f"--floor-before {path}: that run has no floor-size sweep (run it with --only floorsize)")
+    return {**floor, "label": f"{saved['env']['date']}, `{saved['env']['command']}`"}
+
+
 def machine() -> dict[str, Any]:
     model = "?"
     try:
@@ -179,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
+    parser.add_argument(
+        "--floor-before",
+        metavar="RESULTS",
+        help="a saved run's results.pkl, measured on older code: its floor-size sweep is shown as 'before'",
+    )
     parser.add_argument(
         "--render-from", metavar="RESULTS", help="rewrite the report from a saved run's results.pkl; runs nothing"
     )
@@ -232,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "note": args.note,
         "workdir": str(workdir),
     }
+    if args.floor_before:
+        bench.results["floor_before"] = _floor_of(args.floor_before)
     with open(workdir / "results.pkl", "wb") as f:
         pickle.dump({"env": env, "results": bench.results}, f)
     if interrupted:

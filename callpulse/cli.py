@@ -14,7 +14,7 @@ from typing import Any
 
 from callpulse.exceptions import CallpulseError, SettingsError
 from callpulse.kafka import wait_for_broker
-from callpulse.settings import ENV_DEFAULTS, Settings, from_env
+from callpulse.settings import ENV_DEFAULTS, WORKER_FLAGS, Settings, from_env
 
 
 @dataclass(frozen=True)
@@ -81,29 +81,9 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--web-port", type=int, default=6066, help="worker health/metrics port")
     w.add_argument("--web-host", default="127.0.0.1", help="worker health/metrics bind host")
     tuning = w.add_argument_group("tuning")
-    tuning.add_argument(
-        "--session-timeout",
-        dest="session_timeout_s",
-        type=float,
-        help=f"consumer group session timeout, s (default: {Settings.session_timeout_s:g})",
-    )
-    tuning.add_argument(
-        "--batch-max",
-        dest="batch_max",
-        type=int,
-        help=f"records per fetch and batch, one Redis write each (default: {Settings.batch_max})",
-    )
-    tuning.add_argument(
-        "--fetch-max-wait-ms",
-        dest="fetch_max_wait_ms",
-        type=int,
-        help=f"broker fetch wait, ms (default: {Settings.fetch_max_wait_ms})",
-    )
-    tuning.add_argument(
-        "--consumer-group", dest="consumer_group", help=f"consumer group id (default: {Settings.consumer_group})"
-    )
-    tuning.add_argument("--sweep-interval", dest="sweep_interval_s", type=float,
-                        help=f"alert sweep period, s (default: {Settings.sweep_interval_s:g})")  # fmt: skip
+    for flag in WORKER_FLAGS:
+        default = getattr(Settings, flag.field)
+        tuning.add_argument(flag.flag, dest=flag.field, type=flag.parse, help=f"{flag.help} (default: {default})")
     _sub(sub, "monitor", "serve the wallboard, snapshot API, websocket feed and /metrics")
     s = _sub(sub, "simulate", "produce a realistic call-center event stream")
     s.add_argument("--agents", type=int, default=50, help="agents on the simulated floor")
@@ -130,7 +110,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-TUNING = ("session_timeout_s", "batch_max", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
+TUNING = tuple(flag.field for flag in WORKER_FLAGS)
 
 
 def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:

@@ -37,6 +37,26 @@ ENV_DEFAULTS: dict[str, str] = {
     "CALLPULSE_SUPERVISOR_TOKEN": "",
     "CALLPULSE_TOPIC_PREFIX": "",
 }
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A worker tuning setting on the command line: the Settings field, its flag, how to parse it, what it does."""
+
+    field: str
+    flag: str
+    parse: type
+    help: str
+
+
+# The worker's tuning flags: `callpulse worker` takes them and child workers are started with them, from here.
+WORKER_FLAGS: tuple[Flag, ...] = (
+    Flag("session_timeout_s", "--session-timeout", float, "consumer group session timeout, s"),
+    Flag("batch_max", "--batch-max", int, "records per fetch and batch, one Redis write each"),
+    Flag("fetch_max_wait_ms", "--fetch-max-wait-ms", int, "broker fetch wait, ms"),
+    Flag("consumer_group", "--consumer-group", str, "consumer group id"),
+    Flag("sweep_interval_s", "--sweep-interval", float, "alert sweep period, s"),
+)
 NOTIFY_FORMATS: tuple[str, ...] = ("json", "slack", "teams")
 SEVERITIES: tuple[str, ...] = ("warning", "critical")  # lowest first
 WEBHOOK_FIELDS: tuple[str, ...] = ("url", "format", "min_severity", "teams")

@@ -201,6 +201,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "u": unguarded,
         "m": meta_ops,
         "a": agents_flat,
+        "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
         "tm": params.bucket_ttl_s,

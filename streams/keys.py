@@ -12,6 +12,8 @@ All keys live under a namespace `cp:<topic prefix>`:
   o:<topic>:<p>:<off>  dedupe mark of an invalid record (it has no event id), by its position
   s:c:<customer>       'version|json' call history for FCR;  s:t:<ticket> the same for response time
   stats                event counters by topic|result and the event-lag histogram
+  dirty                sorted set: agent -> Redis time (µs) of the last apply that touched it (the alert sweep's
+                       input: it reads only these and the agents whose windows move by time)
   notified:<alert id>  set of the webhook indexes told of an alert episode (streams/notify.py), gone on resolve
   epoch, seq, replay-lock, sweep-lease, alerts, acked, snoozes, alert-log   store and alert state
 Channels: changed, alert-feed, ui.
@@ -53,6 +55,11 @@ def team_roster_key(ns: str, team: str) -> str:
 def teams_key(ns: str) -> str:
     """Sorted set of teams by their latest event ts."""
     return f"{ns}teams"
+
+
+def dirty_key(ns: str) -> str:
+    """Sorted set of agents by the Redis time (µs) an apply last touched them."""
+    return f"{ns}dirty"
 
 
 def agents_key(ns: str) -> str:

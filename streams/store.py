@@ -127,6 +127,7 @@ local function mark_append(g, f, cur, src)
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local stats = {}
 local lag = {}
 local lag_sum, lag_n = 0, 0
@@ -205,6 +206,12 @@ if #p.a > 0 then
   end
 end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
+if p.d and #p.d > 0 then
+  -- What the alert sweep reads next round: the agents this apply touched, by Redis time.
+  local dk = ns .. 'dirty'
+  for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_us, a) end
+  redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_us - 3600000000)
+end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
 for i, n in pairs(lag) do redis.call('HINCRBY', sk, 'lag|' .. i, n) end
@@ -230,9 +237,13 @@ local nf = tonumber(ARGV[i]); i = i + 1
 local fields, index = {}, {}
 for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
 -- Sum the chunks `prefix .. c` over each window: whole chunks by their totals, cut ones by their buckets.
+-- Also per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals,
+-- the chunk's first bucket: never later than the true one): when the window next changes by time alone.
 local function window_sums(prefix)
   local sums = {}
   for k = 1, nwin * nf do sums[k] = 0 end
+  local firsts = {}
+  for w = 1, nwin do firsts[w] = -1 end
   for c = c0, c1 do
     local first, last = c * cb, c * cb + cb - 1
     local cut = false
@@ -251,7 +262,10 @@ local function window_sums(prefix)
           local v = tonumber(flat[j + 1])
           if f then
             for w = 1, nwin do
-              if lo[w] < b and b <= hi[w] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v end
+              if lo[w] < b and b <= hi[w] then
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+                if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+              end
             end
           end
         end
@@ -266,14 +280,18 @@ local function window_sums(prefix)
         for w = 1, nwin do
           if first > lo[w] and last <= hi[w] then
             for f = 1, nf do
-              if totals[f] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + tonumber(totals[f]) end
+              if totals[f] then
+                local v = tonumber(totals[f])
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+                if v ~= 0 and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
+              end
             end
           end
         end
       end
     end
   end
-  return sums
+  return sums, firsts
 end
 local out = {}
 """
@@ -281,14 +299,18 @@ local out = {}
 READ_LUA = (
     _READ_HEAD_LUA
     + r"""
--- Subjects: agents. Returns per agent: team, state, then nwin * nfields sums (window-major).
+-- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, nwin * nfields sums
+-- (window-major), then per window the first bucket holding a count (see window_sums).
+local t = redis.call('TIME')
+out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
   local agent = ARGV[a]
   local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
-  local sums = window_sums(ns .. 'b:' .. agent .. ':')
+  local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':')
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
+  for w = 1, nwin do out[#out + 1] = firsts[w] end
 end
 return out
 """
@@ -313,6 +335,16 @@ MARK_REBUILT_LUA = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1
+"""
+
+LEASE_LUA = r"""
+-- KEYS: the lease; ARGV: the holder's token, ttl ms. Take it when free, renew it when this holder has it.
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 """
 
 
@@ -343,6 +375,11 @@ class AgentWindows:
     state: str | None
     last_ts_ms: int
     sums: dict[int, w.Sums]
+    # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
+    # changes by time alone (streams.schedule.next_change_ms).
+    first_buckets: dict[int, int | None] = field(default_factory=dict)
+    # Redis's time of the read (µs): the applies scored in `dirty` up to it are in these sums.
+    read_us: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -370,6 +407,7 @@ class WindowStore:
         self._read = client.register_script(READ_LUA)
         self._read_groups = client.register_script(READ_GROUPS_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
+        self._lease = client.register_script(LEASE_LUA)
 
     async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Current raw values of customer/ticket state keys (None when absent)."""
@@ -420,8 +458,10 @@ class WindowStore:
         results = [await self._read(args=[*head, *group]) for group in groups]
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
-        step = 2 + len(bounds) * nf
-        for group, flat in zip(groups, results, strict=True):
+        nwin = len(bounds)
+        step = 2 + nwin * nf + nwin
+        for group, reply in zip(groups, results, strict=True):
+            read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
                 team, state = _s(row[0]), _s(row[1])
@@ -429,8 +469,25 @@ class WindowStore:
                     ws: dict(zip(w.FIELDS, row[2 + j * nf : 2 + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums))
+                tail = row[2 + nwin * nf :]
+                firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
+                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts, read_us))
         return out
+
+    async def changed_since(self, since_us: int) -> tuple[dict[str, int], int]:
+        """Agents an apply touched at or after `since_us` (Redis time, µs) with the time of it, and Redis's time now.
+
+        The time is read first: an apply that runs in between is listed now and again next time, never missed.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrangebyscore(keys.dirty_key(self.ns), since_us, "+inf", withscores=True)
+            (secs, micros), rows = await pipe.execute()
+        return {_s(a): int(score) for a, score in rows}, int(secs) * 1_000_000 + int(micros)
+
+    async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
+        """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
+        return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
 
     def _read_head(self, now_ms: int, windows_s: Sequence[int]) -> list[Any]:
         """The read scripts' leading arguments: chunk range, window bounds in buckets, field names."""
