@@ -31,9 +31,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
+## grafana: regenerate grafana/dashboards, prometheus/rules.yml and docs/kpis.md (built-in thresholds, example scorecard)
 grafana: $(STAMP)
-	$(VENV)/bin/callpulse grafana --out .
+	CALLPULSE_CONFIG=callpulse/scorecard.example.toml $(VENV)/bin/callpulse grafana --out .
 
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps
