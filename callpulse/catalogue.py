@@ -398,7 +398,6 @@ def describe() -> list[dict[str, object]]:
             "format": k.fmt,
             "better": k.better,
             "ratio": k.is_ratio,
-            "definition": k.definition,
             "board": k.board,
             "headline": k.headline,
         }
