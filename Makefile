@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format grafana bench system-deps clean
+.PHONY: demo test lint format grafana docs bench system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ format: $(STAMP)
 ## grafana: regenerate grafana/dashboards, prometheus/rules.yml and docs/kpis.md (built-in thresholds, example scorecard)
 grafana: $(STAMP)
 	CALLPULSE_CONFIG=callpulse/scorecard.example.toml $(VENV)/bin/callpulse grafana --out .
+
+## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
+docs: $(STAMP)
+	$(PY) -m callpulse.reference --out .
 
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps

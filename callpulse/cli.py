@@ -33,8 +33,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--web-port", type=int, default=6066, help="worker health/metrics port (default 6066)")
     w.add_argument("--web-host", default="127.0.0.1", help="worker health/metrics bind host")
     w.add_argument("--session-timeout", dest="session_timeout_s", type=float, help="consumer group session timeout, s")
-    w.add_argument("--batch-max", dest="batch_max", type=int, help="records per batch (one Redis write each)")
-    w.add_argument("--batch-within", dest="batch_within_s", type=float, help="max wait to fill a batch, s")
+    w.add_argument("--batch-max", dest="batch_max", type=int, help="records per fetch and batch (one Redis write each)")
     w.add_argument("--fetch-max-wait-ms", dest="fetch_max_wait_ms", type=int, help="broker fetch wait, ms")
     w.add_argument("--consumer-group", dest="consumer_group", help="consumer group id (default callpulse)")
     w.add_argument("--sweep-interval", dest="sweep_interval_s", type=float, help="alert sweep period, s")
@@ -63,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-TUNING = ("session_timeout_s", "batch_max", "batch_within_s", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
+TUNING = ("session_timeout_s", "batch_max", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
 
 
 def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:

@@ -69,6 +69,41 @@
   const token = params.get("token") || null;
   let currentWindow = params.get("window") || null;   // null: the server's default
 
+  // ---- role ----------------------------------------------------------------
+  // A read-only token (CALLPULSE_TOKEN while a supervisor token is set) may not acknowledge or
+  // snooze: the board hides those controls until /api/role says this viewer may act.
+  const NAME_KEY = "callpulse.name";
+  const NAME_MAX = 64;
+  let mayAct = false;
+  let roleKnown = false;
+  document.body.classList.add("read-only");
+  function loadRole() {
+    const u = new URL("api/role", location.href);   // relative: honours a path prefix
+    if (token) u.searchParams.set("token", token);
+    fetch(u.toString(), { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((info) => {
+        if (!info) return;
+        roleKnown = true;
+        mayAct = !!info.may_act;
+        document.body.classList.toggle("read-only", !mayAct);
+        document.body.dataset.role = info.role || "";
+        scheduleRender();
+      })
+      .catch(() => { /* stays read-only; asked again on the next connect */ });
+  }
+  // The audit log records who acted: ask once for a name and keep it in this browser.
+  function actorName() {
+    let name = null;
+    try { name = localStorage.getItem(NAME_KEY); } catch (_) { /* storage off: ask each time */ }
+    if (name === null) {
+      name = (window.prompt("Your name, for the audit log of acknowledgements and snoozes:") || "")
+        .trim().slice(0, NAME_MAX);
+      try { localStorage.setItem(NAME_KEY, name); } catch (_) { /* not kept */ }
+    }
+    return name || null;
+  }
+
   // ---- model ---------------------------------------------------------------
   const pageLoadedAt = Date.now();
   let snapshot = null;
@@ -747,8 +782,12 @@
     const rec = item && alerts.get(item.dataset.alertId);
     if (!rec) return;
     const a = rec.alert;
+    if (!mayAct) return;
+    const by = actorName();
     if (b.dataset.action === "ack") {
-      if (!send({ type: "ack", id: a.id })) return;
+      const msg = { type: "ack", id: a.id };
+      if (by) msg.by = by;
+      if (!send(msg)) return;
       rec.alert = Object.assign({}, a, { acknowledged: true });
       rec.localAckAt = Date.now();
     } else if (b.dataset.action === "snooze") {
@@ -757,6 +796,7 @@
       const minutes = parseInt(el.snoozeMinutes.value, 10) || 15;
       const msg = { type: "snooze", kpi: a.kpi, minutes };
       msg[t.scope === "agent" ? "agent_id" : "team"] = t.id;
+      if (by) msg.by = by;
       if (!send(msg)) return;
       addSnooze(t.scope, t.id, a.kpi, serverNow() + minutes * 60000, true);
     }
@@ -795,12 +835,34 @@
     updateConn();
   }
 
+  // A full-floor feed sends the whole snapshot once, then deltas: the agents that changed since the last
+  // message ("changed" rows, "removed" ids) with everything else of a snapshot (teams, floor, alerts, ...).
+  function onDelta(msg) {
+    if (!snapshot || !Array.isArray(snapshot.agents) || snapshot.version !== msg.since) {
+      // Not against what we hold (cannot happen on one socket): reconnect for a whole snapshot.
+      if (ws) ws.close(1000, "resync");
+      return;
+    }
+    const byId = new Map();
+    for (const a of snapshot.agents) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    for (const id of msg.removed || []) byId.delete(id);
+    for (const a of msg.changed || []) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    const agents = Array.from(byId.values());
+    agents.sort((x, y) => (x.agent_id < y.agent_id ? -1 : x.agent_id > y.agent_id ? 1 : 0));
+    const merged = Object.assign({}, msg, { type: "snapshot", agents });
+    delete merged.changed;
+    delete merged.removed;
+    delete merged.since;
+    onSnapshot(merged);
+  }
+
   function onMessage(data) {
     let msg;
     try { msg = JSON.parse(data); } catch (_) { return; }
     if (!msg || typeof msg !== "object") return;
     switch (msg.type) {
       case "snapshot": onSnapshot(msg); break;
+      case "delta": onDelta(msg); break;
       case "alert": upsertAlert(msg, false); scheduleRender(); break;
       case "ack": {
         const rec = alerts.get(msg.id);
@@ -817,7 +879,7 @@
         scheduleRender();
         break;
       }
-      case "error": toast(msg.message || "server error"); break;
+      case "error": toast(msg.error || msg.message || "server error"); break;
       default: break;                              // pings and unknown types are invisible
     }
   }
@@ -899,6 +961,7 @@
     u.hash = "";
     if (currentWindow) u.searchParams.set("window", currentWindow);
     if (token) u.searchParams.set("token", token);
+    u.searchParams.set("delta", "true");             // the whole floor once, then only the agents that change
     return u.toString();
   }
 
@@ -924,7 +987,13 @@
     let sock;
     try { sock = new WebSocket(wsUrl()); } catch (err) { scheduleReconnect(gen); return; }
     ws = sock;
-    sock.onopen = () => { if (gen === wsGen) { wsOpen = true; updateConn(); updateStale(); } };
+    sock.onopen = () => {
+      if (gen !== wsGen) return;
+      wsOpen = true;
+      if (!roleKnown) loadRole();
+      updateConn();
+      updateStale();
+    };
     sock.onmessage = (ev) => { if (gen === wsGen) onMessage(ev.data); };
     sock.onclose = (ev) => {
       if (gen !== wsGen) return;

@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules.yml"
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 SCRAPE_INTERVAL_S = 1
+# The monitor serves per-agent series on their own path, scraped as a job of their own (docs/metrics in README).
+METRICS_PATHS = {"callpulse-monitor-agents": "/metrics/agents"}
 RULE_GROUPS = {"callpulse-agent", "callpulse-team", "callpulse-floor"}
 # Half an hour of a 30-agent floor (18 inbound agents in two teams, 12 outbound in one) at 20 events/s:
 # about 35 000 events, enough for every KPI that applies to a team (inbound or outbound) in its windows.
@@ -89,7 +91,11 @@ class Prometheus:
             },
             "rule_files": [str(path) for path in rule_files],
             "scrape_configs": [
-                {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": targets}]}
+                {
+                    "job_name": job,
+                    "metrics_path": METRICS_PATHS.get(job, "/metrics"),
+                    "static_configs": [{"targets": targets}],
+                }
                 for job, targets in scrape.items()
             ],
         }
@@ -260,6 +266,7 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
     prometheus.start(
         {
             "callpulse-monitor": [f"{settings.http_host}:{settings.http_port}"],
+            "callpulse-monitor-agents": [f"{settings.http_host}:{settings.http_port}"],
             "callpulse-worker": [f"127.0.0.1:{web_port}"],
         },
         [RULES],
@@ -268,7 +275,8 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
     def targets_up() -> bool:
         active = prometheus.api("targets")["activeTargets"]
         health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in active}
-        assert health == {"callpulse-monitor": ("up", ""), "callpulse-worker": ("up", "")}, health
+        want = {"callpulse-monitor": ("up", ""), "callpulse-monitor-agents": ("up", ""), "callpulse-worker": ("up", "")}
+        assert health == want, health
         return True
 
     wait_for(targets_up, timeout_s=20, interval_s=0.2, message="both scrape targets up")
