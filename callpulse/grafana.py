@@ -251,7 +251,11 @@ def _dashboard(
         board = board.with_row(panel.id(i)) if isinstance(panel, dash.Row) else board.with_panel(panel.id(i))
     for variable in variables:
         board = board.with_variable(variable)
-    return json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    out: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    # The builder leaves out empty lists; Grafana and readers of the model expect them present.
+    out.setdefault("templating", {}).setdefault("list", [])
+    out.setdefault("annotations", {}).setdefault("list", [])
+    return out
 
 
 def _floor(settings: Settings) -> dict[str, Any]:

@@ -331,3 +331,9 @@ def test_grafana_steps_ascend() -> None:
         {"color": "red", "value": None},
         {"color": "green", "value": 0.5},
     ]
+
+
+def test_every_dashboard_has_template_and_annotation_lists() -> None:
+    for name, board in p.dashboards(Settings()).items():
+        assert isinstance(board["templating"]["list"], list), name
+        assert isinstance(board["annotations"]["list"], list), name
