@@ -26,6 +26,7 @@ import yaml
 
 from callpulse import catalogue
 from callpulse.grafana import dashboards, grafana_steps, panel_queries
+from callpulse.health_rules import OPERATIONS_HEADER, OPERATIONS_RULES_PATH, operations_rules
 from callpulse.promql import (
     DASHBOARD_UIDS,
     DASHBOARDS_DIR,
@@ -166,10 +167,10 @@ def render_json(dashboard: Mapping[str, Any]) -> str:
     return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def render_rules(rules: Mapping[str, Any]) -> str:
+def render_rules(rules: Mapping[str, Any], *, header: str = GENERATED) -> str:
     """The rules file as committed: a header comment, then YAML with sorted keys."""
     body = yaml.safe_dump(dict(rules), sort_keys=True, default_flow_style=False, allow_unicode=True, width=1000)
-    return f"# {GENERATED}\n{body}"
+    return f"# {header}\n{body}"
 
 
 def _rule_text(rule: Rule | None) -> str:
@@ -226,12 +227,13 @@ def files(settings: Settings) -> dict[Path, str]:
     """Every generated file, as a path relative to the repo root -> its text."""
     out = {DASHBOARDS_DIR / name: render_json(model) for name, model in sorted(dashboards(settings).items())}
     out[RULES_PATH] = render_rules(prometheus_rules(settings))
+    out[OPERATIONS_RULES_PATH] = render_rules(operations_rules(), header=OPERATIONS_HEADER)
     out[KPI_REFERENCE_PATH] = kpi_reference(settings)
     return out
 
 
 def write_all(settings: Settings, root: Path) -> list[Path]:
-    """Write grafana/dashboards/*.json, prometheus/rules.yml and docs/kpis.md under `root`; return the paths."""
+    """Write every generated file (`files`: dashboards, rules, docs/kpis.md) under `root`; return the paths."""
     written = []
     for relative, text in files(settings).items():
         path = Path(root) / relative

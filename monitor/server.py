@@ -27,6 +27,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
+from callpulse.binding import bind_problem
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
 from monitor import audit, openapi, snapshot
@@ -485,20 +486,23 @@ class Monitor:
                 f"refusing to serve on {s.http_host}:{s.http_port} without a token: anyone on the network could "
                 "read the floor's data; set CALLPULSE_TOKEN, or bind 127.0.0.1 with CALLPULSE_HTTP"
             )
-        self.server = await serve(
-            self.handler,
-            s.http_host,
-            s.http_port,
-            process_request=self.process_request,
-            create_connection=MethodGuardConnection,
-            max_size=s.ws_max_message_bytes,
-            max_queue=16,
-            write_limit=64 * 1024,
-            ping_interval=s.ws_ping_interval_s,
-            ping_timeout=s.ws_ping_timeout_s,
-            close_timeout=2,
-            server_header="callpulse",
-        )
+        try:
+            self.server = await serve(
+                self.handler,
+                s.http_host,
+                s.http_port,
+                process_request=self.process_request,
+                create_connection=MethodGuardConnection,
+                max_size=s.ws_max_message_bytes,
+                max_queue=16,
+                write_limit=64 * 1024,
+                ping_interval=s.ws_ping_interval_s,
+                ping_timeout=s.ws_ping_timeout_s,
+                close_timeout=2,
+                server_header="callpulse",
+            )
+        except OSError as exc:
+            raise bind_problem("CALLPULSE_HTTP (--http)", s.http_host, s.http_port, exc) from exc
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._snapshot_loop())]
         return self.server
 

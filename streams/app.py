@@ -26,6 +26,7 @@ from streams.alerts import Alert
 from streams.consumer import BatchTransport, FetchBatch, FetchSchema
 from streams.engine import AlertEngine
 from streams.health import METRICS_CONTENT_TYPE, WorkerHealth
+from streams.notify import Notifier, StoreEpisodeMemory
 from streams.processor import REDIS_ERRORS, Processor, Record, deadletter_value
 from streams.replay import rebuild_if_empty
 from streams.store import WindowStore, namespace
@@ -78,6 +79,7 @@ def faust_app(settings: Settings, *, web_host: str, web_port: int) -> CallpulseA
         stream_buffer_maxsize=BUFFERED_BATCHES,
         web_enabled=True,
         web_host=web_host,
+        web_bind=web_host,
         web_port=web_port,
         producer_acks=-1,
         topic_allow_declare=False,
@@ -233,7 +235,11 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         if not fut.cancelled() and fut.exception() is not None:
             log.error("could not publish an alert to %s: %s", alerts_topic, fut.exception())
 
+    registry = CollectorRegistry()  # the worker's /metrics: health and notifications
+    notifier = Notifier(settings, registry, team_of=store.agent_team, memory=StoreEpisodeMemory(store))
+
     async def publish_alert(alert: Alert) -> None:
+        notifier.submit(alert.to_message())  # never waits: a background task POSTs to the webhooks
         # Queue it for Kafka without waiting for the broker's ack: websocket clients already have it (Redis
         # pub/sub), and one slow ack must not hold up the alerts evaluated after it.
         value = orjson.dumps(alert.to_message())
@@ -244,7 +250,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     processor.on_empty = lambda: rebuild_if_empty(settings, store)
     processor.stopping = lambda: app.callpulse_stopping
     engine = AlertEngine(settings, store, publish_alert)
-    health = WorkerHealth(CollectorRegistry(), processor, lambda: getattr(app, "_consumer", None))
+    health = WorkerHealth(registry, processor, lambda: getattr(app, "_consumer", None))
     alerts = AlertChecks(engine)
     ingest = Ingest(app, processor, health, alerts)
     app.callpulse_engine = engine  # type: ignore[attr-defined]
@@ -259,6 +265,10 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     @app.task
     async def alert_checks() -> None:
         await alerts.run()
+
+    @app.task
+    async def deliver_notifications() -> None:
+        await notifier.run()
 
     async def rebuild() -> None:
         await rebuild_if_empty(settings, store)

@@ -12,6 +12,7 @@ All keys live under a namespace `cp:<topic prefix>`:
   o:<topic>:<p>:<off>  dedupe mark of an invalid record (it has no event id), by its position
   s:c:<customer>       'version|json' call history for FCR;  s:t:<ticket> the same for response time
   stats                event counters by topic|result and the event-lag histogram
+  notified:<alert id>  set of the webhook indexes told of an alert episode (streams/notify.py), gone on resolve
   epoch, seq, replay-lock, sweep-lease, alerts, acked, snoozes, alert-log   store and alert state
 Channels: changed, alert-feed, ui.
 
@@ -77,6 +78,11 @@ def ticket_key(ns: str, ticket_id: str) -> str:
 def offset_mark_key(ns: str, topic: str, partition: int, offset: int) -> str:
     """The dedupe mark of an invalid record, by its position."""
     return f"{ns}o:{topic}:{partition}:{offset}"
+
+
+def notified_key(ns: str, alert_id: str) -> str:
+    """The webhooks told of an alert episode (so a critical-only one hears its resolve too)."""
+    return f"{ns}notified:{alert_id}"
 
 
 def dedupe_mark(ns: str, event_id: str, ts_ms: int) -> tuple[str, str]:

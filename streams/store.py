@@ -523,10 +523,47 @@ class WindowStore:
         """Whether a rebuild holds the replay lock now."""
         return bool(await self.client.exists(self.replay_lock_key))
 
+    async def agent_team(self, agent: str) -> str | None:
+        """The agent's current team (of its latest event naming one), or None."""
+        team = await self.client.hget(keys.meta_key(self.ns, agent), "team")
+        return _s(team) or None if team is not None else None
+
+    async def notified_hooks(self, alert_id: str) -> set[int]:
+        """Indexes of the webhooks already told of this alert episode."""
+        return {int(_s(i)) for i in await self.client.smembers(keys.notified_key(self.ns, alert_id))}
+
+    async def note_notified(self, alert_id: str, hooks: Iterable[int], *, keep_s: int) -> None:
+        """Remember for `keep_s` seconds that these webhooks were told of the episode."""
+        hooks = list(hooks)
+        if hooks:
+            key = keys.notified_key(self.ns, alert_id)
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, *hooks)
+                pipe.expire(key, keep_s)
+                await pipe.execute()
+
+    async def forget_notified(self, alert_id: str) -> None:
+        """The episode is over: drop its record of told webhooks."""
+        await self.client.delete(keys.notified_key(self.ns, alert_id))
+
     async def read_stats(self) -> dict[str, int]:
         """Event counters (topic|result) and the raw lag histogram fields."""
         raw = await self.client.hgetall(f"{self.ns}stats")
         return {_s(k): int(v) for k, v in raw.items()}
+
+
+async def remove_namespace(client: aioredis.Redis, ns: str) -> int:
+    """Delete every key under a namespace (the demo's own, on exit); returns how many were deleted."""
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{ns}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += await client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
 
 
 def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int, float]:

@@ -37,11 +37,12 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules.yml"
+OPERATIONS = ROOT / "prometheus" / "operations.yml"
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 SCRAPE_INTERVAL_S = 1
 # The monitor serves per-agent series on their own path, scraped as a job of their own (docs/metrics in README).
 METRICS_PATHS = {"callpulse-monitor-agents": "/metrics/agents"}
-RULE_GROUPS = {"callpulse-agent", "callpulse-team", "callpulse-floor"}
+RULE_GROUPS = {"callpulse-agent", "callpulse-team", "callpulse-floor", "callpulse-operations"}
 # Half an hour of a 30-agent floor (18 inbound agents in two teams, 12 outbound in one) at 20 events/s:
 # about 35 000 events, enough for every KPI that applies to a team (inbound or outbound) in its windows.
 SHIFT_AGENTS, SHIFT_RATE, SHIFT_S, SHIFT_SEED = 30, 20.0, 1800.0, 3
@@ -269,7 +270,7 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
             "callpulse-monitor-agents": [f"{settings.http_host}:{settings.http_port}"],
             "callpulse-worker": [f"127.0.0.1:{web_port}"],
         },
-        [RULES],
+        [RULES, OPERATIONS],
     )
 
     def targets_up() -> bool:
@@ -346,8 +347,14 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
 
     wait_for(rules_ok, timeout_s=15, interval_s=0.2, message="every callpulse rule evaluated with health ok")
     loaded = sum(len(g["rules"]) for g in prometheus.api("rules")["groups"])
-    committed = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    assert loaded == sum(len(g["rules"]) for g in committed["groups"])
+    committed = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in (RULES, OPERATIONS)]
+    assert loaded == sum(len(g["rules"]) for rules in committed for g in rules["groups"])
+    # A healthy pipeline fires none of the operational alerts.
+    alerts = prometheus.api("alerts")["alerts"]
+    firing = [
+        a["labels"]["alertname"] for a in alerts if a["labels"].get("scope") == "pipeline" and a["state"] == "firing"
+    ]
+    assert firing == [], firing
 
     # Prometheus holds the monitor's numbers: every gauge equals the snapshot's, and a null KPI has no series.
     wait_for(lambda: _gauges_agree(prometheus, settings), timeout_s=15, interval_s=0.5, message="gauges = snapshots")
