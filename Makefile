@@ -41,9 +41,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
+## grafana: regenerate grafana/dashboards, prometheus/rules.yml and docs/kpis.md (built-in thresholds, example scorecard)
 grafana: $(STAMP)
-	$(VENV)/bin/callpulse grafana --out .
+	CALLPULSE_CONFIG=callpulse/scorecard.example.toml $(VENV)/bin/callpulse grafana --out .
 
 ## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
 docs: $(STAMP)

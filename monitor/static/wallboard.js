@@ -65,6 +65,7 @@
   // ---- page parameters -----------------------------------------------------
   const params = new URLSearchParams(location.search);
   const teamFilter = params.get("team") || null;
+  const byScore = params.get("sort") === "score";  // ?sort=score: a leaderboard, best scorecard first
   const token = params.get("token") || null;
   let currentWindow = params.get("window") || null;   // null: the server's default
 
@@ -390,9 +391,11 @@
     for (const [id, t] of tiles) {
       if (!seen.has(id)) { t.root.remove(); tiles.delete(id); }
     }
-    // Reorder only when membership or team changed; most snapshots touch text only.
-    const ordered = list.filter((a) => a && a.agent_id != null).slice().sort(
-      (x, y) => cmp(x.team || "", y.team || "") || cmp(String(x.agent_id), String(y.agent_id)));
+    // Reorder only when membership, team (or, on a leaderboard, rank) changed; most snapshots touch text only.
+    const score = (a) => (isNum(a.score) ? a.score : -Infinity);
+    const ordered = list.filter((a) => a && a.agent_id != null).slice().sort(byScore
+      ? (x, y) => score(y) - score(x) || cmp(String(x.agent_id), String(y.agent_id))
+      : (x, y) => cmp(x.team || "", y.team || "") || cmp(String(x.agent_id), String(y.agent_id)));
     const key = ordered.map((a) => (a.team || "") + "/" + a.agent_id).join("\n");
     if (key !== tileOrderKey) {
       tileOrderKey = key;
