@@ -11,7 +11,7 @@ from callpulse.scorecard import mean_score
 from callpulse.settings import KPI_KEYS, Rule, Settings, window_name
 from streams import windows as w
 from streams.alerts import iso, level
-from streams.store import AgentWindows
+from streams.store import AgentWindows, TeamWindows
 
 
 def _levels(
@@ -49,17 +49,32 @@ def build(
     alerts: Iterable[dict[str, Any]] = (),
     snoozes: Mapping[tuple[str, str, str], int] | None = None,
     team_filter: str | None = None,
+    teams: Sequence[TeamWindows] | None = None,
+    floor: tuple[int, Mapping[int, w.Sums]] | None = None,
+    include_agents: bool = True,
+    score_rows: Sequence[AgentWindows] | None = None,
 ) -> dict[str, Any]:
-    """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms)."""
+    """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
+
+    `teams` and `floor` (agent count, sums per window) are the store's pre-aggregated totals; None sums them
+    from `rows` instead. `include_agents=False` leaves the agent rows out (`agents=false`). `score_rows` are
+    the agents team and floor scores average over (default `rows`).
+    """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     agents_out: list[dict[str, Any]] = []
-    teams: dict[str, list[w.Sums]] = {}
+    team_sums: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
-    for row in rows:
+    if teams is None:
+        for row in rows:
+            if row.team:
+                w.add_sums(team_sums.setdefault(row.team, w.empty_sums()), row.sums[window_s])
+                team_sizes[row.team] = team_sizes.get(row.team, 0) + 1
+    else:
+        for t in teams:
+            team_sums[t.team] = t.sums[window_s]
+            team_sizes[t.team] = t.agents
+    for row in rows if include_agents else ():
         sums = row.sums[window_s]
-        if row.team:
-            teams.setdefault(row.team, []).append(sums)
-            team_sizes[row.team] = team_sizes.get(row.team, 0) + 1
         if team_filter is not None and row.team != team_filter:
             continue
         values = w.kpis_from_sums(sums)
@@ -77,10 +92,10 @@ def build(
             }
         )
     teams_out: list[dict[str, Any]] = []
-    for team in sorted(teams):
+    for team in sorted(team_sums):
         if team_filter is not None and team != team_filter:
             continue
-        sums = w.total(teams[team])
+        sums = team_sums[team]
         values = w.kpis_from_sums(sums)
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
         breaches, levels = _levels(settings, team, sums, values, muted)
@@ -94,14 +109,17 @@ def build(
                 "muted": sorted(muted),
             }
         )
-    card_scores = scores(rows, settings)
+    card_scores = scores(rows if score_rows is None else score_rows, settings)
     for agent in agents_out:
         if agent["agent_id"] in card_scores.agents:
             agent["points"], agent["score"] = card_scores.agents[agent["agent_id"]]
     for team_row in teams_out:
         if settings.scorecard is not None:
             team_row["score"] = card_scores.teams.get(team_row["team"])
-    floor_sums = w.total(row.sums[window_s] for row in rows)
+    if floor is None:
+        floor_agents, floor_sums = len(rows), w.total(row.sums[window_s] for row in rows)
+    else:
+        floor_agents, floor_sums = floor[0], dict(floor[1][window_s])
     floor_values = w.kpis_from_sums(floor_sums)
     floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
     alerts_out = [
@@ -113,7 +131,7 @@ def build(
         or _agent_in(a, rows, team_filter)
     ]
     floor_out: dict[str, Any] = {
-        "agents": len(rows),
+        "agents": floor_agents,
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import kpis
+from streams import keys, kpis
 from streams import windows as w
 from streams.events import Event
 
@@ -56,6 +56,7 @@ class Item:
     dedupe_key: str
     result: str  # ok | late | invalid
     source: str = "-"  # the record that carried it, 'c:<partition>:<offset>': reading it again is no duplicate
+    dedupe_field: str | None = None  # the event id's digest (hex) in the shard hash `dedupe_key`; None: plain key
 
 
 @dataclass
@@ -85,6 +86,16 @@ def chunk_key(ns: str, agent: str, chunk: int) -> str:
 def meta_key(ns: str, agent: str) -> str:
     """Redis key of an agent's team and state (latest by ts)."""
     return f"{ns}m:{agent}"
+
+
+def mark_ttl_s(ts_ms: int, now_ms: int, params: Params) -> int:
+    """How long an event's dedupe mark must stay, in seconds from now: `dedupe_ttl_s`, as a lone mark would.
+
+    An event from the future keeps it that long past the end of its minute, so its mark lasts until it is
+    late; the apply script only ever moves a shard's expiry later.
+    """
+    slot_end_ms = (ts_ms // keys.DEDUPE_SLOT_MS + 1) * keys.DEDUPE_SLOT_MS
+    return max(slot_end_ms - now_ms, 0) // 1000 + params.dedupe_ttl_s
 
 
 def classify(event: Event, now_ms: int, longest_ms: int) -> str:
@@ -153,7 +164,10 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
                     prev = meta.get((agent, "state"))
                     if prev is None or prev[0] < order:
                         meta[(agent, "state")] = (order, e.state)
-        guarded.append([it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops, it.source])
+        entry = [it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops, it.source]
+        if it.dedupe_field is not None and e is not None:
+            entry += [it.dedupe_field, mark_ttl_s(e.ts_ms, now_ms, params)]
+        guarded.append(entry)
     new_states: dict[str, tuple[int, Any]] = {}
     state_writes: list[list[Any]] = []
     for key, calls in calls_by_key.items():
@@ -187,10 +201,14 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "u": unguarded,
         "m": meta_ops,
         "a": agents_flat,
+        "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
         "tm": params.bucket_ttl_s,
         "pa": now_ms - params.longest_ms - 1_200_000,
+        # The chunks an agent changing team may still hold (retained ones, a future allowance past now).
+        "c0": w.chunk_of(w.bucket_of(now_ms - params.longest_ms - params.bucket_ttl_s * 1000)),
+        "c1": w.chunk_of(w.bucket_of(now_ms + 3_600_000)),
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
     return Plan(payload, new_states, changed)

@@ -63,10 +63,6 @@ ROWS: dict[int, tuple[str, str]] = {
         "works when CALLPULSE_REDIS carries it; clear error when wrong (log names the auth problem, keeps "
         "retrying, offsets held)",
     ),
-    14: (
-        "SIGTERM to worker and monitor",
-        "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
-    ),
     15: (
         "Redis killed and restarted empty after a random 1-4 s outage, events arriving while it is down and while "
         "the worker rebuilds",
@@ -78,7 +74,19 @@ ROWS: dict[int, tuple[str, str]] = {
         "the same, with no further event at all",
         "rebuilt by the worker's sweep without waiting for a record; exact again within seconds",
     ),
+    20: (
+        "scale-out: 4 workers on 8 partitions, one of them killed -9 at a random point mid-run (not restarted)",
+        "the other three take its partitions over; KPIs exact; no event lost or counted twice",
+    ),
+    14: (
+        "SIGTERM to worker and monitor",
+        "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
+    ),
     18: (
+        "kill -9 the worker at 5 random (seeded) points of a ~100k-event catch-up, whole-fetch batches of 2,000",
+        "KPIs exact; no commit past an unapplied event or backwards; no event lost or counted twice",
+    ),
+    21: (
         "broker killed and kept down 30 s while `callpulse simulate` keeps producing",
         "the simulator retries until the broker is back: every event in Kafka exactly once; worker reconnects; exact",
     ),
@@ -256,7 +264,7 @@ def render(matrix: Matrix, config: pytest.Config) -> str:
         "- The fault tests run with a 3 s consumer session timeout (the test broker allows 1 s and up), so a dead",
         "  worker's partitions move within seconds. Rows 4 and 15 run a Kafka of their own with its log dir kept:",
         "  row 4 checks the end offsets and the group's committed offsets are the same after the restart and that",
-        "  the worker consumed each record exactly once; row 18 kills the broker at a seeded moment, keeps it down",
+        "  the worker consumed each record exactly once; row 21 kills the broker at a seeded moment, keeps it down",
         "  30 s while `callpulse simulate` (an idempotent producer) keeps producing, then reads every record back:",
         "  each simulated event (numbered 1..N by the simulator) is in Kafka exactly once, and the worker's counts",
         "  and snapshots equal the recomputation from those records.",

@@ -2,7 +2,7 @@
 
 Row 4: a graceful restart mid-stream. Topics, records and the group's committed offsets survive it; the worker
 reconnects by itself and resumes from its committed offsets, so nothing is re-produced and nothing re-read.
-Row 18: the broker is down for 30 s while `callpulse simulate` keeps producing; the simulator's idempotent
+Row 21: the broker is down for 30 s while `callpulse simulate` keeps producing; the simulator's idempotent
 producer retries until the broker is back, so every event reaches Kafka exactly once and the worker counts it once.
 """
 
@@ -115,7 +115,7 @@ async def test_broker_restart_keeps_offsets_and_the_worker_resumes(
     row.figure("consumed", f"{consumed:.0f}/{len(msgs)}")
 
 
-@pytest.mark.fault_row(18)
+@pytest.mark.fault_row(21)
 async def test_broker_down_30s_while_the_simulator_produces(
     settings: Settings, private_broker: LocalKafka, stack: Any, row: Any, tmp_path: Any
 ) -> None:
