@@ -340,19 +340,21 @@ async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[i
     return {a: sorted(s) for a, s in missing.items()}
 
 
-async def existing(settings: Settings, keys: Sequence[str]) -> list[str]:
-    """The keys among `keys` that exist in Redis."""
-    if not keys:
+async def existing(
+    settings: Settings, marks: Sequence[tuple[str, bytes | None]]
+) -> list[tuple[str, bytes | None]]:
+    """The dedupe marks among `marks` ((key, hash field), or (key, None) for a plain key) that exist in Redis."""
+    if not marks:
         return []
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
     try:
         async with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.exists(key)
+            for mark in marks:
+                _mark_exists(pipe, mark)
             found = await pipe.execute()
     finally:
         await client.aclose()
-    return [k for k, present in zip(keys, found, strict=True) if present]
+    return [m for m, present in zip(marks, found, strict=True) if present]
 
 
 async def assert_exact(settings: Settings, ledger: Ledger, *, duplicates: int | None = None) -> dict[str, int]:
