@@ -202,3 +202,175 @@ def diff_snapshot(snap: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
         if not close(snap["floor"]["kpis"][k], v):
             problems.append(f"floor {k}: got {snap['floor']['kpis'][k]} want {v}")
     return problems
+
+
+# --- (2e) queues, agent states, outbound abandonment ----------------------------------------
+
+
+def _ms(event: Mapping[str, Any]) -> int:
+    return round(ts_of(event) * 1000)
+
+
+def _order(event: Mapping[str, Any]) -> tuple[int, str]:
+    return (_ms(event), event["event_id"])
+
+
+def queue_kpis(
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    *,
+    sl_threshold_s: Mapping[str, float] | None = None,
+    short_abandon_s: Mapping[str, float] | None = None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Windowed queue KPIs per queue and for the floor ('*'), straight from the contract's table.
+
+    Per-queue thresholds come from the mappings (default 20 s and 5 s). A call's entry is its earliest
+    call.queued; a wait is the answer's or abandon's ts minus that entry (0 when earlier).
+    """
+    evs = unique(events)
+    sl_of = lambda q: (sl_threshold_s or {}).get(q, 20)  # noqa: E731
+    short_of = lambda q: (short_abandon_s or {}).get(q, 5)  # noqa: E731
+    entry: dict[str, tuple[int, str]] = {}
+    for e in evs:
+        if e["type"] == "call.queued":
+            cid = str(e["call_id"])
+            if cid not in entry or _order(e) < entry[cid]:
+                entry[cid] = _order(e)
+    acc: dict[str, dict[str, float]] = {}
+
+    def add(queue: str, key: str, value: float = 1) -> None:
+        for q in (queue, "*"):
+            acc.setdefault(q, {}).setdefault(key, 0)
+            acc[q][key] += value
+
+    for e in evs:
+        if e["type"] not in ("call.queued", "call.answered", "call.abandoned"):
+            continue
+        if not in_window(ts_of(e), now, window_s):
+            continue
+        q, cid, t = str(e["queue"]), str(e["call_id"]), _ms(e)
+        known = cid in entry
+        wait_s = max(0, t - entry[cid][0]) / 1000 if known else None
+        if e["type"] == "call.queued":
+            add(q, "offered")
+        elif e["type"] == "call.answered":
+            add(q, "answered")
+            if wait_s is not None:
+                add(q, "wait", wait_s)
+                add(q, "waited")
+                add(q, "sl_base")
+                if wait_s <= sl_of(q):
+                    add(q, "sl_met")
+        else:
+            short = known and (t - entry[cid][0]) / 1000 < short_of(q)
+            if short:
+                add(q, "short")
+            else:
+                add(q, "abandoned")
+                if known:
+                    add(q, "sl_base")
+    out: dict[str, dict[str, float | int | None]] = {}
+    for q, s in acc.items():
+        g = lambda k, s=s: s.get(k, 0)  # noqa: E731
+        out[q] = {
+            "offered": int(g("offered")),
+            "answered": int(g("answered")),
+            "abandoned": int(g("abandoned")),
+            "short_abandoned": int(g("short")),
+            "asa_seconds": _ratio(g("wait"), g("waited")),
+            "service_level": _ratio(g("sl_met"), g("sl_base")),
+            "abandon_rate": _ratio(g("abandoned"), g("answered") + g("abandoned")),
+        }
+    return out
+
+
+def queue_waiting(
+    events: Sequence[Mapping[str, Any]], now: float, *, max_wait_s: float = 7200
+) -> dict[str, tuple[int, float | None]]:
+    """queue -> (waiting, longest_wait_seconds): calls queued within the last max_wait with no answer or abandon."""
+    evs = unique(events)
+    done = {str(e["call_id"]) for e in evs if e["type"] in ("call.answered", "call.abandoned")}
+    entry: dict[str, tuple[tuple[int, str], str]] = {}
+    for e in evs:
+        if e["type"] == "call.queued":
+            cid = str(e["call_id"])
+            if cid not in entry or _order(e) < entry[cid][0]:
+                entry[cid] = (_order(e), str(e["queue"]))
+    out: dict[str, list[int]] = {}
+    for cid, ((t, _), q) in entry.items():
+        out.setdefault(q, [])
+        if cid not in done and t > round(now * 1000) - max_wait_s * 1000:
+            out[q].append(t)
+    return {q: (len(ts), max(0, round(now * 1000) - min(ts)) / 1000 if ts else None) for q, ts in out.items()}
+
+
+STATES = ("available", "on_call", "wrap", "break", "offline")
+
+
+def _overlap(a: int, b: int, lo: int, hi: int) -> int:
+    return max(0, min(b, hi) - max(a, lo))
+
+
+def state_seconds(events: Sequence[Mapping[str, Any]], now: float, window_s: int) -> dict[str, dict[str, float]]:
+    """agent -> {state: seconds in the window}: each agent.state lasts until the agent's next one, the latest
+    until now; the window's buckets are lo < b <= hi, the current one counted up to now."""
+    now_ms = round(now * 1000)
+    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
+    start, end = (lo + 1) * BUCKET_S * 1000, (now_ms // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
+    marks: dict[str, list[Mapping[str, Any]]] = {}
+    for e in unique(events):
+        if e["type"] == "agent.state":
+            marks.setdefault(str(e["agent_id"]), []).append(e)
+    out: dict[str, dict[str, float]] = {}
+    for agent, ms in marks.items():
+        ms.sort(key=_order)
+        secs = dict.fromkeys(STATES, 0.0)
+        for i, m in enumerate(ms):
+            a = _ms(m)
+            if i + 1 < len(ms):
+                secs[m["state"]] += _overlap(a, _ms(ms[i + 1]), start, end) / 1000
+            else:
+                secs[m["state"]] += _overlap(a, now_ms, start, now_ms) / 1000
+        out[agent] = secs
+    return out
+
+
+def occupancy(seconds: Mapping[str, float]) -> float | None:
+    """(on_call + wrap) / (available + on_call + wrap)."""
+    return _ratio(seconds["on_call"] + seconds["wrap"], seconds["available"] + seconds["on_call"] + seconds["wrap"])
+
+
+def current_states(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, float, str | None]]:
+    """agent -> (state, since epoch s, reason) of its latest agent.state by (ts, event_id)."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for e in unique(events):
+        if e["type"] == "agent.state":
+            a = str(e["agent_id"])
+            if a not in best or _order(e) > _order(best[a]):
+                best[a] = e
+    return {a: (e["state"], _ms(e) / 1000, e.get("reason")) for a, e in best.items()}
+
+
+def campaign_abandon_rates(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, bucket_s: int = BUCKET_S
+) -> dict[str, float | None]:
+    """campaign (and '*' for the floor) -> outbound_abandon_rate in the window, on buckets of bucket_s
+    (10 s for the rolling windows, 3600 s for 24h and 30d)."""
+    now_ms = round(now * 1000)
+    lo, hi = (now_ms - window_s * 1000) // (bucket_s * 1000), now_ms // (bucket_s * 1000)
+    acc: dict[str, list[int]] = {}
+    for e in unique(events):
+        if e["type"] != "call.ended" or e["direction"] != "outbound":
+            continue
+        if not lo < _ms(e) // (bucket_s * 1000) <= hi:
+            continue
+        for c in ("*", e.get("campaign")):
+            if c is None:
+                continue
+            pair = acc.setdefault(str(c), [0, 0])
+            if e.get("abandoned", False):
+                pair[0] += 1
+            elif e["connected"]:
+                pair[1] += 1
+    return {c: _ratio(a, a + n) for c, (a, n) in acc.items()}
