@@ -16,8 +16,8 @@ from typing import Protocol
 
 from streams import windows as w
 
-ABANDONED_OUT = "oa"  # outbound call.ended with abandoned: true
-CONNECTED_OUT = "oc"  # connected outbound call.ended
+ABANDONED_OUT = "ob"  # outbound call.ended with abandoned: true
+CONNECTED_OUT = "c"  # connected outbound call.ended (the agents' out_connected counter)
 CAMPAIGN_FIELDS: tuple[str, ...] = (ABANDONED_OUT, CONNECTED_OUT)
 FLOOR = ""  # the subject of the floor's totals (a campaign name is never empty)
 COARSE_MS = 3_600_000

@@ -31,14 +31,14 @@ from streams import windows as w
 QueueDelta = tuple[str, int, str, int]  # (queue, bucket, field, delta)
 Mark = tuple[int, str, str]  # (ts_ms, event_id, queue)
 
-OFFERED = "o"
-ANSWERED = "a"
-ABANDONED = "b"
-SHORT_ABANDONED = "k"
-WAIT_MS = "w"
-WAITED = "n"
-SL_MET = "m"
-SL_BASE = "l"
+OFFERED = "qo"
+ANSWERED = "qa"
+ABANDONED = "qb"
+SHORT_ABANDONED = "qk"
+WAIT_MS = "qw"
+WAITED = "qn"
+SL_MET = "qm"
+SL_BASE = "ql"
 QUEUE_FIELDS: tuple[str, ...] = (OFFERED, ANSWERED, ABANDONED, SHORT_ABANDONED, WAIT_MS, WAITED, SL_MET, SL_BASE)
 QUEUE_EVENTS = frozenset({"call.queued", "call.answered", "call.abandoned"})
 

@@ -65,7 +65,7 @@ def test_thirty_day_window_holds_the_hours_after_its_start_hour() -> None:
         Dial(now + HOUR, abandoned=True),  # ahead of now: not yet
     ]
     got = c.sum_coarse(coarse(dials)["spring"], now, c.COARSE_WINDOWS_S["30d"])
-    assert got == {"oa": 1, "oc": 2}
+    assert got == {c.ABANDONED_OUT: 1, c.CONNECTED_OUT: 2}
     assert c.abandon_rate(got) == 1 / 3
 
 
