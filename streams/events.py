@@ -17,7 +17,7 @@ from callpulse.exceptions import InvalidEvent
 
 MAX_EVENT_BYTES = 64 * 1024
 TOPIC_TYPES: dict[str, frozenset[str]] = {
-    "calls": frozenset({"call.ended", "agent.state"}),
+    "calls": frozenset({"call.ended", "agent.state", "call.queued", "call.answered", "call.abandoned"}),
     "tickets": frozenset(
         {"ticket.created", "ticket.replied", "ticket.resolved", "ticket.escalated", "ticket.reopened", "survey.csat"}
     ),
@@ -46,6 +46,10 @@ class Event:
     state: str | None = None
     ticket_id: str | None = None
     score: int = 0
+    queue: str | None = None  # call.queued/answered/abandoned; inbound call.ended
+    campaign: str | None = None  # outbound call.ended
+    abandoned: bool = False  # outbound call.ended the dialer dropped
+    reason: str | None = None  # agent.state
 
 
 def _fail(reason: str, raw: dict[str, Any]) -> InvalidEvent:
@@ -175,6 +179,12 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
             + _seconds_ms(raw, "wrap_seconds", required=False)
         )
         _seconds_ms(raw, "wait_seconds", required=False)
+        abandoned = _bool(raw, "abandoned", default=False)
+        connected = _bool(raw, "connected", default=None)
+        if abandoned and direction != "outbound":
+            raise _fail("abandoned is true on an inbound call, only outbound calls can be dropped by the dialer", raw)
+        if abandoned and connected:
+            raise _fail("abandoned is true with connected true, a dropped call has connected: false", raw)
         return Event(
             event_id,
             etype,
@@ -183,17 +193,33 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
             team=team,
             call_id=_ident(raw, "call_id", required=True),
             direction=direction,
-            connected=_bool(raw, "connected", default=None),
+            connected=connected,
             handle_ms=handle_ms,
             resolved=_bool(raw, "resolved", default=False),
             customer_id=_ident(raw, "customer_id", required=False),
             outcome=outcome,
+            queue=_ident(raw, "queue", required=False),
+            campaign=_ident(raw, "campaign", required=False),
+            abandoned=abandoned,
         )
     if etype == "agent.state":
         state = _req(raw, "state")
         if state not in AGENT_STATES:
             raise _fail(f"state is {state!r}, must be one of {', '.join(sorted(AGENT_STATES))}", raw)
-        return Event(event_id, etype, ts_ms, agent_id=_ident(raw, "agent_id", required=True), team=team, state=state)
+        agent_id = _ident(raw, "agent_id", required=True)
+        reason = _ident(raw, "reason", required=False)
+        return Event(event_id, etype, ts_ms, agent_id=agent_id, team=team, state=state, reason=reason)
+    if etype in ("call.queued", "call.answered", "call.abandoned"):
+        return Event(
+            event_id,
+            etype,
+            ts_ms,
+            agent_id=_ident(raw, "agent_id", required=etype == "call.answered"),
+            team=team,
+            call_id=_ident(raw, "call_id", required=True),
+            queue=_ident(raw, "queue", required=True),
+            customer_id=_ident(raw, "customer_id", required=False),
+        )
     if etype == "survey.csat":
         score = _req(raw, "score")
         if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score):
