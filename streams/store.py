@@ -4,7 +4,12 @@ Key layout (all under a namespace `cp:<topic prefix>`):
   b:<agent>:<chunk>  hash of bucket counters (`<field>.<offset>`) and chunk totals (`<field>`)
   e:<event_id>       dedupe mark, expires once the event would be late anyway
   s:c:<customer>     'version|json' call history for FCR;  s:t:<ticket> the same for response time
-  m:<agent>          team and state, each kept with the (ts, event_id) that set it
+  m:<agent>          team, state, since (ms) and reason, each kept with the (ts, event_id) that set it
+  s:q:<call_id>      'version|json' queue entries, answers and abandons of a call (queue KPIs)
+  s:a:<agent>        'version|json' state history of an agent (time in state)
+  qb:<queue>:<chunk> a queue's bucket counters;  qw:<queue> its waiting calls (call_id -> entry ts)
+  cb:<campaign>:<chunk>  a campaign's 10 s buckets;  cc:<campaign>:<day>, cz:<day> (floor) its hours, 31 days
+  queues, campaigns  sorted sets: name -> latest event ts
   agents             sorted set: agent -> latest event ts (who is on the floor)
   stats              event counters by topic|result and the event-lag histogram
 """
@@ -92,11 +97,26 @@ for _, m in ipairs(p.m) do
   if (not cur) or cur < m[4] then redis.call('HSET', m[1], m[2], m[4], m[3], m[5]) end
   redis.call('EXPIRE', m[1], p.tm)
 end
+-- Waiting calls (queue -> call_id by entry ts), derived from the versioned call states above; callers who
+-- waited past max_wait (their hang-up never came) are dropped an hour later.
+for _, z in ipairs(p.z or {}) do
+  if z[3] < 0 then redis.call('ZREM', z[1], z[2]) else redis.call('ZADD', z[1], z[3], z[2]) end
+  redis.call('ZREMRANGEBYSCORE', z[1], '-inf', p.wp)
+  redis.call('EXPIRE', z[1], p.tz)
+end
+-- Queues and campaigns on the floor -> their latest event ts.
+for _, r in ipairs(p.r or {}) do
+  redis.call('ZADD', r[1], 'GT', r[3], r[2])
+  redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
+end
 for i = 1, #p.a, 2 do
   redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], p.a[i])
 end
 if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
+for _, k in ipairs(p.lk or {}) do
+  if touched[k] then redis.call('EXPIRE', k, p.tl) end
+end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
 for i, n in pairs(lag) do redis.call('HINCRBY', sk, 'lag|' .. i, n) end
