@@ -106,7 +106,9 @@ class Monitor:
         path = url.path
         if path == "/healthz":
             ok = await self._ping()
-            return _json(200 if ok else 503, {"ok": ok, "redis": ok, "clients": len(self.clients)})
+            rebuilding = ok and await self._rebuilding()
+            body = {"ok": ok and not rebuilding, "redis": ok, "rebuilding": rebuilding, "clients": len(self.clients)}
+            return _json(200 if body["ok"] else 503, body)
         if path == "/metrics":
             if not self._authorized(request):
                 return _json(401, {"error": "missing or wrong token: scrape with 'Authorization: Bearer <token>'"})
@@ -163,6 +165,13 @@ class Monitor:
             self.redis_ok = False
         return self.redis_ok
 
+    async def _rebuilding(self) -> bool:
+        """Whether a worker is rebuilding the windows from Kafka now (Redis came back without its data)."""
+        try:
+            return not await self.store.initialised() and await self.store.rebuilding()
+        except redis.exceptions.RedisError:
+            return False
+
     # --- snapshots ---------------------------------------------------------------------
 
     async def _alert_state(self) -> tuple[list[dict[str, Any]], dict[tuple[str, str, str], int]]:
@@ -205,10 +214,13 @@ class Monitor:
         roster = await self.store.active_agents(now_ms, self.settings.longest_window_s)
         rows = await self.store.read_windows(now_ms, [window_s], only=roster)
         alerts, snoozes = await self._alert_state()
-        return snapshot.build(
+        snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team,
         )  # fmt: skip
+        # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
+        snap["status"] = "rebuilding" if await self._rebuilding() else "live"
+        return snap
 
     async def _snapshot_loop(self) -> None:
         last_push = 0.0

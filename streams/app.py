@@ -267,6 +267,9 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     @app.timer(settings.sweep_interval_s)
     async def alert_sweep() -> None:
         try:
+            if not await store.initialised():
+                # Redis came back without its data: rebuild now, not when the next record happens to arrive.
+                await rebuild_if_empty(settings, store)
             await engine.sweep()
         except REDIS_ERRORS as exc:
             # An idle worker learns of a Redis outage here too, so /healthz and redis_up tell the truth.

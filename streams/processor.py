@@ -109,6 +109,7 @@ class Processor:
         self._cache: dict[str, tuple[int, Any]] = {}
         self._cache_size = cache_size
         self.redis_down_since: float | None = None
+        self.generation: str | None = None  # the store generation the cached states were read in
         self.check_epoch = True
         self.busy = False  # inside process(): its own retries own redis_down_since then
         self.stopping: Callable[[], bool] = lambda: False
@@ -159,21 +160,29 @@ class Processor:
             elif it.result == "late":
                 out.late += 1
         keys = batch.state_keys(items, self.params.ns)
+        # States and the generation they were read in travel together: a plan from another generation's
+        # states would pass the version check by chance after a wipe (versions start again from 1).
+        gen = self.generation
         states = {k: self._cache[k] for k in keys if k in self._cache}
         for attempt in range(20):
+            if gen != self.generation:  # another batch learned that the store changed while this one waited
+                gen, states = self.generation, {}
             p = batch.plan(items, states, now_ms, self.params)
             p.payload["ce"] = self.check_epoch
+            p.payload["gen"] = gen or ""
             result = await self._retry(lambda p=p: self.store.apply(p.payload), "Redis")
             if result.empty:
-                self.forget()
-                states = {}
+                self.adopt_generation(None)
                 if self.on_empty is not None:
                     await self._retry(self.on_empty, "Redis")
                 else:
                     await self._retry(self.store.mark_initialised, "Redis")
                 continue
+            if result.stale:
+                self.adopt_generation(result.generation)
+                continue
             if result.ok:
-                self._remember(p.new_states)
+                self._remember(p.new_states, gen)
                 out.applied, out.duplicates, out.agents = result.applied, result.duplicates, p.agents
                 return out
             out.conflicts += 1
@@ -184,11 +193,19 @@ class Processor:
                 states = {k: batch.decode_state(self.params.ns, k, v) for k, v in fresh.items()}
         raise RuntimeError("customer/ticket state kept changing under this worker for 20 attempts")
 
+    def adopt_generation(self, generation: str | None) -> None:
+        """Follow the store into another generation (None: it lost its data); cached states are from the old one."""
+        if generation != self.generation or generation is None:
+            self.generation = generation
+            self.forget()
+
     def forget(self) -> None:
         """Drop cached states (after Redis lost its data, say)."""
         self._cache.clear()
 
-    def _remember(self, new_states: dict[str, tuple[int, Any]]) -> None:
+    def _remember(self, new_states: dict[str, tuple[int, Any]], generation: str | None) -> None:
+        if generation != self.generation:
+            return  # written in a generation the store has since left: the states are not current
         if len(self._cache) + len(new_states) > self._cache_size:
             for key in list(self._cache)[: self._cache_size // 2]:
                 del self._cache[key]

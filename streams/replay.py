@@ -47,10 +47,13 @@ async def replay_into(
     *,
     batch_max: int = 5000,
     idle_s: float = 1.0,
+    floor: Mapping[TopicPartition, int] | None = None,
 ) -> int:
     """Read calls and tickets from the earliest offsets to their end through `processor`; return the count.
 
-    The end is each partition's high watermark as the last fetch reported it (see `_caught_up`).
+    The end is each partition's high watermark as the last fetch reported it, and never before `floor`
+    (offsets that must be read, e.g. the group's committed ones) nor the end offset listed at the start
+    (see `_caught_up`).
     """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
     consumer = raw_consumer(settings.kafka, max_poll_records=batch_max)
@@ -78,7 +81,7 @@ async def replay_into(
             for records in by_base.values():
                 await processor.process(records)
                 count += len(records)
-            if await _caught_up(consumer, parts, ends, idle=not got):
+            if await _caught_up(consumer, parts, ends, floor or {}, idle=not got):
                 break
     finally:
         await consumer.stop()
@@ -87,12 +90,19 @@ async def replay_into(
 
 
 async def _caught_up(
-    consumer: AIOKafkaConsumer, parts: Sequence[TopicPartition], ends: Mapping[TopicPartition, int], *, idle: bool
+    consumer: AIOKafkaConsumer,
+    parts: Sequence[TopicPartition],
+    ends: Mapping[TopicPartition, int],
+    floor: Mapping[TopicPartition, int],
+    *,
+    idle: bool,
 ) -> bool:
-    """Every partition read up to its high watermark from the last fetch (the end offset reported at the start
-    stands in where no fetch answered yet, and only once a poll came back empty: some brokers under-report it).
+    """Every partition read up to its high watermark from the last fetch, and at least to the end offset listed
+    when the replay started and to `floor`.
 
-    Checked after every poll, so a steady trickle of new events cannot keep a rebuild going forever.
+    Where no fetch answered yet for a partition, only an empty poll lets the listed end stand in (some brokers,
+    Tansu, under-report it). Checked after every poll, so a steady trickle of new events cannot keep a rebuild
+    going forever.
     """
     for tp in parts:
         high = consumer.highwater(tp)
@@ -100,7 +110,10 @@ async def _caught_up(
             if not idle:
                 return False
             high = ends[tp]
-        if await consumer.position(tp) < high:
+        need = max(high, ends[tp])
+        if not idle:  # an empty poll is the end whatever the floor says (a topic re-created shorter, say)
+            need = max(need, floor.get(tp, 0))
+        if await consumer.position(tp) < need:
             return False
     return True
 
@@ -152,34 +165,38 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
 
 
 async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
-    """If the store has lost its data (no epoch marker), replay Kafka into it once; True when it did.
+    """If the store has lost its data (no epoch marker), replay Kafka into it; True when this call did.
 
     One worker replays under a lock it keeps extending; the others wait, and take over when the lock lapses
-    because its holder died mid-replay (the replay is idempotent, so starting over is safe).
+    because its holder died mid-replay (the replay is idempotent, so starting over is safe). If Redis loses its
+    data again during the replay (the lock goes with it), the replay starts over instead of opening a
+    generation over half the windows.
     """
-    lock = f"{store.ns}replay-lock"
-    token = uuid.uuid4().hex
+    lock = store.replay_lock_key
     while True:
         if await store.initialised():
             return False
-        if await store.client.set(lock, token, nx=True, ex=REPLAY_LOCK_TTL_S):
-            break
-        await asyncio.sleep(0.2)  # another worker is replaying
-    keeper = asyncio.create_task(_keep_lock(store.client, lock, token))
-    try:
-        log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
-        processor = Processor(settings, store, _no_deadletter)
-        processor.check_epoch = False
-        # A group that never committed reads everything from the earliest offsets anyway: nothing to
-        # rebuild. Otherwise replay to the end: workers may have applied records past their last commit.
-        n = await replay_into(settings, processor) if await committed_offsets(settings) else 0
-        await store.mark_initialised()
-        log.warning("rebuilt windows from %d records", n)
-        return True
-    finally:
-        keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await keeper
-        with contextlib.suppress(Exception):  # if Redis is away the lock simply lapses
-            if await store.client.get(lock) == token.encode():
-                await store.client.delete(lock)
+        token = uuid.uuid4().hex
+        if not await store.client.set(lock, token, nx=True, ex=REPLAY_LOCK_TTL_S):
+            await asyncio.sleep(0.2)  # another worker is replaying
+            continue
+        keeper = asyncio.create_task(_keep_lock(store.client, lock, token))
+        try:
+            log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
+            started = time.perf_counter()
+            processor = Processor(settings, store, _no_deadletter)
+            processor.check_epoch = False
+            # Read at least to the group's committed offsets and to every partition's end as the rebuild starts:
+            # whatever a worker applied before the wipe lies below both, and its consumer will not read it again.
+            n = await replay_into(settings, processor, floor=await committed_offsets(settings))
+            if await store.mark_rebuilt(lock, token):
+                log.warning("rebuilt windows from %d records in %.1f s", n, time.perf_counter() - started)
+                return True
+            log.warning("Redis lost its data again during the rebuild: starting over")
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(Exception):  # if Redis is away the lock simply lapses
+                if await store.client.get(lock) == token.encode():
+                    await store.client.delete(lock)

@@ -17,6 +17,7 @@ Key layout (all under a namespace `cp:<topic prefix>`):
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,13 @@ from streams.batch import LAG_BOUNDS_S
 APPLY_LUA = r"""
 local p = cjson.decode(ARGV[1])
 local ns = p.ns
-if p.ce and redis.call('EXISTS', ns .. 'epoch') == 0 then return {2} end
+-- The epoch names the store's generation: a new one each time the windows are rebuilt into an empty Redis.
+-- A plan made from states read in another generation must not pass: versions start again after a wipe.
+if p.ce then
+  local gen = redis.call('GET', ns .. 'epoch')
+  if not gen then return {2, ''} end
+  if gen ~= p.gen then return {3, gen} end
+end
 local conflicts = {}
 for _, s in ipairs(p.s) do
   local cur = redis.call('GET', s[1])
@@ -190,6 +197,18 @@ return out
 """
 READ_AGENTS_PER_CALL = 100
 
+MARK_REBUILT_LUA = r"""
+-- KEYS: replay lock, epoch; ARGV: the rebuild's lock token, the new generation.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return 1
+"""
+
+
+def new_generation() -> str:
+    """A fresh store generation: when it started, and a random part so two rebuilds never share one."""
+    return f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
+
 
 @dataclass
 class ApplyResult:
@@ -197,6 +216,8 @@ class ApplyResult:
 
     ok: bool
     empty: bool = False
+    stale: bool = False  # the plan's generation is not the store's: `generation` is the store's
+    generation: str | None = None
     applied: int = 0
     duplicates: int = 0
     conflicts: dict[str, str] = field(default_factory=dict)
@@ -226,6 +247,7 @@ class WindowStore:
         self.ns = ns
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
+        self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
 
     async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Current raw values of customer/ticket state keys (None when absent)."""
@@ -240,6 +262,8 @@ class WindowStore:
         raw = await self._apply(args=[orjson.dumps(payload)])
         if int(raw[0]) == 2:
             return ApplyResult(False, empty=True)
+        if int(raw[0]) == 3:
+            return ApplyResult(False, stale=True, generation=_s(raw[1]))
         if int(raw[0]) == 0:
             flat = raw[1]
             conflicts = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -295,9 +319,32 @@ class WindowStore:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
         return bool(await self.client.exists(f"{self.ns}epoch"))
 
-    async def mark_initialised(self) -> None:
-        """Record that the windows are complete up to what Kafka retained."""
-        await self.client.set(f"{self.ns}epoch", str(int(time.time())), nx=True)
+    async def generation(self) -> str | None:
+        """The store's generation (a new one after each rebuild), None while it holds no complete windows."""
+        raw = await self.client.get(f"{self.ns}epoch")
+        return None if raw is None else _s(raw)
+
+    async def mark_initialised(self) -> str:
+        """Record that the windows are complete up to what Kafka retained; return the store's generation."""
+        await self.client.set(f"{self.ns}epoch", new_generation(), nx=True)
+        return await self.generation() or ""
+
+    async def mark_rebuilt(self, lock: str, token: str) -> bool:
+        """Open a new generation if the rebuild holding `lock` with `token` still owns it.
+
+        False when Redis lost its data again during the rebuild (the lock went with it): what was replayed
+        before that is gone, and the rebuild must start over.
+        """
+        return bool(await self._mark_rebuilt(keys=[lock, f"{self.ns}epoch"], args=[token, new_generation()]))
+
+    @property
+    def replay_lock_key(self) -> str:
+        """The key a rebuild holds while it replays Kafka into this store."""
+        return f"{self.ns}replay-lock"
+
+    async def rebuilding(self) -> bool:
+        """Whether a rebuild holds the replay lock now."""
+        return bool(await self.client.exists(self.replay_lock_key))
 
     async def read_stats(self) -> dict[str, int]:
         """Event counters (topic|result) and the raw lag histogram fields."""

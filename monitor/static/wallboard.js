@@ -823,6 +823,7 @@
   }
   function updateConn() {
     if (wsOpen && lastFreshAt && Date.now() - lastFreshAt > STALE_AFTER_MS) setConn("stalled", "stalled");
+    else if (wsOpen && snapshot && snapshot.status === "rebuilding") setConn("stalled", "rebuilding…");
     else if (wsOpen) setConn("open", "live");
     else if (reconnectAt) setConn("reconnecting", "retry in " + Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000)) + " s");
     else setConn("connecting", "connecting…");
