@@ -24,6 +24,8 @@ KPI_KEYS: tuple[str, ...] = (
     "conversion_rate",
     "csat",
     "escalation_rate",
+    "occupancy",
+    "outbound_abandon_rate",
 )
 QUEUE_KPI_KEYS: tuple[str, ...] = (
     "offered",

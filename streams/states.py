@@ -137,6 +137,13 @@ def state_seconds(
     return out
 
 
+def add_open(sums: dict[str, int], current: str | None, since_ms: int | None, now_ms: int, window_s: int) -> None:
+    """Add the current state's milliseconds up to now into a window's counter sums (in place)."""
+    if current in STATE_FIELDS and since_ms is not None:
+        fld = STATE_FIELDS[current]
+        sums[fld] = int(sums.get(fld, 0)) + open_ms(since_ms, now_ms, window_s)
+
+
 def occupancy(seconds: Mapping[str, float]) -> float | None:
     """(on_call + wrap) / (available + on_call + wrap); None when the agent was never staffed in the window."""
     staffed = sum(seconds.get(s, 0.0) for s in STAFFED_STATES)

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from streams import states
 from streams import windows as w
 from streams.batch import LAG_BOUNDS_S
 
@@ -139,7 +140,7 @@ return {1, applied, dups}
 
 READ_LUA = r"""
 -- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, agent1, agent2, ...
--- Returns per agent: team, state, then nwin * nfields sums (window-major).
+-- Returns per agent: team, state, since (ms), reason, then nwin * nfields sums (window-major).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -152,7 +153,7 @@ for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
 local out = {}
 for a = i, #ARGV do
   local agent = ARGV[a]
-  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
+  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state', 'since', 'reason')
   local sums = {}
   for k = 1, nwin * nf do sums[k] = 0 end
   for c = c0, c1 do
@@ -191,11 +192,14 @@ for a = i, #ARGV do
   end
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
+  out[#out + 1] = meta[3] or ''
+  out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
 end
 return out
 """
 READ_AGENTS_PER_CALL = 100
+READ_META = 4  # team, state, since, reason ahead of each row's sums
 
 MARK_REBUILT_LUA = r"""
 -- KEYS: replay lock, epoch; ARGV: the rebuild's lock token, the new generation.
@@ -232,6 +236,8 @@ class AgentWindows:
     state: str | None
     last_ts_ms: int
     sums: dict[int, w.Sums]
+    since_ms: int | None = None  # when the current state began (its agent.state ts)
+    reason: str | None = None  # the current state's reason
 
 
 def namespace(topic_prefix: str) -> str:
@@ -303,16 +309,21 @@ class WindowStore:
         results = [await self._read(args=[*head, *group]) for group in groups]
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
-        step = 2 + len(bounds) * nf
+        step = READ_META + len(bounds) * nf
         for group, flat in zip(groups, results, strict=True):
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
-                team, state = _s(row[0]), _s(row[1])
+                team, state, since, reason = _s(row[0]), _s(row[1]), _s(row[2]), _s(row[3])
+                since_ms = int(since) if since else None
                 sums = {
-                    ws: dict(zip(w.FIELDS, row[2 + j * nf : 2 + (j + 1) * nf], strict=True))
+                    ws: dict(zip(w.FIELDS, row[READ_META + j * nf : READ_META + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums))
+                for ws, window_sums in sums.items():  # the current state counts up to now
+                    states.add_open(window_sums, state or None, since_ms, now_ms, ws)
+                out.append(
+                    AgentWindows(agent, team or None, state or None, agents[agent], sums, since_ms, reason or None)
+                )
         return out
 
     async def initialised(self) -> bool:

@@ -27,7 +27,12 @@ CSAT_RESPONSES = "q"
 CSAT_GOOD = "g"
 ESCALATED = "e"
 CLOSED = "x"  # resolved + escalated
-FIELDS: tuple[str, ...] = ("h", "n", "d", "c", "s", "f", "r", "t", "u", "q", "g", "e", "x")
+OUT_ABANDONED = "ob"  # outbound call.ended the dialer dropped (abandoned: true)
+AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS = "sa", "so", "sw", "sb", "sf"  # time in state (streams/states)
+FIELDS: tuple[str, ...] = (
+    *("h", "n", "d", "c", "s", "f", "r", "t", "u", "q", "g", "e", "x"),
+    *(OUT_ABANDONED, AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS),
+)
 
 Sums = dict[str, int]
 
@@ -108,7 +113,13 @@ def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
         "conversion_rate": _ratio(s.get(OUT_SALES, 0), s.get(OUT_CONNECTED, 0)),
         "csat": _ratio(s.get(CSAT_GOOD, 0), s.get(CSAT_RESPONSES, 0)),
         "escalation_rate": _ratio(s.get(ESCALATED, 0), s.get(CLOSED, 0)),
+        "occupancy": _ratio(s.get(ON_CALL_MS, 0) + s.get(WRAP_MS, 0), _staffed_ms(s)),
+        "outbound_abandon_rate": _ratio(s.get(OUT_ABANDONED, 0), s.get(OUT_ABANDONED, 0) + s.get(OUT_CONNECTED, 0)),
     }
+
+
+def _staffed_ms(s: Mapping[str, int]) -> int:
+    return s.get(AVAILABLE_MS, 0) + s.get(ON_CALL_MS, 0) + s.get(WRAP_MS, 0)
 
 
 SAMPLE_FIELD: dict[str, str] = {
@@ -121,11 +132,17 @@ SAMPLE_FIELD: dict[str, str] = {
     "conversion_rate": OUT_CONNECTED,
     "csat": CSAT_RESPONSES,
     "escalation_rate": CLOSED,
+    "occupancy": ON_CALL_MS,
+    "outbound_abandon_rate": OUT_CONNECTED,
 }
 
 
 def samples(s: Mapping[str, int], kpi: str) -> int:
-    """The denominator (sample count) behind a KPI, for `min_samples`."""
+    """The denominator (sample count) behind a KPI, for `min_samples` (occupancy: staffed seconds)."""
+    if kpi == "occupancy":
+        return _staffed_ms(s) // 1000
+    if kpi == "outbound_abandon_rate":
+        return s.get(OUT_ABANDONED, 0) + s.get(OUT_CONNECTED, 0)
     return s.get(SAMPLE_FIELD[kpi], 0)
 
 

@@ -133,6 +133,8 @@ def test_counts_are_zero_and_ratios_none_with_no_events() -> None:
         "conversion_rate": None,
         "csat": None,
         "escalation_rate": None,
+        "occupancy": None,
+        "outbound_abandon_rate": None,
     }
 
 

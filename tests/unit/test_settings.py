@@ -163,7 +163,7 @@ def test_rule_override_in_the_other_direction_drops_the_default_thresholds() -> 
 def test_unknown_kpi_names_the_allowed_ones() -> None:
     assert error("[kpi.handle_time]\nwarning_above = 1\n") == (
         "kpi: unknown KPI 'handle_time', must be one of aht_seconds, connect_rate, fcr, response_seconds, "
-        "calls_handled, dials, conversion_rate, csat, escalation_rate"
+        "calls_handled, dials, conversion_rate, csat, escalation_rate, occupancy, outbound_abandon_rate"
     )
 
 
@@ -256,8 +256,8 @@ def test_empty_rolling_list_is_rejected() -> None:
 
 def test_unknown_section_names_the_allowed_ones() -> None:
     assert error("[kpis.aht_seconds]\nwarning_above = 1\n") == (
-        "t.toml: unknown section [kpis], must be one of ['alerts', 'campaign_kpi', 'kpi', 'queue', 'queue_kpi', 'queues', "
-        "'team', 'windows']"
+        "t.toml: unknown section [kpis], must be one of ['alerts', 'campaign_kpi', 'kpi', 'queue', 'queue_kpi', "
+        "'queues', 'team', 'windows']"
     )
 
 

@@ -1,0 +1,164 @@
+"""Reads of queues, campaigns and agent presence from Redis (the writes go through the store's apply script).
+
+Queue and campaign buckets are laid out like an agent's (streams/batch.py: `qb:<queue>:<chunk>`,
+`cb:<campaign>:<chunk>`), so the store's window-sum script reads them too, under the namespaces `<ns>q` and
+`<ns>c`. Waiting calls are sorted sets read at `now`; campaign hours (24h, 30d) are one hash per day.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from callpulse.settings import format_duration
+from streams import batch, campaigns, queues
+from streams import windows as w
+from streams.store import READ_AGENTS_PER_CALL, READ_LUA, READ_META
+
+Sums = dict[str, int]
+
+
+@dataclass
+class QueueRow:
+    """One queue as read: counter sums per window (seconds -> sums) and its live waiting calls."""
+
+    queue: str
+    sums: dict[int, Sums]
+    waiting: int = 0
+    oldest_entry_ms: int | None = None  # entry ts of the longest-waiting call, None when none wait
+
+
+@dataclass
+class CampaignRow:
+    """One campaign as read (the floor's totals when `campaign` is campaigns.FLOOR): sums per window name."""
+
+    campaign: str
+    sums: dict[str, Sums] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """An agent's current state details: since when (ms) and why."""
+
+    since_ms: int | None
+    reason: str | None
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class QueueStore:
+    """Redis reads for the floor's queues and campaigns and the agents' state details; the client is injected."""
+
+    def __init__(self, client: aioredis.Redis, ns: str) -> None:
+        self.client = client
+        self.ns = ns
+        self._read = client.register_script(READ_LUA)
+
+    async def _names(self, kind: str, since_ms: int) -> list[str]:
+        rows = await self.client.zrangebyscore(batch.registry_key(self.ns, kind), f"({since_ms}", "+inf")
+        return sorted(_s(r) for r in rows)
+
+    async def _window_sums(
+        self, sub_ns: str, names: Sequence[str], fields: Sequence[str], now_ms: int, windows_s: Sequence[int]
+    ) -> dict[str, dict[int, Sums]]:
+        if not names or not windows_s:
+            return {n: {} for n in names}
+        lo, hi = w.window_buckets(now_ms, max(windows_s))
+        head: list[object] = [sub_ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(windows_s)]
+        for ws in windows_s:
+            head += list(w.window_buckets(now_ms, ws))
+        head += [len(fields), *fields]
+        out: dict[str, dict[int, Sums]] = {}
+        step = READ_META + len(windows_s) * len(fields)
+        for i in range(0, len(names), READ_AGENTS_PER_CALL):
+            group = list(names[i : i + READ_AGENTS_PER_CALL])
+            flat = await self._read(args=[*head, *group])
+            for k, name in enumerate(group):
+                row = flat[k * step : (k + 1) * step]
+                out[name] = {
+                    ws: dict(
+                        zip(
+                            fields,
+                            map(int, row[READ_META + j * len(fields) : READ_META + (j + 1) * len(fields)]),
+                            strict=True,
+                        )
+                    )
+                    for j, ws in enumerate(windows_s)
+                }
+        return out
+
+    async def queues(
+        self, now_ms: int, windows_s: Sequence[int], *, longest_s: int, max_wait_ms: Mapping[str, int] | int
+    ) -> list[QueueRow]:
+        """Queues with an event in the longest window (or a caller still waiting), sums and live waiting calls.
+
+        `max_wait_ms` is one value for every queue or a per-queue mapping (missing queues: 2 h).
+        """
+        default_wait = max_wait_ms if isinstance(max_wait_ms, int) else queues.QueueRules().max_wait_ms
+        waits = {} if isinstance(max_wait_ms, int) else dict(max_wait_ms)
+        names = await self._names("queues", now_ms - longest_s * 1000 - max([default_wait, *waits.values()]))
+        sums = await self._window_sums(f"{self.ns}q", names, queues.QUEUE_FIELDS, now_ms, windows_s)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                key = batch.waiting_key(self.ns, name)
+                since = f"({now_ms - waits.get(name, default_wait)}"
+                pipe.zcount(key, since, "+inf")
+                pipe.zrangebyscore(key, since, "+inf", start=0, num=1, withscores=True)
+            raw = await pipe.execute() if names else []
+        rows: list[QueueRow] = []
+        for i, name in enumerate(names):
+            count, first = int(raw[2 * i]), raw[2 * i + 1]
+            rows.append(QueueRow(name, sums[name], count, int(first[0][1]) if first else None))
+        return rows
+
+    async def campaigns(
+        self, now_ms: int, windows_s: Sequence[int], coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S
+    ) -> tuple[list[CampaignRow], CampaignRow]:
+        """Campaigns with a dial in the last 30 days and the floor: sums per rolling window name and for the
+        coarse windows (24h, 30d). The floor's rolling windows come from the agents' counters, not from here."""
+        names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
+        fine = await self._window_sums(f"{self.ns}c", names, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
+        longest_coarse = max(coarse.values(), default=0)
+        first_day = campaigns.coarse_buckets(now_ms, longest_coarse)[0] // 24
+        days = range(first_day, campaigns.coarse_of(now_ms) // 24 + 1)
+        subjects = [*names, campaigns.FLOOR]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                for day in days:
+                    pipe.hgetall(batch.coarse_key(self.ns, subject, day))
+            raw = await pipe.execute()
+        rows: dict[str, CampaignRow] = {}
+        for i, subject in enumerate(subjects):
+            hours: dict[int, dict[str, int]] = {}
+            for j, day in enumerate(days):
+                for k, v in raw[i * len(days) + j].items():
+                    name, dot, offset = _s(k).partition(".")
+                    if dot:
+                        hours.setdefault(day * 24 + int(offset), {})[name] = int(v)
+            row = CampaignRow(subject)
+            for ws in windows_s:
+                if subject != campaigns.FLOOR:
+                    row.sums[format_duration(ws)] = fine[subject][ws]
+            for name, ws in coarse.items():
+                row.sums[name] = campaigns.sum_coarse(hours, now_ms, ws)
+            rows[subject] = row
+        floor = rows.pop(campaigns.FLOOR)
+        return list(rows.values()), floor
+
+    async def presence(self, agents: Iterable[str]) -> dict[str, Presence]:
+        """Since when and why each agent is in its current state (None when no agent.state was seen)."""
+        names = list(agents)
+        if not names:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for a in names:
+                pipe.hmget(batch.meta_key(self.ns, a), "since", "reason")
+            raw = await pipe.execute()
+        return {
+            a: Presence(int(since) if since else None, _s(reason) if reason else None)
+            for a, (since, reason) in zip(names, raw, strict=True)
+        }
