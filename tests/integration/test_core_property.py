@@ -31,6 +31,9 @@ SETTINGS = Settings(repeat_window_s=REPEAT_S, topic_prefix="prop-")
 TOPIC = {
     "call.ended": "calls",
     "agent.state": "calls",
+    "call.queued": "calls",
+    "call.answered": "calls",
+    "call.abandoned": "calls",
     "ticket.created": "tickets",
     "ticket.replied": "tickets",
     "ticket.resolved": "tickets",
