@@ -34,6 +34,7 @@ from monitor import snapshot
 from monitor.feed import Client
 from monitor.metrics import KpiCollector
 from streams.alerts import Alert, iso
+from streams.queuestore import CampaignRow, QueueRow, QueueStore
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.monitor")
@@ -69,6 +70,7 @@ class Monitor:
         self.settings = settings
         self.redis = client
         self.store = WindowStore(client, namespace(settings.topic_prefix))
+        self.queues = QueueStore(client, self.store.ns)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)
@@ -213,14 +215,27 @@ class Monitor:
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
         roster = await self.store.active_agents(now_ms, self.settings.longest_window_s)
         rows = await self.store.read_windows(now_ms, [window_s], only=roster)
+        queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
-            team_filter=team,
+            team_filter=team, queue_rows=queue_rows, campaign_rows=campaign_rows,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"
         return snap
+
+    async def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
+        settings = self.settings
+        queue_rows = await self.queues.queues(
+            now_ms,
+            [window_s],
+            longest_s=settings.longest_window_s,
+            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
+            lookback_ms=settings.max_wait_s * 1000,
+        )
+        named, _floor = await self.queues.campaigns(now_ms, [window_s])
+        return queue_rows, named
 
     async def _snapshot_loop(self) -> None:
         last_push = 0.0

@@ -96,6 +96,11 @@ def abandon_rate(s: Mapping[str, int]) -> float | None:
     return None if den == 0 else abandoned / den
 
 
+def samples(s: Mapping[str, int]) -> int:
+    """The sample count behind outbound_abandon_rate: dropped plus connected outbound calls."""
+    return s.get(ABANDONED_OUT, 0) + s.get(CONNECTED_OUT, 0)
+
+
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
     """A campaign's KPIs from its counters."""
     return {

@@ -209,3 +209,19 @@ def decode(raw: bytes | str) -> QueuedCall:
     """Read a call's queue state back from the store."""
     data = orjson.loads(raw)
     return QueuedCall(_marks(data["q"]), _marks(data["a"]), _marks(data["b"]))
+
+
+SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
+    "offered": (OFFERED,),
+    "answered": (ANSWERED,),
+    "abandoned": (ABANDONED,),
+    "short_abandoned": (SHORT_ABANDONED,),
+    "asa_seconds": (WAITED,),
+    "service_level": (SL_BASE,),
+    "abandon_rate": (ANSWERED, ABANDONED),
+}
+
+
+def samples(s: Mapping[str, int], kpi: str) -> int:
+    """The sample count behind a windowed queue KPI (for `min_samples`)."""
+    return sum(s.get(f, 0) for f in SAMPLE_FIELDS[kpi])

@@ -7,7 +7,7 @@ Queue and campaign buckets are laid out like an agent's (streams/batch.py: `qb:<
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -92,27 +92,32 @@ class QueueStore:
         return out
 
     async def queues(
-        self, now_ms: int, windows_s: Sequence[int], *, longest_s: int, max_wait_ms: Mapping[str, int] | int
+        self,
+        now_ms: int,
+        windows_s: Sequence[int],
+        *,
+        longest_s: int,
+        max_wait_ms: Callable[[str], int],
+        lookback_ms: int,
     ) -> list[QueueRow]:
-        """Queues with an event in the longest window (or a caller still waiting), sums and live waiting calls.
-
-        `max_wait_ms` is one value for every queue or a per-queue mapping (missing queues: 2 h).
-        """
-        default_wait = max_wait_ms if isinstance(max_wait_ms, int) else queues.QueueRules().max_wait_ms
-        waits = {} if isinstance(max_wait_ms, int) else dict(max_wait_ms)
-        names = await self._names("queues", now_ms - longest_s * 1000 - max([default_wait, *waits.values()]))
+        """Queues with an event in the longest window (or within `lookback_ms` before it: a caller may still
+        wait), their sums and their live waiting calls (entered within the queue's `max_wait_ms`)."""
+        names = await self._names("queues", now_ms - longest_s * 1000 - lookback_ms)
         sums = await self._window_sums(f"{self.ns}q", names, queues.QUEUE_FIELDS, now_ms, windows_s)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for name in names:
-                key = batch.waiting_key(self.ns, name)
-                since = f"({now_ms - waits.get(name, default_wait)}"
-                pipe.zcount(key, since, "+inf")
-                pipe.zrangebyscore(key, since, "+inf", start=0, num=1, withscores=True)
-            raw = await pipe.execute() if names else []
+        raw: list[object] = []
+        if names:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    key = batch.waiting_key(self.ns, name)
+                    since = f"({now_ms - max_wait_ms(name)}"
+                    pipe.zcount(key, since, "+inf")
+                    pipe.zrangebyscore(key, since, "+inf", start=0, num=1, withscores=True)
+                raw = await pipe.execute()
         rows: list[QueueRow] = []
         for i, name in enumerate(names):
-            count, first = int(raw[2 * i]), raw[2 * i + 1]
-            rows.append(QueueRow(name, sums[name], count, int(first[0][1]) if first else None))
+            count, first = raw[2 * i], raw[2 * i + 1]
+            oldest = int(first[0][1]) if first else None  # type: ignore[index]
+            rows.append(QueueRow(name, sums[name], int(count), oldest))  # type: ignore[call-overload]
         return rows
 
     async def campaigns(

@@ -111,7 +111,11 @@ async def read_all(client: aioredis.Redis) -> tuple[list[AgentWindows], Any, Any
     rows = await WindowStore(client, ns).read_windows(NOW_MS, SETTINGS.windows_s)
     qs = QueueStore(client, ns)
     queue_rows = await qs.queues(
-        NOW_MS, SETTINGS.windows_s, longest_s=SETTINGS.longest_window_s, max_wait_ms=SETTINGS.max_wait_s * 1000
+        NOW_MS,
+        SETTINGS.windows_s,
+        longest_s=SETTINGS.longest_window_s,
+        max_wait_ms=lambda q: SETTINGS.queue(q).max_wait_s * 1000,
+        lookback_ms=SETTINGS.max_wait_s * 1000,
     )
     campaign_rows = await qs.campaigns(NOW_MS, SETTINGS.windows_s)
     return rows, queue_rows, campaign_rows
