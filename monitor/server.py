@@ -256,6 +256,9 @@ class Monitor:
                 await self._push_snapshots()
             except redis.exceptions.RedisError as exc:
                 log.warning("snapshot refresh failed, Redis unavailable: %s", exc)
+                # Boards must not keep a green "live" pill over numbers that stopped moving.
+                status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
+                self._broadcast(orjson.dumps(status).decode())
             except Exception:
                 log.exception("snapshot refresh failed")
 
@@ -335,6 +338,8 @@ class Monitor:
                 client.push_snapshot(orjson.dumps(snap).decode())
             except redis.exceptions.RedisError as exc:
                 client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
+                status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
+                client.push_event(orjson.dumps(status).decode())
             async for message in ws:
                 await self._on_message(client, message)
         except ConnectionClosedError:

@@ -146,6 +146,7 @@ def build(
             for (kpi, scope, subject), until in sorted(snoozes.items())
         ],
         "thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.rules.items()},
+        "queue_thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.queue_rules.items()},
     }
 
 
