@@ -24,8 +24,8 @@
   // then scales it up to fill the space. Fonts follow through the --s variable.
   // cells: how many KPI cells a tile shows at that size (the rest go to the flag line).
   const DENSITIES = [
-    { name: "l", w: 172, h: 150, cells: 6 },
-    { name: "m", w: 160, h: 96, cells: 2 },
+    { name: "l", w: 172, h: 172, cells: 6 },
+    { name: "m", w: 160, h: 116, cells: 2 },
     { name: "s", w: 132, h: 62, cells: 0 },
   ];
   // Below "s" a tile can no longer say who is on a break and for how long: more agents than fit at "s"
@@ -325,6 +325,8 @@
   // places (eyes learn where AHT is), except that a breached extra KPI (CSAT, ...) takes
   // the place of an empty default. A smaller tile shows breached KPIs first, then those
   // with a value, so a ticket agent shows Resp rather than "–".
+  // A KPI applies to an agent when it has a value; an inbound agent's dials stay 0 and say nothing.
+  function applies(kp, k) { return isNum(kp[k]) && !(k === "dials" && kp[k] === 0); }
   function visibleCells(entity, scope, id, n) {
     const kp = entity.kpis || {};
     const breached = (k) => kpiLevel(entity, k, scope, id) !== "ok";
@@ -336,7 +338,7 @@
       const extras = EXTRA_KPIS.filter(breached).concat(EXTRA_KPIS.filter((x) => !breached(x) && isNum(kp[x])));
       for (const x of extras) {
         if (!breached(x)) {
-          const empty = TILE_KPIS.find((k) => shown.has(k) && !isNum(kp[k]));
+          const empty = TILE_KPIS.find((k) => shown.has(k) && !applies(kp, k));
           if (empty === undefined) break;
           shown.delete(empty);
           shown.add(x);
