@@ -16,7 +16,9 @@ from typing import Any
 
 from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, answers_kafka, answers_redis, free_port
 from callpulse.processes import Proc, env_for, wait_until, worker_args
-from callpulse.settings import Settings
+from callpulse.settings import Settings, load_thresholds
+
+SCORECARD_EXAMPLE = Path(__file__).with_name("scorecard.example.toml")
 
 
 def _get_json(url: str, token: str | None, timeout_s: float = 2.0) -> Any:
@@ -45,6 +47,7 @@ def summary_line(snap: dict[str, Any]) -> str:
         f"[{snap['as_of'][11:19]}] {snap['window']}: agents {len(snap['agents'])}  calls {k['calls_handled']}  "
         f"AHT {_fmt(k['aht_seconds'], 's')}  FCR {_fmt(k['fcr'], '%')}  connect {_fmt(k['connect_rate'], '%')}  "
         f"response {_fmt(k['response_seconds'], 's')}  CSAT {_fmt(k['csat'], '%')}  alerts {len(firing)}"
+        + (f"  score {snap['floor']['score']:.0f}" if snap["floor"].get("score") is not None else "")
     )
 
 
@@ -79,6 +82,11 @@ def run_demo(settings: Settings, *, agents: int, rate: float, seed: int, duratio
             settings = replace(settings, topic_prefix=f"demo{int(time.time())}-")
         if settings.http_port == 0:
             settings = replace(settings, http_port=free_port())
+        if settings.config_path is None:
+            # No config of one's own: the demo scores agents with the field's telesales scorecard.
+            print(f"scoring agents with {SCORECARD_EXAMPLE} (set CALLPULSE_CONFIG to use your own)")
+            text = SCORECARD_EXAMPLE.read_text(encoding="utf-8")
+            settings = replace(settings, config_path=str(SCORECARD_EXAMPLE), **load_thresholds(text))
         env = env_for(settings)
         procs.append(Proc("worker", worker_args(settings, web_port=free_port()), env, workdir / "worker.log").start())
         procs.append(Proc("monitor", ["monitor"], env, workdir / "monitor.log").start())

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from callpulse import catalogue
 from callpulse.settings import Rule, Settings
 
 DATASOURCE_UID = "callpulse-prometheus"
@@ -38,9 +39,24 @@ DASHBOARD_UIDS: dict[str, str] = {
 DASHBOARDS_DIR = Path("grafana") / "dashboards"
 RULES_PATH = Path("prometheus") / "rules.yml"
 HEADLINE_KPIS: tuple[str, ...] = ("aht_seconds", "fcr", "response_seconds", "connect_rate")
-COUNT_KPIS: tuple[str, ...] = ("calls_handled", "dials")
-# The gauge that holds a KPI's denominator, so `min_samples` can gate the Prometheus rule.
-SAMPLE_GAUGES: dict[str, str] = {"aht_seconds": "calls_handled", "connect_rate": "dials"}
+# Counts and sums: summed with `or vector(0)` so an idle floor shows 0 rather than "No data".
+COUNT_KPIS: tuple[str, ...] = tuple(k.key for k in catalogue.CATALOGUE if not k.is_ratio)
+
+
+def _sample_gauges() -> dict[str, str]:
+    """KPI -> the count KPI that is its sample count, so `min_samples` can gate its Prometheus rule."""
+    out: dict[str, str] = {}
+    for kpi in catalogue.CATALOGUE:
+        if not kpi.is_ratio:
+            continue
+        for count in catalogue.CATALOGUE:
+            if not count.is_ratio and count.unit == "count" and count.num_codes == kpi.sample_codes:
+                out[kpi.key] = count.key
+                break
+    return out
+
+
+SAMPLE_GAUGES: dict[str, str] = _sample_gauges()
 METRICS: dict[str, str] = {
     "agent": "callpulse_agent_kpi",
     "team": "callpulse_team_kpi",
@@ -59,17 +75,15 @@ class KpiLook:
     decimals: int
 
 
-KPI_LOOKS: dict[str, KpiLook] = {
-    "aht_seconds": KpiLook("AHT", "AHT", "s", 0),
-    "connect_rate": KpiLook("Connect rate", "Connect", "percentunit", 1),
-    "fcr": KpiLook("FCR", "FCR", "percentunit", 1),
-    "response_seconds": KpiLook("Response time", "Response", "s", 0),
-    "calls_handled": KpiLook("Calls handled", "Calls", "none", 0),
-    "dials": KpiLook("Dials", "Dials", "none", 0),
-    "conversion_rate": KpiLook("Conversion rate", "Conversion", "percentunit", 1),
-    "csat": KpiLook("CSAT", "CSAT", "percentunit", 1),
-    "escalation_rate": KpiLook("Escalation rate", "Escalation", "percentunit", 1),
+# Grafana's unit and decimals for each catalogue unit.
+_GRAFANA_UNITS: dict[str, tuple[str, int]] = {
+    "seconds": ("s", 0),
+    "ratio": ("percentunit", 1),
+    "count": ("none", 0),
+    "money": ("none", 2),
+    "points": ("none", 0),
 }
+KPI_LOOKS: dict[str, KpiLook] = {k.key: KpiLook(k.title, k.short, *_GRAFANA_UNITS[k.unit]) for k in catalogue.CATALOGUE}
 
 Matcher = tuple[str, str, str]  # (label, op, value)
 

@@ -6,41 +6,24 @@ import dataclasses
 import ipaddress
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from callpulse import catalogue, scorecard
 from callpulse.exceptions import SettingsError
+from callpulse.scorecard import Scorecard
+from streams import windows
 
-KPI_KEYS: tuple[str, ...] = (
-    "aht_seconds",
-    "connect_rate",
-    "fcr",
-    "response_seconds",
-    "calls_handled",
-    "dials",
-    "conversion_rate",
-    "csat",
-    "escalation_rate",
-    "occupancy",
-    "outbound_abandon_rate",
-)
-QUEUE_KPI_KEYS: tuple[str, ...] = (
-    "offered",
-    "answered",
-    "abandoned",
-    "short_abandoned",
-    "asa_seconds",
-    "service_level",
-    "abandon_rate",
-    "waiting",
-    "longest_wait_seconds",
-)
-LIVE_QUEUE_KPIS: tuple[str, ...] = ("waiting", "longest_wait_seconds")  # read at now, not over a window
+KPI_KEYS: tuple[str, ...] = catalogue.KPI_KEYS
+QUEUE_KPI_KEYS: tuple[str, ...] = catalogue.QUEUE_KPI_KEYS
+LIVE_QUEUE_KPIS: tuple[str, ...] = catalogue.LIVE_KPI_KEYS  # read at now, not over a window
 LIVE_WINDOW = "live"  # the `window` of a rule (and its alerts) on a live value
-CAMPAIGN_KPI_KEYS: tuple[str, ...] = ("outbound_abandon_rate",)
+CAMPAIGN_KPI_KEYS: tuple[str, ...] = catalogue.CAMPAIGN_KPI_KEYS
 CAMPAIGN_WINDOWS: dict[str, int] = {"24h": 86_400, "30d": 30 * 86_400}  # the regulators' windows, on top of rolling
 QUEUE_FIELDS: dict[str, str] = {"sl_threshold_s": "seconds", "short_abandon_s": "seconds", "max_wait": "duration"}
 RULE_FIELDS: tuple[str, ...] = (
@@ -81,6 +64,25 @@ def format_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def window_name(window_s: int) -> str:
+    """A window's name: '15m' for a rolling window of 900 s, 'today' for the calendar window."""
+    return windows.TODAY_NAME if window_s == windows.TODAY else format_duration(window_s)
+
+
+def check_timezone(name: Any, *, setting: str = "windows.timezone") -> str:
+    """The IANA time zone name, or a SettingsError naming the setting and the fix."""
+    if not isinstance(name, str) or not name:
+        raise SettingsError(f"{setting} is {name!r}, must be an IANA time zone name such as 'Europe/London'")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(
+            f"{setting} is {name!r}, which is not an IANA time zone name; use one such as 'Europe/London', "
+            "'America/New_York' or 'UTC'"
+        ) from exc
+    return name
+
+
 @dataclass(frozen=True)
 class Rule:
     """A threshold rule for one KPI; `None` means that bound is off."""
@@ -99,26 +101,32 @@ class Rule:
         return "above" if self.warning_above is not None or self.critical_above is not None else "below"
 
 
-DEFAULT_RULES: dict[str, Rule] = {
-    "aht_seconds": Rule("aht_seconds", warning_above=360, critical_above=480, min_samples=5, window="15m"),
-    "fcr": Rule("fcr", warning_below=0.80, min_samples=5, window="1h"),
-    "connect_rate": Rule("connect_rate", warning_below=0.35, critical_below=0.25, min_samples=20, window="15m"),
-    "response_seconds": Rule("response_seconds", warning_above=3600, min_samples=3, window="1h"),
-    "csat": Rule("csat", warning_below=0.85, min_samples=5, window="1h"),
-    "escalation_rate": Rule("escalation_rate", warning_above=0.10, min_samples=10, window="1h"),
-    "conversion_rate": Rule("conversion_rate", warning_below=0.04, min_samples=20, window="1h"),
-}
+def default_rule(kpi: catalogue.Kpi) -> Rule | None:
+    """The built-in rule of a catalogue KPI: its field target, on the bad side of its `better` direction."""
+    d = kpi.default_rule
+    if d is None:
+        return None
+    side = kpi.rule_direction
+    return Rule(
+        kpi.key,
+        min_samples=d.min_samples,
+        window=d.window,
+        **{f"warning_{side}": d.warning, f"critical_{side}": d.critical},
+    )
+
+
+DEFAULT_RULES: dict[str, Rule] = {k.key: r for k in catalogue.CATALOGUE if (r := default_rule(k)) is not None}
 
 
 DEFAULT_QUEUE_RULES: dict[str, Rule] = {
-    "service_level": Rule("service_level", warning_below=0.80, critical_below=0.60, min_samples=10, window="15m"),
-    "abandon_rate": Rule("abandon_rate", warning_above=0.05, critical_above=0.10, min_samples=20, window="15m"),
-    "asa_seconds": Rule("asa_seconds", warning_above=30, min_samples=10, window="15m"),
-    "longest_wait_seconds": Rule("longest_wait_seconds", warning_above=60, critical_above=120, window=LIVE_WINDOW),
+    k.key: dataclasses.replace(r, window=LIVE_WINDOW) if k.key in LIVE_QUEUE_KPIS else r
+    for k in (*catalogue.QUEUE_CATALOGUE, *catalogue.QUEUE_LIVE)
+    if (r := default_rule(k)) is not None  # type: ignore[arg-type]
 }
 DEFAULT_CAMPAIGN_RULES: dict[str, Rule] = {
-    # US Telemarketing Sales Rule: at most 3 % of live answers dropped per campaign per 30 days.
-    "outbound_abandon_rate": Rule("outbound_abandon_rate", warning_above=0.03, min_samples=100, window="30d"),
+    key: r
+    for key, d in catalogue.CAMPAIGN_DEFAULT_RULES.items()
+    if (r := default_rule(dataclasses.replace(catalogue.BY_KEY[key], default_rule=d))) is not None
 }
 
 
@@ -143,10 +151,12 @@ class Settings:
     config_path: str | None = None
     token: str | None = None
     topic_prefix: str = ""
-    windows_s: tuple[int, ...] = (900, 3600, 28800)
+    windows_s: tuple[int, ...] = (900, 3600, 28800, windows.TODAY)  # rolling lengths, then windows.TODAY if on
+    timezone: str = "UTC"  # the floor's IANA time zone: where `today` starts
     repeat_window_s: int = 86400
     hysteresis: float = 0.05
     rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
+    scorecard: Scorecard | None = None  # no [scorecard]: no score
     team_rules: Mapping[str, Mapping[str, Rule]] = field(default_factory=dict)
     queue_defaults: QueueSettings = QueueSettings()
     queue_overrides: Mapping[str, QueueSettings] = field(default_factory=dict)
@@ -169,22 +179,42 @@ class Settings:
 
     @property
     def window_names(self) -> tuple[str, ...]:
-        """Window names in the contract's spelling, shortest first."""
-        return tuple(format_duration(w) for w in self.windows_s)
+        """Window names in the contract's spelling: rolling ones shortest first, then 'today' when on."""
+        return tuple(window_name(w) for w in self.windows_s)
+
+    @property
+    def tz(self) -> tzinfo:
+        """The floor's time zone (validated when the settings were built)."""
+        return zoneinfo.ZoneInfo(self.timezone)
 
     @property
     def longest_window_s(self) -> int:
-        """The longest rolling window: older events are late."""
-        return max(self.windows_s)
+        """The longest window: how long state is kept and past which an event is late.
+
+        With `today` on that is the longest local day, 25 h (the day clocks go back), so `today` stays exact
+        to its first second on that day too.
+        """
+        rolling = [w for w in self.windows_s if w != windows.TODAY]
+        return max([*rolling, windows.LONGEST_DAY_S] if windows.TODAY in self.windows_s else rolling)
+
+    @property
+    def score_window_s(self) -> int | None:
+        """The window the scorecard scores, or None without a scorecard."""
+        return None if self.scorecard is None else self.window_s(self.scorecard.window)
+
+    def windows_for(self, window_s: int) -> list[int]:
+        """The windows a snapshot of `window_s` reads: that one, and the scorecard's."""
+        score = self.score_window_s
+        return [window_s] if score is None or score == window_s else [window_s, score]
 
     def topic(self, name: str) -> str:
         """Return the full topic name for 'calls', 'tickets', 'alerts' or 'deadletter'."""
         return f"{self.topic_prefix}{name}"
 
     def window_s(self, name: str) -> int:
-        """Seconds of a configured window given its name; a SettingsError names the allowed ones."""
+        """The key of a configured window given its name (seconds, or windows.TODAY); a SettingsError names them."""
         for seconds in self.windows_s:
-            if format_duration(seconds) == name:
+            if window_name(seconds) == name:
                 return seconds
         raise SettingsError(f"window is {name!r}, must be one of {', '.join(self.window_names)}")
 
@@ -219,7 +249,7 @@ def _parse_rule(
     raw: Any,
     where: str,
     base: Rule | None,
-    windows: tuple[str, ...],
+    window_names: tuple[str, ...],
     *,
     keys: tuple[str, ...] = KPI_KEYS,
 ) -> Rule:
@@ -237,9 +267,8 @@ def _parse_rule(
         if key == "window":
             if kpi in LIVE_QUEUE_KPIS and keys == QUEUE_KPI_KEYS:
                 raise SettingsError(f"{name}: {kpi} is a live value, not windowed; remove 'window'")
-            if value not in windows:
-                kind = "windows" if keys == CAMPAIGN_KPI_KEYS else "rolling windows"
-                raise SettingsError(f"{name} is {value!r}, must be one of the {kind} {list(windows)}")
+            if value not in window_names:
+                raise SettingsError(f"{name} is {value!r}, must be one of the windows {list(window_names)}")
         elif key == "min_samples":
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise SettingsError(f"{name} is {value!r}, must be an integer >= 1")
@@ -266,27 +295,36 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML ({exc}); fix the syntax") from exc
-    allowed_top = {"windows", "kpi", "team", "alerts", "queues", "queue", "queue_kpi", "campaign_kpi"}
+    allowed_top = {"windows", "kpi", "team", "alerts", "scorecard", "queues", "queue", "queue_kpi", "campaign_kpi"}
     for key in data:
         if key not in allowed_top:
             raise SettingsError(f"{source}: unknown section [{key}], must be one of {sorted(allowed_top)}")
     out: dict[str, Any] = {}
-    windows = data.get("windows", {})
-    for key in windows:
-        if key not in ("rolling", "repeat_window"):
-            raise SettingsError(f"{source}: windows.{key}: unknown key, must be 'rolling' or 'repeat_window'")
-    if "rolling" in windows:
-        rolling = windows["rolling"]
+    windows_table = data.get("windows", {})
+    for key in windows_table:
+        if key not in ("rolling", "calendar", "timezone", "repeat_window"):
+            raise SettingsError(
+                f"{source}: windows.{key}: unknown key, must be 'rolling', 'calendar', 'timezone' or 'repeat_window'"
+            )
+    rolling_s = tuple(w for w in Settings.windows_s if w != windows.TODAY)
+    if "rolling" in windows_table:
+        rolling = windows_table["rolling"]
         if not isinstance(rolling, list) or not rolling:
             raise SettingsError(f"{source}: windows.rolling must be a non-empty list such as ['15m', '1h', '8h']")
         secs = sorted({parse_duration(w, name="windows.rolling") for w in rolling})
         for s in secs:
             if s % 10:
                 raise SettingsError(f"windows.rolling: {format_duration(s)} must be a multiple of 10 s")
-        out["windows_s"] = tuple(secs)
-    if "repeat_window" in windows:
-        out["repeat_window_s"] = parse_duration(windows["repeat_window"], name="windows.repeat_window")
-    names = tuple(format_duration(s) for s in out.get("windows_s", Settings.windows_s))
+        rolling_s = tuple(secs)
+    calendar = windows_table.get("calendar", [windows.TODAY_NAME])
+    if not isinstance(calendar, list) or any(c != windows.TODAY_NAME for c in calendar):
+        raise SettingsError(f"{source}: windows.calendar is {calendar!r}, must be ['today'] or [] (off)")
+    out["windows_s"] = rolling_s + ((windows.TODAY,) if calendar else ())
+    if "timezone" in windows_table:
+        out["timezone"] = check_timezone(windows_table["timezone"])
+    if "repeat_window" in windows_table:
+        out["repeat_window_s"] = parse_duration(windows_table["repeat_window"], name="windows.repeat_window")
+    names = tuple(window_name(s) for s in out["windows_s"])
     alerts = data.get("alerts", {})
     for key, value in alerts.items():
         if key != "hysteresis":
@@ -310,6 +348,8 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
             for kpi, raw in section.get("kpi", {}).items()
         }
     out["team_rules"] = team_rules
+    if "scorecard" in data:
+        out["scorecard"] = scorecard.parse(data["scorecard"], names)
     out.update(_load_queue_sections(data, names, source))
     return out
 

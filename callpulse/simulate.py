@@ -103,6 +103,21 @@ TICKET_SURVEY_DELAY_S = (5 * 60.0, 60 * 60.0)
 # CSAT scores 1..5: satisfied customers mostly give 4-5.
 SCORES_HAPPY = (5,) * 66 + (4,) * 25 + (3,) * 5 + (2,) * 2 + (1,) * 2
 SCORES_UNHAPPY = (5,) * 35 + (4,) * 30 + (3,) * 15 + (2,) * 8 + (1,) * 12
+# Sale amounts: lognormal around an average order value of about 120 (the floor's currency).
+AMOUNT_MEDIAN = 110.0
+AMOUNT_SIGMA = 0.45
+APPOINTMENT_P = 0.06  # of connected outbound calls that did not sell
+NPS_SURVEY_P = 0.08  # of connected calls
+NPS_HAPPY = (10,) * 30 + (9,) * 28 + (8,) * 18 + (7,) * 10 + (6,) * 6 + (5,) * 4 + (3,) * 2 + (0,) * 2
+NPS_UNHAPPY = (10,) * 10 + (9,) * 12 + (8,) * 16 + (7,) * 14 + (6,) * 14 + (5,) * 12 + (3,) * 12 + (0,) * 10
+QA_REVIEW_P = 0.04  # of connected calls: a reviewer scores a few percent of interactions
+QA_MAX_SCORE = 100
+QA_MEAN, QA_SD = 82.0, 9.0
+QA_COMPLIANT_P = 0.94
+QA_UNCHECKED_P = 0.15  # reviews that say nothing about process compliance
+QA_DELAY_S = (10 * 60.0, 2 * 3600.0)
+COMPLAINT_P = 0.012  # of connected calls
+COMPLAINT_DELAY_S = (5 * 60.0, 4 * 3600.0)
 # Every tenth event carries an RFC 3339 ts instead of epoch seconds, with one of these offsets.
 RFC3339_EVERY = 10
 OFFSETS = tuple(timezone(timedelta(minutes=m)) for m in (0, 120, -300, 330))
@@ -358,6 +373,9 @@ class _Floor:
             if sale:
                 talk_s *= SALE_TALK_FACTOR
                 outcome = "sale"
+                extra["amount"] = round(rng.lognormvariate(math.log(AMOUNT_MEDIAN), AMOUNT_SIGMA), 2)
+            elif rng.random() < APPOINTMENT_P:
+                outcome = "appointment"
             else:
                 outcome = "callback" if rng.random() < CALLBACK_OUTCOME_P else "no_sale"
             resolved = outcome != "callback"
@@ -378,6 +396,7 @@ class _Floor:
                 score = rng.choice(SCORES_HAPPY if resolved else SCORES_UNHAPPY)
                 survey = {"agent_id": agent.agent_id, "score": score, "call_id": call_id}
                 self._emit(end + rng.uniform(*CALL_SURVEY_DELAY_S), "tickets", "survey.csat", survey)
+        self._feedback(agent, call_id, end, resolved)
         roll = rng.random()
         if roll < BREAK_P + OFFLINE_P:
             if roll < BREAK_P:
@@ -451,6 +470,22 @@ class _Floor:
         queue = self.queues[qi]
         queue.burst_until = t + self.rng.uniform(*BURST_S) * queue.scale
         self._schedule(queue.burst_until + self.rng.expovariate(1 / BURST_GAP_MEAN_S) * queue.scale, _BURST, qi)
+
+    def _feedback(self, agent: _Agent, call_id: str, end: float, resolved: bool) -> None:
+        """NPS surveys, QA reviews and complaints about a connected call, some time after it."""
+        rng = self.rng
+        who = {"agent_id": agent.agent_id, "team": agent.team, "call_id": call_id}
+        if rng.random() < NPS_SURVEY_P:
+            score = rng.choice(NPS_HAPPY if resolved else NPS_UNHAPPY)
+            self._emit(end + rng.uniform(*CALL_SURVEY_DELAY_S), "tickets", "survey.nps", {**who, "score": score})
+        if rng.random() < QA_REVIEW_P:
+            points = min(QA_MAX_SCORE, max(0, round(rng.gauss(QA_MEAN, QA_SD), 1)))
+            review: dict[str, Any] = {**who, "score": points, "max_score": QA_MAX_SCORE}
+            if rng.random() >= QA_UNCHECKED_P:
+                review["compliant"] = rng.random() < QA_COMPLIANT_P
+            self._emit(end + rng.uniform(*QA_DELAY_S), "tickets", "qa.scored", review)
+        if rng.random() < COMPLAINT_P * (1 if resolved else 3):
+            self._emit(end + rng.uniform(*COMPLAINT_DELAY_S), "tickets", "complaint.logged", who)
 
     def _next_call(self, agent: _Agent, end: float, idle_mean_s: float) -> None:
         idle = self.rng.expovariate(1 / idle_mean_s) * agent.scale

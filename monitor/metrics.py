@@ -14,8 +14,9 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from callpulse.settings import Settings, format_duration
+from callpulse.settings import Settings, window_name
 from monitor import queueview
+from monitor.snapshot import scores as snapshot_scores
 from streams import campaigns, queues, states
 from streams import windows as w
 from streams.queuestore import QueueStore
@@ -25,6 +26,35 @@ TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
 
 
+def _score_families(rows: list[Any], settings: Settings) -> Iterator[Metric]:
+    """callpulse_agent_score, callpulse_team_score and callpulse_floor_score over the scorecard's window."""
+    card, window_s = settings.scorecard, settings.score_window_s
+    if card is None or window_s is None:
+        return
+    name = window_name(window_s)
+    agent = GaugeMetricFamily(
+        "callpulse_agent_score",
+        "Scorecard points of an agent (of the scorecard's total)",
+        labels=["agent", "team", "window"],
+    )
+    team = GaugeMetricFamily("callpulse_team_score", "Mean score of a team's agents with an event in the window",
+                             labels=["team", "window"])  # fmt: skip
+    floor = GaugeMetricFamily("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
+                              labels=["window"])  # fmt: skip
+    scores = snapshot_scores(rows, settings)
+    for row in rows:
+        if row.agent_id in scores.agents:
+            agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
+    for team_name, value in sorted(scores.teams.items()):
+        if value is not None:
+            team.add_metric([team_name, name], value)
+    if scores.floor is not None:
+        floor.add_metric([name], scores.floor)
+    yield agent
+    yield team
+    yield floor
+
+
 class KpiCollector:
     """Yields callpulse_* families from data fetched by the current scrape."""
 
@@ -32,7 +62,7 @@ class KpiCollector:
         self.settings = settings
         self.store = store
         self.registry = registry
-        self.queues = QueueStore(store.client, store.ns)
+        self.queues = QueueStore(store.client, store.ns, tz=store.tz)
         self._data: dict[str, Any] | None = None
         self.clients = lambda: 0
         registry.register(self)
@@ -68,6 +98,9 @@ class KpiCollector:
         finally:
             self._data = None
 
+    def _scores(self, rows: list[Any]) -> Iterator[Metric]:
+        yield from _score_families(rows, self.settings)
+
     def collect(self) -> Iterator[Metric]:
         """prometheus_client hook: yield the families for the data of this scrape."""
         data = self._data
@@ -85,7 +118,7 @@ class KpiCollector:
         teams: dict[str, dict[int, list[w.Sums]]] = {}
         for row in data["rows"]:
             for ws in data["windows"]:
-                name = format_duration(ws)
+                name = window_name(ws)
                 for kpi, value in w.kpis_from_sums(row.sums[ws]).items():
                     if value is not None:
                         agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
@@ -95,11 +128,11 @@ class KpiCollector:
             for ws, sums in by_window.items():
                 for kpi, value in w.kpis_from_sums(w.total(sums)).items():
                     if value is not None:
-                        team.add_metric([name_team, kpi, format_duration(ws)], value)
+                        team.add_metric([name_team, kpi, window_name(ws)], value)
         for ws in data["windows"]:
             for kpi, value in w.kpis_from_sums(w.total(r.sums[ws] for r in data["rows"])).items():
                 if value is not None:
-                    floor.add_metric([kpi, format_duration(ws)], value)
+                    floor.add_metric([kpi, window_name(ws)], value)
         for name, sums in data["floor_campaign"].sums.items():  # the regulators' 24h and 30d
             value = campaigns.abandon_rate(sums)
             if value is not None:
@@ -107,6 +140,7 @@ class KpiCollector:
         yield agent
         yield team
         yield floor
+        yield from self._scores(data["rows"])
         yield from self._queue_families(data)
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
@@ -166,7 +200,7 @@ class KpiCollector:
             for ws in data["windows"]:
                 for kpi, value in queues.kpis_from_sums(row.sums.get(ws, {})).items():
                     if value is not None:
-                        queue_kpi.add_metric([row.queue, kpi, format_duration(ws)], value)
+                        queue_kpi.add_metric([row.queue, kpi, window_name(ws)], value)
             values = queueview.queue_values({}, row.waiting, row.oldest_entry_ms, data["now_ms"])
             waiting.add_metric([row.queue], row.waiting)
             if values["longest_wait_seconds"] is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from callpulse.settings import LIVE_QUEUE_KPIS, Rule, Settings, format_duration
+from callpulse.settings import LIVE_QUEUE_KPIS, Rule, Settings, window_name
 from streams import campaigns, queues, states
 from streams import windows as w
 from streams.alerts import iso, level
@@ -103,7 +103,7 @@ def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
 
 def campaign_section(rows: Sequence[CampaignRow], *, window_s: int, settings: Settings) -> list[dict[str, Any]]:
     """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d."""
-    name = format_duration(window_s)
+    name = window_name(window_s)
     out: list[dict[str, Any]] = []
     for row in rows:
         breaches: list[str] = []

@@ -69,8 +69,8 @@ class Monitor:
     ) -> None:
         self.settings = settings
         self.redis = client
-        self.store = WindowStore(client, namespace(settings.topic_prefix))
-        self.queues = QueueStore(client, self.store.ns)
+        self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+        self.queues = QueueStore(client, self.store.ns, tz=settings.tz)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)
@@ -214,7 +214,7 @@ class Monitor:
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
         roster = await self.store.active_agents(now_ms, self.settings.longest_window_s)
-        rows = await self.store.read_windows(now_ms, [window_s], only=roster)
+        rows = await self.store.read_windows(now_ms, self.settings.windows_for(window_s), only=roster)
         queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(

@@ -1,12 +1,14 @@
-"""Build the contract's snapshot (agents, teams, floor, alerts) from window rows: pure, no I/O."""
+"""Build the contract's snapshot (agents, teams, floor, alerts, scores) from window rows: pure, no I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, format_duration
+from callpulse import catalogue
+from callpulse.scorecard import mean_score
+from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, window_name
 from monitor import queueview
 from streams import windows as w
 from streams.alerts import iso, level
@@ -104,6 +106,13 @@ def build(
                 "muted": sorted(muted),
             }
         )
+    card_scores = scores(rows, settings)
+    for agent in agents_out:
+        if agent["agent_id"] in card_scores.agents:
+            agent["points"], agent["score"] = card_scores.agents[agent["agent_id"]]
+    for team_row in teams_out:
+        if settings.scorecard is not None:
+            team_row["score"] = card_scores.teams.get(team_row["team"])
     floor_sums = w.total(row.sums[window_s] for row in rows)
     floor_values = w.kpis_from_sums(floor_sums)
     floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
@@ -124,20 +133,23 @@ def build(
         or a.get("scope") == "floor"
         or _agent_in(a, rows, team_filter)
     ]
+    floor_out: dict[str, Any] = {
+        "agents": len(rows),
+        "kpis": floor_values,
+        "breaches": floor_breaches,
+        "levels": floor_levels,
+        "states": queueview.state_counts(rows),
+        "queue": queue_floor,
+    }
+    if settings.scorecard is not None:
+        floor_out["score"] = card_scores.floor
     return {
         "as_of": iso(now_ms),
-        "window": format_duration(window_s),
+        "window": window_name(window_s),
         "windows": list(settings.window_names),
         "agents": agents_out,
         "teams": teams_out,
-        "floor": {
-            "agents": len(rows),
-            "kpis": floor_values,
-            "breaches": floor_breaches,
-            "levels": floor_levels,
-            "states": queueview.state_counts(rows),
-            "queue": queue_floor,
-        },
+        "floor": floor_out,
         "queues": queues_out,
         "campaigns": campaigns_out,
         "alerts": alerts_out,
@@ -147,6 +159,49 @@ def build(
         ],
         "thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.rules.items()},
         "queue_thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.queue_rules.items()},
+        "catalogue": catalogue.describe(),
+        "scorecard": _scorecard_json(settings),
+    }
+
+
+@dataclass
+class Scores:
+    """Scorecard results: per agent (points, score), per team and for the floor (mean of eligible agents)."""
+
+    agents: dict[str, tuple[dict[str, float], float]] = field(default_factory=dict)
+    teams: dict[str, float | None] = field(default_factory=dict)
+    floor: float | None = None
+
+
+def scores(rows: Sequence[AgentWindows], settings: Settings) -> Scores:
+    """Score every agent over the scorecard's window; teams and floor average agents with an event in it."""
+    card, window_s = settings.scorecard, settings.score_window_s
+    out = Scores()
+    if card is None or window_s is None:
+        return out
+    eligible: dict[str | None, list[float]] = {}
+    for row in rows:
+        sums = row.sums.get(window_s)
+        if sums is None:
+            continue
+        points = card.points(w.kpis_from_sums(sums))
+        score = sum(points.values())
+        out.agents[row.agent_id] = (points, score)
+        if int(sums.get(w.EVENTS, 0)) > 0:
+            eligible.setdefault(row.team, []).append(score)
+    out.teams = {t: mean_score(s) for t, s in eligible.items() if t is not None}
+    out.floor = mean_score(s for team_scores in eligible.values() for s in team_scores)
+    return out
+
+
+def _scorecard_json(settings: Settings) -> dict[str, Any] | None:
+    card = settings.scorecard
+    if card is None:
+        return None
+    return {
+        "window": card.window,
+        "total": card.total_weight,
+        "kpis": [{"kpi": k.kpi, "weight": k.weight} for k in card.kpis],
     }
 
 

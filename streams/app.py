@@ -142,7 +142,7 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
     registry = CollectorRegistry()
     health = WorkerHealth(app, registry)
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    store = WindowStore(client, namespace(settings.topic_prefix))
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
     deadletter_topic = settings.topic("deadletter")
 
     async def send_deadletter(dead: list[tuple[Record, str]]) -> None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from callpulse import catalogue as cat
 from streams import windows as w
 
-ABANDONED_OUT = "ob"  # outbound call.ended with abandoned: true
-CONNECTED_OUT = "c"  # connected outbound call.ended (the agents' out_connected counter)
-CAMPAIGN_FIELDS: tuple[str, ...] = (ABANDONED_OUT, CONNECTED_OUT)
+ABANDONED_OUT = cat.code("out_abandoned")  # outbound call.ended with abandoned: true
+CONNECTED_OUT = cat.code("out_connected")  # connected outbound call.ended
+CAMPAIGN_FIELDS: tuple[str, ...] = cat.CAMPAIGN_FIELDS
 FLOOR = ""  # the subject of the floor's totals (a campaign name is never empty)
 COARSE_MS = 3_600_000
 COARSE_WINDOWS_S: dict[str, int] = {"24h": 86_400, "30d": 30 * 86_400}
@@ -89,25 +90,19 @@ def sum_coarse(hours: Mapping[int, Mapping[str, int]], now_ms: int, window_s: in
     return out
 
 
-def abandon_rate(s: Mapping[str, int]) -> float | None:
-    """outbound_abandon_rate from counters; None with neither abandoned nor connected outbound calls."""
-    abandoned = s.get(ABANDONED_OUT, 0)
-    den = abandoned + s.get(CONNECTED_OUT, 0)
-    return None if den == 0 else abandoned / den
-
-
 def samples(s: Mapping[str, int]) -> int:
     """The sample count behind outbound_abandon_rate: dropped plus connected outbound calls."""
-    return s.get(ABANDONED_OUT, 0) + s.get(CONNECTED_OUT, 0)
+    return cat.BY_KEY["outbound_abandon_rate"].samples(s)
+
+
+def abandon_rate(s: Mapping[str, int]) -> float | None:
+    """outbound_abandon_rate from counters; None with neither dropped nor connected outbound calls."""
+    return cat.BY_KEY["outbound_abandon_rate"].result(s)  # type: ignore[return-value]
 
 
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
-    """A campaign's KPIs from its counters."""
-    return {
-        "outbound_abandon_rate": abandon_rate(s),
-        "abandoned_calls": s.get(ABANDONED_OUT, 0),
-        "connected_calls": s.get(CONNECTED_OUT, 0),
-    }
+    """A campaign's KPIs (the catalogue's CAMPAIGN_CATALOGUE) from its counters."""
+    return {k.key: k.result(s) for k in cat.CAMPAIGN_CATALOGUE}
 
 
 def total(sums: Iterable[Mapping[str, int]]) -> dict[str, int]:

@@ -56,7 +56,7 @@ class AlertEngine:
         self.ns = store.ns
         self._cas = store.client.register_script(CAS_LUA)
         self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
-        self.queue_store = QueueStore(store.client, store.ns)
+        self.queue_store = QueueStore(store.client, store.ns, tz=store.tz)
         self.queue_windows_s = sorted(
             {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}
         )

@@ -19,7 +19,17 @@ MAX_EVENT_BYTES = 64 * 1024
 TOPIC_TYPES: dict[str, frozenset[str]] = {
     "calls": frozenset({"call.ended", "agent.state", "call.queued", "call.answered", "call.abandoned"}),
     "tickets": frozenset(
-        {"ticket.created", "ticket.replied", "ticket.resolved", "ticket.escalated", "ticket.reopened", "survey.csat"}
+        {
+            "ticket.created",
+            "ticket.replied",
+            "ticket.resolved",
+            "ticket.escalated",
+            "ticket.reopened",
+            "survey.csat",
+            "survey.nps",
+            "qa.scored",
+            "complaint.logged",
+        }
     ),
 }
 ALL_TYPES: frozenset[str] = TOPIC_TYPES["calls"] | TOPIC_TYPES["tickets"]
@@ -45,7 +55,11 @@ class Event:
     outcome: str | None = None
     state: str | None = None
     ticket_id: str | None = None
-    score: int = 0
+    score: int = 0  # survey.csat 1-5, survey.nps 0-10
+    amount_milli: int | None = None  # call.ended: order value in thousandths; None when not given
+    score_milli: int = 0  # qa.scored: points in thousandths
+    max_score_milli: int = 0  # qa.scored: maximum points in thousandths
+    compliant: bool | None = None  # qa.scored: None when the review does not say
     queue: str | None = None  # call.queued/answered/abandoned; inbound call.ended
     campaign: str | None = None  # outbound call.ended
     abandoned: bool = False  # outbound call.ended the dialer dropped
@@ -103,6 +117,77 @@ def _seconds_ms(raw: dict[str, Any], name: str, *, required: bool) -> int:
     if value > 7 * 86400:
         raise _fail(f"{name} is {value!r}, must be at most a week (604800 s)", raw)
     return round(value * 1000)
+
+
+MAX_AMOUNT = 1e12  # no single order is worth more; also keeps thousandths exact in Redis' doubles
+
+
+def _milli(raw: dict[str, Any], name: str, *, what: str, required: bool, limit: float = MAX_AMOUNT) -> int | None:
+    """A non-negative number (an amount, QA points) as integer thousandths; None when optional and absent."""
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise _fail(f"{name} is missing, it is required for {raw.get('type')}", raw)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(f"{name} is {value!r}, must be {what}", raw)
+    if value < 0:
+        raise _fail(f"{name} is {value!r}, must be >= 0", raw)
+    if value > limit:
+        raise _fail(f"{name} is {value!r}, must be at most {limit:g}", raw)
+    return round(value * 1000)
+
+
+def _integer_score(raw: dict[str, Any], lo: int, hi: int) -> int:
+    score = _req(raw, "score")
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score):
+        raise _fail(f"score is {score!r}, must be an integer from {lo} to {hi}", raw)
+    if not lo <= score <= hi:
+        raise _fail(f"score is {score!r}, must be from {lo} to {hi}", raw)
+    return int(score)
+
+
+def _subject(raw: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(ticket_id, call_id) of a survey, review or complaint: at least one is required."""
+    ticket_id = _ident(raw, "ticket_id", required=False)
+    call_id = _ident(raw, "call_id", required=False)
+    if ticket_id is None and call_id is None:
+        raise _fail(f"ticket_id and call_id are both missing, {raw.get('type')} needs one of them", raw)
+    return ticket_id, call_id
+
+
+def _feedback(raw: dict[str, Any], event_id: str, etype: str, ts_ms: int, team: str | None) -> Event:
+    """survey.csat, survey.nps, qa.scored and complaint.logged: about one agent and one ticket or call."""
+    agent_id = _ident(raw, "agent_id", required=True)
+    score = score_milli = max_milli = 0
+    compliant: bool | None = None
+    if etype == "survey.csat":
+        score = _integer_score(raw, 1, 5)
+    elif etype == "survey.nps":
+        score = _integer_score(raw, 0, 10)
+    elif etype == "qa.scored":
+        score_milli = _milli(raw, "score", what="a number of points >= 0", required=True) or 0
+        max_milli = _milli(raw, "max_score", what="a number of points > 0", required=True) or 0
+        if max_milli == 0:
+            raise _fail(f"max_score is {raw['max_score']!r}, must be > 0", raw)
+        if score_milli > max_milli:
+            raise _fail(f"score is {raw['score']!r}, must be <= max_score ({raw['max_score']!r})", raw)
+        if raw.get("compliant") is not None:
+            compliant = _bool(raw, "compliant", default=None)
+    ticket_id, call_id = _subject(raw)
+    return Event(
+        event_id,
+        etype,
+        ts_ms,
+        agent_id=agent_id,
+        team=team,
+        ticket_id=ticket_id,
+        call_id=call_id,
+        score=score,
+        score_milli=score_milli,
+        max_score_milli=max_milli,
+        compliant=compliant,
+    )
 
 
 def parse_ts_ms(value: Any) -> int:
@@ -185,6 +270,7 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
             raise _fail("abandoned is true on an inbound call, only outbound calls can be dropped by the dialer", raw)
         if abandoned and connected:
             raise _fail("abandoned is true with connected true, a dropped call has connected: false", raw)
+        amount_milli = _milli(raw, "amount", what="a number (the order value)", required=False)
         return Event(
             event_id,
             etype,
@@ -201,6 +287,7 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
             queue=_ident(raw, "queue", required=False),
             campaign=_ident(raw, "campaign", required=False),
             abandoned=abandoned,
+            amount_milli=amount_milli,
         )
     if etype == "agent.state":
         state = _req(raw, "state")
@@ -220,26 +307,8 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
             queue=_ident(raw, "queue", required=True),
             customer_id=_ident(raw, "customer_id", required=False),
         )
-    if etype == "survey.csat":
-        score = _req(raw, "score")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score):
-            raise _fail(f"score is {score!r}, must be an integer from 1 to 5", raw)
-        if not 1 <= score <= 5:
-            raise _fail(f"score is {score!r}, must be from 1 to 5", raw)
-        ticket_id = _ident(raw, "ticket_id", required=False)
-        call_id = _ident(raw, "call_id", required=False)
-        if ticket_id is None and call_id is None:
-            raise _fail("ticket_id and call_id are both missing, survey.csat needs one of them", raw)
-        return Event(
-            event_id,
-            etype,
-            ts_ms,
-            agent_id=_ident(raw, "agent_id", required=True),
-            team=team,
-            ticket_id=ticket_id,
-            call_id=call_id,
-            score=int(score),
-        )
+    if etype in ("survey.csat", "survey.nps", "qa.scored", "complaint.logged"):
+        return _feedback(raw, event_id, etype, ts_ms, team)
     # ticket.*
     ticket_id = _ident(raw, "ticket_id", required=True)
     needs_agent = etype in ("ticket.replied", "ticket.resolved", "ticket.escalated")

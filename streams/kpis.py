@@ -1,6 +1,7 @@
 """The KPI core, pure: events in, counter deltas out.
 
-Stateless KPIs (AHT, connect rate, conversion, CSAT, escalation) turn one event into deltas.
+Stateless KPIs (AHT, connect rate, conversion, CSAT, escalation, sales and revenue, NPS, QA, compliance,
+complaints) turn one event into deltas; which counters each KPI divides is declared in `callpulse.catalogue`.
 FCR and first response time depend on other events of the same customer or ticket, so they are
 computed from a merged state: the delta of adding events is contributions(new) - contributions(old),
 which makes the result independent of arrival order and idempotent under redelivery.
@@ -25,7 +26,7 @@ def event_deltas(e: Event) -> list[Delta]:
     if agent is None:
         return []
     b = w.bucket_of(e.ts_ms)
-    out: list[Delta] = []
+    out: list[Delta] = [(agent, b, w.EVENTS, 1)]
     if e.type == "call.ended":
         if e.connected:
             out.append((agent, b, w.HANDLE_MS, e.handle_ms))
@@ -38,6 +39,11 @@ def event_deltas(e: Event) -> list[Delta]:
                 out.append((agent, b, w.OUT_CONNECTED, 1))
                 if e.outcome == "sale":
                     out.append((agent, b, w.OUT_SALES, 1))
+                    if e.amount_milli is not None:
+                        out.append((agent, b, w.REVENUE_MILLI, e.amount_milli))
+                        out.append((agent, b, w.PRICED_SALES, 1))
+                elif e.outcome == "appointment":
+                    out.append((agent, b, w.OUT_APPOINTMENTS, 1))
     elif e.type == "survey.csat":
         out.append((agent, b, w.CSAT_RESPONSES, 1))
         if e.score >= 4:
@@ -47,6 +53,22 @@ def event_deltas(e: Event) -> list[Delta]:
         out.append((agent, b, w.CLOSED, 1))
     elif e.type == "ticket.resolved":
         out.append((agent, b, w.CLOSED, 1))
+    elif e.type == "survey.nps":
+        out.append((agent, b, w.NPS_RESPONSES, 1))
+        if e.score >= 9:
+            out.append((agent, b, w.NPS_NET, 1))
+        elif e.score <= 6:
+            out.append((agent, b, w.NPS_NET, -1))
+    elif e.type == "qa.scored":
+        out.append((agent, b, w.QA_POINTS_MILLI, e.score_milli))
+        out.append((agent, b, w.QA_MAX_MILLI, e.max_score_milli))
+        out.append((agent, b, w.QA_REVIEWS, 1))
+        if e.compliant is not None:
+            out.append((agent, b, w.QA_CHECKED, 1))
+            if e.compliant:
+                out.append((agent, b, w.QA_COMPLIANT, 1))
+    elif e.type == "complaint.logged":
+        out.append((agent, b, w.COMPLAINTS, 1))
     return out
 
 

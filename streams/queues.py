@@ -26,20 +26,22 @@ from dataclasses import dataclass
 
 import orjson
 
+from callpulse import catalogue as cat
 from streams import windows as w
 
 QueueDelta = tuple[str, int, str, int]  # (queue, bucket, field, delta)
 Mark = tuple[int, str, str]  # (ts_ms, event_id, queue)
 
-OFFERED = "qo"
-ANSWERED = "qa"
-ABANDONED = "qb"
-SHORT_ABANDONED = "qk"
-WAIT_MS = "qw"
-WAITED = "qn"
-SL_MET = "qm"
-SL_BASE = "ql"
-QUEUE_FIELDS: tuple[str, ...] = (OFFERED, ANSWERED, ABANDONED, SHORT_ABANDONED, WAIT_MS, WAITED, SL_MET, SL_BASE)
+# Counter codes of a queue's buckets, declared in the catalogue.
+OFFERED = cat.code("offered")
+ANSWERED = cat.code("answered")
+ABANDONED = cat.code("abandoned")
+SHORT_ABANDONED = cat.code("short_abandoned")
+WAIT_MS = cat.code("wait_ms")
+WAITED = cat.code("waited")
+SL_MET = cat.code("sl_met")
+SL_BASE = cat.code("sl_base")
+QUEUE_FIELDS: tuple[str, ...] = cat.QUEUE_FIELDS
 QUEUE_EVENTS = frozenset({"call.queued", "call.answered", "call.abandoned"})
 
 
@@ -175,19 +177,8 @@ def live(entries_ms: Iterable[int], now_ms: int, max_wait_ms: int) -> tuple[int,
 
 
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
-    """The windowed queue KPIs from one queue's (or the floor's summed) counters."""
-    answered, abandoned = s.get(ANSWERED, 0), s.get(ABANDONED, 0)
-    waited, base = s.get(WAITED, 0), s.get(SL_BASE, 0)
-    handled = answered + abandoned
-    return {
-        "offered": s.get(OFFERED, 0),
-        "answered": answered,
-        "abandoned": abandoned,
-        "short_abandoned": s.get(SHORT_ABANDONED, 0),
-        "asa_seconds": None if waited == 0 else s.get(WAIT_MS, 0) / waited / 1000,
-        "service_level": None if base == 0 else s.get(SL_MET, 0) / base,
-        "abandon_rate": None if handled == 0 else abandoned / handled,
-    }
+    """The windowed queue KPIs (the catalogue's QUEUE_CATALOGUE) from one queue's or the floor's summed counters."""
+    return {k.key: k.result(s) for k in cat.QUEUE_CATALOGUE}
 
 
 def encode(call: QueuedCall) -> bytes:
@@ -211,17 +202,6 @@ def decode(raw: bytes | str) -> QueuedCall:
     return QueuedCall(_marks(data["q"]), _marks(data["a"]), _marks(data["b"]))
 
 
-SAMPLE_FIELDS: dict[str, tuple[str, ...]] = {
-    "offered": (OFFERED,),
-    "answered": (ANSWERED,),
-    "abandoned": (ABANDONED,),
-    "short_abandoned": (SHORT_ABANDONED,),
-    "asa_seconds": (WAITED,),
-    "service_level": (SL_BASE,),
-    "abandon_rate": (ANSWERED, ABANDONED),
-}
-
-
 def samples(s: Mapping[str, int], kpi: str) -> int:
     """The sample count behind a windowed queue KPI (for `min_samples`)."""
-    return sum(s.get(f, 0) for f in SAMPLE_FIELDS[kpi])
+    return cat.QUEUE_BY_KEY[kpi].samples(s)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 
 import redis.asyncio as aioredis
 
-from callpulse.settings import format_duration
+from callpulse.settings import window_name
 from streams import batch, campaigns, queues
 from streams import windows as w
 from streams.store import READ_AGENTS_PER_CALL, READ_LUA, READ_META
@@ -53,9 +54,10 @@ def _s(value: bytes | str) -> str:
 class QueueStore:
     """Redis reads for the floor's queues and campaigns and the agents' state details; the client is injected."""
 
-    def __init__(self, client: aioredis.Redis, ns: str) -> None:
+    def __init__(self, client: aioredis.Redis, ns: str, *, tz: tzinfo = UTC) -> None:
         self.client = client
         self.ns = ns
+        self.tz = tz  # where the calendar window `today` starts
         self._read = client.register_script(READ_LUA)
 
     async def _names(self, kind: str, since_ms: int) -> list[str]:
@@ -67,10 +69,11 @@ class QueueStore:
     ) -> dict[str, dict[int, Sums]]:
         if not names or not windows_s:
             return {n: {} for n in names}
-        lo, hi = w.window_buckets(now_ms, max(windows_s))
+        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
+        lo, hi = min(b[0] for b in bounds), now_ms // w.BUCKET_MS
         head: list[object] = [sub_ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(windows_s)]
-        for ws in windows_s:
-            head += list(w.window_buckets(now_ms, ws))
+        for b in bounds:
+            head += list(b)
         head += [len(fields), *fields]
         out: dict[str, dict[int, Sums]] = {}
         step = READ_META + len(windows_s) * len(fields)
@@ -147,7 +150,7 @@ class QueueStore:
             row = CampaignRow(subject)
             for ws in windows_s:
                 if subject != campaigns.FLOOR:
-                    row.sums[format_duration(ws)] = fine[subject][ws]
+                    row.sums[window_name(ws)] = fine[subject][ws]
             for name, ws in coarse.items():
                 row.sums[name] = campaigns.sum_coarse(hours, now_ms, ws)
             rows[subject] = row

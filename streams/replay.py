@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -164,7 +164,7 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
         await consumer.stop()
 
 
-async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
+async def rebuild_if_empty(settings: Settings, store: WindowStore, *, clock: Callable[[], float] = time.time) -> bool:
     """If the store has lost its data (no epoch marker), replay Kafka into it; True when this call did.
 
     One worker replays under a lock it keeps extending; the others wait, and take over when the lock lapses
@@ -184,7 +184,7 @@ async def rebuild_if_empty(settings: Settings, store: WindowStore) -> bool:
         try:
             log.warning("Redis holds no callpulse data: rebuilding every window from the earliest Kafka offsets")
             started = time.perf_counter()
-            processor = Processor(settings, store, _no_deadletter)
+            processor = Processor(settings, store, _no_deadletter, clock=clock)
             processor.check_epoch = False
             # Read at least to the group's committed offsets and to every partition's end as the rebuild starts:
             # whatever a worker applied before the wipe lies below both, and its consumer will not read it again.

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 
 import orjson
 
 from streams import windows as w
 
 STATE_FIELDS: dict[str, str] = {
-    "available": "sa",
-    "on_call": "so",
-    "wrap": "sw",
-    "break": "sb",
-    "offline": "sf",
+    "available": w.AVAILABLE_MS,
+    "on_call": w.ON_CALL_MS,
+    "wrap": w.WRAP_MS,
+    "break": w.BREAK_MS,
+    "offline": w.OFFLINE_MS,
 }
 STATES: tuple[str, ...] = tuple(STATE_FIELDS)
 BUSY_STATES: tuple[str, ...] = ("on_call", "wrap")
@@ -117,31 +118,39 @@ def deltas(agent: str, old: History, new: History) -> list[Delta]:
     return sorted(out)
 
 
-def open_ms(since_ms: int, now_ms: int, window_s: int) -> int:
+def open_ms(since_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> int:
     """Milliseconds of the open interval (current state since `since_ms`) inside the window ending at now.
 
-    The window holds the buckets lo < b <= hi, the current bucket counted up to now.
+    The window holds the buckets lo < b <= hi, the current bucket counted up to now (`window_s` may be
+    windows.TODAY, the calendar day in `tz`).
     """
-    lo, _hi = w.window_buckets(now_ms, window_s)
+    lo, _hi = w.window_buckets(now_ms, window_s, tz)
     start = max(since_ms, (lo + 1) * w.BUCKET_MS)
     return max(0, now_ms - start)
 
 
 def state_seconds(
-    sums: Mapping[str, int], current: str | None, since_ms: int | None, now_ms: int, window_s: int
+    sums: Mapping[str, int],
+    current: str | None,
+    since_ms: int | None,
+    now_ms: int,
+    window_s: int,
+    tz: tzinfo = UTC,
 ) -> dict[str, float]:
     """Seconds in each state in the window: the written buckets plus the current state up to now."""
     out = {state: sums.get(fld, 0) / 1000 for state, fld in STATE_FIELDS.items()}
     if current in STATE_FIELDS and since_ms is not None:
-        out[current] += open_ms(since_ms, now_ms, window_s) / 1000
+        out[current] += open_ms(since_ms, now_ms, window_s, tz) / 1000
     return out
 
 
-def add_open(sums: dict[str, int], current: str | None, since_ms: int | None, now_ms: int, window_s: int) -> None:
+def add_open(
+    sums: dict[str, int], current: str | None, since_ms: int | None, now_ms: int, window_s: int, tz: tzinfo = UTC
+) -> None:
     """Add the current state's milliseconds up to now into a window's counter sums (in place)."""
     if current in STATE_FIELDS and since_ms is not None:
         fld = STATE_FIELDS[current]
-        sums[fld] = int(sums.get(fld, 0)) + open_ms(since_ms, now_ms, window_s)
+        sums[fld] = int(sums.get(fld, 0)) + open_ms(since_ms, now_ms, window_s, tz)
 
 
 def occupancy(seconds: Mapping[str, float]) -> float | None:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 import orjson
@@ -248,9 +249,10 @@ def namespace(topic_prefix: str) -> str:
 class WindowStore:
     """Redis access for windows, states and stats; the client is injected."""
 
-    def __init__(self, client: aioredis.Redis, ns: str) -> None:
+    def __init__(self, client: aioredis.Redis, ns: str, *, tz: tzinfo = UTC) -> None:
         self.client = client
         self.ns = ns
+        self.tz = tz  # where the calendar window `today` starts
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
@@ -276,10 +278,10 @@ class WindowStore:
             return ApplyResult(False, conflicts=conflicts)
         return ApplyResult(True, applied=int(raw[1]), duplicates=int(raw[2]))
 
-    async def active_agents(self, now_ms: int, window_s: int) -> dict[str, int]:
-        """Agents with an event in the window ending now -> their latest event ts."""
+    async def active_agents(self, now_ms: int, window_s: float) -> dict[str, int]:
+        """Agents with an event in the `window_s` seconds ending now -> their latest event ts."""
         rows = await self.client.zrangebyscore(
-            f"{self.ns}agents", f"({now_ms - window_s * 1000}", "+inf", withscores=True
+            f"{self.ns}agents", f"({now_ms - round(window_s * 1000)}", "+inf", withscores=True
         )
         return {_s(agent): int(score) for agent, score in rows}
 
@@ -287,17 +289,17 @@ class WindowStore:
         self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
     ) -> list[AgentWindows]:
         """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read."""
-        longest = max(windows_s)
+        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
+        lo = min(b_lo for b_lo, _ in bounds)
+        hi = now_ms // w.BUCKET_MS
         if only is None:
-            agents = await self.active_agents(now_ms, longest)
+            agents = await self.active_agents(now_ms, max(w.span_s(now_ms, ws, self.tz) for ws in windows_s))
         else:
             names = sorted(set(only))
             scores = await self.client.zmscore(f"{self.ns}agents", names) if names else []
             agents = {a: int(sc) for a, sc in zip(names, scores, strict=True) if sc is not None}
         if not agents:
             return []
-        lo, hi = w.window_buckets(now_ms, longest)
-        bounds = [w.window_buckets(now_ms, ws) for ws in windows_s]
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
         head = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
         for b_lo, b_hi in bounds:
@@ -320,7 +322,7 @@ class WindowStore:
                     for j, ws in enumerate(windows_s)
                 }
                 for ws, window_sums in sums.items():  # the current state counts up to now
-                    states.add_open(window_sums, state or None, since_ms, now_ms, ws)
+                    states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
                 out.append(
                     AgentWindows(agent, team or None, state or None, agents[agent], sums, since_ms, reason or None)
                 )

@@ -2,37 +2,59 @@
 
 An agent's counters live in buckets of `BUCKET_MS`; a window of W seconds ending at T holds
 the buckets b with (T - W) // 10 s < b <= T // 10 s, so an event counts when T - W < ts <= T
-to within one bucket (10 s) at the edges. Buckets are grouped in chunks of `CHUNK_BUCKETS`
+to within one bucket (10 s) at the edges. The calendar window `today` holds the buckets from local
+midnight (in the floor's time zone) to T: exact at midnight, on 23 h and 25 h days too.
+Buckets are grouped in chunks of `CHUNK_BUCKETS`
 so that a long window reads a few chunk totals plus the fine buckets at its edges.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, time, tzinfo
+
+from callpulse import catalogue as cat
 
 BUCKET_MS = 10_000
 CHUNK_BUCKETS = 60
+# Windows are keyed by their length in seconds; the calendar window `today` by this 0.
+TODAY = 0
+TODAY_NAME = "today"
+# The longest a local day lasts (a 25 h day when clocks go back): `today` keeps state this long.
+LONGEST_DAY_S = 25 * 3600
 
-# Counter fields, kept to one letter because every bucket stores them.
-HANDLE_MS = "h"  # sum of talk+hold+wrap over connected calls, ms
-CONNECTED = "n"  # connected call.ended, both directions (calls_handled)
-DIALS = "d"  # outbound call.ended
-OUT_CONNECTED = "c"  # connected outbound
-OUT_SALES = "s"  # connected outbound with outcome "sale"
-FIRST_CONTACTS = "f"
-RESOLVED_FIRST = "r"
-RESPONSE_MS = "t"  # sum of first-response times, ms
-RESPONSES = "u"
-CSAT_RESPONSES = "q"
-CSAT_GOOD = "g"
-ESCALATED = "e"
-CLOSED = "x"  # resolved + escalated
-OUT_ABANDONED = "ob"  # outbound call.ended the dialer dropped (abandoned: true)
-AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS = "sa", "so", "sw", "sb", "sf"  # time in state (streams/states)
-FIELDS: tuple[str, ...] = (
-    *("h", "n", "d", "c", "s", "f", "r", "t", "u", "q", "g", "e", "x"),
-    *(OUT_ABANDONED, AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS),
+# Counter codes, kept to one letter because every bucket stores them; declared in the catalogue.
+HANDLE_MS = cat.code("handle_ms")  # sum of talk+hold+wrap over connected calls, ms
+CONNECTED = cat.code("connected")  # connected call.ended, both directions (calls_handled)
+DIALS = cat.code("dials")  # outbound call.ended
+OUT_CONNECTED = cat.code("out_connected")  # connected outbound
+OUT_SALES = cat.code("out_sales")  # connected outbound with outcome "sale"
+FIRST_CONTACTS = cat.code("first_contacts")
+RESOLVED_FIRST = cat.code("resolved_first")
+RESPONSE_MS = cat.code("response_ms")  # sum of first-response times, ms
+RESPONSES = cat.code("responses")
+CSAT_RESPONSES = cat.code("csat_responses")
+CSAT_GOOD = cat.code("csat_good")
+ESCALATED = cat.code("escalated")
+CLOSED = cat.code("closed")  # resolved + escalated
+OUT_APPOINTMENTS = cat.code("out_appointments")
+REVENUE_MILLI = cat.code("revenue_milli")  # sum of sale amounts, thousandths
+PRICED_SALES = cat.code("priced_sales")
+NPS_RESPONSES = cat.code("nps_responses")
+NPS_NET = cat.code("nps_net")  # promoters - detractors
+QA_POINTS_MILLI = cat.code("qa_points_milli")
+QA_MAX_MILLI = cat.code("qa_max_milli")
+QA_REVIEWS = cat.code("qa_reviews")
+QA_COMPLIANT = cat.code("qa_compliant")
+QA_CHECKED = cat.code("qa_checked")
+COMPLAINTS = cat.code("complaints")
+EVENTS = cat.code("events")
+OUT_ABANDONED = cat.code("out_abandoned")  # outbound call.ended the dialer dropped
+# Time in state, ms (streams/states.py)
+AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS = (
+    cat.code(n) for n in ("available_ms", "on_call_ms", "wrap_ms", "break_ms", "offline_ms")
 )
+FIELDS: tuple[str, ...] = cat.FIELDS
 
 Sums = dict[str, int]
 
@@ -47,14 +69,41 @@ def chunk_of(bucket: int) -> int:
     return bucket // CHUNK_BUCKETS
 
 
-def window_buckets(now_ms: int, window_s: int) -> tuple[int, int]:
-    """(lo, hi): a window ending at now holds buckets b with lo < b <= hi."""
-    return (now_ms - window_s * 1000) // BUCKET_MS, now_ms // BUCKET_MS
+def day_start_ms(now_ms: int, tz: tzinfo) -> int:
+    """Epoch ms of the first instant of now's local date in `tz` (local midnight, or the end of a gap over it).
+
+    On a day the clocks change this is still the day's first instant: a 23 h or 25 h day starts at its
+    own midnight, and where a zone skips midnight the day starts when the clock jumps.
+    """
+    local = datetime.fromtimestamp(now_ms / 1000, tz)
+    # fold=0 reads a repeated midnight as the earlier one, and a skipped one with the offset before the
+    # jump, which is the instant of the jump: either way the day's first instant.
+    midnight = datetime.combine(local.date(), time(0), tzinfo=tz)
+    return round(midnight.timestamp() * 1000)
 
 
-def in_window(ts_ms: int, now_ms: int, window_s: int) -> bool:
+def window_buckets(now_ms: int, window_s: int, tz: tzinfo = UTC) -> tuple[int, int]:
+    """(lo, hi): a window ending at now holds buckets b with lo < b <= hi.
+
+    `window_s` is a rolling window's length, or `TODAY` for the calendar day of now in `tz`: buckets
+    from the one holding local midnight (midnights fall on bucket edges in every zone in use today).
+    """
+    hi = now_ms // BUCKET_MS
+    if window_s == TODAY:
+        return day_start_ms(now_ms, tz) // BUCKET_MS - 1, hi
+    return (now_ms - window_s * 1000) // BUCKET_MS, hi
+
+
+def span_s(now_ms: int, window_s: int, tz: tzinfo = UTC) -> float:
+    """How far back a window reaches from now, in seconds (for `today`: to just before local midnight)."""
+    if window_s == TODAY:
+        return (now_ms - day_start_ms(now_ms, tz) + 1) / 1000
+    return window_s
+
+
+def in_window(ts_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> bool:
     """Whether an event at ts counts in the window ending at now (the bucket rule above)."""
-    lo, hi = window_buckets(now_ms, window_s)
+    lo, hi = window_buckets(now_ms, window_s, tz)
     return lo < bucket_of(ts_ms) <= hi
 
 
@@ -95,55 +144,14 @@ def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sum
     return sums
 
 
-def _ratio(num: int, den: int) -> float | None:
-    return None if den == 0 else num / den
-
-
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
-    """Every contract KPI from one counter set; a zero denominator gives None, counts give 0."""
-    connected = s.get(CONNECTED, 0)
-    responses = s.get(RESPONSES, 0)
-    return {
-        "aht_seconds": None if connected == 0 else s.get(HANDLE_MS, 0) / connected / 1000,
-        "connect_rate": _ratio(s.get(OUT_CONNECTED, 0), s.get(DIALS, 0)),
-        "fcr": _ratio(s.get(RESOLVED_FIRST, 0), s.get(FIRST_CONTACTS, 0)),
-        "response_seconds": None if responses == 0 else s.get(RESPONSE_MS, 0) / responses / 1000,
-        "calls_handled": connected,
-        "dials": s.get(DIALS, 0),
-        "conversion_rate": _ratio(s.get(OUT_SALES, 0), s.get(OUT_CONNECTED, 0)),
-        "csat": _ratio(s.get(CSAT_GOOD, 0), s.get(CSAT_RESPONSES, 0)),
-        "escalation_rate": _ratio(s.get(ESCALATED, 0), s.get(CLOSED, 0)),
-        "occupancy": _ratio(s.get(ON_CALL_MS, 0) + s.get(WRAP_MS, 0), _staffed_ms(s)),
-        "outbound_abandon_rate": _ratio(s.get(OUT_ABANDONED, 0), s.get(OUT_ABANDONED, 0) + s.get(OUT_CONNECTED, 0)),
-    }
-
-
-def _staffed_ms(s: Mapping[str, int]) -> int:
-    return s.get(AVAILABLE_MS, 0) + s.get(ON_CALL_MS, 0) + s.get(WRAP_MS, 0)
-
-
-SAMPLE_FIELD: dict[str, str] = {
-    "aht_seconds": CONNECTED,
-    "connect_rate": DIALS,
-    "fcr": FIRST_CONTACTS,
-    "response_seconds": RESPONSES,
-    "calls_handled": CONNECTED,
-    "dials": DIALS,
-    "conversion_rate": OUT_CONNECTED,
-    "csat": CSAT_RESPONSES,
-    "escalation_rate": CLOSED,
-    "occupancy": ON_CALL_MS,
-    "outbound_abandon_rate": OUT_CONNECTED,
-}
+    """Every catalogue KPI from one counter set; a zero denominator gives None, counts give 0."""
+    return {k.key: k.result(s) for k in cat.CATALOGUE}
 
 
 def samples(s: Mapping[str, int], kpi: str) -> int:
-    """The denominator (sample count) behind a KPI, for `min_samples` (occupancy: staffed seconds)."""
-    if kpi == "occupancy":
-        return _staffed_ms(s) // 1000
-    if kpi == "outbound_abandon_rate":
-        return s.get(OUT_ABANDONED, 0) + s.get(OUT_CONNECTED, 0)
-    return s.get(SAMPLE_FIELD[kpi], 0)
+    """The sample count behind a KPI, for `min_samples`."""
+    return cat.BY_KEY[kpi].samples(s)
 
 
 def total(sums: Iterable[Mapping[str, int]]) -> Sums:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 
 BUCKET_S = 10
+TODAY = 0  # the window key of the calendar window `today`
 
 
 def ts_of(event: Mapping[str, Any]) -> float:
@@ -22,13 +23,32 @@ def ts_of(event: Mapping[str, Any]) -> float:
     return float(ts)
 
 
-def in_window(ts: float, now: float, window_s: int) -> bool:
-    """The contract's T - W < ts <= T, on 10 s buckets as the system documents."""
+def in_window(ts: float, now: float, window_s: int, tz: tzinfo = UTC) -> bool:
+    """The contract's T - W < ts <= T, on 10 s buckets as the system documents.
+
+    `window_s` 0 is the calendar window `today`: the local date of ts (in `tz`) is the local date of T,
+    and ts is not past T's bucket.
+    """
     now_ms = round(now * 1000)
     b = round(ts * 1000) // (BUCKET_S * 1000)
-    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     hi = now_ms // (BUCKET_S * 1000)
+    if window_s == TODAY:
+        same_day = datetime.fromtimestamp(ts, tz).date() == datetime.fromtimestamp(now, tz).date()
+        return same_day and b <= hi
+    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
     return lo < b <= hi
+
+
+def reaches_back_to(now: float, window_s: int, tz: tzinfo = UTC) -> float:
+    """The earliest ts (exclusive) a window can hold: T - W, or just before the first instant of T's local date."""
+    if window_s != TODAY:
+        return now - window_s
+    day = datetime.fromtimestamp(now, tz).date()
+    # Step back in whole seconds to the last one of the previous local date (dates change on whole seconds).
+    t = math.floor(now)
+    while datetime.fromtimestamp(t - 1, tz).date() == day:
+        t -= 60 if datetime.fromtimestamp(t - 60, tz).date() == day else 1
+    return t - 0.001
 
 
 def unique(events: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -43,8 +63,17 @@ def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else num / den
 
 
-def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int) -> dict[str, dict]:
-    """Per agent numerators and denominators in the window."""
+def agent_sums(
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    repeat_s: int,
+    tz: tzinfo = UTC,
+    *,
+    late_before: float | None = None,
+) -> dict[str, dict]:
+    """Per agent numerators and denominators in the window (time in state from the agent.state events that are
+    not late: after `late_before`, when given — a late event is ignored, so it starts no interval)."""
     evs = unique(events)
     out: dict[str, dict[str, float]] = {}
 
@@ -53,7 +82,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         out[agent][key] += value
 
     for e in evs:
-        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s):
+        if e.get("agent_id") is None or not in_window(ts_of(e), now, window_s, tz):
             continue
         agent, t = e["agent_id"], e["type"]
         if t == "call.ended":
@@ -62,10 +91,17 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
                 acc(agent, "connected", 1)
             if e["direction"] == "outbound":
                 acc(agent, "dials", 1)
+                if e.get("abandoned", False):
+                    acc(agent, "out_abandoned", 1)
                 if e["connected"]:
                     acc(agent, "out_connected", 1)
                     if e.get("outcome") == "sale":
                         acc(agent, "sales", 1)
+                        if e.get("amount") is not None:
+                            acc(agent, "revenue", e["amount"])
+                            acc(agent, "priced_sales", 1)
+                    elif e.get("outcome") == "appointment":
+                        acc(agent, "appointments", 1)
         elif t == "survey.csat":
             acc(agent, "csat_n", 1)
             acc(agent, "csat_good", 1 if e["score"] >= 4 else 0)
@@ -74,6 +110,19 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             acc(agent, "closed", 1)
         elif t == "ticket.resolved":
             acc(agent, "closed", 1)
+        elif t == "survey.nps":
+            acc(agent, "nps_n", 1)
+            acc(agent, "promoters", 1 if e["score"] >= 9 else 0)
+            acc(agent, "detractors", 1 if e["score"] <= 6 else 0)
+        elif t == "qa.scored":
+            acc(agent, "qa_points", e["score"])
+            acc(agent, "qa_max", e["max_score"])
+            acc(agent, "qa_reviews", 1)
+            if e.get("compliant") is not None:
+                acc(agent, "qa_checked", 1)
+                acc(agent, "qa_compliant", 1 if e["compliant"] else 0)
+        elif t == "complaint.logged":
+            acc(agent, "complaints", 1)
     # FCR: all connected calls with a customer, whatever their window
     calls: dict[str, list[Mapping[str, Any]]] = {}
     for e in evs:
@@ -83,7 +132,7 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
         cs.sort(key=lambda c: (round(ts_of(c) * 1000), c["event_id"]))
         for i, c in enumerate(cs):
             tc = round(ts_of(c) * 1000)
-            if not in_window(ts_of(c), now, window_s):
+            if not in_window(ts_of(c), now, window_s, tz):
                 continue
             before = any(tc - round(ts_of(d) * 1000) < repeat_s * 1000 for d in cs[:i])
             if before:
@@ -105,9 +154,13 @@ def agent_sums(events: Sequence[Mapping[str, Any]], now: float, window_s: int, r
             if tid not in replies or key < replies[tid][:2]:
                 replies[tid] = (*key, e["agent_id"])
     for tid, (rts, _, agent) in replies.items():
-        if tid in created and in_window(rts / 1000, now, window_s):
+        if tid in created and in_window(rts / 1000, now, window_s, tz):
             acc(agent, "response", max(0, rts - created[tid][0]) / 1000)
             acc(agent, "responses", 1)
+    kept = [e for e in evs if late_before is None or ts_of(e) > late_before]
+    for agent, secs in state_seconds(kept, now, window_s, tz).items():
+        for state in ("available", "on_call", "wrap"):
+            acc(agent, f"{state}_s", secs[state])
     return out
 
 
@@ -124,6 +177,17 @@ def kpis(s: Mapping[str, float]) -> dict[str, float | int | None]:
         "conversion_rate": _ratio(g("sales"), g("out_connected")),
         "csat": _ratio(g("csat_good"), g("csat_n")),
         "escalation_rate": _ratio(g("escalated"), g("closed")),
+        "sales": int(g("sales")),
+        "revenue": g("revenue"),
+        "aov": _ratio(g("revenue"), g("priced_sales")),
+        "appointment_rate": _ratio(g("appointments"), g("out_connected")),
+        "tickets_handled": int(g("closed")),
+        "nps": None if g("nps_n") == 0 else 100 * (g("promoters") - g("detractors")) / g("nps_n"),
+        "qa_score": _ratio(g("qa_points"), g("qa_max")),
+        "compliance_rate": _ratio(g("qa_compliant"), g("qa_checked")),
+        "complaint_rate": _ratio(g("complaints"), g("connected") + g("closed")),
+        "occupancy": _ratio(g("on_call_s") + g("wrap_s"), g("available_s") + g("on_call_s") + g("wrap_s")),
+        "outbound_abandon_rate": _ratio(g("out_abandoned"), g("out_abandoned") + g("out_connected")),
     }
 
 
@@ -140,11 +204,23 @@ def teams_of(events: Sequence[Mapping[str, Any]]) -> dict[str, str]:
 
 
 def expected(
-    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, longest_s: int = 28800, repeat_s: int = 86400
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    *,
+    longest_s: int = 28800,
+    repeat_s: int = 86400,
+    tz: tzinfo = UTC,
+    since: float | None = None,
+    late_before: float | None = None,
 ) -> dict[str, Any]:
-    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them."""
-    sums = agent_sums(events, now, window_s, repeat_s)
-    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > now - longest_s}
+    """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them.
+
+    The agents are those with an event after `since` (default now - longest_s): the roster the rows were read for.
+    """
+    sums = agent_sums(events, now, window_s, repeat_s, tz, late_before=late_before)
+    since = now - longest_s if since is None else since
+    active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > since}
     teams = teams_of(events)
     agents = {a: kpis(sums.get(a, {})) for a in sorted(active)}
     team_sums: dict[str, dict[str, float]] = {}
@@ -222,6 +298,7 @@ def queue_kpis(
     *,
     sl_threshold_s: Mapping[str, float] | None = None,
     short_abandon_s: Mapping[str, float] | None = None,
+    tz: tzinfo = UTC,
 ) -> dict[str, dict[str, float | int | None]]:
     """Windowed queue KPIs per queue and for the floor ('*'), straight from the contract's table.
 
@@ -247,7 +324,7 @@ def queue_kpis(
     for e in evs:
         if e["type"] not in ("call.queued", "call.answered", "call.abandoned"):
             continue
-        if not in_window(ts_of(e), now, window_s):
+        if not in_window(ts_of(e), now, window_s, tz):
             continue
         q, cid, t = str(e["queue"]), str(e["call_id"]), _ms(e)
         known = cid in entry
@@ -312,12 +389,19 @@ def _overlap(a: int, b: int, lo: int, hi: int) -> int:
     return max(0, min(b, hi) - max(a, lo))
 
 
-def state_seconds(events: Sequence[Mapping[str, Any]], now: float, window_s: int) -> dict[str, dict[str, float]]:
+def state_seconds(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, tz: tzinfo = UTC
+) -> dict[str, dict[str, float]]:
     """agent -> {state: seconds in the window}: each agent.state lasts until the agent's next one, the latest
-    until now; the window's buckets are lo < b <= hi, the current one counted up to now."""
+    until now; the window's buckets are lo < b <= hi, the current one counted up to now (`today`: from the
+    first instant of now's local date in `tz`)."""
     now_ms = round(now * 1000)
-    lo = (now_ms - window_s * 1000) // (BUCKET_S * 1000)
-    start, end = (lo + 1) * BUCKET_S * 1000, (now_ms // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
+    if window_s == TODAY:
+        local = datetime.fromtimestamp(now, tz)
+        start = round(datetime.combine(local.date(), time(0), tzinfo=tz).timestamp() * 1000)
+    else:
+        start = ((now_ms - window_s * 1000) // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
+    end = (now_ms // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
     marks: dict[str, list[Mapping[str, Any]]] = {}
     for e in unique(events):
         if e["type"] == "agent.state":
@@ -353,17 +437,19 @@ def current_states(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, 
 
 
 def campaign_abandon_rates(
-    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, bucket_s: int = BUCKET_S
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, bucket_s: int = BUCKET_S, tz: tzinfo = UTC
 ) -> dict[str, float | None]:
     """campaign (and '*' for the floor) -> outbound_abandon_rate in the window, on buckets of bucket_s
-    (10 s for the rolling windows, 3600 s for 24h and 30d)."""
+    (10 s for the windows, `today` included; 3600 s for 24h and 30d)."""
     now_ms = round(now * 1000)
     lo, hi = (now_ms - window_s * 1000) // (bucket_s * 1000), now_ms // (bucket_s * 1000)
     acc: dict[str, list[int]] = {}
     for e in unique(events):
         if e["type"] != "call.ended" or e["direction"] != "outbound":
             continue
-        if not lo < _ms(e) // (bucket_s * 1000) <= hi:
+        if bucket_s == BUCKET_S and not in_window(ts_of(e), now, window_s, tz):
+            continue
+        if bucket_s != BUCKET_S and not lo < _ms(e) // (bucket_s * 1000) <= hi:
             continue
         for c in ("*", e.get("campaign")):
             if c is None:

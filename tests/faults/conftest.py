@@ -60,6 +60,17 @@ ROWS: dict[int, tuple[str, str]] = {
         "works when CALLPULSE_REDIS carries it; clear error when wrong (log names the auth problem, keeps "
         "retrying, offsets held)",
     ),
+    15: (
+        "Redis killed and restarted empty after a random 1-4 s outage, events arriving while it is down and while "
+        "the worker rebuilds",
+        "exact again (every agent, team and floor KPI in every window) within seconds; `exact_after_s` counts "
+        "from Redis's restart",
+    ),
+    16: ("the same, the next events arriving 10-15 s after Redis came back", "exact again within seconds"),
+    17: (
+        "the same, with no further event at all",
+        "rebuilt by the worker's sweep without waiting for a record; exact again within seconds",
+    ),
     14: (
         "SIGTERM to worker and monitor",
         "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
@@ -199,7 +210,7 @@ def render(matrix: Matrix, config: pytest.Config) -> str:
         "| # | fault or input | must hold | result | figures | test (s) |",
         "|---|---|---|---|---|---|",
     ]
-    for n, (fault, must) in ROWS.items():
+    for n, (fault, must) in sorted(ROWS.items()):
         r = matrix.rows[n]
         figures = "; ".join(f"{k}={v}" for k, v in r.figures.items())
         if r.failure:

@@ -172,8 +172,9 @@ async def test_shuffled_with_late_events(pipeline: Pipeline, row: Any) -> None:
     now = time.time()
     # in-window events spread over 7.5 h, so 15m, 1h and 8h all differ
     timely = h.messages(h.small_trace(now, seed=901, agents=6, span_s=7.5 * 3600))
-    # older than the longest window (8 h) by 1-2 h: same agents and customers, so counting them would show
-    late = h.messages(h.small_trace(now - 9 * 3600, seed=902, agents=6, calls_per_agent=6, tickets=15), late=True)
+    # older than the longest window (25 h with `today` on) by 1-2 h: same agents and customers,
+    # so counting them would show
+    late = h.messages(h.small_trace(now - 26 * 3600, seed=902, agents=6, calls_per_agent=6, tickets=15), late=True)
     msgs = h.shuffled(timely + late, seed=3)
     async with h.Producer(settings, ledger, seed=4) as producer:
         await producer.send(msgs)

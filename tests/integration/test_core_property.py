@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from callpulse.embedded import EmbeddedRedis
@@ -40,14 +41,27 @@ TOPIC = {
     "ticket.escalated": "tickets",
     "ticket.reopened": "tickets",
     "survey.csat": "tickets",
+    "survey.nps": "tickets",
+    "qa.scored": "tickets",
+    "complaint.logged": "tickets",
 }
 OFFSETS = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))]
 # Offsets (ms before now) on and around the window edges, so bucket rounding is exercised.
 EDGES_MS = [
     w * 1000 + d for w in (900, 3600, 10_800) for d in (-10_001, -10_000, -3_500, -1, 0, 1, 6_500, 9_999, 10_000)
 ] + [0, 1, 3_500, -1, -6_500, -6_501, -300_000, 28_800_000 - 1, 28_800_000 - 3_500, 28_800_000 - 3_501]
-# Offsets of late events: at or beyond the longest window (8 h), so ignored and counted as late.
-LATE_MS = [28_800_000, 28_800_001, 30_000_000, 32_000_000]
+# Offsets of late events: at or beyond the longest window (25 h with `today` on), so ignored and counted as late.
+LATE_MS = [90_000_000, 90_000_001, 95_000_000, 100_000_000]
+# `today` across midnight and clock changes, in a zone with DST: (now, what it exercises).
+LONDON = ZoneInfo("Europe/London")
+DST_NOWS_MS = [
+    round(datetime(2024, 10, 27, 23, 59, 55, tzinfo=LONDON).timestamp() * 1000),  # end of a 25 h day
+    round(datetime(2024, 10, 28, 0, 0, 0, tzinfo=LONDON).timestamp() * 1000),  # the midnight after it
+    round(datetime(2024, 3, 31, 0, 0, 7, 500_000, tzinfo=LONDON).timestamp() * 1000),  # start of a 23 h day
+    round(datetime(2024, 3, 31, 23, 59, 59, 999_000, tzinfo=LONDON).timestamp() * 1000),  # end of it
+    round(datetime(2024, 3, 31, 1, 0, 3, tzinfo=LONDON).timestamp() * 1000),  # just after the clocks go forward
+]
+DST_SETTINGS = Settings(repeat_window_s=REPEAT_S, topic_prefix="prop-", timezone="Europe/London")
 # Invalid records: (topic, value) each dead-lettered.
 JUNK: list[tuple[str, bytes | None]] = [
     ("calls", b'{"event_id": "j1", "type": '),
@@ -66,6 +80,7 @@ HYPOTHESIS = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     deadline=None,
     max_examples=60,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],  # explain traces for minutes
 )
 
 agents = st.sampled_from(["a1", "a2", "a3", "a4"])
@@ -73,6 +88,8 @@ teams = st.one_of(st.none(), st.sampled_from(["red", "blue", "green"]))
 # An integer id is the same customer/ticket as its string form ("7" and 7).
 customers = st.sampled_from(["c1", "c2", "7", 7])
 tickets = st.sampled_from(["k1", "k2", "9", 9])
+# Amounts to the cent, a few of them 0.
+amounts = st.one_of(st.just(0), st.integers(1, 500_000).map(lambda c: c / 100))
 seconds = st.one_of(st.integers(0, 900), st.integers(0, 9000).map(lambda x: x / 10))
 # Spread over the last 3 h (so repeats fall both within and beyond the 1 h repeat window), built from
 # hour, minute and ms parts because a single wide integer range clusters at its ends; some on the edges.
@@ -85,10 +102,30 @@ spread_ms = st.builds(
 ago_ms = st.one_of(spread_ms, spread_ms, spread_ms, st.sampled_from(EDGES_MS), st.integers(-300_000, 0))
 
 
+def midnight_edges_ms(now_ms: int) -> list[int]:
+    """Offsets before now_ms on and around the last two local midnights in London, and the clock change."""
+    day = datetime.fromtimestamp(now_ms / 1000, LONDON).date()
+    out = []
+    for back in (0, 1):
+        midnight = datetime.combine(day - timedelta(days=back), time(0), tzinfo=LONDON).timestamp() * 1000
+        for d in (-10_001, -10_000, -1, 0, 1, 9_999, 10_000):
+            out.append(now_ms - round(midnight) - d)
+    for change in ("2024-03-31T01:00:00+00:00", "2024-10-27T01:00:00+00:00"):
+        at = round(datetime.fromisoformat(change).timestamp() * 1000)
+        out += [now_ms - at - d for d in (-1, 0, 1)]
+    return [o for o in out if o >= -300_000]
+
+
+def day_spread_ms(now_ms: int) -> st.SearchStrategy[int]:
+    """Offsets before now over the last 26 h, and on the midnight and clock-change edges."""
+    hours = st.builds(lambda h, ms: h * 3_600_000 + ms, st.integers(0, 25), st.integers(0, 3_599_999))
+    return st.one_of(hours, hours, st.sampled_from(midnight_edges_ms(now_ms)), st.integers(-300_000, 0))
+
+
 @st.composite
-def timestamps(draw: st.DrawFn) -> float | str:
+def timestamps(draw: st.DrawFn, now_ms: int = NOW_MS, ago: st.SearchStrategy[int] = ago_ms) -> float | str:
     """A contract ts: epoch seconds (whole ms) or RFC 3339 with an offset."""
-    ms = NOW_MS - draw(ago_ms)
+    ms = now_ms - draw(ago)
     if draw(st.booleans()):
         return ms / 1000
     return datetime.fromtimestamp(ms / 1000, tz=draw(st.sampled_from(OFFSETS))).isoformat(timespec="milliseconds")
@@ -103,6 +140,7 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
             + ["ticket.created"] * 2
             + ["ticket.replied"] * 3
             + ["ticket.resolved", "ticket.escalated", "ticket.reopened", "survey.csat", "agent.state"]
+            + ["survey.nps", "qa.scored", "complaint.logged"]
         )
     )
     body: dict[str, Any] = {"type": kind}
@@ -122,16 +160,27 @@ def bodies(draw: st.DrawFn) -> dict[str, Any]:
             body["resolved"] = draw(st.booleans())
         if draw(st.integers(0, 3)):
             body["customer_id"] = draw(customers)
-        outcome = draw(st.sampled_from([None, "sale", "sale", "no_sale"]))
+        outcome = draw(st.sampled_from([None, "sale", "sale", "appointment", "no_sale"]))
         if outcome is not None:
             body["outcome"] = outcome
+        if draw(st.booleans()):
+            body["amount"] = draw(amounts)
     elif kind == "agent.state":
         body |= {
             "agent_id": draw(agents),
             "state": draw(st.sampled_from(["available", "on_call", "wrap", "break", "offline"])),
         }
-    elif kind == "survey.csat":
-        body |= {"agent_id": draw(agents), "score": draw(st.integers(1, 5))}
+    elif kind in ("survey.csat", "survey.nps", "qa.scored", "complaint.logged"):
+        body["agent_id"] = draw(agents)
+        if kind == "survey.csat":
+            body["score"] = draw(st.integers(1, 5))
+        elif kind == "survey.nps":
+            body["score"] = draw(st.integers(0, 10))
+        elif kind == "qa.scored":
+            top = draw(st.sampled_from([5, 10, 100, 37.5]))
+            body |= {"max_score": top, "score": draw(st.integers(0, 100)) * top / 100}
+            if draw(st.booleans()):
+                body["compliant"] = draw(st.booleans())
         body[draw(st.sampled_from(["ticket_id", "call_id"]))] = draw(tickets)
     else:
         body["ticket_id"] = draw(tickets)
@@ -164,11 +213,11 @@ def late_events(draw: st.DrawFn) -> list[dict[str, Any]]:
 
 
 @st.composite
-def traces(draw: st.DrawFn) -> list[dict[str, Any]]:
+def traces(draw: st.DrawFn, now_ms: int = NOW_MS, ago: st.SearchStrategy[int] = ago_ms) -> list[dict[str, Any]]:
     """Unique events, each with a fresh event_id."""
     events = []
     for i, body in enumerate(draw(st.lists(bodies(), min_size=8, max_size=50))):
-        events.append({"event_id": f"ev{i}", "ts": draw(timestamps()), **body})
+        events.append({"event_id": f"ev{i}", "ts": draw(timestamps(now_ms, ago)), **body})
     return events
 
 
@@ -222,15 +271,21 @@ class Dead:
 
 
 async def feed(
-    client: aioredis.Redis, batches: Sequence[Sequence[Item]], dead: Dead, workers: Sequence[int] = ()
+    client: aioredis.Redis,
+    batches: Sequence[Sequence[Item]],
+    dead: Dead,
+    workers: Sequence[int] = (),
+    *,
+    settings: Settings = SETTINGS,
+    now: float = NOW,
 ) -> list[Outcome]:
     """Process batches through fresh Processors at the fixed `now`; batch i goes to worker workers[i] (default 0).
 
     Two workers share customer and ticket states in Redis while each caches its own: stale caches must be
     caught by the store's version check and retried, never double counted.
     """
-    store = WindowStore(client, namespace(SETTINGS.topic_prefix))
-    processors = [Processor(SETTINGS, store, dead, clock=lambda: NOW) for _ in range(2)]
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    processors = [Processor(settings, store, dead, clock=lambda: now) for _ in range(2)]
     outcomes = []
     offset = 0
     for i, batch in enumerate(batches):
@@ -240,8 +295,14 @@ async def feed(
     return outcomes
 
 
-async def read(client: aioredis.Redis) -> list[AgentWindows]:
-    return await WindowStore(client, namespace(SETTINGS.topic_prefix)).read_windows(NOW_MS, SETTINGS.windows_s)
+async def read(client: aioredis.Redis, settings: Settings = SETTINGS, now_ms: int = NOW_MS) -> list[AgentWindows]:
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    return await store.read_windows(now_ms, settings.windows_s)
+
+
+def roster_since(settings: Settings, now: float) -> float:
+    """The oracle's roster: agents with an event after the earliest reach of any window."""
+    return min(reference.reaches_back_to(now, ws, settings.tz) for ws in settings.windows_s)
 
 
 @given(data=st.data())
@@ -274,10 +335,42 @@ def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
             rows = await read(client)
         finally:
             await client.aclose()
+        since = roster_since(SETTINGS, NOW)
         for window_s in SETTINGS.windows_s:
             snap = snapshot.build(rows, window_s=window_s, settings=SETTINGS, now_ms=NOW_MS)
-            want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S)
+            want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S, since=since,
+                                      late_before=NOW - SETTINGS.longest_window_s)  # fmt: skip
             assert reference.diff_snapshot(snap, want) == [], f"window {window_s}"
+
+    asyncio.run(run())
+
+
+@given(data=st.data())
+@HYPOTHESIS
+def test_today_is_exact_across_midnight_and_clock_changes(redis_server: EmbeddedRedis, data: st.DataObject) -> None:
+    now_ms = data.draw(st.sampled_from(DST_NOWS_MS), label="now")
+    now = now_ms / 1000
+    events = data.draw(traces(now_ms, day_spread_ms(now_ms)), label="events")
+    batches = data.draw(deliveries(events), label="batches")
+    delivered = [e for b in batches for e in b if isinstance(e, dict)]
+    local = {datetime.fromtimestamp(reference.ts_of(e), LONDON).date() for e in events}
+    event(f"local dates in the trace: {len(local)}")
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await client.flushall()
+            outcomes = await feed(client, batches, Dead(), settings=DST_SETTINGS, now=now)
+            rows = await read(client, DST_SETTINGS, now_ms)
+        finally:
+            await client.aclose()
+        ok = [e for e in delivered if reference.ts_of(e) > now - DST_SETTINGS.longest_window_s]
+        assert sum(o.applied for o in outcomes) == len(reference.unique(ok))
+        since = roster_since(DST_SETTINGS, now)
+        for window_s in DST_SETTINGS.windows_s:
+            snap = snapshot.build(rows, window_s=window_s, settings=DST_SETTINGS, now_ms=now_ms)
+            want = reference.expected(ok, now, window_s, repeat_s=REPEAT_S, tz=LONDON, since=since)
+            assert reference.diff_snapshot(snap, want) == [], f"window {window_s} at {now_ms}"
 
     asyncio.run(run())
 
@@ -352,7 +445,8 @@ async def test_invalid_records_are_dead_lettered_with_reasons_while_valid_ones_c
     assert reasons[1][1] == "invalid event 'call.ended' (event_id=e2): talk_seconds is -4, must be >= 0"
     assert reasons[2][1] == (
         "invalid event 'call.ended' (event_id=e3): type 'call.ended' does not belong on topic 'tickets', only "
-        "survey.csat, ticket.created, ticket.escalated, ticket.reopened, ticket.replied, ticket.resolved"
+        "complaint.logged, qa.scored, survey.csat, survey.nps, ticket.created, ticket.escalated, ticket.reopened, "
+        "ticket.replied, ticket.resolved"
     )
     assert reasons[3][1] == "invalid event: value is null, must be a JSON object"
     assert (outcome.ok, outcome.invalid, outcome.applied, outcome.duplicates) == (3, 4, 3, 0)

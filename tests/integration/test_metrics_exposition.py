@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
+from callpulse import catalogue
 from callpulse.embedded import EmbeddedRedis
 from callpulse.settings import Settings
 from monitor.server import Monitor
@@ -29,6 +30,8 @@ from streams.store import WindowStore, namespace
 pytestmark = pytest.mark.integration
 
 WINDOWS = ("15m", "1h", "8h")
+# Counts and sums are 0, never absent: every catalogue KPI without a denominator.
+ZERO_COUNTS = {k.key: 0.0 for k in catalogue.CATALOGUE if not k.is_ratio}
 TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
 SCOPES = ("agent", "team", "floor")
@@ -84,7 +87,10 @@ class Floor:
 
 @pytest.fixture
 async def floor(redis_server: EmbeddedRedis) -> AsyncIterator[Floor]:
-    settings = Settings(redis_url=redis_server.url, http_host="127.0.0.1", http_port=0, topic_prefix="x-")
+    # Rolling windows only (calendar = []): the scenario puts its old and late calls around the 8 h edge.
+    settings = Settings(
+        redis_url=redis_server.url, http_host="127.0.0.1", http_port=0, topic_prefix="x-", windows_s=(900, 3600, 28800)
+    )
     client = aioredis.Redis.from_url(redis_server.url)
     monitor = Monitor(settings, client)
     await monitor.start()
@@ -173,11 +179,12 @@ async def test_null_kpis_are_absent_and_true_zeros_are_present(floor: Floor) -> 
     # One unanswered dial: connect rate is a real 0 and calls_handled a count of 0; every ratio without a
     # denominator (AHT with no connected call, conversion, FCR, CSAT, ...) has no series at all.
     dialer = _kpis(samples, "callpulse_agent_kpi", agent="dialer")
-    assert dialer == _every_window({"connect_rate": 0.0, "calls_handled": 0.0, "dials": 1.0})
+    assert dialer == _every_window({**ZERO_COUNTS, "connect_rate": 0.0, "dials": 1.0})
     assert {lab["team"] for lab, _ in _named(samples, "callpulse_agent_kpi", agent="dialer")} == {"sales"}
 
     helper = _kpis(samples, "callpulse_agent_kpi", agent="helper")
-    expected = {"aht_seconds": 150.0, "fcr": 1.0, "response_seconds": 200.0, "calls_handled": 1.0, "dials": 0.0}
+    expected = {**ZERO_COUNTS, "aht_seconds": 150.0, "fcr": 1.0, "response_seconds": 200.0, "calls_handled": 1.0}
+    expected["complaint_rate"] = 0.0  # no complaint in one interaction
     assert helper == _every_window(expected)
 
     assert _kpis(samples, "callpulse_team_kpi", team="sales") == dialer
@@ -240,7 +247,7 @@ async def test_idle_floor(floor: Floor) -> None:
     # No agents: no agent or team series; the floor's counts are 0 and its ratios absent.
     assert not _named(samples, "callpulse_agent_kpi")
     assert not _named(samples, "callpulse_team_kpi")
-    assert _kpis(samples, "callpulse_floor_kpi") == _every_window({"calls_handled": 0.0, "dials": 0.0})
+    assert _kpis(samples, "callpulse_floor_kpi") == _every_window(ZERO_COUNTS)
     # Alerts: a 0 series for every KPI with a rule, severity and scope, so a panel reads 0 rather than nothing.
     active = {(lab["kpi"], lab["severity"], lab["scope"]): v for lab, v in _named(samples, "callpulse_alerts_active")}
     kpis = set(floor.settings.rules)

@@ -56,6 +56,27 @@ VALID: dict[str, tuple[str, dict[str, Any]]] = {
         "tickets",
         {"event_id": "e8", "type": "survey.csat", "ts": NOW_S, "agent_id": "a1", "score": 4, "call_id": "c1"},
     ),
+    "survey.nps": (
+        "tickets",
+        {"event_id": "e9", "type": "survey.nps", "ts": NOW_S, "agent_id": "a1", "score": 0, "ticket_id": "t1"},
+    ),
+    "qa.scored": (
+        "tickets",
+        {
+            "event_id": "e10",
+            "type": "qa.scored",
+            "ts": NOW_S,
+            "agent_id": "a1",
+            "score": 87.5,
+            "max_score": 100,
+            "compliant": False,
+            "call_id": "c1",
+        },
+    ),
+    "complaint.logged": (
+        "tickets",
+        {"event_id": "e11", "type": "complaint.logged", "ts": NOW_S, "agent_id": "a1", "call_id": "c1"},
+    ),
 }
 
 
@@ -202,6 +223,12 @@ def test_value_of_exactly_64_kb_is_accepted() -> None:
         ("ticket.reopened", "ticket_id"),
         ("survey.csat", "agent_id"),
         ("survey.csat", "score"),
+        ("survey.nps", "agent_id"),
+        ("survey.nps", "score"),
+        ("qa.scored", "agent_id"),
+        ("qa.scored", "score"),
+        ("qa.scored", "max_score"),
+        ("complaint.logged", "agent_id"),
     ],
 )
 def test_missing_required_field_names_it(kind: str, field: str) -> None:
@@ -216,6 +243,81 @@ def test_missing_event_id_is_invalid() -> None:
 def test_survey_without_ticket_or_call_is_invalid() -> None:
     topic, raw = of_type("survey.csat", call_id=...)
     assert "ticket_id and call_id are both missing" in reason_of(raw, topic)
+
+
+@pytest.mark.parametrize("kind", ["survey.nps", "qa.scored", "complaint.logged"])
+def test_feedback_without_ticket_or_call_names_the_type(kind: str) -> None:
+    topic, raw = of_type(kind, call_id=..., ticket_id=...)
+    assert f"ticket_id and call_id are both missing, {kind} needs one of them" in reason_of(raw, topic)
+
+
+def test_sale_amount_is_kept_in_thousandths() -> None:
+    event = decode(orjson.dumps(call(amount=129.99)), topic="calls", now_ms=NOW_MS)
+    assert event.amount_milli == 129_990
+
+
+def test_call_without_amount_has_none() -> None:
+    assert decode(orjson.dumps(call()), topic="calls", now_ms=NOW_MS).amount_milli is None
+
+
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        (-0.01, "amount is -0.01, must be >= 0"),
+        ("12", "amount is '12', must be a number (the order value)"),
+        (True, "amount is True, must be a number (the order value)"),
+        (2e12, "amount is 2000000000000.0, must be at most 1e+12"),
+    ],
+)
+def test_impossible_amount_is_invalid(amount: Any, expected: str) -> None:
+    assert expected in reason_of(call(amount=amount))
+
+
+def test_qa_review_keeps_points_in_thousandths_and_compliance() -> None:
+    topic, raw = VALID["qa.scored"]
+    event = decode(orjson.dumps(raw), topic=topic, now_ms=NOW_MS)
+    assert (event.score_milli, event.max_score_milli, event.compliant) == (87_500, 100_000, False)
+
+
+def test_qa_review_without_compliant_says_nothing_about_compliance() -> None:
+    topic, raw = of_type("qa.scored", compliant=...)
+    assert decode(orjson.dumps(raw), topic=topic, now_ms=NOW_MS).compliant is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"score": -1}, "score is -1, must be >= 0"),
+        ({"score": 101}, "score is 101, must be <= max_score (100)"),
+        ({"max_score": 0}, "max_score is 0, must be > 0"),
+        ({"max_score": -5}, "max_score is -5, must be >= 0"),
+        ({"score": "high"}, "score is 'high', must be a number of points >= 0"),
+        ({"compliant": "yes"}, "compliant is 'yes', must be true or false"),
+    ],
+)
+def test_impossible_qa_review_is_invalid(changes: dict[str, Any], expected: str) -> None:
+    topic, raw = of_type("qa.scored", **changes)
+    assert expected in reason_of(raw, topic)
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        (-1, "score is -1, must be from 0 to 10"),
+        (11, "score is 11, must be from 0 to 10"),
+        (9.5, "score is 9.5, must be an integer from 0 to 10"),
+        (False, "score is False, must be an integer from 0 to 10"),
+    ],
+)
+def test_impossible_nps_score_is_invalid(score: Any, expected: str) -> None:
+    topic, raw = of_type("survey.nps", score=score)
+    assert expected in reason_of(raw, topic)
+
+
+@pytest.mark.parametrize("score", [0, 10])
+def test_nps_scores_zero_and_ten_are_valid(score: int) -> None:
+    topic, raw = of_type("survey.nps", score=score)
+    assert decode(orjson.dumps(raw), topic=topic, now_ms=NOW_MS).score == score
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from streams import kpis
 from streams import windows as w
 from streams.events import Event
@@ -27,6 +29,7 @@ def call(
     resolved: bool = False,
     customer: str | None = None,
     outcome: str | None = None,
+    amount: float | None = None,
 ) -> Event:
     return Event(
         eid,
@@ -40,6 +43,7 @@ def call(
         resolved=resolved,
         customer_id=customer,
         outcome=outcome,
+        amount_milli=None if amount is None else round(amount * 1000),
     )
 
 
@@ -60,6 +64,101 @@ def agent_kpis(events: list[Event], agent: str = "a1") -> dict[str, float | int 
 # --- stateless KPIs ----------------------------------------------------------------------
 
 
+def test_sales_revenue_and_aov_count_connected_outbound_sales_only() -> None:
+    events = [
+        call("s1", direction="outbound", outcome="sale", amount=120.50),
+        call("s2", direction="outbound", outcome="sale", amount=79.50),
+        call("s3", direction="outbound", outcome="sale"),  # a sale without amount: counted, adds 0
+        call("s4", direction="outbound", outcome="appointment", amount=999),  # not a sale: amount ignored
+        call("s5", direction="inbound", outcome="sale", amount=500),  # inbound: no outbound sale
+        call("s6", direction="outbound", connected=False, outcome="sale", amount=50),  # not connected
+    ]
+    values = agent_kpis(events)
+    assert (values["sales"], values["revenue"], values["aov"]) == (3, 200.0, 100.0)
+
+
+def test_aov_is_none_when_no_sale_carries_an_amount() -> None:
+    values = agent_kpis([call("s1", direction="outbound", outcome="sale")])
+    assert (values["sales"], values["revenue"], values["aov"]) == (1, 0.0, None)
+
+
+def test_zero_amount_sale_counts_in_aov() -> None:
+    events = [call("s1", direction="outbound", outcome="sale", amount=0), call("s2", direction="outbound",
+              outcome="sale", amount=30)]  # fmt: skip
+    assert agent_kpis(events)["aov"] == 15.0
+
+
+def test_appointment_rate_is_appointments_over_connected_outbound() -> None:
+    events = [
+        call("p1", direction="outbound", outcome="appointment"),
+        call("p2", direction="outbound", outcome="sale"),
+        call("p3", direction="outbound"),
+        call("p4", direction="outbound"),
+        call("p5", direction="outbound", connected=False, outcome="appointment"),
+        call("p6", direction="inbound", outcome="appointment"),
+    ]
+    assert agent_kpis(events)["appointment_rate"] == 0.25
+
+
+def test_tickets_handled_counts_resolved_and_escalated() -> None:
+    events = [
+        event("t1", "ticket.resolved", ticket_id="t1"),
+        event("t2", "ticket.escalated", ticket_id="t2"),
+        event("t3", "ticket.replied", ticket_id="t3"),
+        event("t4", "ticket.reopened", agent=None, ticket_id="t1"),
+    ]
+    assert agent_kpis(events)["tickets_handled"] == 2
+
+
+def test_nps_is_promoters_minus_detractors_over_responses_times_100() -> None:
+    scores = [10, 9, 9, 8, 7, 6, 0, 3]  # 3 promoters, 2 passives, 3 detractors... of 8
+    events = [event(f"n{i}", "survey.nps", score=sc, call_id="c") for i, sc in enumerate(scores)]
+    assert agent_kpis(events)["nps"] == 0.0
+    events.append(event("n9", "survey.nps", score=10, call_id="c"))
+    assert agent_kpis(events)["nps"] == pytest.approx(100 * (4 - 3) / 9)
+
+
+def test_nps_spans_minus_100_to_100() -> None:
+    assert agent_kpis([event("n1", "survey.nps", score=0, call_id="c")])["nps"] == -100.0
+    assert agent_kpis([event("n1", "survey.nps", score=10, call_id="c")])["nps"] == 100.0
+
+
+def test_qa_score_is_points_over_max_points_not_a_mean_of_ratios() -> None:
+    events = [
+        event("q1", "qa.scored", score_milli=45_000, max_score_milli=50_000, call_id="c"),  # 90 %
+        event("q2", "qa.scored", score_milli=30_000, max_score_milli=100_000, call_id="c"),  # 30 %
+    ]
+    assert agent_kpis(events)["qa_score"] == 0.5
+
+
+def test_compliance_rate_counts_only_reviews_that_say() -> None:
+    events = [
+        event("q1", "qa.scored", score_milli=1, max_score_milli=1, compliant=True, call_id="c"),
+        event("q2", "qa.scored", score_milli=1, max_score_milli=1, compliant=True, call_id="c"),
+        event("q3", "qa.scored", score_milli=1, max_score_milli=1, compliant=False, call_id="c"),
+        event("q4", "qa.scored", score_milli=1, max_score_milli=1, call_id="c"),
+    ]
+    values = agent_kpis(events)
+    assert values["compliance_rate"] == pytest.approx(2 / 3)
+    assert values["qa_score"] == 1.0
+
+
+def test_complaint_rate_is_complaints_over_calls_and_closed_tickets() -> None:
+    events = [
+        call("c1"),
+        call("c2", direction="outbound"),
+        call("c3", connected=False),  # not an interaction
+        event("t1", "ticket.resolved", ticket_id="t1"),
+        event("t2", "ticket.escalated", ticket_id="t2"),
+        event("z1", "complaint.logged", call_id="c1"),
+    ]
+    assert agent_kpis(events)["complaint_rate"] == 0.25
+
+
+def test_complaint_rate_is_none_without_interactions() -> None:
+    assert agent_kpis([event("z1", "complaint.logged", call_id="c1")])["complaint_rate"] is None
+
+
 def test_aht_sums_talk_hold_wrap_over_connected_calls_of_both_directions() -> None:
     events = [
         call("e1", direction="inbound", handle_s=200 + 30 + 70),
@@ -74,11 +173,12 @@ def test_aht_sums_talk_hold_wrap_over_connected_calls_of_both_directions() -> No
 
 def test_handle_time_delta_is_in_ms_at_the_calls_bucket() -> None:
     deltas = kpis.event_deltas(call("e1", ts_ms=T0 + 12_345, handle_s=300))
-    assert sorted(deltas) == [("a1", w.bucket_of(T0 + 12_345), "h", 300_000), ("a1", w.bucket_of(T0 + 12_345), "n", 1)]
+    b = w.bucket_of(T0 + 12_345)
+    assert sorted(deltas) == [("a1", b, "h", 300_000), ("a1", b, "n", 1), ("a1", b, w.EVENTS, 1)]
 
 
 def test_unconnected_call_adds_no_handle_time() -> None:
-    assert kpis.event_deltas(call("e1", connected=False, handle_s=50)) == []
+    assert kpis.event_deltas(call("e1", connected=False, handle_s=50)) == [("a1", w.bucket_of(T0), w.EVENTS, 1)]
 
 
 def test_connect_rate_is_connected_outbound_over_all_outbound() -> None:
@@ -133,6 +233,15 @@ def test_counts_are_zero_and_ratios_none_with_no_events() -> None:
         "conversion_rate": None,
         "csat": None,
         "escalation_rate": None,
+        "sales": 0,
+        "revenue": 0.0,
+        "aov": None,
+        "appointment_rate": None,
+        "tickets_handled": 0,
+        "nps": None,
+        "qa_score": None,
+        "compliance_rate": None,
+        "complaint_rate": None,
         "occupancy": None,
         "outbound_abandon_rate": None,
     }
@@ -162,9 +271,10 @@ def test_events_without_agent_add_nothing() -> None:
     assert kpis.event_deltas(event("c1", "ticket.created", agent=None, ticket_id="t1")) == []
 
 
-def test_agent_state_and_ticket_creation_add_no_counters() -> None:
-    assert kpis.event_deltas(event("s1", "agent.state", state="available")) == []
-    assert kpis.event_deltas(event("c1", "ticket.created", ticket_id="t1")) == []
+def test_agent_state_and_ticket_creation_only_mark_the_agent_as_seen() -> None:
+    seen = [("a1", w.bucket_of(T0), w.EVENTS, 1)]
+    assert kpis.event_deltas(event("s1", "agent.state", state="available")) == seen
+    assert kpis.event_deltas(event("c1", "ticket.created", ticket_id="t1")) == seen
 
 
 # --- FCR ---------------------------------------------------------------------------------

@@ -86,5 +86,5 @@ def test_default_campaign_rule_warns_at_three_percent_over_thirty_days() -> None
 def test_campaign_rule_window_must_be_known() -> None:
     assert error('[campaign_kpi.outbound_abandon_rate]\nwindow = "7d"\n') == (
         "campaign_kpi.outbound_abandon_rate.window is '7d', must be one of the windows "
-        "['15m', '1h', '8h', '24h', '30d']"
+        "['15m', '1h', '8h', 'today', '24h', '30d']"
     )

@@ -16,6 +16,7 @@ from callpulse.settings import (
     load_thresholds,
     parse_duration,
 )
+from streams.windows import TODAY
 
 EXAMPLE = """
 [windows]
@@ -70,7 +71,7 @@ def test_env_defaults() -> None:
         None,
         "",
     )
-    assert (s.windows_s, s.repeat_window_s, s.hysteresis) == ((900, 3600, 28800), 86400, 0.05)
+    assert (s.windows_s, s.repeat_window_s, s.hysteresis) == ((900, 3600, 28800, TODAY), 86400, 0.05)
     assert s.rules == DEFAULT_RULES
 
 
@@ -117,8 +118,8 @@ def test_toml_windows_and_thresholds_are_parsed(tmp_path: Path) -> None:
     s = from_env({"CALLPULSE_CONFIG": str(path)})
     assert (s.config_path, s.windows_s, s.window_names, s.repeat_window_s, s.hysteresis) == (
         str(path),
-        (300, 3600, 28800),
-        ("5m", "1h", "8h"),
+        (300, 3600, 28800, TODAY),
+        ("5m", "1h", "8h", "today"),
         43200,
         0.1,
     )
@@ -163,7 +164,8 @@ def test_rule_override_in_the_other_direction_drops_the_default_thresholds() -> 
 def test_unknown_kpi_names_the_allowed_ones() -> None:
     assert error("[kpi.handle_time]\nwarning_above = 1\n") == (
         "kpi: unknown KPI 'handle_time', must be one of aht_seconds, connect_rate, fcr, response_seconds, "
-        "calls_handled, dials, conversion_rate, csat, escalation_rate, occupancy, outbound_abandon_rate"
+        "calls_handled, dials, conversion_rate, csat, escalation_rate, sales, revenue, aov, appointment_rate, "
+        "tickets_handled, nps, qa_score, compliance_rate, complaint_rate, occupancy, outbound_abandon_rate"
     )
 
 
@@ -180,15 +182,15 @@ def test_unknown_rule_key_names_the_allowed_ones() -> None:
     )
 
 
-def test_rule_window_not_in_the_rolling_list_names_the_rolling_windows() -> None:
+def test_rule_window_not_configured_names_the_windows() -> None:
     assert error('[kpi.aht_seconds]\nwindow = "30m"\n') == (
-        "kpi.aht_seconds.window is '30m', must be one of the rolling windows ['15m', '1h', '8h']"
+        "kpi.aht_seconds.window is '30m', must be one of the windows ['15m', '1h', '8h', 'today']"
     )
 
 
 def test_rule_window_checked_against_a_configured_rolling_list() -> None:
     assert error('[windows]\nrolling = ["5m"]\n[kpi.aht_seconds]\nwindow = "15m"\n') == (
-        "kpi.aht_seconds.window is '15m', must be one of the rolling windows ['5m']"
+        "kpi.aht_seconds.window is '15m', must be one of the windows ['5m', 'today']"
     )
 
 
@@ -257,7 +259,7 @@ def test_empty_rolling_list_is_rejected() -> None:
 def test_unknown_section_names_the_allowed_ones() -> None:
     assert error("[kpis.aht_seconds]\nwarning_above = 1\n") == (
         "t.toml: unknown section [kpis], must be one of ['alerts', 'campaign_kpi', 'kpi', 'queue', 'queue_kpi', "
-        "'queues', 'team', 'windows']"
+        "'queues', 'scorecard', 'team', 'windows']"
     )
 
 
@@ -333,7 +335,7 @@ def test_bad_value_in_the_config_file_names_the_file(tmp_path: Path) -> None:
 def test_window_by_name_names_the_configured_windows() -> None:
     s = Settings()
     assert s.window_s("1h") == 3600
-    with pytest.raises(SettingsError, match=r"^window is '2h', must be one of 15m, 1h, 8h$"):
+    with pytest.raises(SettingsError, match=r"^window is '2h', must be one of 15m, 1h, 8h, today$"):
         s.window_s("2h")
 
 
@@ -347,3 +349,37 @@ def test_team_override_against_a_reversed_floor_rule_drops_the_floor_thresholds(
     text = "[kpi.aht_seconds]\nwarning_below = 100\n[team.x.kpi.aht_seconds]\nwarning_above = 300\n"
     s = Settings(**load_thresholds(text))
     assert s.rule_for("aht_seconds", "x") == Rule("aht_seconds", warning_above=300)
+
+
+def test_today_is_on_by_default_in_utc_and_keeps_state_for_a_long_day() -> None:
+    s = Settings()
+    assert (s.window_names, s.timezone, s.longest_window_s) == (("15m", "1h", "8h", "today"), "UTC", 25 * 3600)
+    assert s.window_s("today") == TODAY
+
+
+def test_calendar_off_keeps_the_rolling_windows_only() -> None:
+    s = Settings(**load_thresholds("[windows]\ncalendar = []\n"))
+    assert (s.window_names, s.longest_window_s) == (("15m", "1h", "8h"), 28800)
+
+
+def test_timezone_is_read_from_the_windows_table() -> None:
+    s = Settings(**load_thresholds('[windows]\ntimezone = "Europe/London"\n'))
+    assert (s.timezone, str(s.tz)) == ("Europe/London", "Europe/London")
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "Europe/../etc/passwd", "", 3])
+def test_bad_timezone_stops_start_up_naming_the_setting(name: object) -> None:
+    text = f"[windows]\ntimezone = {name!r}\n".replace("'", '"')
+    with pytest.raises(SettingsError, match=r"^windows\.timezone is "):
+        load_thresholds(text)
+
+
+def test_unknown_calendar_window_is_refused() -> None:
+    assert error('[windows]\ncalendar = ["this_week"]\n') == (
+        "t.toml: windows.calendar is ['this_week'], must be ['today'] or [] (off)"
+    )
+
+
+def test_a_rule_may_watch_today() -> None:
+    rules = load_thresholds('[kpi.dials]\nwarning_below = 80\nwindow = "today"\n')["rules"]
+    assert rules["dials"] == Rule("dials", warning_below=80, window="today")

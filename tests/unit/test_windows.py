@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -164,3 +166,51 @@ def test_snapshot_team_and_floor_use_summed_counters() -> None:
     )
     assert snap["floor"]["kpis"]["aht_seconds"] == 380.0
     assert snap["floor"]["kpis"]["calls_handled"] == 5
+
+
+# --- the calendar window `today` ---------------------------------------------------------------
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def local_ms(tz: ZoneInfo, *parts: int) -> int:
+    return round(datetime(*parts, tzinfo=tz).timestamp() * 1000)  # type: ignore[misc]
+
+
+def test_today_starts_at_local_midnight_of_a_25_hour_day() -> None:
+    now = local_ms(LONDON, 2024, 10, 27, 23, 59, 59)  # clocks went back at 02:00 BST
+    start = w.day_start_ms(now, LONDON)
+    assert start == local_ms(UTC, 2024, 10, 26, 23, 0, 0)  # 00:00 BST
+    assert now - start == 25 * 3_600_000 - 1000
+
+
+def test_today_starts_at_local_midnight_of_a_23_hour_day() -> None:
+    now = local_ms(LONDON, 2024, 3, 31, 23, 59, 59)  # clocks went forward at 01:00 GMT
+    start = w.day_start_ms(now, LONDON)
+    assert start == local_ms(UTC, 2024, 3, 31, 0, 0, 0)  # 00:00 GMT
+    assert now - start == 23 * 3_600_000 - 1000
+
+
+def test_a_day_whose_midnight_is_skipped_starts_when_the_clock_jumps() -> None:
+    havana = ZoneInfo("America/Havana")  # 2024-03-10: 00:00 CST jumps to 01:00 CDT
+    now = local_ms(havana, 2024, 3, 10, 12, 0, 0)
+    assert w.day_start_ms(now, havana) == local_ms(UTC, 2024, 3, 10, 5, 0, 0)
+
+
+def test_today_holds_the_midnight_bucket_and_not_the_one_before() -> None:
+    now = local_ms(LONDON, 2024, 10, 27, 23, 59, 55)
+    midnight = local_ms(LONDON, 2024, 10, 27, 0, 0, 0)
+    assert w.in_window(midnight, now, w.TODAY, LONDON)
+    assert not w.in_window(midnight - 1, now, w.TODAY, LONDON)
+    assert w.in_window(now, now, w.TODAY, LONDON)
+
+
+def test_at_midnight_today_holds_only_the_midnight_bucket() -> None:
+    now = local_ms(LONDON, 2024, 10, 28, 0, 0, 0)
+    assert w.window_buckets(now, w.TODAY, LONDON) == (now // w.BUCKET_MS - 1, now // w.BUCKET_MS)
+    assert not w.in_window(now - 1, now, w.TODAY, LONDON)
+
+
+def test_today_in_utc_by_default() -> None:
+    now = local_ms(UTC, 2024, 1, 2, 6, 0, 0)
+    assert w.span_s(now, w.TODAY) == 6 * 3600 + 0.001
