@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format grafana bench system-deps clean
+.PHONY: demo test lint format grafana docs bench system-deps clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ format: $(STAMP)
 ## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
 grafana: $(STAMP)
 	$(VENV)/bin/callpulse grafana --out .
+
+## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
+docs: $(STAMP)
+	$(PY) -m callpulse.reference --out .
 
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps

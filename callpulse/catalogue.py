@@ -24,11 +24,12 @@ from typing import Literal
 
 Better = Literal["higher", "lower"]
 Unit = Literal["seconds", "ratio", "count", "money", "points"]
-FormatName = Literal["duration", "percent", "integer", "money", "number"]
+FormatName = Literal["duration", "elapsed", "percent", "integer", "money", "number"]
+Board = Literal["tile", "extra", "none", "strip"]  # "strip": a queue KPI shown on the wallboard's queue strip
 
 # How each unit is shown; one place for the wallboard, Grafana and the docs.
 UNIT_FORMAT: dict[str, FormatName] = {
-    "seconds": "duration",  # m:ss
+    "seconds": "duration",  # m:ss ("elapsed": 23m, 1.5h, for long waits)
     "ratio": "percent",  # 0.35 -> 35.0 %
     "count": "integer",
     "money": "money",  # 1234.5 -> 1,234.50 (the floor's currency)
@@ -137,6 +138,9 @@ class Kpi:
     target: str = ""  # the field's typical target, for the docs
     sample: tuple[str, ...] | None = None  # counters counting the samples (for min_samples); default den or num
     default_rule: DefaultRule | None = None
+    board: Board = "extra"  # wallboard tiles: a fixed cell, a cell shown when breached, or a flag only
+    headline: bool = False  # in the wallboard's header and the floor dashboard's first row
+    display: FormatName | None = None  # overrides the unit's format
     _num_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _den_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _sample_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -172,7 +176,7 @@ class Kpi:
     @property
     def fmt(self) -> FormatName:
         """How the wallboard and dashboards show the value."""
-        return UNIT_FORMAT[self.unit]
+        return self.display or UNIT_FORMAT[self.unit]
 
     @property
     def rule_direction(self) -> str:
@@ -216,6 +220,8 @@ CATALOGUE: tuple[Kpi, ...] = (
         definition="Σ(talk + hold + wrap) / number of connected call.ended, both directions",
         target="3-6 min per call",
         default_rule=DefaultRule(360, 480, min_samples=5, window="15m"),
+        board="tile",
+        headline=True,
     ),
     Kpi(
         "connect_rate",
@@ -227,6 +233,8 @@ CATALOGUE: tuple[Kpi, ...] = (
         definition="connected outbound calls / all outbound calls",
         target=">= 35 %",
         default_rule=DefaultRule(0.35, 0.25, min_samples=20, window="15m"),
+        board="tile",
+        headline=True,
     ),
     Kpi(
         "fcr",
@@ -237,6 +245,8 @@ CATALOGUE: tuple[Kpi, ...] = (
         definition="resolved first contacts / first contacts (repeat window, default 24 h)",
         target=">= 80 %",
         default_rule=DefaultRule(0.80, min_samples=5, window="1h"),
+        board="tile",
+        headline=True,
     ),
     Kpi(
         "response_seconds",
@@ -249,6 +259,9 @@ CATALOGUE: tuple[Kpi, ...] = (
         definition="mean first response time: first ticket.replied - ticket.created",
         target="leads within 1 h",
         default_rule=DefaultRule(3600, min_samples=3, window="1h"),
+        board="tile",
+        headline=True,
+        display="elapsed",
     ),
     Kpi(
         "calls_handled",
@@ -258,6 +271,8 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="Calls handled",
         definition="connected call.ended (count)",
         target=">= 50 contacts a day",
+        board="tile",
+        headline=True,
     ),
     Kpi(
         "dials",
@@ -267,6 +282,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="Dials",
         definition="outbound call.ended (count)",
         target=">= 80 calls a day",
+        board="tile",
     ),
     Kpi(
         "conversion_rate",
@@ -423,11 +439,14 @@ class Live:
     definition: str = ""
     target: str = ""
     default_rule: DefaultRule | None = None
+    board: Board = "strip"
+    headline: bool = False
+    display: FormatName | None = None
 
     @property
     def fmt(self) -> FormatName:
         """How the wallboard and dashboards show the value."""
-        return UNIT_FORMAT[self.unit]
+        return self.display or UNIT_FORMAT[self.unit]
 
     @property
     def rule_direction(self) -> str:
@@ -448,14 +467,14 @@ QUEUE_CATALOGUE: tuple[Kpi, ...] = (
         definition="call.abandoned whose wait is under short_abandon_s (default 5); unknown entry = not short"),
     Kpi("asa_seconds", num=("wait_ms",), den=("waited",), better="lower", unit="seconds", short="ASA",
         title="Average speed of answer", definition="Σ wait / answered calls whose call.queued is known",
-        target="<= 20-30 s", default_rule=DefaultRule(30, min_samples=10, window="15m")),
+        target="<= 20-30 s", default_rule=DefaultRule(30, min_samples=10, window="15m"), board="strip"),
     Kpi("service_level", num=("sl_met",), den=("sl_base",), short="SL", title="Service level",
         definition="answered with wait <= sl_threshold_s (default 20) / (answered with a known wait + abandoned, "
         "not short, with a known wait)", target="80 % in 20 s",
-        default_rule=DefaultRule(0.80, 0.60, min_samples=10, window="15m")),
+        default_rule=DefaultRule(0.80, 0.60, min_samples=10, window="15m"), board="strip"),
     Kpi("abandon_rate", num=("abandoned",), den=("answered", "abandoned"), better="lower", short="Abn",
         title="Abandon rate", definition="abandoned / (answered + abandoned)", target="<= 5 %",
-        default_rule=DefaultRule(0.05, 0.10, min_samples=20, window="15m")),
+        default_rule=DefaultRule(0.05, 0.10, min_samples=20, window="15m"), board="strip"),
 )  # fmt: skip
 QUEUE_LIVE: tuple[Live, ...] = (
     Live("waiting", short="Waiting", title="Calls waiting",
@@ -488,7 +507,10 @@ def describe() -> list[dict[str, object]]:
             "better": k.better,
             "ratio": isinstance(k, Kpi) and k.is_ratio,
             "definition": k.definition,
+            "board": k.board,
+            "headline": k.headline,
             "scope": scope,
+            "live": isinstance(k, Live),
         }
         for scope, kpis in (("agent", CATALOGUE), ("queue", (*QUEUE_CATALOGUE, *QUEUE_LIVE)))
         for k in kpis

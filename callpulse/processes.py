@@ -24,6 +24,7 @@ def env_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[s
         CALLPULSE_HTTP=f"{settings.http_host}:{settings.http_port}",
         CALLPULSE_TOPIC_PREFIX=settings.topic_prefix,
         CALLPULSE_TOKEN=settings.token or "",
+        CALLPULSE_SUPERVISOR_TOKEN=settings.supervisor_token or "",
         CALLPULSE_CONFIG=settings.config_path or "",
         PYTHONUNBUFFERED="1",
     )

@@ -38,7 +38,8 @@ DASHBOARD_UIDS: dict[str, str] = {
 }
 DASHBOARDS_DIR = Path("grafana") / "dashboards"
 RULES_PATH = Path("prometheus") / "rules.yml"
-HEADLINE_KPIS: tuple[str, ...] = ("aht_seconds", "fcr", "response_seconds", "connect_rate")
+KPI_REFERENCE_PATH = Path("docs") / "kpis.md"
+HEADLINE_KPIS: tuple[str, ...] = tuple(k.key for k in catalogue.CATALOGUE if k.headline and k.is_ratio)
 # Counts and sums: summed with `or vector(0)` so an idle floor shows 0 rather than "No data".
 COUNT_KPIS: tuple[str, ...] = tuple(k.key for k in catalogue.CATALOGUE if not k.is_ratio)
 
@@ -735,15 +736,66 @@ def render_rules(rules: Mapping[str, Any]) -> str:
     return f"# {_GENERATED}\n{body}"
 
 
+def _rule_text(rule: Rule | None) -> str:
+    if rule is None:
+        return ""
+    side = ">" if rule.direction == "above" else "<"
+    parts = [f"warning {side} {_number(getattr(rule, f'warning_{rule.direction}'))}"]
+    critical = getattr(rule, f"critical_{rule.direction}")
+    if critical is not None:
+        parts.append(f"critical {side} {_number(critical)}")
+    return ", ".join(parts) + f"; {rule.min_samples} samples, {rule.window}"
+
+
+def kpi_reference(settings: Settings) -> str:
+    """docs/kpis.md: every catalogue KPI with its definition, unit, direction, default alert and the field's target."""
+    lines = [
+        "# KPI reference",
+        "",
+        f"<!-- {_GENERATED} The KPIs themselves are declared in callpulse/catalogue.py. -->",
+        "",
+        "Every KPI is computed per agent, per team and for the floor, in every window (`15m`, `1h`, `8h` and the",
+        "calendar window `today` by default). A ratio whose denominator is 0 in the window is `null` (absent",
+        "from `/metrics`); counts and sums are 0. Team and floor values divide summed numerators by summed",
+        "denominators, never average the agents' values. Amounts and QA points are counted to 0.001.",
+        "",
+        "| key | definition | unit (shown as) | better | default alert | field target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kpi in catalogue.CATALOGUE:
+        rule = _rule_text(settings.rules.get(kpi.key))
+        lines.append(
+            f"| `{kpi.key}` | {kpi.definition} | {kpi.unit} ({kpi.fmt}) | {kpi.better} | {rule} | {kpi.target} |"
+        )
+    lines += [
+        "",
+        "`min_samples` counts the KPI's denominator (for `qa_score`, the reviews; for counts, the count itself).",
+        "Any KPI above can have a rule (`[kpi.<key>]` in the thresholds TOML) and a place in the `[scorecard]`.",
+        "",
+        "## Scorecard",
+        "",
+        "With a `[scorecard]` table, each agent earns points per KPI over the scorecard's window (a null KPI",
+        "earns 0): with `target` and higher better, `weight * min(1, value / target)` (never below 0); with",
+        '`better = "lower"`, `weight * min(1, target / value)`, and a value of 0 earns all; with',
+        "`target_range = [lo, hi]`, all points inside, `weight * value / lo` below, `weight * hi / value` above.",
+        "`better` defaults to the KPI's direction in the table above. An agent's score is the sum of its",
+        "points; a team's and the floor's are the mean of their agents' scores, over the agents with at least",
+        "one event in the window. `callpulse/scorecard.example.toml` holds the field's telesales table.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def files(settings: Settings) -> dict[Path, str]:
     """Every generated file, as a path relative to the repo root -> its text."""
     out = {DASHBOARDS_DIR / name: render_json(model) for name, model in sorted(dashboards(settings).items())}
     out[RULES_PATH] = render_rules(prometheus_rules(settings))
+    out[KPI_REFERENCE_PATH] = kpi_reference(settings)
     return out
 
 
 def write_all(settings: Settings, root: Path) -> list[Path]:
-    """Write grafana/dashboards/*.json and prometheus/rules.yml under `root`; return the paths written."""
+    """Write grafana/dashboards/*.json, prometheus/rules.yml and docs/kpis.md under `root`; return the paths."""
     written = []
     for relative, text in files(settings).items():
         path = Path(root) / relative

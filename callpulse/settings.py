@@ -40,6 +40,7 @@ ENV_DEFAULTS: dict[str, str] = {
     "CALLPULSE_HTTP": "127.0.0.1:8700",
     "CALLPULSE_CONFIG": "",
     "CALLPULSE_TOKEN": "",
+    "CALLPULSE_SUPERVISOR_TOKEN": "",
     "CALLPULSE_TOPIC_PREFIX": "",
 }
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
@@ -150,6 +151,8 @@ class Settings:
     http_port: int = 8700
     config_path: str | None = None
     token: str | None = None
+    # Set: `token` is read-only and acknowledging/snoozing needs this one (which also opens what `token` does).
+    supervisor_token: str | None = None
     topic_prefix: str = ""
     windows_s: tuple[int, ...] = (900, 3600, 28800, windows.TODAY)  # rolling lengths, then windows.TODAY if on
     timezone: str = "UTC"  # the floor's IANA time zone: where `today` starts
@@ -458,13 +461,20 @@ def from_env(env: Mapping[str, str], **flags: Any) -> Settings:
         )
     host, port = parse_http(pick("CALLPULSE_HTTP", "http"))
     token = pick("CALLPULSE_TOKEN", "token") or None
+    supervisor_token = env.get("CALLPULSE_SUPERVISOR_TOKEN", ENV_DEFAULTS["CALLPULSE_SUPERVISOR_TOKEN"]) or None
+    if supervisor_token is not None and supervisor_token == token:
+        raise SettingsError(
+            "CALLPULSE_SUPERVISOR_TOKEN is the same as CALLPULSE_TOKEN, which every wallboard's URL carries; "
+            "give supervisors a token of their own"
+        )
     prefix = pick("CALLPULSE_TOPIC_PREFIX", "topic_prefix")
     if prefix and not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):
         raise SettingsError(f"CALLPULSE_TOPIC_PREFIX is {prefix!r}, may only hold letters, digits, '.', '_' and '-'")
     config_path = pick("CALLPULSE_CONFIG", "config") or None
     values: dict[str, Any] = dict(
-        kafka=kafka, redis_url=redis_url, http_host=host, http_port=port, token=token, topic_prefix=prefix
-    )
+        kafka=kafka, redis_url=redis_url, http_host=host, http_port=port, token=token, topic_prefix=prefix,
+        supervisor_token=supervisor_token,
+    )  # fmt: skip
     if config_path:
         path = Path(config_path)
         try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import signal
 import time
@@ -30,8 +29,10 @@ from websockets.http11 import Request, Response
 
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
-from monitor import snapshot
+from monitor import audit, openapi, snapshot
+from monitor.auth import REFUSAL, Role, may_act, role_of
 from monitor.feed import Client
+from monitor.methods import ALLOWED_METHODS, MethodGuardConnection
 from monitor.metrics import KpiCollector
 from streams.alerts import Alert, iso
 from streams.queuestore import CampaignRow, QueueRow, QueueStore
@@ -61,6 +62,11 @@ def _json(status: int, data: Any) -> Response:
     return _response(status, orjson.dumps(data), "application/json")
 
 
+def _error_event(text: str) -> str:
+    """A websocket error message; `message` repeats `error` for clients of the first edition."""
+    return orjson.dumps({"type": "error", "error": text, "message": text}).decode()
+
+
 class Monitor:
     """Serves one port; state (alerts, acks, snoozes) lives in Redis so several monitors agree."""
 
@@ -80,18 +86,12 @@ class Monitor:
         self._tasks: list[asyncio.Task[Any]] = []
         self.server: Server | None = None
         self.redis_ok = True
+        self.openapi = orjson.dumps(openapi.document(settings))
 
     # --- HTTP --------------------------------------------------------------------------
 
     def _authorized(self, request: Request) -> bool:
-        if not self.settings.token:
-            return True
-        query = parse_qs(urlsplit(request.path).query)
-        given = (query.get("token") or [""])[0]
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            given = auth[7:]
-        return hmac.compare_digest(given.encode(), self.settings.token.encode())
+        return role_of(self.settings, request) is not None
 
     def _origin_ok(self, request: Request) -> bool:
         origin = request.headers.get("Origin")
@@ -103,7 +103,17 @@ class Monitor:
         return urlsplit(origin).netloc == host
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Route plain HTTP requests; let /ws through to the websocket handshake once checked."""
+        """Answer GET and HEAD (405 for other methods); let /ws through to the websocket handshake once checked."""
+        path = urlsplit(request.path).path
+        if request.method not in ALLOWED_METHODS or (request.method == "HEAD" and path == "/ws"):
+            body = orjson.dumps({"error": f"method {request.method} is not allowed on {path!r}: use GET"})
+            return _response(405, body, "application/json", {"Allow": "GET"})
+        response = await self._route(request)
+        if request.method == "HEAD" and response is not None:
+            return Response(response.status_code, response.reason_phrase, response.headers, b"")
+        return response
+
+    async def _route(self, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path = url.path
         if path == "/healthz":
@@ -121,8 +131,15 @@ class Monitor:
             return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
-        if not self._authorized(request):
+        if path == "/api/openapi.json":
+            return _response(200, self.openapi, "application/json")
+        role = role_of(self.settings, request)
+        if role is None:
             return _json(401, {"error": "missing or wrong token: pass ?token= or 'Authorization: Bearer <token>'"})
+        if path == "/api/role":
+            return _json(200, {"role": role, "may_act": may_act(role)})
+        if path == "/api/audit":
+            return await self._audit(role, parse_qs(url.query))
         if path == "/":
             return self._static("index.html")
         if path == "/api/snapshot":
@@ -148,6 +165,18 @@ class Monitor:
                 )
             return None
         return _json(404, {"error": f"no such path {path!r}; try /, /api/snapshot, /ws, /metrics or /healthz"})
+
+    async def _audit(self, role: Role, query: Mapping[str, list[str]]) -> Response:
+        if not may_act(role):
+            return _json(403, {"error": "the audit log needs the supervisor token (CALLPULSE_SUPERVISOR_TOKEN)"})
+        try:
+            limit = audit.parse_limit(query.get("limit"))
+        except ValueError as exc:
+            return _json(400, {"error": str(exc)})
+        try:
+            return _json(200, await audit.latest(self.redis, self.ns, limit))
+        except redis.exceptions.RedisError as exc:
+            return _json(503, {"error": f"Redis unavailable ({exc}); the audit log is kept there"})
 
     def _static(self, name: str) -> Response:
         suffix = name[name.rfind(".") :] if "." in name else ""
@@ -324,7 +353,9 @@ class Monitor:
 
     async def handler(self, ws: ServerConnection) -> None:
         """One websocket client: initial snapshot, then feed; reads ack/snooze messages."""
-        query = parse_qs(urlsplit(ws.request.path).query)  # type: ignore[union-attr]
+        assert ws.request is not None  # the handler runs after the handshake
+        query = parse_qs(urlsplit(ws.request.path).query)
+        role = role_of(self.settings, ws.request) or "viewer"  # process_request already refused a wrong token
         window = (query.get("window") or [self.settings.window_names[0]])[0]
         team = (query.get("team") or [None])[0]
         client = Client(ws, window=window, team=team, max_alerts=max(16, self.settings.ws_queue_size),
@@ -337,11 +368,11 @@ class Monitor:
                 snap["type"] = "snapshot"
                 client.push_snapshot(orjson.dumps(snap).decode())
             except redis.exceptions.RedisError as exc:
-                client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
+                client.push_event(_error_event(f"Redis unavailable: {exc}"))
                 status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
                 client.push_event(orjson.dumps(status).decode())
             async for message in ws:
-                await self._on_message(client, message)
+                await self._on_message(client, message, role)
         except ConnectionClosedError:
             pass  # a dropped slow client or a screen that lost its network: routine, not a handler failure
         finally:
@@ -350,34 +381,43 @@ class Monitor:
             if client.task is not None:
                 client.task.cancel()
 
-    async def _on_message(self, client: Client, message: str | bytes) -> None:
+    async def _on_message(self, client: Client, message: str | bytes, role: Role) -> None:
         try:
             data = orjson.loads(message)
             if not isinstance(data, dict):
                 raise ValueError("message must be a JSON object")
             kind = data.get("type")
-            if kind == "ack":
-                await self.acknowledge(data.get("id"))
-            elif kind == "snooze":
-                await self.snooze(data)
-            else:
+            if kind not in ("ack", "snooze"):
                 raise ValueError(f"type is {kind!r}, must be 'ack' or 'snooze'")
+            if not may_act(role):
+                raise ValueError(REFUSAL)
+            name = audit.clean_name(data.get("by"))
+            if kind == "ack":
+                await self.acknowledge(data.get("id"), role=role, name=name)
+            else:
+                await self.snooze(data, role=role, name=name)
         except (ValueError, orjson.JSONDecodeError) as exc:
-            client.push_event(orjson.dumps({"type": "error", "message": str(exc)}).decode())
+            client.push_event(_error_event(str(exc)))
         except redis.exceptions.RedisError as exc:
-            client.push_event(orjson.dumps({"type": "error", "message": f"Redis unavailable: {exc}"}).decode())
+            client.push_event(_error_event(f"Redis unavailable: {exc}"))
 
-    async def acknowledge(self, alert_id: Any) -> None:
-        """Mark an alert acknowledged for every client of every monitor."""
+    async def acknowledge(self, alert_id: Any, *, role: Role = "operator", name: str | None = None) -> None:
+        """Mark an alert acknowledged for every client of every monitor, and log who did it."""
         if not isinstance(alert_id, str) or not alert_id or len(alert_id) > 100:
             raise ValueError(f"ack id is {alert_id!r}, must be an alert id string")
-        await self.redis.sadd(f"{self.ns}acked", alert_id)
-        await self.redis.expire(f"{self.ns}acked", 7 * 86400)
+        now_ms = int(time.time() * 1000)
+        entry = audit.new_entry("ack", role, name, now_ms)
+        entry["id"] = alert_id
         msg = {"type": "ack", "id": alert_id, "acknowledged": True}
-        await self.redis.publish(f"{self.ns}ui", orjson.dumps(msg))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(f"{self.ns}acked", alert_id)
+            pipe.expire(f"{self.ns}acked", 7 * 86400)
+            audit.record(pipe, self.ns, entry, now_ms)
+            pipe.publish(f"{self.ns}ui", orjson.dumps(msg))
+            await pipe.execute()
 
-    async def snooze(self, data: Mapping[str, Any]) -> None:
-        """Mute one KPI for an agent or a team for N minutes, for everyone."""
+    async def snooze(self, data: Mapping[str, Any], *, role: Role = "operator", name: str | None = None) -> None:
+        """Mute one KPI for an agent or a team for N minutes, for everyone, and log who did it."""
         kpi = data.get("kpi")
         if kpi not in KPI_KEYS:
             raise ValueError(f"snooze kpi is {kpi!r}, must be one of {', '.join(KPI_KEYS)}")
@@ -390,15 +430,21 @@ class Monitor:
             scope, subject = "team", data["team"]
         else:
             raise ValueError("snooze needs agent_id or team")
-        until_ms = int((time.time() + minutes * 60) * 1000)
-        await self.redis.hset(f"{self.ns}snoozes", f"{kpi}|{scope}|{subject}", until_ms)
-        msg = {
-            "type": "snooze",
-            "kpi": kpi,
-            ("agent_id" if scope == "agent" else "team"): subject,
-            "until": iso(until_ms),
-        }
-        await self.redis.publish(f"{self.ns}ui", orjson.dumps(msg))
+        now_ms = int(time.time() * 1000)
+        until_ms = now_ms + int(minutes * 60_000)
+        subject_key = "agent_id" if scope == "agent" else "team"
+        msg = {"type": "snooze", "kpi": kpi, subject_key: subject, "until": iso(until_ms)}
+        entry = audit.new_entry("snooze", role, name, now_ms)
+        entry["kpi"], entry["minutes"], entry["until"] = kpi, minutes, iso(until_ms)
+        if scope == "agent":
+            entry["agent_id"] = subject
+        else:
+            entry["team"] = subject
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.ns}snoozes", f"{kpi}|{scope}|{subject}", until_ms)
+            audit.record(pipe, self.ns, entry, now_ms)
+            pipe.publish(f"{self.ns}ui", orjson.dumps(msg))
+            await pipe.execute()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -415,6 +461,7 @@ class Monitor:
             s.http_host,
             s.http_port,
             process_request=self.process_request,
+            create_connection=MethodGuardConnection,
             max_size=s.ws_max_message_bytes,
             max_queue=16,
             write_limit=64 * 1024,

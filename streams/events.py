@@ -1,5 +1,6 @@
 """Events in: decode and validate the contract's event types into `Event` records.
 
+The field rules are declarations (`streams.eventtypes`), read here and by the JSON Schema generator.
 Anything that is not a valid event raises `InvalidEvent` with a reason naming the field
 and the rule, so the worker can dead-letter it and carry on.
 """
@@ -14,27 +15,13 @@ from typing import Any
 import orjson
 
 from callpulse.exceptions import InvalidEvent
+from streams.eventtypes import BY_NAME, COMMON, MAX_SECONDS, SELF_CHECKED, TOPIC_TYPES, EventType, Field
 
 MAX_EVENT_BYTES = 64 * 1024
-TOPIC_TYPES: dict[str, frozenset[str]] = {
-    "calls": frozenset({"call.ended", "agent.state", "call.queued", "call.answered", "call.abandoned"}),
-    "tickets": frozenset(
-        {
-            "ticket.created",
-            "ticket.replied",
-            "ticket.resolved",
-            "ticket.escalated",
-            "ticket.reopened",
-            "survey.csat",
-            "survey.nps",
-            "qa.scored",
-            "complaint.logged",
-        }
-    ),
-}
-ALL_TYPES: frozenset[str] = TOPIC_TYPES["calls"] | TOPIC_TYPES["tickets"]
-AGENT_STATES = frozenset({"available", "on_call", "wrap", "break", "offline"})
-DIRECTIONS = frozenset({"inbound", "outbound"})
+ALL_TYPES: frozenset[str] = frozenset(BY_NAME)
+AGENT_STATES = frozenset(BY_NAME["agent.state"].field("state").choices)
+DIRECTIONS = frozenset(BY_NAME["call.ended"].field("direction").choices)
+_TABLE_COMMON = tuple(f for f in COMMON if f.name not in SELF_CHECKED)
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,80 +101,96 @@ def _seconds_ms(raw: dict[str, Any], name: str, *, required: bool) -> int:
         raise _fail(f"{name} is {value!r}, must be a number of seconds", raw)
     if value < 0:
         raise _fail(f"{name} is {value!r}, must be >= 0", raw)
-    if value > 7 * 86400:
-        raise _fail(f"{name} is {value!r}, must be at most a week (604800 s)", raw)
+    if value > MAX_SECONDS:
+        raise _fail(f"{name} is {value!r}, must be at most a week ({MAX_SECONDS} s)", raw)
     return round(value * 1000)
 
 
-MAX_AMOUNT = 1e12  # no single order is worth more; also keeps thousandths exact in Redis' doubles
-
-
-def _milli(raw: dict[str, Any], name: str, *, what: str, required: bool, limit: float = MAX_AMOUNT) -> int | None:
-    """A non-negative number (an amount, QA points) as integer thousandths; None when optional and absent."""
-    value = raw.get(name)
+def _number(raw: dict[str, Any], f: Field) -> int | float | None:
+    """A `milli` or `integer` field within its bounds; None when optional and absent."""
+    value = raw.get(f.name)
     if value is None:
-        if required:
-            raise _fail(f"{name} is missing, it is required for {raw.get('type')}", raw)
+        if f.required:
+            raise _fail(f"{f.name} is missing, it is required for {raw.get('type')}", raw)
         return None
+    integral = f.kind == "integer"
+    span = f"from {f.minimum:g} to {f.maximum:g}" if f.minimum is not None and f.maximum is not None else ""
+    what = f.what or (f"an integer {span}" if integral else "a number")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(f"{name} is {value!r}, must be {what}", raw)
-    if value < 0:
-        raise _fail(f"{name} is {value!r}, must be >= 0", raw)
-    if value > limit:
-        raise _fail(f"{name} is {value!r}, must be at most {limit:g}", raw)
-    return round(value * 1000)
+        raise _fail(f"{f.name} is {value!r}, must be {what}", raw)
+    if integral and value != int(value):
+        raise _fail(f"{f.name} is {value!r}, must be {what}", raw)
+    if integral and span and not f.minimum <= value <= f.maximum:  # type: ignore[operator]
+        raise _fail(f"{f.name} is {value!r}, must be {span}", raw)
+    if f.minimum is not None and value < f.minimum:
+        raise _fail(f"{f.name} is {value!r}, must be >= {f.minimum:g}", raw)
+    if f.exclusive_minimum is not None and value <= f.exclusive_minimum:
+        raise _fail(f"{f.name} is {value!r}, must be > {f.exclusive_minimum:g}", raw)
+    if f.maximum is not None and value > f.maximum:
+        raise _fail(f"{f.name} is {value!r}, must be at most {f.maximum:g}", raw)
+    return int(value) if integral else round(value * 1000)
 
 
-def _integer_score(raw: dict[str, Any], lo: int, hi: int) -> int:
-    score = _req(raw, "score")
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score):
-        raise _fail(f"score is {score!r}, must be an integer from {lo} to {hi}", raw)
-    if not lo <= score <= hi:
-        raise _fail(f"score is {score!r}, must be from {lo} to {hi}", raw)
-    return int(score)
+def _text(raw: dict[str, Any], f: Field) -> str | None:
+    value = raw.get(f.name)
+    if value is None:
+        if f.required:
+            raise _fail(f"{f.name} is missing, it is required for {raw.get('type')}", raw)
+        return None
+    if not isinstance(value, str) or (f.max_chars is not None and len(value) > f.max_chars):
+        limit = f" of at most {f.max_chars} characters" if f.max_chars is not None else ""
+        raise _fail(f"{f.name} is {value!r}, must be a string{limit}", raw)
+    return value
 
 
-def _subject(raw: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(ticket_id, call_id) of a survey, review or complaint: at least one is required."""
-    ticket_id = _ident(raw, "ticket_id", required=False)
-    call_id = _ident(raw, "call_id", required=False)
-    if ticket_id is None and call_id is None:
-        raise _fail(f"ticket_id and call_id are both missing, {raw.get('type')} needs one of them", raw)
-    return ticket_id, call_id
+def _enum(raw: dict[str, Any], f: Field) -> str | None:
+    value = raw.get(f.name)
+    if value is None:
+        if f.required:
+            raise _fail(f"{f.name} is missing, it is required for {raw.get('type')}", raw)
+        return None
+    if value not in f.choices:
+        if len(f.choices) == 2:
+            allowed = f"'{f.choices[0]}' or '{f.choices[1]}'"
+        else:
+            allowed = "one of " + ", ".join(sorted(f.choices))
+        raise _fail(f"{f.name} is {value!r}, must be {allowed}", raw)
+    return value  # type: ignore[no-any-return]
 
 
-def _feedback(raw: dict[str, Any], event_id: str, etype: str, ts_ms: int, team: str | None) -> Event:
-    """survey.csat, survey.nps, qa.scored and complaint.logged: about one agent and one ticket or call."""
-    agent_id = _ident(raw, "agent_id", required=True)
-    score = score_milli = max_milli = 0
-    compliant: bool | None = None
-    if etype == "survey.csat":
-        score = _integer_score(raw, 1, 5)
-    elif etype == "survey.nps":
-        score = _integer_score(raw, 0, 10)
-    elif etype == "qa.scored":
-        score_milli = _milli(raw, "score", what="a number of points >= 0", required=True) or 0
-        max_milli = _milli(raw, "max_score", what="a number of points > 0", required=True) or 0
-        if max_milli == 0:
-            raise _fail(f"max_score is {raw['max_score']!r}, must be > 0", raw)
-        if score_milli > max_milli:
-            raise _fail(f"score is {raw['score']!r}, must be <= max_score ({raw['max_score']!r})", raw)
-        if raw.get("compliant") is not None:
-            compliant = _bool(raw, "compliant", default=None)
-    ticket_id, call_id = _subject(raw)
-    return Event(
-        event_id,
-        etype,
-        ts_ms,
-        agent_id=agent_id,
-        team=team,
-        ticket_id=ticket_id,
-        call_id=call_id,
-        score=score,
-        score_milli=score_milli,
-        max_score_milli=max_milli,
-        compliant=compliant,
-    )
+def _value(raw: dict[str, Any], f: Field) -> Any:
+    """The checked value of field `f` as Event keeps it (None when optional and absent)."""
+    if f.kind == "id":
+        return _ident(raw, f.name, required=f.required)
+    if f.kind == "bool":
+        return None if raw.get(f.name) is None and not f.required else _bool(raw, f.name, default=None)
+    if f.kind == "seconds":
+        return _seconds_ms(raw, f.name, required=f.required) if raw.get(f.name) is not None or f.required else None
+    if f.kind in ("milli", "integer"):
+        return _number(raw, f)
+    if f.kind == "enum":
+        return _enum(raw, f)
+    return _text(raw, f)
+
+
+def _build(spec: EventType, raw: dict[str, Any], event_id: str, ts_ms: int) -> Event:
+    """Check every declared field of `spec` in order, then the one-of group and cross-field checks."""
+    attrs: dict[str, Any] = {}
+    for f in (*_TABLE_COMMON, *spec.fields):
+        value = _value(raw, f)
+        if f.attr is None or value is None:
+            continue
+        attrs[f.attr] = attrs.get(f.attr, 0) + value if f.kind == "seconds" else value
+    if spec.one_of and all(raw.get(name) is None for name in spec.one_of):
+        names = " and ".join(spec.one_of) if len(spec.one_of) == 2 else ", ".join(spec.one_of)
+        raise _fail(f"{names} are {'both' if len(spec.one_of) == 2 else 'all'} missing, {spec.name} needs one of them",
+                    raw)  # fmt: skip
+    for check in spec.checks:
+        reason = check.reason(raw)
+        if reason is not None:
+            raise _fail(reason, raw)
+    attrs["team"] = attrs.get("team") or None
+    return Event(event_id, spec.name, ts_ms, **attrs)
 
 
 def parse_ts_ms(value: Any) -> int:
@@ -247,74 +250,4 @@ def validate(raw: dict[str, Any], *, topic: str, now_ms: int, max_future_ms: int
     if ts_ms > now_ms + max_future_ms:
         ahead = (ts_ms - now_ms) / 1000
         raise _fail(f"ts is {ahead:.0f} s in the future, must be at most {max_future_ms // 1000} s ahead", raw)
-    team = raw.get("team")
-    if team is not None and (not isinstance(team, str) or len(team) > 200):
-        raise _fail(f"team is {team!r}, must be a string", raw)
-    team = team or None
-    if etype == "call.ended":
-        direction = _req(raw, "direction")
-        if direction not in DIRECTIONS:
-            raise _fail(f"direction is {direction!r}, must be 'inbound' or 'outbound'", raw)
-        outcome = raw.get("outcome")
-        if outcome is not None and not isinstance(outcome, str):
-            raise _fail(f"outcome is {outcome!r}, must be a string", raw)
-        handle_ms = (
-            _seconds_ms(raw, "talk_seconds", required=True)
-            + _seconds_ms(raw, "hold_seconds", required=False)
-            + _seconds_ms(raw, "wrap_seconds", required=False)
-        )
-        _seconds_ms(raw, "wait_seconds", required=False)
-        abandoned = _bool(raw, "abandoned", default=False)
-        connected = _bool(raw, "connected", default=None)
-        if abandoned and direction != "outbound":
-            raise _fail("abandoned is true on an inbound call, only outbound calls can be dropped by the dialer", raw)
-        if abandoned and connected:
-            raise _fail("abandoned is true with connected true, a dropped call has connected: false", raw)
-        amount_milli = _milli(raw, "amount", what="a number (the order value)", required=False)
-        return Event(
-            event_id,
-            etype,
-            ts_ms,
-            agent_id=_ident(raw, "agent_id", required=True),
-            team=team,
-            call_id=_ident(raw, "call_id", required=True),
-            direction=direction,
-            connected=connected,
-            handle_ms=handle_ms,
-            resolved=_bool(raw, "resolved", default=False),
-            customer_id=_ident(raw, "customer_id", required=False),
-            outcome=outcome,
-            queue=_ident(raw, "queue", required=False),
-            campaign=_ident(raw, "campaign", required=False),
-            abandoned=abandoned,
-            amount_milli=amount_milli,
-        )
-    if etype == "agent.state":
-        state = _req(raw, "state")
-        if state not in AGENT_STATES:
-            raise _fail(f"state is {state!r}, must be one of {', '.join(sorted(AGENT_STATES))}", raw)
-        agent_id = _ident(raw, "agent_id", required=True)
-        reason = _ident(raw, "reason", required=False)
-        return Event(event_id, etype, ts_ms, agent_id=agent_id, team=team, state=state, reason=reason)
-    if etype in ("call.queued", "call.answered", "call.abandoned"):
-        return Event(
-            event_id,
-            etype,
-            ts_ms,
-            agent_id=_ident(raw, "agent_id", required=etype == "call.answered"),
-            team=team,
-            call_id=_ident(raw, "call_id", required=True),
-            queue=_ident(raw, "queue", required=True),
-            customer_id=_ident(raw, "customer_id", required=False),
-        )
-    if etype in ("survey.csat", "survey.nps", "qa.scored", "complaint.logged"):
-        return _feedback(raw, event_id, etype, ts_ms, team)
-    # ticket.*
-    ticket_id = _ident(raw, "ticket_id", required=True)
-    needs_agent = etype in ("ticket.replied", "ticket.resolved", "ticket.escalated")
-    agent_id = _ident(raw, "agent_id", required=needs_agent)
-    customer_id = _ident(raw, "customer_id", required=False) if etype == "ticket.created" else None
-    channel = raw.get("channel")
-    if channel is not None and not isinstance(channel, str):
-        raise _fail(f"channel is {channel!r}, must be a string", raw)
-    return Event(event_id, etype, ts_ms, agent_id=agent_id, team=team, ticket_id=ticket_id, customer_id=customer_id)
+    return _build(BY_NAME[etype], raw, event_id, ts_ms)

@@ -241,6 +241,68 @@ def expected(
     }
 
 
+def points(spec: Mapping[str, Any], value: float | None) -> float:
+    """The contract's points for one KPI: null earns 0; target (higher or lower is better) or target_range."""
+    weight = spec["weight"]
+    if value is None:
+        return 0.0
+    if "target_range" in spec:
+        lo, hi = spec["target_range"]
+        if value < lo:
+            return weight * max(value, 0) / lo
+        return weight if value <= hi else weight * hi / value
+    if spec.get("better", "higher") == "lower":
+        return weight if value == 0 else weight * min(1, spec["target"] / value)
+    return weight * max(0, min(1, value / spec["target"]))
+
+
+def scores(
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    card: Mapping[str, Mapping[str, Any]],
+    *,
+    repeat_s: int = 86400,
+    tz: tzinfo = UTC,
+    since: float,
+) -> dict[str, Any]:
+    """{'agents': {id: score}, 'teams': {team: mean}, 'floor': mean} over the scorecard's window.
+
+    Teams and the floor average the agents that have at least one event (naming them) in the window.
+    """
+    exp = expected(events, now, window_s, repeat_s=repeat_s, tz=tz, since=since)
+    agent_scores = {a: sum(points(spec, k[key]) for key, spec in card.items()) for a, k in exp["agents"].items()}
+    present = {e["agent_id"] for e in unique(events) if e.get("agent_id") and in_window(ts_of(e), now, window_s, tz)}
+    by_team: dict[str, list[float]] = {}
+    for a in present & set(agent_scores):
+        team = exp["agent_teams"].get(a)
+        if team is not None:
+            by_team.setdefault(team, []).append(agent_scores[a])
+    eligible = [agent_scores[a] for a in present & set(agent_scores)]
+    return {
+        "agents": agent_scores,
+        "teams": {t: sum(v) / len(v) for t, v in by_team.items()},
+        "floor": sum(eligible) / len(eligible) if eligible else None,
+    }
+
+
+def diff_scores(snap: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
+    """Differences between a snapshot's scores and the expected ones (empty when exact)."""
+    problems = [
+        f"agent {a['agent_id']} score: got {a.get('score')} want {exp['agents'].get(a['agent_id'])}"
+        for a in snap["agents"]
+        if not close(a.get("score"), exp["agents"].get(a["agent_id"]))
+    ]
+    problems += [
+        f"team {t['team']} score: got {t.get('score')} want {exp['teams'].get(t['team'])}"
+        for t in snap["teams"]
+        if not close(t.get("score"), exp["teams"].get(t["team"]))
+    ]
+    if not close(snap["floor"].get("score"), exp["floor"]):
+        problems.append(f"floor score: got {snap['floor'].get('score')} want {exp['floor']}")
+    return problems
+
+
 def close(a: Any, b: Any) -> bool:
     """Equal KPI values (None only equals None; floats to 1e-9 relative)."""
     if a is None or b is None:

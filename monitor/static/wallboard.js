@@ -33,35 +33,41 @@
   const PAGE_DENSITY = DENSITIES[DENSITIES.length - 1];
   const MAX_SCALE = 2.4;
 
-  const KPI_META = {
-    aht_seconds: { label: "AHT", fmt: fmtDuration },
-    fcr: { label: "FCR", fmt: fmtPercent },
-    response_seconds: { label: "Resp", fmt: fmtResponse },
-    connect_rate: { label: "Conn", fmt: fmtPercent },
-    calls_handled: { label: "Calls", fmt: fmtCount },
-    dials: { label: "Dials", fmt: fmtCount },
-    conversion_rate: { label: "Conv", fmt: fmtPercent },
-    csat: { label: "CSAT", fmt: fmtPercent },
-    escalation_rate: { label: "Esc", fmt: fmtPercent },
-    occupancy: { label: "Occ", fmt: fmtPercent },
-    outbound_abandon_rate: { label: "Drop", fmt: fmtPercent },
-    offered: { label: "Offered", fmt: fmtCount },
-    answered: { label: "Answered", fmt: fmtCount },
-    abandoned: { label: "Abandoned", fmt: fmtCount },
-    short_abandoned: { label: "Short abn", fmt: fmtCount },
-    asa_seconds: { label: "ASA", fmt: fmtDuration },
-    service_level: { label: "SL", fmt: fmtPercent },
-    abandon_rate: { label: "Abn", fmt: fmtPercent },
-    waiting: { label: "Waiting", fmt: fmtCount },
-    longest_wait_seconds: { label: "Longest wait", fmt: fmtDuration },
+  // What each KPI is called, how it is formatted and where it sits come from the server's
+  // catalogue (the snapshot's "catalogue"), so a new KPI needs no change here.
+  const FORMATS = {
+    duration: (v) => fmtDuration(v), elapsed: (v) => fmtResponse(v), percent: (v) => fmtPercent(v),
+    integer: (v) => fmtCount(v), money: (v) => fmtMoney(v), number: (v) => fmtGeneric(v),
   };
-  const TILE_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled", "dials"];
-  // Cells a tile also has, shown when breached or in place of a default cell that does not apply to the agent
-  // (an inbound agent has no connect rate: its tile shows occupancy instead of a permanent dash).
-  const EXTRA_KPIS = ["occupancy", "conversion_rate", "csat", "escalation_rate", "outbound_abandon_rate"];
-  const ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
-  const TEAM_CELLS = new Set(TILE_KPIS);
-  const HEADER_KPIS = ["aht_seconds", "fcr", "response_seconds", "connect_rate", "calls_handled"];
+  let KPI_META = {};
+  let TILE_KPIS = [];
+  // Cells a tile also has, shown only when breached (in place of an empty default cell).
+  let EXTRA_KPIS = [];
+  let ALL_TILE_KPIS = [];
+  let TEAM_CELLS = new Set();
+  let HEADER_KPIS = [];
+  let QUEUE_CELLS = [];
+  let catalogueKey = "";
+  function applyCatalogue(list) {
+    if (!Array.isArray(list)) return;
+    const key = list.map((k) => k.key + ":" + k.board + ":" + k.headline).join(",");
+    if (key === catalogueKey) return;
+    catalogueKey = key;
+    KPI_META = {};
+    for (const k of list) {
+      KPI_META[k.key] = { label: k.short || k.key, title: k.title, fmt: FORMATS[k.format] || fmtGeneric, ratio: !!k.ratio };
+    }
+    // Agent KPIs go on tiles, team cards and the header; queue KPIs marked "strip" on the queue strip (live first).
+    const agentKpis = list.filter((k) => (k.scope || "agent") === "agent");
+    TILE_KPIS = agentKpis.filter((k) => k.board === "tile").map((k) => k.key);
+    EXTRA_KPIS = agentKpis.filter((k) => k.board === "extra").map((k) => k.key);
+    const strip = list.filter((k) => k.scope === "queue" && k.board === "strip");
+    QUEUE_CELLS = strip.filter((k) => k.live).concat(strip.filter((k) => !k.live)).map((k) => k.key);
+    ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
+    TEAM_CELLS = new Set(TILE_KPIS);
+    HEADER_KPIS = agentKpis.filter((k) => k.headline).map((k) => k.key);
+    rebuildKpiViews();
+  }
   // Short enough to sit beside the agent id on the smallest full tile.
   const STATE_LABELS = { available: "avail", on_call: "call", wrap: "wrap", break: "break", offline: "off" };
   const STATE_ORDER = ["available", "on_call", "wrap", "break", "offline"];
@@ -74,6 +80,41 @@
   let currentWindow = params.get("window") || null;   // null: the server's default
   const rotateMs = Math.max(3, parseFloat(params.get("rotate")) || ROTATE_DEFAULT_S) * 1000;
 
+  // ---- role ----------------------------------------------------------------
+  // A read-only token (CALLPULSE_TOKEN while a supervisor token is set) may not acknowledge or
+  // snooze: the board hides those controls until /api/role says this viewer may act.
+  const NAME_KEY = "callpulse.name";
+  const NAME_MAX = 64;
+  let mayAct = false;
+  let roleKnown = false;
+  document.body.classList.add("read-only");
+  function loadRole() {
+    const u = new URL("api/role", location.href);   // relative: honours a path prefix
+    if (token) u.searchParams.set("token", token);
+    fetch(u.toString(), { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((info) => {
+        if (!info) return;
+        roleKnown = true;
+        mayAct = !!info.may_act;
+        document.body.classList.toggle("read-only", !mayAct);
+        document.body.dataset.role = info.role || "";
+        scheduleRender();
+      })
+      .catch(() => { /* stays read-only; asked again on the next connect */ });
+  }
+  // The audit log records who acted: ask once for a name and keep it in this browser.
+  function actorName() {
+    let name = null;
+    try { name = localStorage.getItem(NAME_KEY); } catch (_) { /* storage off: ask each time */ }
+    if (name === null) {
+      name = (window.prompt("Your name, for the audit log of acknowledgements and snoozes:") || "")
+        .trim().slice(0, NAME_MAX);
+      try { localStorage.setItem(NAME_KEY, name); } catch (_) { /* not kept */ }
+    }
+    return name || null;
+  }
+
   // ---- model ---------------------------------------------------------------
   const pageLoadedAt = Date.now();
   let snapshot = null;
@@ -81,7 +122,7 @@
   let skewMs = 0;                     // server clock minus ours, from snapshot as_of
   let lastFreshAt = 0;                // local ms of the last snapshot
   const agentTeam = new Map();        // agent_id -> team, from the full snapshot
-  const snoozes = new Map();          // "agent|a0001|aht_seconds" -> {until: ms, localAt: ms}
+  const snoozes = new Map();          // "agent|a0001|<kpi>" -> {until: ms, localAt: ms}
   const alerts = new Map();           // id -> {alert, receivedAt, localAckAt, escalatedAt}
   let queueThresholds = {};
   let redisDown = null;               // the monitor's message while Redis is unreachable
@@ -143,6 +184,12 @@
   }
   function trim1(x) { const t = x.toFixed(1); return t.endsWith(".0") ? t.slice(0, -2) : t; }
   function fmtCount(n) { return isNum(n) ? String(Math.round(n)) : DASH; }
+  function fmtMoney(v) {
+    if (!isNum(v)) return DASH;
+    if (Math.abs(v) >= 100000) return trim1(v / 1000) + "k";
+    return v.toLocaleString(undefined, { minimumFractionDigits: 0, maximumFractionDigits: v < 1000 ? 2 : 0 });
+  }
+  function fmtScore(v) { return isNum(v) ? String(Math.round(v)) : DASH; }
   function fmtGeneric(v) {
     if (!isNum(v)) return DASH;
     return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
@@ -274,7 +321,8 @@
     const id = h("span", "tile-id", agentId);
     const glyph = h("span", "tile-glyph");
     const badge = h("span", "badge");
-    head.append(id, glyph, badge);
+    const score = h("span", "tile-score");
+    head.append(id, glyph, score, badge);
     const kpis = h("div", "tile-kpis");
     const cells = {};
     for (const k of ALL_TILE_KPIS) {
@@ -284,7 +332,7 @@
     const flags = h("div", "tile-flags");
     const stateLine = h("div", "tile-state");
     root.append(head, kpis, flags, stateLine);
-    return { root, refs: { badge, cells, flags, glyph, stateLine }, cache: {}, agent: null };
+    return { root, refs: { badge, cells, flags, glyph, score, stateLine }, cache: {}, agent: null };
   }
 
   // "BREAK · lunch · 17:32": the state, its reason and how long the agent has been in it, counting up.
@@ -313,6 +361,8 @@
     setAttr(t.refs.stateLine, c, "stateAttr", "data-state", state);
     setText(t.refs.stateLine, c, "stateLine", stateText(a));
     t.agent = a;
+    setText(t.refs.score, c, "score", isNum(a.score) ? fmtScore(a.score) : "");
+    setAttr(t.refs.score, c, "scoreTitle", "title", isNum(a.score) ? "scorecard points" : "");
     const shown = visibleCells(a, "agent", a.agent_id, density.cells);
     for (const k of ALL_TILE_KPIS) {
       const cell = t.refs.cells[k];
@@ -325,8 +375,8 @@
   // places (eyes learn where AHT is), except that a breached extra KPI (CSAT, ...) takes
   // the place of an empty default. A smaller tile shows breached KPIs first, then those
   // with a value, so a ticket agent shows Resp rather than "–".
-  // A KPI applies to an agent when it has a value; an inbound agent's dials stay 0 and say nothing.
-  function applies(kp, k) { return isNum(kp[k]) && !(k === "dials" && kp[k] === 0); }
+  // A KPI applies to an agent when it has a value; a count that stays 0 (outbound counts of an inbound agent) says nothing.
+  function applies(kp, k) { return isNum(kp[k]) && !(kp[k] === 0 && KPI_META[k] && !KPI_META[k].ratio); }
   function visibleCells(entity, scope, id, n) {
     const kp = entity.kpis || {};
     const breached = (k) => kpiLevel(entity, k, scope, id) !== "ok";
@@ -335,7 +385,7 @@
       const shown = new Set(TILE_KPIS);
       // Extras in order: breached ones first, then those with a value, each taking the place of a default cell
       // that is empty for this agent (or, for a breached extra, the least telling default).
-      const extras = EXTRA_KPIS.filter(breached).concat(EXTRA_KPIS.filter((x) => !breached(x) && isNum(kp[x])));
+      const extras = EXTRA_KPIS.filter(breached).concat(EXTRA_KPIS.filter((x) => !breached(x) && applies(kp, x)));
       for (const x of extras) {
         if (!breached(x)) {
           const empty = TILE_KPIS.find((k) => shown.has(k) && !applies(kp, k));
@@ -511,9 +561,6 @@
   // agents by state.
   const queueCards = new Map();        // queue name ("" for the floor) -> {root, refs, cache, q}
   let queueOrderKey = "";
-  const QUEUE_CELLS = ["waiting", "longest_wait_seconds", "service_level", "asa_seconds", "abandon_rate"];
-  const QUEUE_LABELS = { waiting: "Wait", longest_wait_seconds: "Longest", service_level: "SL", asa_seconds: "ASA",
-    abandon_rate: "Abn" };
 
   function makeQueueCard(name) {
     const root = h("div", "queue-card level-ok");
@@ -523,7 +570,6 @@
     const row = h("div", "queue-kpis");
     for (const k of QUEUE_CELLS) {
       cells[k] = makeKpiCell(k, "kpi qkpi");
-      cells[k].root.querySelector(".kpi-label").textContent = QUEUE_LABELS[k];
       row.append(cells[k].root);
     }
     root.append(title, row);
@@ -648,12 +694,13 @@
     const name = h("span", "team-name", team);
     const count = h("span", "team-count");
     const flags = h("span", "tile-flags");
-    head.append(name, flags, count);
+    const score = h("span", "tile-score");
+    head.append(name, flags, score, count);
     const kpis = h("div", "team-kpis");
     const cells = {};
     for (const k of TILE_KPIS) { cells[k] = makeKpiCell(k); kpis.append(cells[k].root); }
     root.append(head, kpis);
-    return { root, refs: { count, cells, flags }, cache: {} };
+    return { root, refs: { count, cells, flags, score }, cache: {} };
   }
   function renderTeams(list) {
     const seen = new Set();
@@ -666,6 +713,7 @@
       setClass(c.root, c.cache, "cls", "team-card level-" + level);
       setAttr(c.root, c.cache, "lvl", "data-level", level);
       setText(c.refs.count, c.cache, "count", isNum(tm.agents) ? tm.agents + (tm.agents === 1 ? " agent" : " agents") : "");
+      setText(c.refs.score, c.cache, "score", isNum(tm.score) ? fmtScore(tm.score) : "");
       for (const k of TILE_KPIS) updateKpiCell(c.refs.cells[k], "kpi", tm, k, "team", tm.team);
       updateFlags(c.refs.flags, c.cache, tm, "team", tm.team, TEAM_CELLS);
     }
@@ -683,14 +731,45 @@
   }
 
   // ---- header --------------------------------------------------------------
-  const headerCells = {};
-  for (const node of el.floorKpis.querySelectorAll(".hkpi[data-kpi]")) {
-    headerCells[node.dataset.kpi] = { root: node, value: node.querySelector(".hkpi-value"), cache: {} };
+  let headerCells = {};
+  let headerScore = null;
+  // Header cells, agent tiles and team cards are rebuilt when the catalogue changes.
+  function rebuildKpiViews() {
+    for (const node of el.floorKpis.querySelectorAll(".hkpi[data-kpi], .hkpi-score")) node.remove();
+    headerCells = {};
+    const before = $("alert-count-box");
+    for (const k of HEADER_KPIS) {
+      const root = h("div", "hkpi");
+      root.dataset.kpi = k;
+      const value = h("span", "hkpi-value", DASH);
+      root.append(h("span", "hkpi-label", kpiLabel(k)), value);
+      el.floorKpis.insertBefore(root, before);
+      headerCells[k] = { root, value, cache: {} };
+    }
+    const score = h("div", "hkpi hkpi-score");
+    headerScore = { root: score, value: h("span", "hkpi-value", DASH), cache: {} };
+    score.append(h("span", "hkpi-label", "Score"), headerScore.value);
+    score.hidden = true;
+    el.floorKpis.insertBefore(score, before);
+    for (const t of tiles.values()) t.root.remove();
+    tiles.clear();
+    tileOrderKey = "";
+    for (const c of teamCards.values()) c.root.remove();
+    teamCards.clear();
+    teamOrderKey = "";
+    for (const c of queueCards.values()) c.root.remove();
+    queueCards.clear();
+    queueOrderKey = "";
   }
   function renderHeader(entity, scope, id) {
     for (const k of HEADER_KPIS) {
       const cell = headerCells[k];
       if (cell) updateKpiCell(cell, "hkpi", entity || { kpis: {} }, k, scope, id);
+    }
+    if (headerScore) {
+      const score = entity ? entity.score : undefined;
+      headerScore.root.hidden = score === undefined;
+      setText(headerScore.value, headerScore.cache, "val", fmtScore(score));
     }
   }
 
@@ -941,8 +1020,12 @@
     const rec = item && alerts.get(item.dataset.alertId);
     if (!rec) return;
     const a = rec.alert;
+    if (!mayAct) return;
+    const by = actorName();
     if (b.dataset.action === "ack") {
-      if (!send({ type: "ack", id: a.id })) return;
+      const msg = { type: "ack", id: a.id };
+      if (by) msg.by = by;
+      if (!send(msg)) return;
       rec.alert = Object.assign({}, a, { acknowledged: true });
       rec.localAckAt = Date.now();
     } else if (b.dataset.action === "snooze") {
@@ -951,6 +1034,7 @@
       const minutes = parseInt(el.snoozeMinutes.value, 10) || 15;
       const msg = { type: "snooze", kpi: a.kpi, minutes };
       msg[t.scope === "agent" ? "agent_id" : "team"] = t.id;
+      if (by) msg.by = by;
       if (!send(msg)) return;
       addSnooze(t.scope, t.id, a.kpi, serverNow() + minutes * 60000, true);
     }
@@ -971,6 +1055,7 @@
     if (msg.thresholds && typeof msg.thresholds === "object") thresholds = msg.thresholds;
     if (msg.queue_thresholds && typeof msg.queue_thresholds === "object") queueThresholds = msg.queue_thresholds;
     redisDown = null;                              // a snapshot was just read from Redis
+    applyCatalogue(msg.catalogue);
     agentTeam.clear();
     for (const a of msg.agents || []) if (a && a.agent_id != null) agentTeam.set(a.agent_id, a.team);
 
@@ -1013,7 +1098,7 @@
         break;
       }
       case "error":
-        toast(msg.message || "server error");
+        toast(msg.error || msg.message || "server error");
         if (/^Redis/.test(msg.message || "")) { redisDown = msg.message; updateConn(); }
         break;
       case "status":
@@ -1133,7 +1218,14 @@
     try { sock = new WebSocket(wsUrl()); } catch (err) { scheduleReconnect(gen); return; }
     ws = sock;
     let opened = false;
-    sock.onopen = () => { if (gen === wsGen) { opened = true; wsOpen = true; updateConn(); updateStale(); } };
+    sock.onopen = () => {
+      if (gen !== wsGen) return;
+      opened = true;
+      wsOpen = true;
+      if (!roleKnown) loadRole();
+      updateConn();
+      updateStale();
+    };
     sock.onmessage = (ev) => { if (gen === wsGen) onMessage(ev.data); };
     sock.onclose = (ev) => {
       if (gen !== wsGen) return;

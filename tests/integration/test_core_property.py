@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 from callpulse.embedded import EmbeddedRedis
-from callpulse.settings import Settings
+from callpulse.settings import Settings, load_thresholds
 from monitor import snapshot
 from streams.processor import Outcome, Processor, Record
 from streams.store import AgentWindows, WindowStore, namespace
+from streams.windows import TODAY
 from tests import reference
 
 pytestmark = pytest.mark.integration
@@ -61,7 +62,22 @@ DST_NOWS_MS = [
     round(datetime(2024, 3, 31, 23, 59, 59, 999_000, tzinfo=LONDON).timestamp() * 1000),  # end of it
     round(datetime(2024, 3, 31, 1, 0, 3, tzinfo=LONDON).timestamp() * 1000),  # just after the clocks go forward
 ]
-DST_SETTINGS = Settings(repeat_window_s=REPEAT_S, topic_prefix="prop-", timezone="Europe/London")
+# A scorecard over every kind of target, scored over `today` (written for the oracle as plain tables).
+CARD: dict[str, dict[str, Any]] = {
+    "revenue": {"weight": 30, "target": 500},
+    "conversion_rate": {"weight": 10, "target": 0.3},
+    "escalation_rate": {"weight": 10, "target": 0.25, "better": "lower"},
+    "aht_seconds": {"weight": 20, "target_range": [120, 400]},
+    "nps": {"weight": 10, "target": 50},
+    "qa_score": {"weight": 10, "target": 0.8},
+    "complaint_rate": {"weight": 10, "target": 0.1, "better": "lower"},
+}
+CARD_TOML = '[scorecard]\nwindow = "today"\n' + "".join(
+    f"[scorecard.kpi.{key}]\n" + "".join(f"{k} = {orjson.dumps(v).decode()}\n" for k, v in spec.items())
+    for key, spec in CARD.items()
+)
+SCORECARD = load_thresholds(CARD_TOML)["scorecard"]
+DST_SETTINGS = Settings(repeat_window_s=REPEAT_S, topic_prefix="prop-", timezone="Europe/London", scorecard=SCORECARD)
 # Invalid records: (topic, value) each dead-lettered.
 JUNK: list[tuple[str, bytes | None]] = [
     ("calls", b'{"event_id": "j1", "type": '),
@@ -371,6 +387,8 @@ def test_today_is_exact_across_midnight_and_clock_changes(redis_server: Embedded
             snap = snapshot.build(rows, window_s=window_s, settings=DST_SETTINGS, now_ms=now_ms)
             want = reference.expected(ok, now, window_s, repeat_s=REPEAT_S, tz=LONDON, since=since)
             assert reference.diff_snapshot(snap, want) == [], f"window {window_s} at {now_ms}"
+        want_scores = reference.scores(ok, now, TODAY, CARD, repeat_s=REPEAT_S, tz=LONDON, since=since)
+        assert reference.diff_scores(snap, want_scores) == []
 
     asyncio.run(run())
 

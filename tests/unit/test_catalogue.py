@@ -127,8 +127,33 @@ def test_describe_gives_labels_and_formats_for_every_kpi() -> None:
     rows = cat.describe()
     assert [r["key"] for r in rows if r["scope"] == "agent"] == list(cat.KPI_KEYS)
     assert [r["key"] for r in rows if r["scope"] == "queue"] == list(cat.QUEUE_KPI_KEYS)
-    assert {r["format"] for r in rows} <= {"duration", "percent", "integer", "money", "number"}
+    assert {r["format"] for r in rows} <= {"duration", "elapsed", "percent", "integer", "money", "number"}
     assert all(r["short"] and r["title"] for r in rows)
+
+
+def test_kpi_reference_lists_every_catalogue_kpi_once() -> None:
+    text = (ROOT / "docs" / "kpis.md").read_text()
+    assert text == provisioning.kpi_reference(Settings())
+    rows = re.findall(r"^\| `(\w+)` \|", text, re.M)
+    assert rows == list(cat.KPI_KEYS)
+
+
+def test_readme_does_not_repeat_the_kpi_list() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert not [key for key in cat.KPI_KEYS if f"| `{key}` |" in readme]
+
+
+@pytest.mark.parametrize("name", ["wallboard.js", "index.html"])
+def test_the_wallboard_names_no_kpi_of_its_own(name: str) -> None:
+    text = (ROOT / "monitor" / "static" / name).read_text()
+    assert [key for key in cat.KPI_KEYS if re.search(rf"\b{key}\b", text)] == []
+
+
+def test_the_wallboard_knows_every_catalogue_format() -> None:
+    js = (ROOT / "monitor" / "static" / "wallboard.js").read_text()
+    formats = re.search(r"const FORMATS = \{(.*?)\};", js, re.S)
+    assert formats is not None
+    assert set(re.findall(r"(\w+): \(v\)", formats.group(1))) == set(cat.UNIT_FORMAT.values()) | {"elapsed"}
 
 
 def test_queue_kpis_come_from_the_queue_catalogue() -> None:

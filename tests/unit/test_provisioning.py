@@ -99,6 +99,7 @@ def test_write_all_is_deterministic(tmp_path: Path) -> None:
         Path("grafana/dashboards/floor-wallboard.json"),
         Path("grafana/dashboards/team.json"),
         Path("prometheus/rules.yml"),
+        Path("docs/kpis.md"),
     }
     for path in first:
         twin = tmp_path / "b" / path.relative_to(tmp_path / "a")
