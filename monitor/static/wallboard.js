@@ -25,7 +25,7 @@
   // cells: how many KPI cells a tile shows at that size (the rest go to the flag line).
   const DENSITIES = [
     { name: "l", w: 172, h: 172, cells: 6 },
-    { name: "m", w: 160, h: 116, cells: 2 },
+    { name: "m", w: 160, h: 100, cells: 2 },
     { name: "s", w: 132, h: 62, cells: 0 },
   ];
   // Below "s" a tile can no longer say who is on a break and for how long: more agents than fit at "s"
