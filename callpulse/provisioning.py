@@ -26,7 +26,11 @@ from typing import Any
 
 import yaml
 
-from callpulse import catalogue
+# queueboard (the queue dashboard and rules) uses this module's helpers, only when called: the cycle is harmless.
+from callpulse import (
+    catalogue,
+    queueboard,
+)
 from callpulse.settings import Rule, Settings
 
 DATASOURCE_UID = "callpulse-prometheus"
@@ -35,6 +39,7 @@ DASHBOARD_UIDS: dict[str, str] = {
     "floor-wallboard.json": "callpulse-floor",
     "team.json": "callpulse-team",
     "agent.json": "callpulse-agent",
+    "queues.json": "callpulse-queues",
 }
 DASHBOARDS_DIR = Path("grafana") / "dashboards"
 RULES_PATH = Path("prometheus") / "rules.yml"
@@ -241,6 +246,7 @@ def prometheus_rules(settings: Settings, *, for_s: int = 60) -> dict[str, Any]:
                     if threshold is not None:
                         rules.append(_alert(scope, variant, severity, threshold, for_s))
         groups.append({"name": f"callpulse-{scope}", "rules": rules})
+    groups.extend(queueboard.rule_groups(settings, for_s=for_s))
     return {"groups": groups}
 
 
@@ -620,6 +626,7 @@ def _team(settings: Settings) -> dict[str, Any]:
         steps=[{"color": "blue", "value": None}],
     )
     second.append(agents)
+    second.append(queueboard.agents_by_state((("team", "=", "$team"),)))
     y = _place(second, width=24 // len(second) if len(second) <= 6 else 4, height=4, y=y)
     row = _row("Agents", y)
     tile = _agent_tile(settings)
@@ -693,6 +700,7 @@ def dashboards(settings: Settings) -> dict[str, dict[str, Any]]:
         "agent.json": _agent(settings),
         "floor-wallboard.json": _floor(settings),
         "team.json": _team(settings),
+        "queues.json": queueboard.dashboard(settings),
     }
 
 
