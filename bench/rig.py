@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import math
 import os
+import subprocess
+import tarfile
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -42,11 +46,15 @@ class Sizes:
     alert_interval_s: float
     profile_s: float
     worker_cap_s: float  # the worker on the replay topic stops here even if it has not finished
+    catchup_s: float  # (9) the backlog's span of time, s, ending now
     agents: int = 2000
+    catchup_seats: int = 10_000  # (9) the floor whose backlog a starting worker catches up on
+    catchup_rate: float = 200.0  # (9) events/s of that floor
+    floor_events: int = 30_000  # (10) per floor size in the floor-size sweep
 
 
-FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0)
-QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0)
+FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0, 3600.0)
+QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, 300.0, floor_events=15_000)
 
 
 class Bench:
@@ -81,12 +89,15 @@ class Bench:
         )
         return base.replace(**changes)
 
-    def worker(self, settings: Settings) -> Child:
+    def worker(self, settings: Settings, *, code: Path | None = None) -> Child:
+        """Start `callpulse worker`; with `code`, the one in that directory (see `code_at`) instead of this tree's."""
         n = next(self._names)
         port = free_port()
-        child = Child.callpulse(
-            f"worker{n}", worker_args(settings, web_port=port), env_for(settings), self.workdir / f"worker{n}.log"
-        )
+        env = env_for(settings)
+        if code is not None:
+            env["PYTHONPATH"] = str(code)  # ahead of the editable install of this tree
+        log_path = self.workdir / f"worker{n}.log"
+        child = Child.callpulse(f"worker{n}", worker_args(settings, web_port=port), env, log_path)
         child.web_port = port  # type: ignore[attr-defined]
         return self.cleanup.child(child)
 
@@ -96,6 +107,38 @@ class Bench:
             return 0.0
         t = psutil.Process(pid).cpu_times()
         return t.user + t.system
+
+
+# Where the batch consumer came in: the worker just before it is the "before" of the before/after figures.
+BATCH_CONSUMER_FILE = "streams/consumer.py"
+
+
+def before_batch_consumer() -> str | None:
+    """The commit before `streams/consumer.py` was added (per-record Faust delivery); None without git history."""
+    try:
+        added = subprocess.run(
+            ["git", "log", "--diff-filter=A", "--format=%H", "-1", "--", BATCH_CONSUMER_FILE],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{added}^" if added else None
+
+
+def code_at(rev: str, into: Path) -> Path:
+    """The worker's packages (callpulse, streams, monitor) as of git revision `rev`, extracted under `into`."""
+    tar = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "callpulse", "streams", "monitor"], cwd=REPO, capture_output=True
+    )
+    if tar.returncode != 0:
+        raise RuntimeError(f"git archive {rev} failed: {tar.stderr.decode().strip()}")
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
+        archive.extractall(into, filter="data")
+    return into
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
@@ -138,12 +181,27 @@ class Progress:
     c_first: int
     t_done: float
     counts: dict[str, int]
+    done: int  # records accounted for: n, or fewer when a time cap stopped the wait
+
+    def rate(self) -> float:
+        """Records per second from the first processed record to the last."""
+        return (self.done - self.c_first) / (self.t_done - self.t_first) if self.t_done > self.t_first else math.nan
 
 
 async def wait_processed(
-    client: aioredis.Redis, ns: str, n: int, procs: Sequence[Child], *, timeout_s: float, interval_s: float = 0.02
+    client: aioredis.Redis,
+    ns: str,
+    n: int,
+    procs: Sequence[Child],
+    *,
+    timeout_s: float,
+    interval_s: float = 0.02,
+    partial: bool = False,
 ) -> Progress:
-    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter()."""
+    """Poll the stats hash until `n` records are accounted for; times are time.perf_counter().
+
+    At `timeout_s`, raise TimeoutError; with `partial`, return what was done by then instead (a busy machine).
+    """
     deadline = time.perf_counter() + timeout_s
     t_first: float | None = None
     c_first = 0
@@ -155,10 +213,12 @@ async def wait_processed(
             t_first, c_first = now, done
         if done >= n:
             assert t_first is not None
-            return Progress(t_first, c_first, now, counts)
+            return Progress(t_first, c_first, now, counts, done)
         for p in procs:
             if not p.alive():
                 raise RuntimeError(f"{p.name} exited while processing:\n{p.log_tail()}")
+        if now > deadline and partial and t_first is not None:
+            return Progress(t_first, c_first, now, counts, done)
         if now > deadline:
             raise TimeoutError(f"only {done} of {n} records processed after {timeout_s:.0f} s")
         await asyncio.sleep(interval_s)

@@ -25,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,14 +39,19 @@ import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.phases import callpulse_run, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
+from bench.floorsize import FLOOR_SIZES, floor_sweep  # noqa: E402
+from bench.phases import callpulse_run, catch_up, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
-from bench.rig import FULL, QUICK, Bench, prefill, say  # noqa: E402
+from bench.rig import FULL, QUICK, Bench, before_batch_consumer, code_at, prefill, say  # noqa: E402
+from bench.stats import span  # noqa: E402
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
-PARTS = ("throughput", "scale", "load", "replay")
+# The before worker may be very slow on a busy machine: it is timed over what it does in this long.
+BEFORE_CAP_S = 150.0
+
+PARTS = ("throughput", "before", "scale", "floorsize", "load", "replay", "catchup")
 
 
 def _ms(x: float | None) -> str:
@@ -56,8 +62,16 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
     s = b.sizes
     r = b.results
     client = aioredis.Redis.from_url(b.redis.url)
+    before = None
+    if "before" in parts:
+        rev = before_batch_consumer()
+        if rev is None:
+            say("no git history: the before/after figures are left out")
+        else:
+            before = code_at(rev, b.workdir / "before")
+            r["before_rev"] = rev
     try:
-        if "throughput" in parts or "scale" in parts:
+        if "throughput" in parts or "scale" in parts or before is not None:
             p1 = b.settings("tp")
             say(f"pre-filling {s.events:,} simulator events ({s.agents} agents, 4 partitions)")
             r["prefill"] = await prefill(p1, s.events, agents=s.agents, seed=7)
@@ -77,12 +91,27 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             say(f"  {r['e2e']['rate']:,.0f} events/s ({r['e2e']['rate_with_startup']:,.0f} with start-up)")
             say(f"  windows identical after wipe + replay: {r['e2e']['identity']['identical']}")
 
-        if "scale" in parts:
-            say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
-            r["scale2"] = await callpulse_run(
-                b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
+        if before is not None:
+            say(f"(3) before: the per-record Faust worker of {r['before_rev']}, same topic")
+            r["e2e_before"] = await callpulse_run(
+                b,
+                p1.replace(consumer_group="before"),
+                client,
+                s.events,
+                workers=1,
+                label="before",
+                code=before,
+                time_cap_s=BEFORE_CAP_S,
             )
-            say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
+            say(f"  {r['e2e_before']['rate']:,.0f} events/s")
+
+        if "floorsize" in parts:
+            sizes = ", ".join(f"{n:,}" for n in FLOOR_SIZES)
+            say(f"(10) floor-size sweep: {s.floor_events:,} events on {sizes} agents")
+            r["floor"] = await floor_sweep(b, client, s.floor_events)
+            fl = r["floor"]
+            say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {fl['ratio']:.2f}x the events/s, "
+                f"{fl['cost_ratio']:.2f}x the events per CPU-second (worker + Redis)")  # fmt: skip
 
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
@@ -92,6 +121,25 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             say(f"  alert p50 {_ms(ld['alert_p50'])} p99 {_ms(ld['alert_p99'])} ({ld['alert_lost']} lost)")
             say(f"  broker ack p99 {_ms(ld['ack_p99'])}, readable p99 {_ms(ld['visible_p99'])}")
             say(f"  backlog at the end {ld['backlog_at_end']:,}; worker CPU {ld['worker_cpu_share']:.2f}")
+            if before is not None:
+                say("(4)(5) before: the same with the per-record worker")
+                r["load_before"] = await steady_load(b, b.settings("lb"), client, code=before)
+                lb = r["load_before"]
+                say(f"  lag p50 {_ms(lb['lag_p50'])} p99 {_ms(lb['lag_p99'])} ({lb['lag_lost']} lost)")
+                say(f"  alert p50 {_ms(lb['alert_p50'])} p99 {_ms(lb['alert_p99'])} ({lb['alert_lost']} lost)")
+
+        if "catchup" in parts:
+            say(f"(9) catch-up: a worker starting on the last {span(s.catchup_s)} of {s.catchup_seats:,} seats")
+            r["catchup"] = await catch_up(b, b.settings("cu"), client)
+            cu = r["catchup"]
+            say(f"  {cu['events']:,} events in {cu['seconds']:.1f} s from spawn ({cu['rate']:,.0f} events/s)")
+
+        if "scale" in parts:
+            say("(8) scale-out: 2 workers, one consumer group, 4 partitions")
+            r["scale2"] = await callpulse_run(
+                b, p1.replace(consumer_group="scale2"), client, s.events, workers=2, label="2 workers"
+            )
+            say(f"  {r['scale2']['rate']:,.0f} events/s ({r['scale2']['rate_with_startup']:,.0f} with start-up)")
 
         if "replay" in parts:
             say(f"(6)(7) {s.replay_events:,} events: worker with py-spy and RSS samples, then a timed replay")
@@ -102,6 +150,15 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             say(f"  {m['memory']['bytes_per_agent_window']:,.0f} B per agent-window")
     finally:
         await client.aclose()
+
+
+def _floor_of(path: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        saved = pickle.load(f)
+    floor = saved["results"].get("floor")
+    if floor is None:
+        raise SystemExit(f"--floor-before {path}: that run has no floor-size sweep (run it with --only floorsize)")
+    return {**floor, "label": f"{saved['env']['date']}, `{saved['env']['command']}`"}
 
 
 def machine() -> dict[str, Any]:
@@ -141,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
     parser.add_argument(
+        "--floor-before",
+        metavar="RESULTS",
+        help="a saved run's results.pkl, measured on older code: its floor-size sweep is shown as 'before'",
+    )
+    parser.add_argument(
         "--render-from", metavar="RESULTS", help="rewrite the report from a saved run's results.pkl; runs nothing"
     )
     args = parser.parse_args(argv)
@@ -166,12 +228,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     busy0, own0, wall0 = busy_cpu_s(), own_cpu_s(), time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     random.seed(1)
+    interrupted = False
     try:
         bench.start_servers()
         asyncio.run(run_all(bench, args.only or PARTS))
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything it started", file=sys.stderr)
-        return 130
+        interrupted = True
+    except Exception:
+        traceback.print_exc()
+        print("bench: a measurement failed; stopping everything it started", file=sys.stderr)
+        interrupted = True
     finally:
         cleanup.close()
     wall = time.monotonic() - wall0
@@ -188,8 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "note": args.note,
         "workdir": str(workdir),
     }
+    if args.floor_before:
+        bench.results["floor_before"] = _floor_of(args.floor_before)
     with open(workdir / "results.pkl", "wb") as f:
         pickle.dump({"env": env, "results": bench.results}, f)
+    if interrupted:
+        print(f"bench: what was measured is in {workdir / 'results.pkl'} (--render-from it)", file=sys.stderr)
+        return 130
     print()
     print(report.summary_table(bench.results))
     output = args.output or (None if args.quick else str(REPO / "BENCHMARKS.md"))

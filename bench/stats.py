@@ -34,3 +34,8 @@ def histogram_quantile(stats: Mapping[str, int], q: float) -> float | None:
 def diff_counts(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
     """Per-key difference of two counter snapshots."""
     return {k: v - before.get(k, 0) for k, v in after.items()}
+
+
+def span(seconds: float) -> str:
+    """A span of time for the report: '1 h', '5 min'."""
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min"

@@ -369,7 +369,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="NPS",
         definition="100 x (responses 9-10 - responses 0-6) / survey.nps responses; -100 ... 100",
         target=">= 50",
-        default_rule=DefaultRule(50, min_samples=10, window="8h"),
+        default_rule=DefaultRule(50, min_samples=10, window="1h"),
     ),
     Kpi(
         "qa_score",
@@ -380,7 +380,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="QA score",
         definition="Σ score / Σ max_score over qa.scored",
         target=">= 75 % (telesales), >= 90 % (service)",
-        default_rule=DefaultRule(0.75, min_samples=3, window="8h"),
+        default_rule=DefaultRule(0.75, min_samples=3, window="1h"),
     ),
     Kpi(
         "compliance_rate",
@@ -390,7 +390,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="Compliance rate",
         definition="qa.scored with compliant: true / qa.scored that carry compliant",
         target=">= 95 %",
-        default_rule=DefaultRule(0.95, min_samples=3, window="8h"),
+        default_rule=DefaultRule(0.95, min_samples=3, window="1h"),
     ),
     Kpi(
         "complaint_rate",
@@ -401,7 +401,7 @@ CATALOGUE: tuple[Kpi, ...] = (
         title="Complaint rate",
         definition="complaint.logged / interactions (connected call.ended + ticket.resolved + ticket.escalated)",
         target="<= 5 %",
-        default_rule=DefaultRule(0.05, min_samples=20, window="8h"),
+        default_rule=DefaultRule(0.05, min_samples=20, window="1h"),
     ),
     Kpi(
         "occupancy",
@@ -506,7 +506,6 @@ def describe() -> list[dict[str, object]]:
             "format": k.fmt,
             "better": k.better,
             "ratio": isinstance(k, Kpi) and k.is_ratio,
-            "definition": k.definition,
             "board": k.board,
             "headline": k.headline,
             "scope": scope,

@@ -7,78 +7,122 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from callpulse.exceptions import CallpulseError, SettingsError
-from callpulse.settings import Settings, from_env
+from callpulse.kafka import wait_for_broker
+from callpulse.settings import ENV_DEFAULTS, WORKER_FLAGS, Settings, from_env
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kafka", help="bootstrap servers (CALLPULSE_KAFKA)")
-    p.add_argument("--redis", help="Redis URL (CALLPULSE_REDIS)")
-    p.add_argument("--http", help="monitor bind host:port (CALLPULSE_HTTP)")
-    p.add_argument("--config", help="thresholds TOML file (CALLPULSE_CONFIG)")
-    p.add_argument("--token", help="monitor access token (CALLPULSE_TOKEN)")
-    p.add_argument("--topic-prefix", dest="topic_prefix", help="topic name prefix (CALLPULSE_TOPIC_PREFIX)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+@dataclass(frozen=True)
+class SettingFlag:
+    """A contract setting as a flag: the flag, the Settings/from_env keyword, its variable and what it is."""
+
+    flag: str
+    dest: str
+    var: str
+    help: str
+
+
+SETTING_FLAGS: dict[str, SettingFlag] = {
+    f.dest: f
+    for f in (
+        SettingFlag("--kafka", "kafka", "CALLPULSE_KAFKA", "Kafka bootstrap servers, host:port[,host:port]"),
+        SettingFlag("--redis", "redis", "CALLPULSE_REDIS", "Redis URL"),
+        SettingFlag("--http", "http", "CALLPULSE_HTTP", "monitor bind address, host:port"),
+        SettingFlag("--config", "config", "CALLPULSE_CONFIG", "thresholds TOML file"),
+        SettingFlag("--token", "token", "CALLPULSE_TOKEN", "monitor access token"),
+        SettingFlag("--topic-prefix", "topic_prefix", "CALLPULSE_TOPIC_PREFIX", "topic name prefix"),
+    )
+}
+# Which contract settings each subcommand reads: its --help lists these and no others.
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "worker": ("kafka", "redis", "config", "topic_prefix"),
+    "monitor": ("redis", "http", "config", "token", "topic_prefix"),
+    "simulate": ("kafka", "topic_prefix"),
+    "demo": ("kafka", "redis", "http", "config", "token", "topic_prefix"),
+    "grafana": ("config",),
+    "replay": ("kafka", "redis", "config", "topic_prefix"),
+}
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is argparse.SUPPRESS or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _setting_flags(p: argparse.ArgumentParser, command: str) -> None:
+    group = p.add_argument_group("settings (a flag overrides its environment variable)")
+    for dest in COMMAND_SETTINGS[command]:
+        f = SETTING_FLAGS[dest]
+        default = ENV_DEFAULTS[f.var] or "unset"
+        group.add_argument(f.flag, dest=f.dest, metavar=f.var, help=f"{f.help} (env {f.var}; default: {default})")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level")
+
+
+def _sub(sub: Any, command: str, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(command, help=help_text, description=help_text, formatter_class=_Help)
+    _setting_flags(p, command)
+    return p
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     top = argparse.ArgumentParser(prog="callpulse", description="Real-time KPI monitor for call centers.")
     sub = top.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("worker", help="run the stream worker (Faust app)")
-    _common(w)
-    w.add_argument("--web-port", type=int, default=6066, help="worker health/metrics port (default 6066)")
+    w = _sub(sub, "worker", "run the stream worker (Faust app)")
+    w.add_argument("--web-port", type=int, default=6066, help="worker health/metrics port")
     w.add_argument("--web-host", default="127.0.0.1", help="worker health/metrics bind host")
-    w.add_argument("--session-timeout", dest="session_timeout_s", type=float, help="consumer group session timeout, s")
-    w.add_argument("--batch-max", dest="batch_max", type=int, help="records per batch (one Redis write each)")
-    w.add_argument("--batch-within", dest="batch_within_s", type=float, help="max wait to fill a batch, s")
-    w.add_argument("--fetch-max-wait-ms", dest="fetch_max_wait_ms", type=int, help="broker fetch wait, ms")
-    w.add_argument("--consumer-group", dest="consumer_group", help="consumer group id (default callpulse)")
-    w.add_argument("--sweep-interval", dest="sweep_interval_s", type=float, help="alert sweep period, s")
-    m = sub.add_parser("monitor", help="serve the wallboard, snapshot API, websocket feed and /metrics")
-    _common(m)
-    s = sub.add_parser("simulate", help="produce a realistic call-center event stream")
-    _common(s)
-    s.add_argument("--agents", type=int, default=50)
+    tuning = w.add_argument_group("tuning")
+    for flag in WORKER_FLAGS:
+        default = getattr(Settings, flag.field)
+        tuning.add_argument(flag.flag, dest=flag.field, type=flag.parse, help=f"{flag.help} (default: {default})")
+    _sub(sub, "monitor", "serve the wallboard, snapshot API, websocket feed and /metrics")
+    s = _sub(sub, "simulate", "produce a realistic call-center event stream")
+    s.add_argument("--agents", type=int, default=50, help="agents on the simulated floor")
     s.add_argument("--rate", type=float, default=20.0, help="events per second")
-    s.add_argument("--duration", type=float, default=None, help="seconds (default: run until stopped)")
-    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--duration", type=float, default=None, help="seconds to run (default: until stopped)")
+    s.add_argument("--seed", type=int, default=1, help="random seed: the same seed, the same stream")
     s.add_argument(
         "--backfill", action="store_true", help="send a --duration-long history ending now, as fast as possible"
     )
-    d = sub.add_parser("demo", help="the whole system on one machine")
-    _common(d)
-    d.add_argument("--agents", type=int, default=40)
-    d.add_argument("--rate", type=float, default=20.0)
-    d.add_argument("--seed", type=int, default=1)
-    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    g = sub.add_parser("grafana", help="regenerate grafana/ dashboards and prometheus/rules.yml from the thresholds")
-    _common(g)
-    g.add_argument("--out", default=".", help="repository root to write into (default: .)")
-    r = sub.add_parser("replay", help="rebuild every window in Redis from the earliest retained offsets")
-    _common(r)
+    d = _sub(sub, "demo", "the whole system on one machine")
+    d.add_argument("--agents", type=int, default=40, help="agents on the simulated floor")
+    d.add_argument("--rate", type=float, default=20.0, help="events per second")
+    d.add_argument("--seed", type=int, default=1, help="random seed of the simulator")
+    d.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    d.add_argument(
+        "--use-running",
+        action="store_true",
+        help="use the Kafka and Redis at CALLPULSE_KAFKA and CALLPULSE_REDIS (defaults included) when they answer, "
+        "under a topic and key prefix removed on exit; without it, only explicitly set ones are used",
+    )
+    g = _sub(sub, "grafana", "regenerate grafana/ dashboards and prometheus/ rules from the thresholds")
+    g.add_argument("--out", default=".", help="repository root to write into")
+    _sub(sub, "replay", "rebuild every window in Redis from the earliest retained offsets")
     return top
 
 
-TUNING = ("session_timeout_s", "batch_max", "batch_within_s", "fetch_max_wait_ms", "consumer_group", "sweep_interval_s")
+TUNING = tuple(flag.field for flag in WORKER_FLAGS)
 
 
 def build_settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
     """Settings from env then flags: the one place env is read."""
     tuning = {name: getattr(args, name) for name in TUNING if getattr(args, name, None) is not None}
-    return from_env(
-        os.environ if env is None else env,
-        **tuning,
-        kafka=args.kafka,
-        redis=args.redis,
-        http=args.http,
-        config=args.config,
-        token=args.token,
-        topic_prefix=args.topic_prefix,
-    )
+    flags = {dest: getattr(args, dest, None) for dest in SETTING_FLAGS}
+    return from_env(os.environ if env is None else env, **tuning, **flags)
+
+
+def explicitly_set(args: argparse.Namespace, dest: str, env: Mapping[str, str]) -> bool:
+    """Whether the user chose this setting (its flag, or its environment variable), rather than the default."""
+    return getattr(args, dest, None) is not None or bool(env.get(SETTING_FLAGS[dest].var))
 
 
 def _logging(level: str) -> None:
@@ -91,10 +135,13 @@ def run_worker(settings: Settings, *, web_host: str, web_port: int, log_level: s
     """Create missing topics, then run the Faust worker until SIGINT/SIGTERM."""
     import faust
 
+    from callpulse.binding import check_bindable
     from callpulse.kafka import ensure_topics
     from streams.app import build_app
 
-    asyncio.run(ensure_topics(settings))
+    check_bindable(web_host, web_port, setting="--web-host/--web-port")
+    # A worker waits for its broker as long as it takes (a compose stack starts in any order), backing off.
+    asyncio.run(ensure_topics(settings, timeout_s=None))
     app = build_app(settings, web_host=web_host, web_port=web_port)
     worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
@@ -119,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.backfill and args.duration is None:
                 raise SettingsError("--backfill needs --duration (seconds of history to send)")
+            asyncio.run(wait_for_broker(settings))
             count = asyncio.run(
                 simulate.run(
                     settings,
@@ -134,7 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from callpulse.demo import run_demo
 
-            return run_demo(settings, agents=args.agents, rate=args.rate, seed=args.seed, duration_s=args.duration)
+            use = {dest: args.use_running or explicitly_set(args, dest, os.environ) for dest in ("kafka", "redis")}
+            return run_demo(
+                settings,
+                agents=args.agents,
+                rate=args.rate,
+                seed=args.seed,
+                duration_s=args.duration,
+                use_kafka=use["kafka"],
+                use_redis=use["redis"],
+            )
         if args.command == "grafana":
             from callpulse.provisioning import write_all
 
@@ -144,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             from streams.replay import replay
 
+            asyncio.run(wait_for_broker(settings))
             count = asyncio.run(replay(settings))
             print(f"replayed {count} records", file=sys.stderr)
             return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -14,9 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
+from callpulse.binding import check_bindable
 from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, answers_kafka, answers_redis, free_port
+from callpulse.exceptions import CallpulseError
+from callpulse.kafka import remove_deployment
 from callpulse.processes import Proc, env_for, wait_until, worker_args
 from callpulse.settings import Settings, load_thresholds
+from streams.store import namespace, remove_namespace
 
 SCORECARD_EXAMPLE = Path(__file__).with_name("scorecard.example.toml")
 
@@ -51,35 +58,98 @@ def summary_line(snap: dict[str, Any]) -> str:
     )
 
 
-def run_demo(settings: Settings, *, agents: int, rate: float, seed: int, duration_s: float | None) -> int:
-    """Start what is missing, then worker, monitor and simulator; print URLs and a live summary until Ctrl-C."""
+def choose(kind: str, setting: str, address: str, *, told: bool, answers: bool) -> tuple[bool, str]:
+    """Whether the demo uses the `kind` server at `address` (True) or starts its own, and the line that says why.
+
+    It writes into a server it did not start only when told to (`told`: --use-running, or the setting given
+    explicitly), and only when that server answers.
+    """
+    if told and answers:
+        return True, f"using the {kind} at {address} ({setting}), under a prefix removed on exit"
+    if told:
+        return False, f"the {kind} at {address} ({setting}) does not answer: starting an embedded one instead"
+    if answers:
+        return False, (
+            f"a {kind} answers at {address}, but the demo writes only into servers it is given: starting an "
+            f"embedded one (to use that one, pass --use-running or set {setting})"
+        )
+    return False, f"starting an embedded {kind}"
+
+
+async def _remove_keys(settings: Settings) -> int:
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        return await remove_namespace(client, namespace(settings.topic_prefix))
+    finally:
+        await client.aclose()
+
+
+def clean_up(settings: Settings, *, kafka: bool, redis: bool) -> None:
+    """Remove what the demo wrote into a broker and a Redis it did not start: its topics, group and keys."""
+    if kafka:
+        try:
+            topics = asyncio.run(remove_deployment(settings))
+            print(f"removed the demo's topics from {settings.kafka}: {', '.join(topics) or 'none'}", flush=True)
+        except Exception as exc:
+            print(f"could not remove the demo's topics {settings.topic_prefix}* from {settings.kafka}: {exc}",
+                  file=sys.stderr)  # fmt: skip
+    if redis:
+        try:
+            removed = asyncio.run(_remove_keys(settings))
+            ns = namespace(settings.topic_prefix)
+            print(f"removed the demo's {removed} keys {ns}* from {settings.redis_url}", flush=True)
+        except Exception as exc:
+            print(f"could not remove the demo's keys from {settings.redis_url}: {exc}", file=sys.stderr)
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    agents: int,
+    rate: float,
+    seed: int,
+    duration_s: float | None,
+    use_kafka: bool = False,
+    use_redis: bool = False,
+) -> int:
+    """Start what is missing, then worker, monitor and simulator; print URLs and a live summary until Ctrl-C.
+
+    `use_kafka` / `use_redis`: the user asked for the configured broker / Redis (else embedded ones).
+    """
+    # A prefix of its own, first of all: the demo's topics and keys never mix with anything else, and what
+    # it removes on exit can only be its own.
+    settings = replace(settings, topic_prefix=f"{settings.topic_prefix}demo{int(time.time())}-")
+    if settings.http_port != 0:
+        check_bindable(settings.http_host, settings.http_port, setting="CALLPULSE_HTTP (--http)")
     workdir = Path(tempfile.mkdtemp(prefix="callpulse-demo-"))
     started: list[Any] = []
     procs: list[Proc] = []
     stopping = False
+    external = {"kafka": False, "redis": False}
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    print(f"logs: {workdir} (worker.log, monitor.log, simulator.log; broker/ and redis/ when embedded)", flush=True)
     try:
-        if answers_kafka(settings.kafka, 2.0):
-            print(f"using the Kafka broker at {settings.kafka}")
-        else:
+        external["kafka"], line = choose("Kafka broker", "CALLPULSE_KAFKA", settings.kafka, told=use_kafka,
+                                         answers=answers_kafka(settings.kafka, 2.0))  # fmt: skip
+        print(line, flush=True)
+        if not external["kafka"]:
             broker = EmbeddedBroker(log_dir=workdir / "broker").start()
             started.append(broker)
             settings = replace(settings, kafka=broker.bootstrap)
             print(f"started an embedded broker (Tansu) at {broker.bootstrap}")
-        if answers_redis(settings.redis_url, 2.0):
-            print(f"using Redis at {settings.redis_url}")
-        else:
+        external["redis"], line = choose("Redis", "CALLPULSE_REDIS", settings.redis_url, told=use_redis,
+                                         answers=answers_redis(settings.redis_url, 2.0))  # fmt: skip
+        print(line, flush=True)
+        if not external["redis"]:
             redis_srv = EmbeddedRedis(data_dir=workdir / "redis").start()
             started.append(redis_srv)
             settings = replace(settings, redis_url=redis_srv.url)
             print(f"started an embedded redis-server at {redis_srv.url}")
-        if not settings.topic_prefix and any(isinstance(s, EmbeddedBroker) for s in started):
-            # a fresh broker with a Redis that may hold an earlier demo's windows: keep them apart
-            settings = replace(settings, topic_prefix=f"demo{int(time.time())}-")
+        print(f"topic and key prefix: {settings.topic_prefix}")
         if settings.http_port == 0:
             settings = replace(settings, http_port=free_port())
         if settings.config_path is None:
@@ -95,14 +165,17 @@ def run_demo(settings: Settings, *, agents: int, rate: float, seed: int, duratio
 
         def monitor_up() -> bool:
             if not procs[1].alive():
-                raise RuntimeError(f"the monitor exited:\n{procs[1].log_tail()}")
+                raise CallpulseError(f"the monitor exited: {procs[1].log_tail(500).strip()} (log {procs[1].log_path})")
             try:
                 _get_json(f"{base}/healthz", None)
                 return True
             except (urllib.error.URLError, OSError, ValueError):
                 return False
 
-        wait_until(monitor_up, 30, "monitor")
+        try:
+            wait_until(monitor_up, 30, "monitor")
+        except TimeoutError as exc:
+            raise CallpulseError(f"{exc}: see {procs[1].log_path}") from exc
         sim_args = ["simulate", "--agents", str(agents), "--rate", str(rate), "--seed", str(seed)]
         procs.append(Proc("simulator", sim_args, env, workdir / "simulator.log").start())
         print()
@@ -136,4 +209,5 @@ def run_demo(settings: Settings, *, agents: int, rate: float, seed: int, duratio
         for server in reversed(started):
             with contextlib.suppress(Exception):
                 server.stop()
-        print("demo stopped; everything it started is down.", flush=True)
+        clean_up(settings, kafka=external["kafka"], redis=external["redis"])
+        print(f"demo stopped; everything it started is down. Its logs stay in {workdir}", flush=True)

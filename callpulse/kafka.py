@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.protocol.admin import DeleteGroupsRequest
 
 from callpulse.exceptions import CallpulseError
 from callpulse.settings import Settings
@@ -42,16 +44,106 @@ async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int
             raise CallpulseError(f"creating topic {name!r} on {bootstrap} failed: Kafka error {code} ({detail})")
 
 
-async def ensure_topics(settings: Settings, *, partitions: int = 4, timeout_s: float = 60.0) -> None:
-    """Create the contract topics (with the prefix) when missing; retry until the broker answers."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
+class _Quiet(logging.Filter):
+    """Drop a library's own connection errors while callpulse reports them once, with the fix, itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger, quiet = logging.getLogger(logger_name), _Quiet()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KafkaConnectionError):
+        return "no broker answers"
+    return str(exc) or type(exc).__name__
+
+
+async def ensure_topics(
+    settings: Settings, *, partitions: int = 4, timeout_s: float | None = 60.0, backoff_max_s: float = 30.0
+) -> None:
+    """Create the contract topics (with the prefix) when missing, waiting for the broker to answer (`with_backoff`)."""
     names = [settings.topic(t) for t in TOPICS]
+
+    async def create() -> None:
+        await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+
+    await with_backoff(settings, create, timeout_s=timeout_s, backoff_max_s=backoff_max_s)
+
+
+async def wait_for_broker(settings: Settings, *, timeout_s: float | None = None) -> None:
+    """Return once the broker answers (`with_backoff`): what producers and replay do before they start."""
+
+    async def connect() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
+        try:
+            await asyncio.wait_for(admin.start(), 10.0)
+        except TimeoutError as exc:
+            raise CallpulseError("no answer within 10 s") from exc
+        finally:
+            await admin.close()
+
+    await with_backoff(settings, connect, timeout_s=timeout_s)
+
+
+async def with_backoff(
+    settings: Settings,
+    action: Callable[[], Awaitable[None]],
+    *,
+    timeout_s: float | None = 60.0,
+    backoff_max_s: float = 30.0,
+) -> None:
+    """Run `action` until the broker lets it succeed.
+
+    While it does not, one line says so, naming the setting and the fix, and the next try waits twice as long
+    as the last (from 1 s up to `backoff_max_s`). `timeout_s` None waits for ever; else a CallpulseError
+    after that many seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    delay_s = 1.0
     while True:
         try:
-            await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+            with _quiet("aiokafka"):
+                await action()
             return
         except (KafkaError, OSError, CallpulseError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.warning("Kafka at %s not ready (%s); retrying", settings.kafka, exc)
-            await asyncio.sleep(1.0)
+            where = f"Kafka at {settings.kafka} (CALLPULSE_KAFKA, --kafka)"
+            fix = "start the broker, or point CALLPULSE_KAFKA at one that runs"
+            if deadline is not None and loop.time() + delay_s > deadline:
+                raise CallpulseError(f"{where} did not answer within {timeout_s:g} s ({_reason(exc)}): {fix}") from exc
+            log.warning("%s: %s; %s. Retrying in %g s", where, _reason(exc), fix, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, backoff_max_s)
+
+
+async def remove_deployment(settings: Settings, *, timeout_s: float = 15.0) -> list[str]:
+    """Delete a deployment's topics (its prefix's) and its consumer group; returns the topics deleted.
+
+    The demo calls this on exit when it ran under its own prefix on a broker it did not start.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        present = set(await admin.list_topics())
+        names = [settings.topic(t) for t in TOPICS if settings.topic(t) in present]
+        if names:
+            await asyncio.wait_for(admin.delete_topics(names), timeout_s)
+        group = f"{settings.topic_prefix}{settings.consumer_group}"
+        try:
+            # aiokafka's admin has no delete_consumer_groups: send DeleteGroups to the group's coordinator.
+            coordinator = await admin.find_coordinator(group)
+            await asyncio.wait_for(admin._send_request(DeleteGroupsRequest([group]), coordinator), timeout_s)
+        except KafkaError as exc:
+            log.info("could not delete consumer group %s: %s", group, exc)
+        return names
+    finally:
+        await admin.close()

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from callpulse.settings import Settings
+from callpulse.settings import WORKER_FLAGS, Settings
 
 
 def env_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -32,20 +32,11 @@ def env_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[s
 
 
 def worker_args(settings: Settings, *, web_port: int) -> list[str]:
-    """Arguments of `callpulse worker` carrying the tuning fields of settings."""
-    return [
-        "worker",
-        "--web-port",
-        str(web_port),
-        "--session-timeout",
-        str(settings.session_timeout_s),
-        "--batch-max",
-        str(settings.batch_max),
-        "--consumer-group",
-        settings.consumer_group,
-        "--sweep-interval",
-        str(settings.sweep_interval_s),
-    ]
+    """Arguments of `callpulse worker` carrying every tuning field of settings (the table in callpulse.settings)."""
+    args = ["worker", "--web-port", str(web_port)]
+    for flag in WORKER_FLAGS:
+        args += [flag.flag, str(getattr(settings, flag.field))]
+    return args
 
 
 class Proc:

@@ -1,16 +1,21 @@
 """The queue dashboard for the floor TV and the Prometheus rules of queue and campaign KPIs.
 
-Generated with the other dashboards by `callpulse grafana` (callpulse/provisioning.py) from the same settings and
-the catalogue's queue declarations: waiting calls, longest wait, service level against its target line, ASA,
-abandons, agents by state, and outbound abandonment per campaign against the 3 % line.
+Generated with the other dashboards by `callpulse grafana` (callpulse/provisioning.py, callpulse/grafana.py)
+from the same settings and the catalogue's queue declarations: waiting calls, longest wait, service level
+against its target line, ASA, abandons, agents by state, and outbound abandonment per campaign against the 3 %
+line.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from callpulse import catalogue
-from callpulse import provisioning as p
+from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.models import common
+
+from callpulse import catalogue, promql
+from callpulse import grafana as g
+from callpulse.promql import Matcher
 from callpulse.settings import LIVE_QUEUE_KPIS, Rule, Settings
 
 QUEUE_METRIC = "callpulse_queue_kpi"
@@ -28,25 +33,25 @@ def _look(kpi: str) -> tuple[str, str, int]:
     return decl.title, unit, decimals
 
 
-def _queue_expr(kpi: str, window: str, matchers: tuple[p.Matcher, ...] = ()) -> str:
+def _queue_expr(kpi: str, window: str, matchers: tuple[Matcher, ...] = ()) -> str:
     if kpi in LIVE_METRICS:
-        return p._selector(LIVE_METRICS[kpi], matchers) if matchers else LIVE_METRICS[kpi]
-    return p._selector(QUEUE_METRIC, (*matchers, ("kpi", "=", kpi), ("window", "=", window)))
+        return promql.selector(LIVE_METRICS[kpi], matchers) if matchers else LIVE_METRICS[kpi]
+    return promql.selector(QUEUE_METRIC, (*matchers, ("kpi", "=", kpi), ("window", "=", window)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Prometheus rules
 
 
-def _queue_variants(settings: Settings, kpi: str) -> list[tuple[Rule, tuple[p.Matcher, ...], str | None]]:
+def _queue_variants(settings: Settings, kpi: str) -> list[tuple[Rule, tuple[Matcher, ...], str | None]]:
     """(rule, matchers, queue) for the default rule (other queues) and each [queue.<name>.kpi] override."""
     overrides = sorted(q for q, rules in settings.queue_kpi_overrides.items() if kpi in rules)
-    out: list[tuple[Rule, tuple[p.Matcher, ...], str | None]] = []
+    out: list[tuple[Rule, tuple[Matcher, ...], str | None]] = []
     default = settings.queue_rules.get(kpi)
     if default is not None:
-        matchers: tuple[p.Matcher, ...] = ()
+        matchers: tuple[Matcher, ...] = ()
         if overrides:
-            matchers = (("queue", "!~", "|".join(p._re_escape(q) for q in overrides)),)
+            matchers = (("queue", "!~", "|".join(promql.re_escape(q) for q in overrides)),)
         out.append((default, matchers, None))
     for q in overrides:
         out.append((settings.queue_kpi_overrides[q][kpi], (("queue", "=", q),), q))
@@ -55,6 +60,8 @@ def _queue_variants(settings: Settings, kpi: str) -> list[tuple[Rule, tuple[p.Ma
 
 def _rule_alert(scope: str, kpi: str, expr_of: str, rule: Rule, severity: str, threshold: float, for_s: int,
                 who: str) -> dict[str, Any]:  # fmt: skip
+    from callpulse import provisioning as p  # the rules' shared wording; imported here, as it imports this module
+
     op = ">" if rule.direction == "above" else "<"
     title, unit, _ = _look(kpi)
     value = "{{ $value | humanizeDuration }}" if unit == "s" else "{{ $value | humanizePercentage }}"
@@ -64,7 +71,7 @@ def _rule_alert(scope: str, kpi: str, expr_of: str, rule: Rule, severity: str, t
     over = "now" if rule.window == "live" else f"over {rule.window}"
     return {
         "alert": p.alert_name(scope, kpi, rule.direction),
-        "expr": f"{expr_of} {op} {p._number(threshold)}",
+        "expr": f"{expr_of} {op} {promql.number(threshold)}",
         "for": "0s" if rule.window == "live" else (f"{for_s}s" if for_s % 60 else f"{for_s // 60}m"),
         "labels": {"severity": severity, "scope": scope},
         "annotations": {"summary": f"{who}: {title} {over} is {value}, {rule.direction} the {severity} "
@@ -87,7 +94,7 @@ def rule_groups(settings: Settings, *, for_s: int = 60) -> list[dict[str, Any]]:
                     )
     campaign_rules: list[dict[str, Any]] = []
     for kpi, rule in sorted(settings.campaign_rules.items()):
-        expr = p._selector(CAMPAIGN_METRIC, (("kpi", "=", kpi), ("window", "=", rule.window)))
+        expr = promql.selector(CAMPAIGN_METRIC, (("kpi", "=", kpi), ("window", "=", rule.window)))
         for severity in ("critical", "warning"):
             threshold = getattr(rule, f"{severity}_{rule.direction}")
             if threshold is not None:
@@ -103,81 +110,81 @@ def rule_groups(settings: Settings, *, for_s: int = 60) -> list[dict[str, Any]]:
 # Grafana
 
 
-def _per_queue_stat(settings: Settings, kpi: str) -> dict[str, Any]:
+def _per_queue_stat(settings: Settings, kpi: str) -> stat.Panel:
     title, unit, decimals = _look(kpi)
     rule = settings.queue_rules.get(kpi)
     window = settings.window_names[0] if rule is None or rule.window == "live" else rule.window
     expr = _queue_expr(kpi, window, (("queue", "=~", "$queue"),))
-    defaults = p._field_defaults(None, unit=unit, decimals=decimals, steps=p.grafana_steps(rule))
     suffix = "now" if kpi in LIVE_QUEUE_KPIS else window
-    return p._stat(f"{title} · {suffix}", [p._target(expr, "A", legend="{{queue}}")], defaults)
+    panel = g._look(g._stat(f"{title} · {suffix}"), None, unit=unit, decimals=decimals, steps=g.grafana_steps(rule))
+    return panel.with_target(g._target(expr, "A", legend="{{queue}}"))
 
 
-def _sl_over_time(settings: Settings) -> dict[str, Any]:
+def _sl_over_time(settings: Settings) -> timeseries.Panel:
     rule = settings.queue_rules.get("service_level")
     window = rule.window if rule is not None else settings.window_names[0]
     title, unit, decimals = _look("service_level")
     expr = _queue_expr("service_level", window, (("queue", "=~", "$queue"),))
-    defaults = p._field_defaults(None, unit=unit, decimals=decimals, steps=p.grafana_steps(rule))
-    return p._timeseries(f"{title} against its target · {window}",
-                         [p._target(expr, "A", legend="{{queue}}", instant=False)], defaults)  # fmt: skip
+    panel = g._timeseries(f"{title} against its target · {window}", threshold_lines=True)
+    panel = g._look(panel, None, unit=unit, decimals=decimals, steps=g.grafana_steps(rule))
+    return panel.with_target(g._target(expr, "A", legend="{{queue}}", instant=False))
 
 
-def _waits_over_time(settings: Settings) -> dict[str, Any]:
+def _waits_over_time(settings: Settings) -> timeseries.Panel:
     rule = settings.queue_rules.get("longest_wait_seconds")
-    defaults = p._field_defaults(None, unit="s", decimals=0, steps=p.grafana_steps(rule))
-    targets = [
-        p._target(_queue_expr("longest_wait_seconds", "", (("queue", "=~", "$queue"),)), "A",
-                  legend="longest wait {{queue}}", instant=False),
-    ]  # fmt: skip
-    return p._timeseries("Longest wait", targets, defaults)
+    expr = _queue_expr("longest_wait_seconds", "", (("queue", "=~", "$queue"),))
+    panel = g._look(g._timeseries("Longest wait", threshold_lines=True), None, unit="s", decimals=0,
+                    steps=g.grafana_steps(rule))  # fmt: skip
+    return panel.with_target(g._target(expr, "A", legend="longest wait {{queue}}", instant=False))
 
 
-def _abandons_over_time(settings: Settings) -> dict[str, Any]:
+def _abandons_over_time(settings: Settings) -> timeseries.Panel:
     window = settings.window_names[0]
-    defaults = p._field_defaults(None, unit="none", decimals=0, steps=[{"color": "blue", "value": None}])
-    targets = [
-        p._target(
-            f'sum by (kpi) ({QUEUE_METRIC}{{queue=~"$queue",kpi=~"answered|abandoned|short_abandoned",'
-            f'window="{window}"}})',
-            "A",
-            legend="{{kpi}}",
-            instant=False,
-        ),
-        p._target('sum(callpulse_queue_waiting{queue=~"$queue"})', "B", legend="waiting", instant=False),
-    ]
-    return p._timeseries(f"Answered, abandoned and waiting · {window}", targets, defaults, threshold_lines=False)
+    panel = g._timeseries(f"Answered, abandoned and waiting · {window}", threshold_lines=False)
+    panel = g._look(panel, None, unit="none", decimals=0, steps=[{"color": "blue", "value": None}])
+    counts = (
+        f'sum by (kpi) ({QUEUE_METRIC}{{queue=~"$queue",kpi=~"answered|abandoned|short_abandoned",window="{window}"}})'
+    )
+    panel = panel.with_target(g._target(counts, "A", legend="{{kpi}}", instant=False))
+    return panel.with_target(g._target('sum(callpulse_queue_waiting{queue=~"$queue"})', "B", legend="waiting",
+                                       instant=False))  # fmt: skip
 
 
-def agents_by_state(matchers: tuple[p.Matcher, ...] = ()) -> dict[str, Any]:
+def agents_by_state(matchers: tuple[Matcher, ...] = ()) -> stat.Panel:
     """A stat panel of agents in each state (all teams, or those the matchers pick)."""
-    expr = f"sum by (state) ({p._selector('callpulse_agents_in_state', matchers)})"
-    defaults = p._field_defaults(None, unit="none", decimals=0, steps=[{"color": "blue", "value": None}])
-    return p._stat("Agents by state", [p._target(expr, "A", legend="{{state}}")], defaults, text_mode="value_and_name")
+    expr = f"sum by (state) ({promql.selector('callpulse_agents_in_state', matchers)})"
+    panel = g._stat("Agents by state", text_mode=common.BigValueTextMode.VALUE_AND_NAME)
+    panel = g._look(panel, None, unit="none", decimals=0, steps=[{"color": "blue", "value": None}])
+    return panel.with_target(g._target(expr, "A", legend="{{state}}"))
 
 
-def _campaigns(settings: Settings) -> dict[str, Any]:
+def _campaigns(settings: Settings) -> stat.Panel:
     rule = settings.campaign_rules.get("outbound_abandon_rate")
     window = rule.window if rule is not None else "30d"
-    expr = p._selector(CAMPAIGN_METRIC, (("kpi", "=", "outbound_abandon_rate"), ("window", "=", window)))
-    defaults = p._field_defaults(None, unit="percentunit", decimals=2, steps=p.grafana_steps(rule))
-    return p._stat(f"Outbound abandonment per campaign · {window}", [p._target(expr, "A", legend="{{campaign}}")],
-                   defaults)  # fmt: skip
+    expr = promql.selector(CAMPAIGN_METRIC, (("kpi", "=", "outbound_abandon_rate"), ("window", "=", window)))
+    panel = g._stat(f"Outbound abandonment per campaign · {window}")
+    panel = g._look(panel, None, unit="percentunit", decimals=2, steps=g.grafana_steps(rule))
+    return panel.with_target(g._target(expr, "A", legend="{{campaign}}"))
 
 
 def dashboard(settings: Settings) -> dict[str, Any]:
     """The queue dashboard for the floor TV."""
-    top = [_per_queue_stat(settings, k) for k in ("waiting", "longest_wait_seconds", "service_level",
-                                                   "asa_seconds", "abandon_rate")]  # fmt: skip
+    top: list[stat.Panel] = [_per_queue_stat(settings, k) for k in ("waiting", "longest_wait_seconds",
+                             "service_level", "asa_seconds", "abandon_rate")]  # fmt: skip
     top.append(agents_by_state())
-    y = p._place(top, width=4, height=7, y=0)
-    charts = [_sl_over_time(settings), _waits_over_time(settings), _abandons_over_time(settings), _campaigns(settings)]
-    p._place(charts, width=12, height=8, y=y)
+    y = g._place(top, width=4, height=7, y=0)
+    charts: list[g.Panel] = [
+        _sl_over_time(settings),
+        _waits_over_time(settings),
+        _abandons_over_time(settings),
+        _campaigns(settings),
+    ]
+    g._place(charts, width=12, height=8, y=y)
     variables = [
-        p._query_variable("queue", "Queue", "label_values(callpulse_queue_waiting, queue)", include_all=True,
+        g._query_variable("queue", "Queue", "label_values(callpulse_queue_waiting, queue)", include_all=True,
                           multi=True),
     ]  # fmt: skip
-    return p._dashboard(
+    return g._dashboard(
         "queues.json",
         "Queues",
         [*top, *charts],

@@ -53,6 +53,10 @@ def asyncapi() -> dict[str, Any]:
     }
     feed = {
         "snapshot": ("SnapshotMessage", "the floor in one window: on connect, then at most once a second"),
+        "delta": (
+            "DeltaMessage",
+            "with `?delta=true` on the full floor: the agents that changed since the last message",
+        ),
         "alert": ("Alert", "an alert transition (firing or resolved), sent at once"),
         "ack": ("AckMessage", "an alert was acknowledged, by any client"),
         "snooze": ("SnoozeMessage", "a KPI was snoozed for an agent or a team, by any client"),
@@ -129,7 +133,8 @@ def asyncapi() -> dict[str, Any]:
     channels["feed"] = {
         "address": "/ws",
         "description": "The monitor's websocket: `?window=` (default the shortest), `?team=` (only that team's "
-        "agents), `?token=` (or an Authorization header). With CALLPULSE_SUPERVISOR_TOKEN set, ack and snooze "
+        "agents), `?agents=false` (no agent rows), `?delta=true` (full floor: deltas after the first snapshot, "
+        "docs/reads.md), `?token=` (or an Authorization header). With CALLPULSE_SUPERVISOR_TOKEN set, ack and snooze "
         "need that token; a read-only client gets an error message and nothing changes.",
         "servers": [{"$ref": "#/servers/monitor"}],
         "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in feed},
@@ -137,7 +142,7 @@ def asyncapi() -> dict[str, Any]:
     for name, channel, msgs in (
         ("send_alerts", "alerts", ["alert"]),
         ("send_deadletters", "deadletter", ["deadLetter"]),
-        ("send_feed", "feed", ["snapshot", "alert", "ack", "snooze", "error"]),
+        ("send_feed", "feed", ["snapshot", "delta", "alert", "ack", "snooze", "error"]),
         ("receive_feed_requests", "feed", ["ackRequest", "snoozeRequest"]),
     ):
         operations[name] = {

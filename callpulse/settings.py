@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from callpulse import catalogue, scorecard
 from callpulse.exceptions import SettingsError
@@ -43,6 +43,29 @@ ENV_DEFAULTS: dict[str, str] = {
     "CALLPULSE_SUPERVISOR_TOKEN": "",
     "CALLPULSE_TOPIC_PREFIX": "",
 }
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A worker tuning setting on the command line: the Settings field, its flag, how to parse it, what it does."""
+
+    field: str
+    flag: str
+    parse: type
+    help: str
+
+
+# The worker's tuning flags: `callpulse worker` takes them and child workers are started with them, from here.
+WORKER_FLAGS: tuple[Flag, ...] = (
+    Flag("session_timeout_s", "--session-timeout", float, "consumer group session timeout, s"),
+    Flag("batch_max", "--batch-max", int, "records per fetch and batch, one Redis write each"),
+    Flag("fetch_max_wait_ms", "--fetch-max-wait-ms", int, "broker fetch wait, ms"),
+    Flag("consumer_group", "--consumer-group", str, "consumer group id"),
+    Flag("sweep_interval_s", "--sweep-interval", float, "alert sweep period, s"),
+)
+NOTIFY_FORMATS: tuple[str, ...] = ("json", "slack", "teams")
+SEVERITIES: tuple[str, ...] = ("warning", "critical")  # lowest first
+WEBHOOK_FIELDS: tuple[str, ...] = ("url", "format", "min_severity", "teams")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -100,6 +123,38 @@ class Rule:
     def direction(self) -> str:
         """'above' when high values are bad, 'below' when low values are bad."""
         return "above" if self.warning_above is not None or self.critical_above is not None else "below"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One `[[notify.webhook]]`: where alert transitions are POSTed, in which shape, and which ones.
+
+    The URL of an incoming webhook is a secret (its path is the credential), so it is left out of the repr;
+    logs and metrics name `host` only.
+    """
+
+    url: str = field(repr=False)
+    format: str = "json"
+    min_severity: str = "warning"
+    teams: tuple[str, ...] | None = None  # None: every alert; else only these teams' and their agents' alerts
+
+    @property
+    def host(self) -> str:
+        """host[:port] of the URL, without credentials or path: safe to log and to use as a metric label."""
+        return redacted_url(self.url)
+
+
+def redacted_url(url: str) -> str:
+    """host[:port] of a URL, the only part of a webhook URL that may appear in logs, metrics and errors."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port is not None else host
 
 
 def default_rule(kpi: catalogue.Kpi) -> Rule | None:
@@ -168,7 +223,6 @@ class Settings:
     campaign_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_CAMPAIGN_RULES))
     # Worker tuning: not part of the contract, but kept here so tests and benchmarks can set them.
     batch_max: int = 2000
-    batch_within_s: float = 0.02
     session_timeout_s: float = 8.0
     fetch_max_wait_ms: int = 20
     consumer_group: str = "callpulse"
@@ -179,6 +233,13 @@ class Settings:
     ws_ping_interval_s: float | None = 20.0
     ws_ping_timeout_s: float | None = 20.0
     max_future_s: int = 300
+    # Notifications: the webhooks come from the TOML's [[notify.webhook]]; delivery tuning from [notify].
+    webhooks: tuple[Webhook, ...] = ()
+    notify_timeout_s: float = 5.0
+    notify_max_attempts: int = 6
+    notify_backoff_s: float = 0.5
+    notify_backoff_max_s: float = 30.0
+    notify_queue_size: int = 1000
 
     @property
     def window_names(self) -> tuple[str, ...]:
@@ -298,7 +359,9 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML ({exc}); fix the syntax") from exc
-    allowed_top = {"windows", "kpi", "team", "alerts", "scorecard", "queues", "queue", "queue_kpi", "campaign_kpi"}
+    allowed_top = {
+        "windows", "kpi", "team", "alerts", "scorecard", "notify", "queues", "queue", "queue_kpi", "campaign_kpi"
+    }  # fmt: skip
     for key in data:
         if key not in allowed_top:
             raise SettingsError(f"{source}: unknown section [{key}], must be one of {sorted(allowed_top)}")
@@ -354,7 +417,66 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
     if "scorecard" in data:
         out["scorecard"] = scorecard.parse(data["scorecard"], names)
     out.update(_load_queue_sections(data, names, source))
+    if "notify" in data:
+        out.update(_parse_notify(data["notify"]))
     return out
+
+
+def _parse_notify(raw: Any) -> dict[str, Any]:
+    """[notify] with its [[notify.webhook]] list into Settings fields; errors name the setting, never the URL path."""
+    if not isinstance(raw, dict):
+        raise SettingsError("notify must be a table holding [[notify.webhook]] entries")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "webhook":
+            if not isinstance(value, list):
+                raise SettingsError("notify.webhook must be an array of tables: write [[notify.webhook]]")
+            out["webhooks"] = tuple(_parse_webhook(i, hook) for i, hook in enumerate(value))
+        elif key == "timeout":
+            out["notify_timeout_s"] = float(parse_duration(value, name="notify.timeout"))
+        elif key == "max_attempts":
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+                raise SettingsError(f"notify.max_attempts is {value!r}, must be an integer from 1 to 100")
+            out["notify_max_attempts"] = value
+        elif key == "max_backoff":
+            out["notify_backoff_max_s"] = float(parse_duration(value, name="notify.max_backoff"))
+        else:
+            raise SettingsError(
+                f"notify.{key}: unknown key, must be one of webhook, timeout, max_attempts, max_backoff"
+            )
+    return out
+
+
+def _parse_webhook(index: int, raw: Any) -> Webhook:
+    where = f"notify.webhook[{index}]"
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{where} must be a table with {', '.join(WEBHOOK_FIELDS)}")
+    for key in raw:
+        if key not in WEBHOOK_FIELDS:
+            raise SettingsError(f"{where}.{key}: unknown key, must be one of {', '.join(WEBHOOK_FIELDS)}")
+    url = raw.get("url")
+    if not isinstance(url, str) or not url:
+        raise SettingsError(f"{where}.url is missing: give the receiver's http:// or https:// URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        shown = f"{parts.scheme}://{redacted_url(url)}/…" if parts.scheme else "(no scheme)"
+        raise SettingsError(f"{where}.url is {shown}, must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError as exc:
+        raise SettingsError(f"{where}.url has a bad port ({exc}), must be 1-65535") from exc
+    fmt = raw.get("format", "json")
+    if fmt not in NOTIFY_FORMATS:
+        raise SettingsError(f"{where}.format is {fmt!r}, must be one of {', '.join(NOTIFY_FORMATS)}")
+    severity = raw.get("min_severity", "warning")
+    if severity not in SEVERITIES:
+        raise SettingsError(f"{where}.min_severity is {severity!r}, must be one of {', '.join(SEVERITIES)}")
+    teams = raw.get("teams")
+    if teams is not None and (
+        not isinstance(teams, list) or not teams or not all(isinstance(t, str) and t for t in teams)
+    ):
+        raise SettingsError(f'{where}.teams is {teams!r}, must be a non-empty list of team names such as ["north"]')
+    return Webhook(url=url, format=fmt, min_severity=severity, teams=tuple(teams) if teams is not None else None)
 
 
 def _queue_settings(raw: Mapping[str, Any], where: str, base: QueueSettings) -> QueueSettings:

@@ -115,9 +115,9 @@ QA_MAX_SCORE = 100
 QA_MEAN, QA_SD = 82.0, 9.0
 QA_COMPLIANT_P = 0.94
 QA_UNCHECKED_P = 0.15  # reviews that say nothing about process compliance
-QA_DELAY_S = (10 * 60.0, 2 * 3600.0)
+QA_DELAY_S = (60.0, 20 * 60.0)  # reviewers score recent calls, so QA shows early in a demo
 COMPLAINT_P = 0.012  # of connected calls
-COMPLAINT_DELAY_S = (5 * 60.0, 4 * 3600.0)
+COMPLAINT_DELAY_S = (60.0, 30 * 60.0)
 # Every tenth event carries an RFC 3339 ts instead of epoch seconds, with one of these offsets.
 RFC3339_EVERY = 10
 OFFSETS = tuple(timezone(timedelta(minutes=m)) for m in (0, 120, -300, 330))

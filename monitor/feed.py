@@ -24,11 +24,22 @@ class Client:
     """One websocket client: what it watches and what is waiting to be sent to it."""
 
     def __init__(
-        self, ws: ServerConnection, *, window: str, team: str | None, max_alerts: int, send_timeout_s: float
+        self,
+        ws: ServerConnection,
+        *,
+        window: str,
+        team: str | None,
+        max_alerts: int,
+        send_timeout_s: float,
+        agents: bool = True,
     ) -> None:
         self.ws = ws
         self.window = window
         self.team = team
+        self.agents = agents
+        self.delta = False  # full floor, `delta=true`: deltas after the first snapshot (monitor/delta.py)
+        self.sent_version: int | None = None  # the floor view version of the last snapshot/delta sent
+        self._snapshot_version: int | None = None
         self.max_alerts = max_alerts
         self.send_timeout_s = send_timeout_s
         self._snapshot: str | None = None
@@ -48,9 +59,13 @@ class Client:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         self.task = asyncio.create_task(self._run(), name=f"ws-sender-{id(self)}")
 
-    def push_snapshot(self, text: str) -> None:
-        """Queue a snapshot, replacing one not yet sent."""
+    def push_snapshot(self, text: str, version: int | None = None) -> None:
+        """Queue a snapshot or delta (bringing the client to `version`), replacing one not yet sent.
+
+        A delta replacing an unsent one must have been built from `sent_version`, so it covers both.
+        """
         self._snapshot = text
+        self._snapshot_version = version
         self._wake.set()
 
     def push_event(self, text: str) -> None:
@@ -95,6 +110,8 @@ class Client:
                         text = self._alerts.popleft()
                     else:
                         text, self._snapshot = self._snapshot, None  # type: ignore[assignment]
+                        if self._snapshot_version is not None:
+                            self.sent_version = self._snapshot_version
                     try:
                         await asyncio.wait_for(self.ws.send(text), self.send_timeout_s)
                     except TimeoutError:

@@ -1,7 +1,12 @@
 """Prometheus exposition: KPI gauges, alerts and event counters read from Redis at scrape time.
 
-The collector keeps nothing between scrapes: `scrape()` reads the store, then renders the
-registry it is registered in (injected, never the global default).
+Two collectors, each rendering the registry it is registered in (injected, never the global default):
+- `KpiCollector` for `/metrics`: team, floor, queue and pipeline series. Team and floor values come from
+  the store's pre-aggregated chunks, so its cost and size follow the number of teams, not of agents.
+- `AgentCollector` for `/metrics/agents`: the per-agent series (`callpulse_agent_kpi`,
+  `callpulse_agent_score`), one per agent, KPI and window; scrape it less often (every 30 s in our
+  prometheus.yml) — at 10,000 agents it is ~150k series.
+Neither keeps anything between scrapes: `scrape()` reads the store, then renders.
 """
 
 from __future__ import annotations
@@ -26,33 +31,72 @@ TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
 
 
-def _score_families(rows: list[Any], settings: Settings) -> Iterator[Metric]:
-    """callpulse_agent_score, callpulse_team_score and callpulse_floor_score over the scorecard's window."""
+def _score_families(rows: list[Any], settings: Settings, *, agents: bool) -> Iterator[Metric]:
+    """callpulse_agent_score (agents=True), or callpulse_team_score and callpulse_floor_score."""
     card, window_s = settings.scorecard, settings.score_window_s
     if card is None or window_s is None:
         return
     name = window_name(window_s)
-    agent = GaugeMetricFamily(
-        "callpulse_agent_score",
-        "Scorecard points of an agent (of the scorecard's total)",
-        labels=["agent", "team", "window"],
-    )
+    scores = snapshot_scores(rows, settings)
+    if agents:
+        agent = GaugeMetricFamily(
+            "callpulse_agent_score",
+            "Scorecard points of an agent (of the scorecard's total)",
+            labels=["agent", "team", "window"],
+        )
+        for row in rows:
+            if row.agent_id in scores.agents:
+                agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
+        yield agent
+        return
     team = GaugeMetricFamily("callpulse_team_score", "Mean score of a team's agents with an event in the window",
                              labels=["team", "window"])  # fmt: skip
     floor = GaugeMetricFamily("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
                               labels=["window"])  # fmt: skip
-    scores = snapshot_scores(rows, settings)
-    for row in rows:
-        if row.agent_id in scores.agents:
-            agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
     for team_name, value in sorted(scores.teams.items()):
         if value is not None:
             team.add_metric([team_name, name], value)
     if scores.floor is not None:
         floor.add_metric([name], scores.floor)
-    yield agent
     yield team
     yield floor
+
+
+class AgentCollector:
+    """Yields the per-agent families (`/metrics/agents`) from data fetched by the current scrape."""
+
+    def __init__(self, settings: Settings, store: WindowStore, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self._rows: list[Any] | None = None
+        registry.register(self)
+
+    async def scrape(self) -> bytes:
+        """Read every agent on the floor now and render the exposition text."""
+        now_ms = int(time.time() * 1000)
+        self._rows = await self.store.read_windows(now_ms, list(self.settings.windows_s))
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._rows = None
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client hook: yield the families for the data of this scrape."""
+        rows = self._rows
+        if rows is None:
+            return
+        agent = GaugeMetricFamily(
+            "callpulse_agent_kpi", "KPI per agent and rolling window", labels=["agent", "team", "kpi", "window"]
+        )
+        names = {ws: window_name(ws) for ws in self.settings.windows_s}
+        for row in rows:
+            for ws, name in names.items():
+                for kpi, value in w.kpis_from_sums(row.sums[ws]).items():
+                    if value is not None:
+                        agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
+        yield agent
+        yield from _score_families(rows, self.settings, agents=True)
 
 
 class KpiCollector:
@@ -71,10 +115,16 @@ class KpiCollector:
         """Read Redis now and render the exposition text."""
         now_ms = int(time.time() * 1000)
         windows_s = list(self.settings.windows_s)
-        rows = await self.store.read_windows(now_ms, windows_s)
+        roster_s = self.settings.longest_window_s
+        teams = await self.store.read_teams(now_ms, windows_s, roster_s)
+        floor_agents, floor_sums = await self.store.read_floor(now_ms, windows_s, roster_s)
+        score_rows: list[Any] = []
+        if self.settings.scorecard is not None and self.settings.score_window_s is not None:
+            score_rows = await self.store.read_windows(now_ms, [self.settings.score_window_s])
         stats = await self.store.read_stats()
         raw_alerts = await self.store.client.hvals(f"{self.store.ns}alerts")
         settings = self.settings
+        presence = await self.queues.team_states(await self.store.active_agents(now_ms, roster_s))
         queue_rows = await self.queues.queues(
             now_ms,
             windows_s,
@@ -84,10 +134,14 @@ class KpiCollector:
         )
         named, floor_campaign = await self.queues.campaigns(now_ms, windows_s)
         self._data = {
-            "rows": rows,
+            "teams": teams,
+            "floor_agents": floor_agents,
+            "floor": floor_sums,
             "stats": stats,
             "alerts": raw_alerts,
             "windows": windows_s,
+            "score_rows": score_rows,
+            "presence": presence,
             "queues": queue_rows,
             "campaigns": named,
             "floor_campaign": floor_campaign,
@@ -98,49 +152,33 @@ class KpiCollector:
         finally:
             self._data = None
 
-    def _scores(self, rows: list[Any]) -> Iterator[Metric]:
-        yield from _score_families(rows, self.settings)
-
     def collect(self) -> Iterator[Metric]:
         """prometheus_client hook: yield the families for the data of this scrape."""
         data = self._data
         if data is None:
             return
-        agent = GaugeMetricFamily(
-            "callpulse_agent_kpi", "KPI per agent and rolling window", labels=["agent", "team", "kpi", "window"]
-        )
         team = GaugeMetricFamily(
             "callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"]
         )
         floor = GaugeMetricFamily(
             "callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"]
         )
-        teams: dict[str, dict[int, list[w.Sums]]] = {}
-        for row in data["rows"]:
+        for t in data["teams"]:
             for ws in data["windows"]:
-                name = window_name(ws)
-                for kpi, value in w.kpis_from_sums(row.sums[ws]).items():
+                for kpi, value in w.kpis_from_sums(t.sums[ws]).items():
                     if value is not None:
-                        agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
-                if row.team:
-                    teams.setdefault(row.team, {}).setdefault(ws, []).append(row.sums[ws])
-        for name_team, by_window in sorted(teams.items()):
-            for ws, sums in by_window.items():
-                for kpi, value in w.kpis_from_sums(w.total(sums)).items():
-                    if value is not None:
-                        team.add_metric([name_team, kpi, window_name(ws)], value)
+                        team.add_metric([t.team, kpi, window_name(ws)], value)
         for ws in data["windows"]:
-            for kpi, value in w.kpis_from_sums(w.total(r.sums[ws] for r in data["rows"])).items():
+            for kpi, value in w.kpis_from_sums(data["floor"][ws]).items():
                 if value is not None:
                     floor.add_metric([kpi, window_name(ws)], value)
         for name, sums in data["floor_campaign"].sums.items():  # the regulators' 24h and 30d
             value = campaigns.abandon_rate(sums)
             if value is not None:
                 floor.add_metric(["outbound_abandon_rate", name], value)
-        yield agent
         yield team
         yield floor
-        yield from self._scores(data["rows"])
+        yield from _score_families(data["score_rows"], self.settings, agents=False)
         yield from self._queue_families(data)
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
@@ -182,7 +220,7 @@ class KpiCollector:
         clients.add_metric([], self.clients())
         yield clients
         agents = GaugeMetricFamily("callpulse_floor_agents", "Agents with an event in the longest window")
-        agents.add_metric([], len(data["rows"]))
+        agents.add_metric([], data["floor_agents"])
         yield agents
 
     def _queue_families(self, data: dict[str, Any]) -> Iterator[Metric]:
@@ -212,8 +250,8 @@ class KpiCollector:
             "callpulse_agents_in_state", "Agents in each state now, by team", labels=["team", "state"]
         )
         by_team: dict[str, list[str | None]] = {}
-        for row in data["rows"]:
-            by_team.setdefault(row.team or "", []).append(row.state)
+        for team_name, state in data["presence"].values():
+            by_team.setdefault(team_name or "", []).append(state)
         for team_name, members in sorted(by_team.items()):
             for state, n in states.counts_by_state(members).items():
                 in_state.add_metric([team_name, state], n)

@@ -179,6 +179,24 @@ def feed_schemas() -> dict[str, Any]:
                 {"type": "object", "required": ["type"], "properties": {"type": {"const": "snapshot"}}},
             ]
         },
+        "DeltaMessage": {
+            "type": "object",
+            "description": "server to a full-floor client that asked for `delta=true`: the agents that changed since "
+            "version `since` (whole rows) and those that left; every other field as in the snapshot (docs/reads.md)",
+            "required": ["type", "since", "version", "changed", "removed", "as_of", "window", "teams", "floor"],
+            "properties": {
+                "type": {"const": "delta"},
+                "since": {"type": "integer"},
+                "version": {"type": "integer"},
+                "changed": {"type": "array", "items": _ref("Agent")},
+                "removed": {"type": "array", "items": {"type": "string"}},
+                "as_of": {"type": "string", "format": "date-time"},
+                "window": {"type": "string"},
+                "teams": {"type": "array", "items": _ref("Team")},
+                "floor": _ref("Floor"),
+                "alerts": {"type": "array", "items": _ref("Alert")},
+            },
+        },
         "AckRequest": {
             "type": "object",
             "description": "client to server: acknowledge an alert (refused for a read-only viewer)",
@@ -255,6 +273,12 @@ def document(settings: Settings) -> dict[str, Any]:
                         "schema": {"type": "string"},
                         "description": "only this team's agents (teams, floor and alerts stay)",
                     },
+                    {
+                        "name": "agents",
+                        "in": "query",
+                        "schema": {"enum": ["true", "false"], "default": "true"},
+                        "description": "false: no agent rows (the floor, teams, queues and alerts only)",
+                    },
                 ],
                 "security": SECURITY,
                 "responses": {
@@ -322,6 +346,18 @@ def document(settings: Settings) -> dict[str, Any]:
                 "parameters": [
                     {"name": "window", "in": "query", "schema": {"enum": windows, "default": windows[0]}},
                     {"name": "team", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "agents",
+                        "in": "query",
+                        "schema": {"enum": ["true", "false"], "default": "true"},
+                        "description": "false: no agent rows (the floor, teams, queues and alerts only)",
+                    },
+                    {
+                        "name": "delta",
+                        "in": "query",
+                        "schema": {"enum": ["true", "false"], "default": "false"},
+                        "description": "full floor only: deltas (DeltaMessage) after the first snapshot",
+                    },
                 ],
                 "security": SECURITY,
                 "responses": {
@@ -335,7 +371,19 @@ def document(settings: Settings) -> dict[str, Any]:
         "/metrics": {
             "get": {
                 "operationId": "getMetrics",
-                "summary": "Prometheus exposition: callpulse_agent_kpi, callpulse_team_kpi, callpulse_floor_kpi, ...",
+                "summary": "Prometheus exposition: team, floor, alert and event series (per agent: /metrics/agents)",
+                "security": SECURITY,
+                "responses": {
+                    "200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {}}},
+                    "401": unauthorized,
+                    "503": {"description": "Redis unavailable", "content": {"text/plain": {}}},
+                },
+            }
+        },
+        "/metrics/agents": {
+            "get": {
+                "operationId": "getAgentMetrics",
+                "summary": "Prometheus exposition of the per-agent series: callpulse_agent_kpi, callpulse_agent_score",
                 "security": SECURITY,
                 "responses": {
                     "200": {"description": "Prometheus text format 0.0.4", "content": {"text/plain": {}}},

@@ -27,13 +27,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
+from callpulse.binding import bind_problem
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
 from monitor import audit, openapi, snapshot
 from monitor.auth import REFUSAL, Role, may_act, role_of
+from monitor.delta import FloorView
 from monitor.feed import Client
 from monitor.methods import ALLOWED_METHODS, MethodGuardConnection
-from monitor.metrics import KpiCollector
+from monitor.metrics import AgentCollector, KpiCollector
 from streams.alerts import Alert, iso
 from streams.queuestore import CampaignRow, QueueRow, QueueStore
 from streams.store import WindowStore, namespace
@@ -62,6 +64,12 @@ def _json(status: int, data: Any) -> Response:
     return _response(status, orjson.dumps(data), "application/json")
 
 
+def _agents_flag(query: Mapping[str, list[str]]) -> bool | None:
+    """The `agents=` query parameter: True (the default) or False; None when it is neither."""
+    raw = (query.get("agents") or ["true"])[0].lower()
+    return {"true": True, "1": True, "false": False, "0": False}.get(raw)
+
+
 def _error_event(text: str) -> str:
     """A websocket error message; `message` repeats `error` for clients of the first edition."""
     return orjson.dumps({"type": "error", "error": text, "message": text}).decode()
@@ -81,8 +89,10 @@ class Monitor:
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)
         self.collector.clients = lambda: len(self.clients)
+        self.agent_collector = AgentCollector(settings, self.store, CollectorRegistry())
         self.clients: set[Client] = set()
         self._dirty = asyncio.Event()
+        self._floor_views: dict[str, FloorView] = {}  # window -> the full-floor view deltas are made against
         self._tasks: list[asyncio.Task[Any]] = []
         self.server: Server | None = None
         self.redis_ok = True
@@ -121,11 +131,12 @@ class Monitor:
             rebuilding = ok and await self._rebuilding()
             body = {"ok": ok and not rebuilding, "redis": ok, "rebuilding": rebuilding, "clients": len(self.clients)}
             return _json(200 if body["ok"] else 503, body)
-        if path == "/metrics":
+        if path in ("/metrics", "/metrics/agents"):
             if not self._authorized(request):
                 return _json(401, {"error": "missing or wrong token: scrape with 'Authorization: Bearer <token>'"})
+            collector = self.collector if path == "/metrics" else self.agent_collector
             try:
-                body = await self.collector.scrape()
+                body = await collector.scrape()
             except redis.exceptions.RedisError as exc:
                 return _response(503, f"redis unavailable: {exc}\n".encode(), "text/plain; charset=utf-8")
             return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
@@ -149,8 +160,11 @@ class Monitor:
             if window not in self.settings.window_names:
                 allowed = ", ".join(self.settings.window_names)
                 return _json(400, {"error": f"window is {window!r}, must be one of {allowed}"})
+            agents = _agents_flag(query)
+            if agents is None:
+                return _json(400, {"error": f"agents is {query['agents'][0]!r}, must be true or false"})
             try:
-                snap = await self.snapshot(window, team)
+                snap = await self.snapshot(window, team, agents=agents)
             except redis.exceptions.RedisError as exc:
                 return _json(503, {"error": f"Redis unavailable ({exc}); the worker keeps events until it is back"})
             return _json(200, snap)
@@ -163,8 +177,12 @@ class Monitor:
                 return _json(
                     400, {"error": f"window is {window!r}, must be one of {', '.join(self.settings.window_names)}"}
                 )
+            if _agents_flag(query) is None:
+                return _json(400, {"error": f"agents is {query['agents'][0]!r}, must be true or false"})
             return None
-        return _json(404, {"error": f"no such path {path!r}; try /, /api/snapshot, /ws, /metrics or /healthz"})
+        return _json(
+            404, {"error": f"no such path {path!r}; try /, /api/snapshot, /ws, /metrics, /metrics/agents or /healthz"}
+        )
 
     async def _audit(self, role: Role, query: Mapping[str, list[str]]) -> Response:
         if not may_act(role):
@@ -236,19 +254,37 @@ class Monitor:
             return False
         return until is not None and until > now_ms
 
-    async def snapshot(self, window: str, team: str | None = None) -> dict[str, Any]:
-        """The contract's snapshot for a window, read fresh from Redis."""
+    async def snapshot(self, window: str, team: str | None = None, *, agents: bool = True) -> dict[str, Any]:
+        """The contract's snapshot for a window, read fresh from Redis; `team`/`agents=False` narrow its scope.
+
+        Team and floor totals come from the store's pre-aggregated chunks, so a scoped snapshot reads the
+        team's agents at most, whatever the floor's size (with a scorecard, team and floor scores still need
+        every agent's score).
+        """
         now_ms = int(time.time() * 1000)
         window_s = self.settings.window_s(window)
+        windows_s = self.settings.windows_for(window_s)
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
-        roster = await self.store.active_agents(now_ms, self.settings.longest_window_s)
-        rows = await self.store.read_windows(now_ms, self.settings.windows_for(window_s), only=roster)
+        roster_s = self.settings.longest_window_s
+        if team is None:
+            roster = await self.store.active_agents(now_ms, roster_s) if agents else {}
+        else:
+            roster = await self.store.team_agents(team, now_ms, roster_s) if agents else {}
+        rows = await self.store.read_windows(now_ms, windows_s, only=roster) if roster else []
+        teams = await self.store.read_teams(now_ms, [window_s], roster_s, only=None if team is None else [team])
+        floor = await self.store.read_floor(now_ms, [window_s], roster_s)
+        score_rows = rows
+        if self.settings.scorecard is not None and (team is not None or not agents):
+            score_window = self.settings.score_window_s or window_s
+            everyone = await self.store.active_agents(now_ms, roster_s)
+            score_rows = await self.store.read_windows(now_ms, [score_window], only=everyone) if everyone else []
         queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
-            team_filter=team, queue_rows=queue_rows, campaign_rows=campaign_rows,
+            team_filter=team, teams=teams, floor=floor, include_agents=agents, score_rows=score_rows,
+            queue_rows=queue_rows, campaign_rows=campaign_rows,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"
@@ -292,14 +328,20 @@ class Monitor:
                 log.exception("snapshot refresh failed")
 
     async def _push_snapshots(self) -> None:
-        views = {(c.window, c.team) for c in self.clients if not c.closed}
-        for window, team in views:
-            snap = await self.snapshot(window, team)
+        views = {(c.window, c.team, c.agents) for c in self.clients if not c.closed}
+        for window, team, agents in views:
+            members = [c for c in self.clients if (c.window, c.team, c.agents) == (window, team, agents)]
+            if team is None and agents:
+                view = self._floor_views.setdefault(window, FloorView())
+                version = view.update(await self.snapshot(window))
+                for c in members:
+                    c.push_snapshot(view.message(c.sent_version if c.delta else None), version)
+                continue
+            snap = await self.snapshot(window, team, agents=agents)
             snap["type"] = "snapshot"
             text = orjson.dumps(snap).decode()
-            for c in list(self.clients):
-                if c.window == window and c.team == team:
-                    c.push_snapshot(text)
+            for c in members:
+                c.push_snapshot(text)
 
     # --- Redis pub/sub ------------------------------------------------------------------
 
@@ -358,15 +400,24 @@ class Monitor:
         role = role_of(self.settings, ws.request) or "viewer"  # process_request already refused a wrong token
         window = (query.get("window") or [self.settings.window_names[0]])[0]
         team = (query.get("team") or [None])[0]
+        agents = _agents_flag(query) is not False
         client = Client(ws, window=window, team=team, max_alerts=max(16, self.settings.ws_queue_size),
-                        send_timeout_s=10.0)  # fmt: skip
+                        send_timeout_s=10.0, agents=agents)  # fmt: skip
+        # A full-floor client that asks for deltas gets the agents that changed since its last message.
+        client.delta = team is None and agents and (query.get("delta") or ["false"])[0].lower() in ("true", "1")
         self.clients.add(client)
         client.start()
         try:
             try:
-                snap = await self.snapshot(window, team)
-                snap["type"] = "snapshot"
-                client.push_snapshot(orjson.dumps(snap).decode())
+                if team is None and agents:
+                    # Full floor: the whole snapshot now, deltas against it afterwards.
+                    view = self._floor_views.setdefault(window, FloorView())
+                    version = view.update(await self.snapshot(window))
+                    client.push_snapshot(view.message(None), version)
+                else:
+                    snap = await self.snapshot(window, team, agents=agents)
+                    snap["type"] = "snapshot"
+                    client.push_snapshot(orjson.dumps(snap).decode())
             except redis.exceptions.RedisError as exc:
                 client.push_event(_error_event(f"Redis unavailable: {exc}"))
                 status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
@@ -456,20 +507,23 @@ class Monitor:
                 f"refusing to serve on {s.http_host}:{s.http_port} without a token: anyone on the network could "
                 "read the floor's data; set CALLPULSE_TOKEN, or bind 127.0.0.1 with CALLPULSE_HTTP"
             )
-        self.server = await serve(
-            self.handler,
-            s.http_host,
-            s.http_port,
-            process_request=self.process_request,
-            create_connection=MethodGuardConnection,
-            max_size=s.ws_max_message_bytes,
-            max_queue=16,
-            write_limit=64 * 1024,
-            ping_interval=s.ws_ping_interval_s,
-            ping_timeout=s.ws_ping_timeout_s,
-            close_timeout=2,
-            server_header="callpulse",
-        )
+        try:
+            self.server = await serve(
+                self.handler,
+                s.http_host,
+                s.http_port,
+                process_request=self.process_request,
+                create_connection=MethodGuardConnection,
+                max_size=s.ws_max_message_bytes,
+                max_queue=16,
+                write_limit=64 * 1024,
+                ping_interval=s.ws_ping_interval_s,
+                ping_timeout=s.ws_ping_timeout_s,
+                close_timeout=2,
+                server_header="callpulse",
+            )
+        except OSError as exc:
+            raise bind_problem("CALLPULSE_HTTP (--http)", s.http_host, s.http_port, exc) from exc
         self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._snapshot_loop())]
         return self.server
 

@@ -13,7 +13,7 @@ from monitor import queueview
 from streams import windows as w
 from streams.alerts import iso, level
 from streams.queuestore import CampaignRow, QueueRow
-from streams.store import AgentWindows
+from streams.store import AgentWindows, TeamWindows
 
 
 def _levels(
@@ -51,23 +51,40 @@ def build(
     alerts: Iterable[dict[str, Any]] = (),
     snoozes: Mapping[tuple[str, str, str], int] | None = None,
     team_filter: str | None = None,
+    teams: Sequence[TeamWindows] | None = None,
+    floor: tuple[int, Mapping[int, w.Sums]] | None = None,
+    include_agents: bool = True,
+    score_rows: Sequence[AgentWindows] | None = None,
     queue_rows: Sequence[QueueRow] = (),
     campaign_rows: Sequence[CampaignRow] = (),
 ) -> dict[str, Any]:
-    """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms)."""
+    """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
+
+    `teams` and `floor` (agent count, sums per window) are the store's pre-aggregated totals; None sums them
+    from `rows` instead. `include_agents=False` leaves the agent rows out (`agents=false`). `score_rows` are
+    the agents team and floor scores average over (default `rows`).
+    """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     alerts = list(alerts)
     alert_levels = _alert_levels(alerts)
     agents_out: list[dict[str, Any]] = []
-    teams: dict[str, list[w.Sums]] = {}
+    team_sums: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
-    team_rows: dict[str, list[AgentWindows]] = {}
+    team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
     for row in rows:
-        sums = row.sums[window_s]
         if row.team:
-            teams.setdefault(row.team, []).append(sums)
-            team_sizes[row.team] = team_sizes.get(row.team, 0) + 1
             team_rows.setdefault(row.team, []).append(row)
+    if teams is None:
+        for row in rows:
+            if row.team:
+                w.add_sums(team_sums.setdefault(row.team, w.empty_sums()), row.sums[window_s])
+                team_sizes[row.team] = team_sizes.get(row.team, 0) + 1
+    else:
+        for t in teams:
+            team_sums[t.team] = t.sums[window_s]
+            team_sizes[t.team] = t.agents
+    for row in rows if include_agents else ():
+        sums = row.sums[window_s]
         if team_filter is not None and row.team != team_filter:
             continue
         values = w.kpis_from_sums(sums)
@@ -87,10 +104,10 @@ def build(
             }
         )
     teams_out: list[dict[str, Any]] = []
-    for team in sorted(teams):
+    for team in sorted(team_sums):
         if team_filter is not None and team != team_filter:
             continue
-        sums = w.total(teams[team])
+        sums = team_sums[team]
         values = w.kpis_from_sums(sums)
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
         breaches, levels = _levels(settings, team, sums, values, muted)
@@ -99,21 +116,24 @@ def build(
             {
                 "team": team,
                 "agents": team_sizes[team],
-                "states": queueview.state_counts(team_rows[team]),
+                "states": queueview.state_counts(team_rows.get(team, [])),
                 "kpis": values,
                 "breaches": breaches,
                 "levels": levels,
                 "muted": sorted(muted),
             }
         )
-    card_scores = scores(rows, settings)
+    card_scores = scores(rows if score_rows is None else score_rows, settings)
     for agent in agents_out:
         if agent["agent_id"] in card_scores.agents:
             agent["points"], agent["score"] = card_scores.agents[agent["agent_id"]]
     for team_row in teams_out:
         if settings.scorecard is not None:
             team_row["score"] = card_scores.teams.get(team_row["team"])
-    floor_sums = w.total(row.sums[window_s] for row in rows)
+    if floor is None:
+        floor_agents, floor_sums = len(rows), w.total(row.sums[window_s] for row in rows)
+    else:
+        floor_agents, floor_sums = floor[0], dict(floor[1][window_s])
     floor_values = w.kpis_from_sums(floor_sums)
     floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
     floor_alerts = alert_levels.get(("floor", ""), {})
@@ -134,7 +154,7 @@ def build(
         or _agent_in(a, rows, team_filter)
     ]
     floor_out: dict[str, Any] = {
-        "agents": len(rows),
+        "agents": floor_agents,
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,

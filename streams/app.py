@@ -1,8 +1,8 @@
-"""The Faust app: agents on `calls` and `tickets` that batch records into the processor.
+"""The Faust app: one agent each on `calls` and `tickets`, fed whole fetches, applying them through the processor.
 
-Thin on purpose: decoding, KPI math and the store live in their own modules. What is here is
-the Kafka side: a consumer that doesn't wait 1.5 s per fetch, batches of up to `batch_max`
-records acked only after Redis applied them, and the worker's own health endpoint.
+The wiring only. The consumer that hands the agents one batch per (topic, partition, fetch) and commits the
+applied ones is `streams.consumer`; the worker's metrics, `/healthz` and Redis-down state are
+`streams.health`; decoding, KPI math and the store are the processor's.
 """
 
 from __future__ import annotations
@@ -11,47 +11,38 @@ import asyncio
 import logging
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
 import redis.asyncio as aioredis
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
 
 from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
 from streams.alerts import Alert
+from streams.consumer import BatchTransport, FetchBatch, FetchSchema
 from streams.engine import AlertEngine
+from streams.health import METRICS_CONTENT_TYPE, WorkerHealth
+from streams.notify import Notifier, StoreEpisodeMemory
 from streams.processor import REDIS_ERRORS, Processor, Record, deadletter_value
 from streams.replay import rebuild_if_empty
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
 
+# Batches the agents' buffer holds per topic (each up to `batch_max` records): enough to keep the agent busy
+# while the next fetch is on its way; a rebalance drops what is buffered and waits only for the batch in hand.
+BUFFERED_BATCHES = 16
 
-class _FastConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust hard-codes fetch_max_wait_ms=1500, about a second of latency per event: lower it."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = getattr(self.app, "callpulse_fetch_max_wait_ms", 1500)
-        return consumer
-
-
-class _FastConsumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return _FastConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-class _FastTransport(faust_aiokafka.Transport):
-    Consumer = _FastConsumer
+# On SIGTERM, how long the batch in hand may take to finish so its offsets are committed on the way out.
+FINISH_IN_FLIGHT_S = 5.0
 
 
 class CallpulseApp(faust.App):
-    """faust.App using the low-latency consumer."""
+    """faust.App with the batch consumer and without Faust's per-record stats sensor."""
 
     callpulse_fetch_max_wait_ms: int = 1500
     callpulse_stopping: bool = False
@@ -62,61 +53,17 @@ class CallpulseApp(faust.App):
         await super().on_stop()
 
     def _new_transport(self) -> Any:
-        return _FastTransport(self.conf.broker_consumer, self)
+        return BatchTransport(self.conf.broker_consumer, self)
 
     def on_init_dependencies(self) -> Any:
-        """Drop Faust's built-in stats sensor: it runs on every record, and the worker keeps its own metrics."""
+        """Drop Faust's built-in stats sensor: it runs on every message, and the worker keeps its own metrics."""
         deps = super().on_init_dependencies()
         self.sensors.remove(self.monitor)
         return deps
 
 
-class WorkerHealth:
-    """The worker's own metrics: events, batch latency, consumer lag (read at scrape time)."""
-
-    def __init__(self, app: faust.App, registry: CollectorRegistry) -> None:
-        self.app = app
-        self.registry = registry
-        self.events = Counter(
-            "callpulse_worker_events", "Records processed by this worker", ["topic"], registry=registry
-        )
-        self.batch_seconds = Histogram(
-            "callpulse_batch_seconds",
-            "Time to process one batch, decode to Redis applied",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.positions: dict[tuple[str, int], int] = {}
-        registry.register(self)
-
-    def collect(self) -> Any:
-        """Consumer lag per assigned partition: highwater minus the next offset to process."""
-        lag = GaugeMetricFamily(
-            "callpulse_consumer_lag", "Messages behind the partition end", labels=["topic", "partition"]
-        )
-        consumer = getattr(self.app, "_consumer", None)
-        if consumer is not None:
-            try:
-                assignment = consumer.assignment()
-            except Exception:
-                assignment = set()
-            for tp in sorted(assignment):
-                high = consumer.highwater(tp)
-                if high is None:
-                    continue
-                pos = self.positions.get((tp.topic, tp.partition))
-                lag.add_metric([tp.topic, str(tp.partition)], max(0, high - (pos if pos is not None else 0)))
-        yield lag
-        processor = getattr(self.app, "callpulse_processor", None)
-        up = GaugeMetricFamily(
-            "callpulse_worker_redis_up", "1 while this worker's Redis writes succeed, 0 while retrying"
-        )
-        up.add_metric([], 0 if processor is not None and processor.redis_down_since is not None else 1)
-        yield up
-
-
-def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int = 6066) -> faust.App:
-    """Build the worker's Faust app from settings; nothing connects until the worker starts."""
+def faust_app(settings: Settings, *, web_host: str, web_port: int) -> CallpulseApp:
+    """The Faust app and its consumer settings; nothing connects until the worker starts."""
     app = CallpulseApp(
         f"{settings.topic_prefix}{settings.consumer_group}",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.split(",")],
@@ -126,11 +73,13 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 4),
         broker_commit_interval=0.5,
+        # Bounds a fetch, hence a batch: small enough to finish inside Faust's wait on a rebalance.
         broker_max_poll_records=settings.batch_max,
         consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        stream_buffer_maxsize=BUFFERED_BATCHES,
         web_enabled=True,
         web_host=web_host,
+        web_bind=web_host,
         web_port=web_port,
         producer_acks=-1,
         topic_allow_declare=False,
@@ -139,13 +88,142 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         datadir=str(Path(tempfile.gettempdir()) / "callpulse-faust"),
     )
     app.callpulse_fetch_max_wait_ms = settings.fetch_max_wait_ms
-    registry = CollectorRegistry()
-    health = WorkerHealth(app, registry)
+    return app
+
+
+class AlertChecks:
+    """Agent alerts evaluated off the consume path: batches only note which agents changed."""
+
+    def __init__(self, engine: AlertEngine) -> None:
+        self.engine = engine
+        self.pending: set[str] = set()
+        self.wake = asyncio.Event()
+
+    def changed(self, agents: set[str]) -> None:
+        """Note agents whose counters a batch changed."""
+        if agents:
+            self.pending.update(agents)
+            self.wake.set()
+
+    async def run(self) -> None:
+        """Check the noted agents whenever there are some; on failure keep them and retry in 0.5 s."""
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            agents = set(self.pending)
+            self.pending.clear()
+            try:
+                await self.engine.check_agents(agents)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("alert check failed for %d agents: %s", len(agents), exc)
+                self.pending.update(agents)
+                await asyncio.sleep(0.5)
+                self.wake.set()
+
+
+class Ingest:
+    """The agents' body: apply each fetched batch through the processor, then mark it applied and ack it."""
+
+    def __init__(self, app: CallpulseApp, processor: Processor, health: WorkerHealth, alerts: AlertChecks) -> None:
+        self.app = app
+        self.processor = processor
+        self.health = health
+        self.alerts = alerts
+
+    async def consume(self, stream: Any, base: str) -> None:
+        """Apply the batches of one topic (`base` is 'calls' or 'tickets') until the stream ends."""
+        async for event in stream.noack().events():
+            batch: FetchBatch = event.value
+            records = [Record(base, batch.partition, r.offset, r.key, r.value) for r in batch.records]
+            started = time.perf_counter()
+            task = asyncio.ensure_future(self.processor.process(records))
+            try:
+                outcome = await asyncio.shield(task)
+            except ShuttingDown as exc:
+                self._forget_unacked()
+                log.warning("stopping with %d records unapplied (%s): they stay uncommitted", len(records), exc)
+                return
+            except asyncio.CancelledError:
+                await self._finish_before_stopping(task, len(records))
+                await self._applied(stream, event, base, len(records), started)
+                raise
+            except Exception as exc:
+                log.critical(
+                    "batch %s[%d]@%d..%d failed, stopping the worker so it restarts from the last committed offset",
+                    base,
+                    batch.partition,
+                    batch.first_offset,
+                    batch.last_offset,
+                    exc_info=True,
+                )
+                await self.app.crash(exc)
+                raise
+            await self._applied(stream, event, base, len(records), started)
+            self.alerts.changed(outcome.agents)
+
+    async def _applied(self, stream: Any, event: Any, base: str, n: int, started: float) -> None:
+        """The batch is in Redis: only now may its offsets be committed (`FetchLedger`); the ack tells Faust."""
+        batch: FetchBatch = event.value
+        batch.applied = True
+        await stream.ack(event)
+        self.health.applied(base, batch.topic, batch.partition, batch.last_offset + 1, n, time.perf_counter() - started)
+
+    async def _finish_before_stopping(self, task: asyncio.Future[Any], n: int) -> None:
+        """Cancelled (shutting down): finish the batch in hand, unless Redis is away; then it stays uncommitted.
+
+        Returns normally only when the batch was applied; the caller marks it applied and re-raises.
+        """
+        try:
+            if self.processor.redis_down_since is not None:
+                raise TimeoutError
+            await asyncio.wait_for(task, FINISH_IN_FLIGHT_S)
+        except (TimeoutError, asyncio.CancelledError, Exception):
+            task.cancel()
+            self._forget_unacked()
+            log.warning("stopping with %d records unapplied: they stay uncommitted", n)
+            raise asyncio.CancelledError from None
+        log.info("finished the in-flight batch of %d records before stopping", n)
+
+    def _forget_unacked(self) -> None:
+        # Faust's shutdown waits for every unacked message, which must not hang on a batch that cannot be
+        # applied now. Unapplied, it is never committed (`FetchLedger`) and is read again after a restart.
+        unacked = getattr(self.app.consumer, "_unacked_messages", None)
+        if unacked is not None:
+            unacked.clear()
+
+
+async def alert_sweep(
+    engine: AlertEngine, health: WorkerHealth, store: WindowStore, rebuild: Callable[[], Awaitable[Any]]
+) -> None:
+    """The 1 s sweep of every agent's alerts; also how an idle worker learns whether Redis answers.
+
+    If Redis came back without its data, `rebuild` it first: now, not when the next record happens to arrive.
+    """
+    try:
+        if not await store.initialised():
+            await rebuild()
+        await engine.sweep()
+    except REDIS_ERRORS as exc:
+        health.sweep_failed_on_redis()
+        log.warning("alert sweep failed, Redis unavailable: %s", exc)
+        return
+    except Exception as exc:
+        log.warning("alert sweep failed: %s", exc)
+        return
+    health.sweep_succeeded()
+
+
+def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int = 6066) -> faust.App:
+    """Build the worker's Faust app from settings; nothing connects until the worker starts."""
+    app = faust_app(settings, web_host=web_host, web_port=web_port)
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
     deadletter_topic = settings.topic("deadletter")
+    alerts_topic = settings.topic("alerts")
 
-    async def send_deadletter(dead: list[tuple[Record, str]]) -> None:
+    async def send_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
         futures = []
         for record, reason in dead:
             value = deadletter_value(record, reason, source_topic=settings.topic(record.topic))
@@ -153,151 +231,74 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         for fut in futures:
             await fut
 
-    processor = Processor(settings, store, send_deadletter)
-    processor.on_empty = lambda: rebuild_if_empty(settings, store)
-    processor.stopping = lambda: app.callpulse_stopping
-    alerts_topic = settings.topic("alerts")
-
-    def _alert_sent(fut: Any) -> None:
+    def alert_sent(fut: Any) -> None:
         if not fut.cancelled() and fut.exception() is not None:
             log.error("could not publish an alert to %s: %s", alerts_topic, fut.exception())
 
+    registry = CollectorRegistry()  # the worker's /metrics: health and notifications
+    notifier = Notifier(settings, registry, team_of=store.agent_team, memory=StoreEpisodeMemory(store))
+
     async def publish_alert(alert: Alert) -> None:
+        notifier.submit(alert.to_message())  # never waits: a background task POSTs to the webhooks
         # Queue it for Kafka without waiting for the broker's ack: websocket clients already have it (Redis
         # pub/sub), and one slow ack must not hold up the alerts evaluated after it.
         value = orjson.dumps(alert.to_message())
         fut = await app.producer.send(alerts_topic, alert.id.encode(), value, None, None, None)
-        asyncio.ensure_future(fut).add_done_callback(_alert_sent)
+        asyncio.ensure_future(fut).add_done_callback(alert_sent)
 
+    processor = Processor(settings, store, send_deadletter)
+    processor.on_empty = lambda: rebuild_if_empty(settings, store)
+    processor.stopping = lambda: app.callpulse_stopping
     engine = AlertEngine(settings, store, publish_alert)
+    health = WorkerHealth(registry, processor, lambda: getattr(app, "_consumer", None))
+    alerts = AlertChecks(engine)
+    ingest = Ingest(app, processor, health, alerts)
     app.callpulse_engine = engine  # type: ignore[attr-defined]
     app.callpulse_processor = processor  # type: ignore[attr-defined]
     app.callpulse_store = store  # type: ignore[attr-defined]
+    app.callpulse_health = health  # type: ignore[attr-defined]
 
-    def forget_unacked(events: Any) -> None:
-        # Giving up while stopping: these records (and any still buffered behind them) stay unacked, so they
-        # are never committed and are read again after a restart. Faust's shutdown waits for every unacked
-        # record, which must not hang on records that cannot be applied now.
-        unacked = getattr(app.consumer, "_unacked_messages", None)
-        if unacked is not None:
-            unacked.clear()
-
-    async def consume(stream: Any, base: str) -> None:
-        async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
-            started = time.perf_counter()
-            records = [
-                Record(base, ev.message.partition, ev.message.offset, ev.message.key, ev.message.value) for ev in events
-            ]
-            task = asyncio.ensure_future(processor.process(records))
-            try:
-                outcome = await asyncio.shield(task)
-            except ShuttingDown as exc:
-                forget_unacked(events)
-                log.warning("stopping with %d records unapplied (%s): they stay uncommitted", len(records), exc)
-                return
-            except asyncio.CancelledError:
-                # Shutting down: finish the in-flight batch so its offsets are committed on the way out.
-                # Unless Redis is away: then nothing can finish, and the unacked offsets simply stay uncommitted.
-                try:
-                    if processor.redis_down_since is not None:
-                        raise TimeoutError
-                    await asyncio.wait_for(task, 5.0)
-                except (TimeoutError, asyncio.CancelledError, Exception):
-                    task.cancel()
-                    forget_unacked(events)
-                    log.warning("stopping with %d records unapplied: they stay uncommitted", len(records))
-                    raise
-                for ev in events:
-                    await stream.ack(ev)
-                log.info("finished the in-flight batch of %d records before stopping", len(records))
-                raise
-            except Exception as exc:
-                first, last = records[0], records[-1]
-                log.critical(
-                    "batch %s[%d]@%d..%d failed, stopping the worker so it restarts from the last committed offset",
-                    base,
-                    first.partition,
-                    first.offset,
-                    last.offset,
-                    exc_info=True,
-                )
-                await app.crash(exc)
-                raise
-            for ev in events:
-                await stream.ack(ev)
-                health.positions[(ev.message.topic, ev.message.partition)] = ev.message.offset + 1
-            health.events.labels(base).inc(len(records))
-            health.batch_seconds.observe(time.perf_counter() - started)
-            if outcome.agents:
-                pending_agents.update(outcome.agents)
-                pending_wake.set()
-
-    pending_agents: set[str] = set()
-    pending_wake = asyncio.Event()
+    for base in ("calls", "tickets"):
+        topic = app.topic(settings.topic(base), schema=FetchSchema())
+        app.agent(topic, name=base)(_agent_body(ingest, base))
 
     @app.task
     async def alert_checks() -> None:
-        """Evaluate agent alerts off the consume path: batches only note which agents changed."""
-        while True:
-            await pending_wake.wait()
-            pending_wake.clear()
-            agents = set(pending_agents)
-            pending_agents.clear()
-            try:
-                await engine.check_agents(agents)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("alert check failed for %d agents: %s", len(agents), exc)
-                pending_agents.update(agents)
-                await asyncio.sleep(0.5)
-                pending_wake.set()
+        await alerts.run()
 
-    calls_topic = app.topic(settings.topic("calls"), value_type=bytes, key_type=bytes)
-    tickets_topic = app.topic(settings.topic("tickets"), value_type=bytes, key_type=bytes)
+    @app.task
+    async def deliver_notifications() -> None:
+        await notifier.run()
 
-    @app.agent(calls_topic, name="calls")
-    async def calls_agent(stream: Any) -> None:
-        await consume(stream, "calls")
-
-    @app.agent(tickets_topic, name="tickets")
-    async def tickets_agent(stream: Any) -> None:
-        await consume(stream, "tickets")
+    async def rebuild() -> None:
+        await rebuild_if_empty(settings, store)
 
     @app.timer(settings.sweep_interval_s)
-    async def alert_sweep() -> None:
-        try:
-            if not await store.initialised():
-                # Redis came back without its data: rebuild now, not when the next record happens to arrive.
-                await rebuild_if_empty(settings, store)
-            await engine.sweep()
-        except REDIS_ERRORS as exc:
-            # An idle worker learns of a Redis outage here too, so /healthz and redis_up tell the truth.
-            if processor.redis_down_since is None:
-                processor.redis_down_since = time.time()
-            log.warning("alert sweep failed, Redis unavailable: %s", exc)
-            return
-        except Exception as exc:
-            log.warning("alert sweep failed: %s", exc)
-            return
-        if processor.redis_down_since is not None and not processor.busy:
-            processor.redis_down_since = None
+    async def sweep() -> None:
+        await alert_sweep(engine, health, store, rebuild)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type=, so the header is given whole.
-        return web.bytes(
-            generate_latest(registry), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
-        )
+        return web.bytes(health.metrics_text(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        down = processor.redis_down_since
-        body = {"ok": down is None, "redis_down_s": None if down is None else round(time.time() - down, 1)}
-        return web.json(body, status=200 if down is None else 503)
+        body, status = health.healthz()
+        return web.json(body, status=status)
 
     @app.on_before_shutdown.connect
     async def close_redis(app: faust.App, **kwargs: Any) -> None:
         await client.aclose()
 
     return app
+
+
+def _agent_body(ingest: Ingest, base: str) -> Any:
+    """The agent function for one topic (Faust names agents by function, so each gets its own)."""
+
+    async def agent(stream: Any) -> None:
+        await ingest.consume(stream, base)
+
+    agent.__name__ = agent.__qualname__ = f"{base}_agent"
+    return agent

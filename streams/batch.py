@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams import campaigns, kpis, queues
+from streams import campaigns, keys, kpis, queues
 from streams import states as states_mod
 from streams import windows as w
 from streams.events import Event
@@ -69,6 +69,7 @@ class Item:
     dedupe_key: str
     result: str  # ok | late | invalid
     source: str = "-"  # the record that carried it, 'c:<partition>:<offset>': reading it again is no duplicate
+    dedupe_field: str | None = None  # the event id's digest (hex) in the shard hash `dedupe_key`; None: plain key
 
 
 @dataclass
@@ -100,42 +101,17 @@ def meta_key(ns: str, agent: str) -> str:
     return f"{ns}m:{agent}"
 
 
-def queue_call_key(ns: str, call_id: str) -> str:
-    """Redis key of a queued call's entries, answers and abandons (queue KPIs)."""
-    return f"{ns}s:q:{call_id}"
-
-
-def history_key(ns: str, agent: str) -> str:
-    """Redis key of an agent's state history (time in state)."""
-    return f"{ns}s:a:{agent}"
-
-
-def queue_chunk_key(ns: str, queue: str, chunk: int) -> str:
-    """Redis key of one queue's chunk of buckets."""
-    return f"{ns}qb:{queue}:{chunk}"
-
-
-def waiting_key(ns: str, queue: str) -> str:
-    """Redis key of a queue's waiting calls: sorted set call_id -> entry ts (ms)."""
-    return f"{ns}qw:{queue}"
-
-
-def campaign_chunk_key(ns: str, campaign: str, chunk: int) -> str:
-    """Redis key of one campaign's chunk of 10 s buckets."""
-    return f"{ns}cb:{campaign}:{chunk}"
-
-
-def coarse_key(ns: str, campaign: str, day: int) -> str:
-    """Redis key of one day of a campaign's hourly counters (the floor's when campaign is FLOOR)."""
-    return f"{ns}cz:{day}" if campaign == campaigns.FLOOR else f"{ns}cc:{campaign}:{day}"
-
-
-def registry_key(ns: str, kind: str) -> str:
-    """Redis key of the sorted set of queues or campaigns ('queues' | 'campaigns') -> latest event ts."""
-    return f"{ns}{kind}"
-
-
 ORDER_FIELD = {"team": "tk", "state": "sk", "since": "ik", "reason": "rk"}
+
+
+def mark_ttl_s(ts_ms: int, now_ms: int, params: Params) -> int:
+    """How long an event's dedupe mark must stay, in seconds from now: `dedupe_ttl_s`, as a lone mark would.
+
+    An event from the future keeps it that long past the end of its minute, so its mark lasts until it is
+    late; the apply script only ever moves a shard's expiry later.
+    """
+    slot_end_ms = (ts_ms // keys.DEDUPE_SLOT_MS + 1) * keys.DEDUPE_SLOT_MS
+    return max(slot_end_ms - now_ms, 0) // 1000 + params.dedupe_ttl_s
 
 
 def classify(event: Event, now_ms: int, longest_ms: int) -> str:
@@ -145,20 +121,20 @@ def classify(event: Event, now_ms: int, longest_ms: int) -> str:
 
 def state_keys(items: Sequence[Item], ns: str) -> set[str]:
     """The customer and ticket state keys a batch reads and may write."""
-    keys: set[str] = set()
+    found: set[str] = set()
     for it in items:
         e = it.event
         if e is None or it.result != "ok":
             continue
         if kpis.is_fcr_call(e):
-            keys.add(customer_key(ns, e.customer_id))  # type: ignore[arg-type]
+            found.add(customer_key(ns, e.customer_id))  # type: ignore[arg-type]
         elif e.type in ("ticket.created", "ticket.replied"):
-            keys.add(ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
+            found.add(ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
         elif e.type in queues.QUEUE_EVENTS:
-            keys.add(queue_call_key(ns, e.call_id))  # type: ignore[arg-type]
+            found.add(keys.queue_call_key(ns, e.call_id))  # type: ignore[arg-type]
         elif e.type == "agent.state":
-            keys.add(history_key(ns, e.agent_id))  # type: ignore[arg-type]
-    return keys
+            found.add(keys.history_key(ns, e.agent_id))  # type: ignore[arg-type]
+    return found
 
 
 def _ops(ns: str, deltas: Sequence[kpis.Delta], into: list[Any], changed: set[str]) -> None:
@@ -177,7 +153,7 @@ def _subject_ops(ns: str, key_of: Any, deltas: Sequence[tuple[str, int, str, int
 
 def _coarse_ops(ns: str, e: Event, into: list[Any], long_keys: set[str]) -> None:
     for subject, hour, fld, d in campaigns.coarse_deltas(e):
-        key = coarse_key(ns, subject, hour // 24)
+        key = keys.coarse_key(ns, subject, hour // 24)
         into.extend((key, hour % 24, fld, d))
         long_keys.add(key)
 
@@ -209,14 +185,14 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         if e is not None and it.result == "ok":
             _ops(ns, kpis.event_deltas(e), ops, changed)
             if e.type in queues.QUEUE_EVENTS:
-                queue_events[queue_call_key(ns, e.call_id)].append((e.type, e.ts_ms, e.event_id, e.queue))  # type: ignore[arg-type]
+                queue_events[keys.queue_call_key(ns, e.call_id)].append((e.type, e.ts_ms, e.event_id, e.queue))  # type: ignore[arg-type]
                 _register(registry, "queues", e.queue, e.ts_ms)  # type: ignore[arg-type]
             elif e.type == "agent.state":
                 mark = states_mod.Mark(e.ts_ms, e.event_id, e.state, e.reason)  # type: ignore[arg-type]
-                marks[history_key(ns, e.agent_id)].append(mark)  # type: ignore[arg-type]
+                marks[keys.history_key(ns, e.agent_id)].append(mark)  # type: ignore[arg-type]
             elif e.type == "call.ended" and e.direction == "outbound":
                 fine = [d for d in campaigns.fine_deltas(e) if d[0] != campaigns.FLOOR]
-                _subject_ops(ns, campaign_chunk_key, fine, ops)
+                _subject_ops(ns, keys.campaign_chunk_key, fine, ops)
                 _coarse_ops(ns, e, ops, long_keys)
                 if e.campaign is not None:
                     _register(registry, "campaigns", e.campaign, e.ts_ms)
@@ -240,7 +216,10 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
                         meta[(agent, "state")] = (order, e.state)
                         meta[(agent, "since")] = (order, str(e.ts_ms))
                         meta[(agent, "reason")] = (order, e.reason or "")
-        guarded.append([it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops, it.source])
+        entry = [it.dedupe_key, it.topic, it.result, e.ts_ms if e is not None else 0, ops, it.source]
+        if it.dedupe_field is not None and e is not None:
+            entry += [it.dedupe_field, mark_ttl_s(e.ts_ms, now_ms, params)]
+        guarded.append(entry)
     new_states: dict[str, tuple[int, Any]] = {}
     state_writes: list[list[Any]] = []
     for key, calls in calls_by_key.items():
@@ -266,13 +245,13 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         new_q = queues.merge(old_q, evs)
         if new_q == old_q:
             continue
-        _subject_ops(ns, queue_chunk_key, queues.deltas(old_q, new_q, params.rules_for, live_from), unguarded)
+        _subject_ops(ns, keys.queue_chunk_key, queues.deltas(old_q, new_q, params.rules_for, live_from), unguarded)
         leave, join = queues.waiting_changes(old_q, new_q)
-        call_id = key[len(queue_call_key(ns, "")) :]
+        call_id = key[len(keys.queue_call_key(ns, "")) :]
         if leave is not None:
-            waiting_ops.append([waiting_key(ns, leave[0]), call_id, -1])
+            waiting_ops.append([keys.waiting_key(ns, leave[0]), call_id, -1])
         if join is not None:
-            waiting_ops.append([waiting_key(ns, join[0]), call_id, join[1]])
+            waiting_ops.append([keys.waiting_key(ns, join[0]), call_id, join[1]])
         new_states[key] = (version + 1, new_q)
         body = queues.encode(new_q).decode()
         state_writes.append([key, version, f"{version + 1}|{body}", params.queue_call_ttl_s])
@@ -281,7 +260,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         new_h = states_mod.merge(old_h, new_marks, live_from)
         if new_h == old_h:
             continue
-        agent = key[len(history_key(ns, "")) :]
+        agent = key[len(keys.history_key(ns, "")) :]
         _ops(ns, states_mod.deltas(agent, old_h, new_h), unguarded, changed)
         new_states[key] = (version + 1, new_h)
         body = states_mod.encode(new_h).decode()
@@ -299,6 +278,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "u": unguarded,
         "m": meta_ops,
         "a": agents_flat,
+        "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
         "tm": params.bucket_ttl_s,
@@ -307,11 +287,14 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "tz": params.queue_call_ttl_s,
         "wp": now_ms - params.max_wait_ms - 3_600_000,
         "r": [
-            [registry_key(ns, kind), name, ts, _registry_floor(kind, now_ms, params)]
+            [keys.registry_key(ns, kind), name, ts, _registry_floor(kind, now_ms, params)]
             for (kind, name), ts in registry.items()
         ],
         "lk": sorted(long_keys),
         "tl": params.coarse_ttl_s,
+        # The chunks an agent changing team may still hold (retained ones, a future allowance past now).
+        "c0": w.chunk_of(w.bucket_of(now_ms - params.longest_ms - params.bucket_ttl_s * 1000)),
+        "c1": w.chunk_of(w.bucket_of(now_ms + 3_600_000)),
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
     return Plan(payload, new_states, changed)

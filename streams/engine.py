@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ from streams import campaigns, queues
 from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
 from streams.queuestore import QueueStore
+from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, WindowStore
 
 log = logging.getLogger("callpulse.alerts")
@@ -41,6 +43,7 @@ return 1
 """
 
 Publish = Callable[[Alert], Awaitable[None]]
+SLOTS_PER_CALL = 1000
 
 
 class AlertEngine:
@@ -60,6 +63,8 @@ class AlertEngine:
         self.queue_windows_s = sorted(
             {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}
         )
+        self._token = uuid.uuid4().hex  # this engine's name on the sweep lease
+        self._view: FloorView | None = None  # the floor as this engine's last sweep left it
 
     def _queue_rules(self) -> Iterable[Rule]:
         yield from self.settings.queue_rules.values()
@@ -76,6 +81,25 @@ class AlertEngine:
         raw = await self.store.client.hgetall(f"{self.ns}alerts")
         return {k.decode(): Alert.from_state(orjson.loads(v)) for k, v in raw.items()}
 
+    async def slots(self, keys: Iterable[str]) -> dict[str, Alert]:
+        """The live alert slots among `keys` (absent ones left out): the cost follows the subjects, not the floor."""
+        names = sorted(set(keys))
+        out: dict[str, Alert] = {}
+        for i in range(0, len(names), SLOTS_PER_CALL):
+            part = names[i : i + SLOTS_PER_CALL]
+            values = await self.store.client.hmget(f"{self.ns}alerts", part)
+            out.update({k: Alert.from_state(orjson.loads(v)) for k, v in zip(part, values, strict=True) if v})
+        return out
+
+    def slot_keys(self, scope: str, subject: str | None, team: str | None) -> list[str]:
+        """The alert slots the rules give one subject."""
+        keys = []
+        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
+            rule = self.settings.rule_for(kpi, team)
+            if rule is not None:
+                keys.append(alert_key(scope, subject, kpi, rule.window))
+        return keys
+
     async def check_agents(self, agents: Iterable[str]) -> int:
         """Evaluate agent-scope rules for agents a batch touched; returns transitions published."""
         agents = list(agents)
@@ -83,45 +107,159 @@ class AlertEngine:
             return 0
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=agents)
-        current = await self.current()
+        current = await self.slots(k for r in rows for k in self.slot_keys("agent", r.agent_id, r.team))
         n = 0
         for row in rows:
             n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms)
+        if self._view is not None:
+            self._absorb(self._view, rows, now_ms)
         return n
 
-    async def sweep(self) -> int:
-        """Evaluate every scope, so alerts also resolve when only time passes (not while windows are rebuilt).
+    def _absorb(self, view: FloorView, rows: list[AgentWindows], now_ms: int) -> None:
+        """Hand a check's reads to the sweeper's view: the next round need not read these agents again."""
+        oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
+        for row in rows:
+            if row.last_ts_ms <= oldest_ms:
+                if row.agent_id not in view.members:
+                    view.note_absent(row.agent_id, row.read_us)  # an old event: nothing for the sweep to do
+                continue  # a member leaving the floor: the sweep reads it again and resolves what it had
+            teams = view.put(row.agent_id, row.team, row.sums, row.read_us)
+            if teams is None:
+                continue
+            view.schedule.set(row.agent_id, self._next_change(row, now_ms))
+            view.pending_teams |= teams
+            view.floor_pending = True
 
-        One worker sweeps per interval: a short lease in Redis keeps the others from repeating the work.
+    async def sweep(self) -> int:
+        """Evaluate what can have changed since the last sweep, so alerts also resolve when only time passes.
+
+        One worker sweeps (a lease in Redis it renews while it lives). Its first round, and the first after it
+        took the lease over or the store was rebuilt, reads the whole floor; later rounds read only the agents
+        an apply touched since and those whose windows moved (the schedule), then their teams and the floor.
+        Nothing while the windows are rebuilt.
         """
-        if not self.rule_windows_s or not await self.store.initialised():
+        if not self.rule_windows_s:
             return 0
-        lease_ms = max(100, int(self.settings.sweep_interval_s * 900))
-        if not await self.store.client.set(f"{self.ns}sweep-lease", "1", nx=True, px=lease_ms):
+        generation = await self.store.generation()
+        if generation is None:
+            self._view = None
             return 0
+        lease_ms = max(1000, int(self.settings.sweep_interval_s * 3000))
+        if not await self.store.hold_lease("sweep-lease", self._token, lease_ms):
+            self._view = None  # another worker sweeps: what this one knew goes stale
+            return 0
+        view = self._view
+        if view is None or view.generation != generation:
+            return await self._sweep_all(generation)
+        try:
+            return await self._sweep_changes(view)
+        except BaseException:
+            self._view = None  # what this round took off the schedule is lost: read the whole floor next time
+            raise
+
+    async def _sweep_all(self, generation: str) -> int:
+        _, since_us = await self.store.changed_since(0)
         now_ms = int(self.clock() * 1000)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s)
+        view = FloorView(self.rule_windows_s, generation, since_us)
         current = await self.current()
         n = 0
         seen: set[str] = set()
-        teams: dict[str, list[AgentWindows]] = {}
         for i, row in enumerate(rows):
             if i % 100 == 99:
                 await asyncio.sleep(0)  # a big floor's sweep must not hold up the batches waiting on this loop
             n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms, seen)
-            if row.team:
-                teams.setdefault(row.team, []).append(row)
-        for team, members in teams.items():
-            sums = {ws: w.total(m.sums[ws] for m in members) for ws in self.rule_windows_s}
+            view.put(row.agent_id, row.team, row.sums, row.read_us)
+            view.schedule.set(row.agent_id, self._next_change(row, now_ms))
+        for team, sums in view.teams.items():
             n += await self._evaluate_subject("team", team, team, sums, current, now_ms, seen)
-        floor = {ws: w.total(r.sums[ws] for r in rows) for ws in self.rule_windows_s}
-        n += await self._evaluate_subject("floor", None, None, floor, current, now_ms, seen)
+        n += await self._evaluate_subject("floor", None, None, view.floor, current, now_ms, seen)
         n += await self._sweep_queues(current, now_ms, seen)
         n += await self._sweep_campaigns(current, now_ms, seen)
         for key, alert in current.items():
             if key not in seen:  # subject left the floor, or its rule is gone: the window emptied
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
+        self._view = view
         return n
+
+    async def _sweep_changes(self, view: FloorView) -> int:
+        changed, since_us = await self.store.changed_since(view.since_us)
+        now_ms = int(self.clock() * 1000)
+        # Agents the per-batch check read after their apply are already in the view (and were evaluated).
+        due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
+        due |= set(view.schedule.pop_due(now_ms))
+        teams, floor_moved = set(view.pending_teams), view.floor_pending
+        view.pending_teams, view.floor_pending = set(), False
+        if not due and not teams and not floor_moved:
+            view.since_us = since_us
+            return await self._sweep_queue_side(now_ms)
+        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due) if due else []
+        oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
+        present = {r.agent_id: r for r in rows if r.last_ts_ms > oldest_ms}
+        gone = due - present.keys()
+        keys: list[str] = []
+        for agent in gone:
+            member = view.members.get(agent)
+            keys += self.slot_keys("agent", agent, member.team if member else None)
+            teams |= view.remove(agent)
+        for row in present.values():
+            keys += self.slot_keys("agent", row.agent_id, row.team)
+            teams |= view.put(row.agent_id, row.team, row.sums, row.read_us) or set()
+            view.schedule.set(row.agent_id, self._next_change(row, now_ms))
+        for team in teams:
+            keys += self.slot_keys("team", team, team)
+        keys += self.slot_keys("floor", None, None)
+        current = await self.slots(keys)
+        n = 0
+        for i, row in enumerate(present.values()):
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+            n += await self._evaluate_subject("agent", row.agent_id, row.team, row.sums, current, now_ms)
+        for team in sorted(teams):
+            sums = view.teams.get(team)
+            if sums is not None:
+                n += await self._evaluate_subject("team", team, team, sums, current, now_ms)
+        n += await self._evaluate_subject("floor", None, None, view.floor, current, now_ms)
+        # Agents that left the floor and teams left empty: their windows hold nothing any more.
+        empty = {("team", t) for t in teams if view.team_size(t) == 0} | {("agent", a) for a in gone}
+        for alert in current.values():
+            if (alert.scope, alert.subject) in empty:
+                n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
+        view.since_us = since_us
+        return n + await self._sweep_queue_side(now_ms)
+
+    def _queue_side(self, alert: Alert) -> bool:
+        """Whether the queue or campaign sweep owns this alert (not the agents' view)."""
+        if alert.scope in ("queue", "campaign"):
+            return True
+        if alert.scope != "floor":
+            return False
+        rule = self.settings.campaign_rules.get(alert.kpi)
+        return alert.kpi in self.settings.queue_rules or (rule is not None and rule.window in _COARSE)
+
+    async def _sweep_queue_side(self, now_ms: int) -> int:
+        """Queue and campaign rules every round, whatever the agents did: live values (the longest wait) move
+        with time alone. Their alerts whose queue or campaign left the floor resolve."""
+        current = {k: a for k, a in (await self.current()).items() if self._queue_side(a)}
+        seen: set[str] = set()
+        n = await self._sweep_queues(current, now_ms, seen)
+        n += await self._sweep_campaigns(current, now_ms, seen)
+        for key, alert in current.items():
+            if key not in seen:
+                n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
+        return n
+
+    def _span_s(self, now_ms: int) -> float:
+        return max(w.span_s(now_ms, ws, self.store.tz) for ws in self.rule_windows_s)
+
+    def _next_change(self, row: AgentWindows, now_ms: int) -> int:
+        return next_change_ms(
+            row.first_buckets,
+            now_ms=now_ms,
+            last_ts_ms=row.last_ts_ms,
+            span_ms=round(self._span_s(now_ms) * 1000),
+            tz=self.store.tz,
+        )
 
     async def _evaluate_subject(
         self,

@@ -20,7 +20,7 @@ import redis.exceptions
 
 from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
-from streams import batch, events, queues
+from streams import batch, events, keys, queues
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
@@ -147,7 +147,9 @@ class Processor:
                 items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
                 continue
             source = f"{r.topic[0]}:{r.partition}:{r.offset}"
-            items.append(batch.Item(r.topic, e, f"{ns}e:{e.event_id}", batch.classify(e, now_ms, longest_ms), source))
+            mark, digest = keys.dedupe_mark(ns, e.event_id, e.ts_ms)
+            result = batch.classify(e, now_ms, longest_ms)
+            items.append(batch.Item(r.topic, e, mark, result, source, digest))
         return items, dead
 
     async def process(self, records: Sequence[Record]) -> Outcome:

@@ -1,17 +1,8 @@
 """The Redis window store: one atomic, idempotent write per batch, pipelined window reads.
 
-Key layout (all under a namespace `cp:<topic prefix>`):
-  b:<agent>:<chunk>  hash of bucket counters (`<field>.<offset>`) and chunk totals (`<field>`)
-  e:<event_id>       dedupe mark, expires once the event would be late anyway
-  s:c:<customer>     'version|json' call history for FCR;  s:t:<ticket> the same for response time
-  m:<agent>          team, state, since (ms) and reason, each kept with the (ts, event_id) that set it
-  s:q:<call_id>      'version|json' queue entries, answers and abandons of a call (queue KPIs)
-  s:a:<agent>        'version|json' state history of an agent (time in state)
-  qb:<queue>:<chunk> a queue's bucket counters;  qw:<queue> its waiting calls (call_id -> entry ts)
-  cb:<campaign>:<chunk>  a campaign's 10 s buckets;  cc:<campaign>:<day>, cz:<day> (floor) its hours, 31 days
-  queues, campaigns  sorted sets: name -> latest event ts
-  agents             sorted set: agent -> latest event ts (who is on the floor)
-  stats              event counters by topic|result and the event-lag histogram
+The key layout is in `streams.keys` (the scripts below build the same names from the namespace). Team
+and floor chunks are summed as events are applied, so a team or the floor reads a few keys whatever the
+floor's size.
 """
 
 from __future__ import annotations
@@ -26,7 +17,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from streams import states
+from streams import keys, states
 from streams import windows as w
 from streams.batch import LAG_BOUNDS_S
 
@@ -52,16 +43,94 @@ for _, s in ipairs(p.s) do
 end
 if #conflicts > 0 then return {0, conflicts} end
 local touched = {}
+-- Team and floor chunks are kept as sums of agent chunks: every counter op lands in the agent's chunk, its
+-- team's (the team of its latest event naming one, read before this batch's meta changes) and the floor's.
+local team_of = {}
+local function current_team(agent)
+  local t = team_of[agent]
+  if t == nil then
+    t = redis.call('HGET', ns .. 'm:' .. agent, 'team') or false
+    team_of[agent] = t
+  end
+  return t
+end
+local bprefix = #ns + 3
 local function apply(ops)
   for i = 1, #ops, 4 do
     local k = ops[i]
-    redis.call('HINCRBY', k, ops[i + 2] .. '.' .. ops[i + 1], ops[i + 3])
-    redis.call('HINCRBY', k, ops[i + 2], ops[i + 3])
+    local name, field, d = ops[i + 2] .. '.' .. ops[i + 1], ops[i + 2], ops[i + 3]
+    redis.call('HINCRBY', k, name, d)
+    redis.call('HINCRBY', k, field, d)
     touched[k] = true
+    -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
+    if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
+      local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
+      local fk = ns .. 'f:' .. chunk
+      redis.call('HINCRBY', fk, name, d)
+      redis.call('HINCRBY', fk, field, d)
+      touched[fk] = true
+      local team = current_team(agent)
+      if team then
+        local tk = ns .. 't:' .. team .. ':' .. chunk
+        redis.call('HINCRBY', tk, name, d)
+        redis.call('HINCRBY', tk, field, d)
+        touched[tk] = true
+      end
+    end
+  end
+end
+-- An agent changing team takes its retained chunks along: team values sum the agents now in the team.
+local function move(agent, old, new)
+  for c = p.c0, p.c1 do
+    local flat = redis.call('HGETALL', ns .. 'b:' .. agent .. ':' .. c)
+    if #flat > 0 then
+      local ok = old and (ns .. 't:' .. old .. ':' .. c)
+      local nk = ns .. 't:' .. new .. ':' .. c
+      for j = 1, #flat, 2 do
+        local v = tonumber(flat[j + 1])
+        if v ~= 0 then
+          if ok then redis.call('HINCRBY', ok, flat[j], -v) end
+          redis.call('HINCRBY', nk, flat[j], v)
+        end
+      end
+      if ok then touched[ok] = true end
+      touched[nk] = true
+    end
+  end
+  if old then redis.call('ZREM', ns .. 'tm:' .. old, agent) end
+end
+local function unhex(h)
+  return (string.gsub(h, '..', function(cc) return string.char(tonumber(cc, 16)) end))
+end
+-- Dedupe marks: g[7] is the digest field in the shard hash g[1] (absent: g[1] is a plain key, an invalid
+-- record's offset mark); g[8] how long, in seconds from now, the shard must keep it.
+local now_s = tonumber(redis.call('TIME')[1])
+local mark_expiry = {}
+local function mark_new(g, src)
+  if not g[7] then
+    return redis.call('SET', g[1], src, 'NX', 'EX', p.te), nil
+  end
+  local f = unhex(g[7])
+  local at = now_s + g[8]
+  local prev = mark_expiry[g[1]]
+  if (not prev) or prev < at then mark_expiry[g[1]] = at end
+  if redis.call('HSETNX', g[1], f, src) == 1 then return true, nil end
+  return false, f
+end
+local function mark_read(g, f)
+  if f then return redis.call('HGET', g[1], f) or '' end
+  return redis.call('GET', g[1]) or ''
+end
+local function mark_append(g, f, cur, src)
+  if f then
+    redis.call('HSET', g[1], f, cur .. string.sub(src, 2))
+  else
+    redis.call('APPEND', g[1], string.sub(src, 2))
   end
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local stats = {}
 local lag = {}
 local lag_sum, lag_n = 0, 0
@@ -71,7 +140,8 @@ for _, g in ipairs(p.g) do
   -- The mark lists the records ('|c:3:17|') that carried this id: the first counts, another record is a
   -- duplicate, and the same record read again (after a crash or a rebuild) counts nothing.
   local src = '|' .. g[6] .. '|'
-  if redis.call('SET', g[1], src, 'NX', 'EX', p.te) then
+  local fresh, f = mark_new(g, src)
+  if fresh then
     apply(g[5])
     local f = g[2] .. '|' .. g[3]
     stats[f] = (stats[f] or 0) + 1
@@ -88,22 +158,34 @@ for _, g in ipairs(p.g) do
       lag_n = lag_n + 1
     end
   elseif g[3] ~= 'invalid' then
-    local cur = redis.call('GET', g[1]) or ''
+    local cur = mark_read(g, f)
     if not string.find(cur, src, 1, true) then
-      redis.call('APPEND', g[1], string.sub(src, 2))
+      mark_append(g, f, cur, src)
       local f = g[2] .. '|duplicate'
       stats[f] = (stats[f] or 0) + 1
       dups = dups + 1
     end
   end
 end
+for k, at in pairs(mark_expiry) do
+  redis.call('EXPIREAT', k, at, 'NX')
+  redis.call('EXPIREAT', k, at, 'GT')
+end
 apply(p.u)
 for _, s in ipairs(p.s) do
   if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', s[4]) end
 end
+local mprefix = #ns + 3
 for _, m in ipairs(p.m) do
   local cur = redis.call('HGET', m[1], m[2])
-  if (not cur) or cur < m[4] then redis.call('HSET', m[1], m[2], m[4], m[3], m[5]) end
+  if (not cur) or cur < m[4] then
+    if m[3] == 'team' then
+      local agent = string.sub(m[1], mprefix)
+      local old = redis.call('HGET', m[1], 'team') or false
+      if old ~= m[5] then move(agent, old, m[5]) end
+    end
+    redis.call('HSET', m[1], m[2], m[4], m[3], m[5])
+  end
   redis.call('EXPIRE', m[1], p.tm)
 end
 -- Waiting calls (queue -> call_id by entry ts), derived from the versioned call states above; callers who
@@ -118,13 +200,35 @@ for _, r in ipairs(p.r or {}) do
   redis.call('ZADD', r[1], 'GT', r[3], r[2])
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
 end
+local teams_seen = {}
 for i = 1, #p.a, 2 do
-  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], p.a[i])
+  local agent = p.a[i]
+  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], agent)
+  local team = redis.call('HGET', ns .. 'm:' .. agent, 'team')
+  if team then
+    local latest = redis.call('ZSCORE', ns .. 'agents', agent)
+    redis.call('ZADD', ns .. 'tm:' .. team, latest, agent)
+    redis.call('ZADD', ns .. 'teams', 'GT', latest, team)
+    teams_seen[team] = true
+  end
 end
-if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
+if #p.a > 0 then
+  redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa)
+  redis.call('ZREMRANGEBYSCORE', ns .. 'teams', '-inf', p.pa)
+  for team, _ in pairs(teams_seen) do
+    redis.call('ZREMRANGEBYSCORE', ns .. 'tm:' .. team, '-inf', p.pa)
+    redis.call('EXPIRE', ns .. 'tm:' .. team, p.tm)
+  end
+end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
 for _, k in ipairs(p.lk or {}) do
   if touched[k] then redis.call('EXPIRE', k, p.tl) end
+end
+if p.d and #p.d > 0 then
+  -- What the alert sweep reads next round: the agents this apply touched, by Redis time.
+  local dk = ns .. 'dirty'
+  for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_us, a) end
+  redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_us - 3600000000)
 end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
@@ -139,9 +243,8 @@ return {1, applied, dups}
 """
 
 
-READ_LUA = r"""
--- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, agent1, agent2, ...
--- Returns per agent: team, state, since (ms), reason, then nwin * nfields sums (window-major).
+_READ_HEAD_LUA = r"""
+-- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, then the subjects.
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -151,19 +254,21 @@ for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i =
 local nf = tonumber(ARGV[i]); i = i + 1
 local fields, index = {}, {}
 for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
-local out = {}
-for a = i, #ARGV do
-  local agent = ARGV[a]
-  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state', 'since', 'reason')
+-- Sum the chunks `prefix .. c` over each window: whole chunks by their totals, cut ones by their buckets.
+-- Also per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals,
+-- the chunk's first bucket: never later than the true one): when the window next changes by time alone.
+local function window_sums(prefix)
   local sums = {}
   for k = 1, nwin * nf do sums[k] = 0 end
+  local firsts = {}
+  for w = 1, nwin do firsts[w] = -1 end
   for c = c0, c1 do
     local first, last = c * cb, c * cb + cb - 1
     local cut = false
     for w = 1, nwin do
       if (first <= lo[w] and lo[w] < last) or (first <= hi[w] and hi[w] < last) then cut = true end
     end
-    local key = ns .. 'b:' .. agent .. ':' .. c
+    local key = prefix .. c
     if cut then
       local flat = redis.call('HGETALL', key)
       for j = 1, #flat, 2 do
@@ -175,30 +280,78 @@ for a = i, #ARGV do
           local v = tonumber(flat[j + 1])
           if f then
             for w = 1, nwin do
-              if lo[w] < b and b <= hi[w] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v end
+              if lo[w] < b and b <= hi[w] then
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+                if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+              end
             end
           end
         end
       end
     else
-      local totals = redis.call('HMGET', key, unpack(fields))
+      local inside = false
       for w = 1, nwin do
-        if first > lo[w] and last <= hi[w] then
-          for f = 1, nf do
-            if totals[f] then sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + tonumber(totals[f]) end
+        if first > lo[w] and last <= hi[w] then inside = true end
+      end
+      if inside then
+        local totals = redis.call('HMGET', key, unpack(fields))
+        for w = 1, nwin do
+          if first > lo[w] and last <= hi[w] then
+            for f = 1, nf do
+              if totals[f] then
+                local v = tonumber(totals[f])
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
+                if v ~= 0 and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
+              end
+            end
           end
         end
       end
     end
   end
+  return sums, firsts
+end
+local out = {}
+"""
+
+READ_LUA = (
+    _READ_HEAD_LUA
+    + r"""
+-- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
+-- nwin * nfields sums
+-- (window-major), then per window the first bucket holding a count (see window_sums).
+local t = redis.call('TIME')
+out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for a = i, #ARGV do
+  local agent = ARGV[a]
+  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state', 'since', 'reason')
+  local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':')
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
   out[#out + 1] = meta[3] or ''
   out[#out + 1] = meta[4] or ''
+  out[#out + 1] = meta[3] or ''
+  out[#out + 1] = meta[4] or ''
+  for k = 1, nwin * nf do out[#out + 1] = sums[k] end
+  for w = 1, nwin do out[#out + 1] = firsts[w] end
+end
+return out
+"""
+)
+
+READ_GROUPS_LUA = (
+    _READ_HEAD_LUA
+    + r"""
+-- Subjects: chunk key prefixes (a team's 't:<team>:', the floor's 'f:', a queue's 'qb:<queue>:', a
+-- campaign's 'cb:<campaign>:'), without ns.
+-- Returns per subject nwin * nfields sums (window-major).
+for a = i, #ARGV do
+  local sums = window_sums(ns .. ARGV[a])
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
 end
 return out
 """
+)
 READ_AGENTS_PER_CALL = 100
 READ_META = 4  # team, state, since, reason ahead of each row's sums
 
@@ -207,6 +360,16 @@ MARK_REBUILT_LUA = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return 1
+"""
+
+LEASE_LUA = r"""
+-- KEYS: the lease; ARGV: the holder's token, ttl ms. Take it when free, renew it when this holder has it.
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
 """
 
 
@@ -239,6 +402,20 @@ class AgentWindows:
     sums: dict[int, w.Sums]
     since_ms: int | None = None  # when the current state began (its agent.state ts)
     reason: str | None = None  # the current state's reason
+    # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
+    # changes by time alone (streams.schedule.next_change_ms).
+    first_buckets: dict[int, int | None] = field(default_factory=dict)
+    # Redis's time of the read (µs): the applies scored in `dirty` up to it are in these sums.
+    read_us: int = field(default=0, compare=False)
+
+
+@dataclass
+class TeamWindows:
+    """One team from its pre-aggregated chunks: active agents now in it and counter sums per window."""
+
+    team: str
+    agents: int
+    sums: dict[int, w.Sums]
 
 
 def namespace(topic_prefix: str) -> str:
@@ -255,7 +432,9 @@ class WindowStore:
         self.tz = tz  # where the calendar window `today` starts
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
+        self._read_groups = client.register_script(READ_GROUPS_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
+        self._lease = client.register_script(LEASE_LUA)
 
     async def read_states(self, keys: Iterable[str]) -> dict[str, bytes | None]:
         """Current raw values of customer/ticket state keys (None when absent)."""
@@ -290,8 +469,6 @@ class WindowStore:
     ) -> list[AgentWindows]:
         """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read."""
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
-        lo = min(b_lo for b_lo, _ in bounds)
-        hi = now_ms // w.BUCKET_MS
         if only is None:
             agents = await self.active_agents(now_ms, max(w.span_s(now_ms, ws, self.tz) for ws in windows_s))
         else:
@@ -301,18 +478,17 @@ class WindowStore:
         if not agents:
             return []
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
-        head = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
-        for b_lo, b_hi in bounds:
-            head += [b_lo, b_hi]
-        head += [len(w.FIELDS), *w.FIELDS]
+        head = self._read_head(now_ms, windows_s)
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
         # One script call per group, in turn: each blocks Redis only briefly, so batch writes slip in between.
         results = [await self._read(args=[*head, *group]) for group in groups]
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
-        step = READ_META + len(bounds) * nf
-        for group, flat in zip(groups, results, strict=True):
+        nwin = len(bounds)
+        step = READ_META + nwin * nf + nwin
+        for group, reply in zip(groups, results, strict=True):
+            read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
                 team, state, since, reason = _s(row[0]), _s(row[1]), _s(row[2]), _s(row[3])
@@ -323,10 +499,97 @@ class WindowStore:
                 }
                 for ws, window_sums in sums.items():  # the current state counts up to now
                     states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
+                tail = row[READ_META + nwin * nf :]
+                firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
                 out.append(
-                    AgentWindows(agent, team or None, state or None, agents[agent], sums, since_ms, reason or None)
+                    AgentWindows(
+                        agent,
+                        team or None,
+                        state or None,
+                        agents[agent],
+                        sums,
+                        since_ms,
+                        reason or None,
+                        firsts,
+                        read_us,
+                    )
                 )
         return out
+
+    async def changed_since(self, since_us: int) -> tuple[dict[str, int], int]:
+        """Agents an apply touched at or after `since_us` (Redis time, µs) with the time of it, and Redis's time now.
+
+        The time is read first: an apply that runs in between is listed now and again next time, never missed.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.zrangebyscore(keys.dirty_key(self.ns), since_us, "+inf", withscores=True)
+            (secs, micros), rows = await pipe.execute()
+        return {_s(a): int(score) for a, score in rows}, int(secs) * 1_000_000 + int(micros)
+
+    async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
+        """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
+        return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
+
+    def _read_head(self, now_ms: int, windows_s: Sequence[int]) -> list[Any]:
+        """The read scripts' leading arguments: chunk range, window bounds in buckets, field names."""
+        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
+        lo = min(b_lo for b_lo, _ in bounds)
+        hi = now_ms // w.BUCKET_MS
+        head: list[Any] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
+        for b_lo, b_hi in bounds:
+            head += [b_lo, b_hi]
+        return [*head, len(w.FIELDS), *w.FIELDS]
+
+    async def read_groups(
+        self, now_ms: int, windows_s: Sequence[int], prefixes: Sequence[str]
+    ) -> list[dict[int, w.Sums]]:
+        """Sums per window for pre-aggregated chunk prefixes (`t:<team>:`, `f:`), in the order given."""
+        if not prefixes:
+            return []
+        head = self._read_head(now_ms, windows_s)
+        nf = len(w.FIELDS)
+        out: list[dict[int, w.Sums]] = []
+        for i in range(0, len(prefixes), READ_AGENTS_PER_CALL):
+            group = prefixes[i : i + READ_AGENTS_PER_CALL]
+            flat = await self._read_groups(args=[*head, *group])
+            step = len(windows_s) * nf
+            for k in range(len(group)):
+                row = flat[k * step : (k + 1) * step]
+                out.append(
+                    {ws: dict(zip(w.FIELDS, row[j * nf : (j + 1) * nf], strict=True)) for j, ws in enumerate(windows_s)}
+                )
+        return out
+
+    async def read_floor(self, now_ms: int, windows_s: Sequence[int], roster_s: float) -> tuple[int, dict[int, w.Sums]]:
+        """The floor: agents with an event in the last `roster_s` seconds, and its sums per window."""
+        count = await self.client.zcount(keys.agents_key(self.ns), f"({now_ms - round(roster_s * 1000)}", "+inf")
+        (sums,) = await self.read_groups(now_ms, windows_s, ["f:"])
+        return int(count), sums
+
+    async def read_teams(
+        self, now_ms: int, windows_s: Sequence[int], roster_s: float, only: Sequence[str] | None = None
+    ) -> list[TeamWindows]:
+        """Teams with an agent active in the last `roster_s` seconds (all, or those in `only`), with sums."""
+        since = f"({now_ms - round(roster_s * 1000)}"
+        if only is None:
+            names = sorted(_s(t) for t in await self.client.zrangebyscore(keys.teams_key(self.ns), since, "+inf"))
+        else:
+            names = sorted(set(only))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for team in names:
+                pipe.zcount(keys.team_roster_key(self.ns, team), since, "+inf")
+            counts = await pipe.execute() if names else []
+        present = [(t, int(n)) for t, n in zip(names, counts, strict=True) if n]
+        sums = await self.read_groups(now_ms, windows_s, [f"t:{t}:" for t, _ in present])
+        return [TeamWindows(t, n, s) for (t, n), s in zip(present, sums, strict=True)]
+
+    async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
+        """A team's agents with an event in the last `roster_s` seconds -> their latest event ts."""
+        rows = await self.client.zrangebyscore(
+            keys.team_roster_key(self.ns, team), f"({now_ms - round(roster_s * 1000)}", "+inf", withscores=True
+        )
+        return {_s(agent): int(score) for agent, score in rows}
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
@@ -359,10 +622,47 @@ class WindowStore:
         """Whether a rebuild holds the replay lock now."""
         return bool(await self.client.exists(self.replay_lock_key))
 
+    async def agent_team(self, agent: str) -> str | None:
+        """The agent's current team (of its latest event naming one), or None."""
+        team = await self.client.hget(keys.meta_key(self.ns, agent), "team")
+        return _s(team) or None if team is not None else None
+
+    async def notified_hooks(self, alert_id: str) -> set[int]:
+        """Indexes of the webhooks already told of this alert episode."""
+        return {int(_s(i)) for i in await self.client.smembers(keys.notified_key(self.ns, alert_id))}
+
+    async def note_notified(self, alert_id: str, hooks: Iterable[int], *, keep_s: int) -> None:
+        """Remember for `keep_s` seconds that these webhooks were told of the episode."""
+        hooks = list(hooks)
+        if hooks:
+            key = keys.notified_key(self.ns, alert_id)
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, *hooks)
+                pipe.expire(key, keep_s)
+                await pipe.execute()
+
+    async def forget_notified(self, alert_id: str) -> None:
+        """The episode is over: drop its record of told webhooks."""
+        await self.client.delete(keys.notified_key(self.ns, alert_id))
+
     async def read_stats(self) -> dict[str, int]:
         """Event counters (topic|result) and the raw lag histogram fields."""
         raw = await self.client.hgetall(f"{self.ns}stats")
         return {_s(k): int(v) for k, v in raw.items()}
+
+
+async def remove_namespace(client: aioredis.Redis, ns: str) -> int:
+    """Delete every key under a namespace (the demo's own, on exit); returns how many were deleted."""
+    removed = 0
+    batch: list[bytes] = []
+    async for key in client.scan_iter(match=f"{ns}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            removed += await client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += await client.unlink(*batch)
+    return removed
 
 
 def lag_histogram(stats: Mapping[str, int]) -> tuple[list[tuple[str, int]], int, float]:

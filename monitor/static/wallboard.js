@@ -76,6 +76,7 @@
   // ---- page parameters -----------------------------------------------------
   const params = new URLSearchParams(location.search);
   const teamFilter = params.get("team") || null;
+  const byScore = params.get("sort") === "score";  // ?sort=score: a leaderboard, best scorecard first
   const token = params.get("token") || null;
   let currentWindow = params.get("window") || null;   // null: the server's default
   const rotateMs = Math.max(3, parseFloat(params.get("rotate")) || ROTATE_DEFAULT_S) * 1000;
@@ -447,9 +448,11 @@
     for (const [id, t] of tiles) {
       if (!seen.has(id)) { t.root.remove(); tiles.delete(id); }
     }
-    // Reorder only when membership or team changed; most snapshots touch text only.
-    const ordered = list.filter((a) => a && a.agent_id != null).slice().sort(
-      (x, y) => cmp(x.team || "", y.team || "") || cmp(String(x.agent_id), String(y.agent_id)));
+    // Reorder only when membership, team (or, on a leaderboard, rank) changed; most snapshots touch text only.
+    const score = (a) => (isNum(a.score) ? a.score : -Infinity);
+    const ordered = list.filter((a) => a && a.agent_id != null).slice().sort(byScore
+      ? (x, y) => score(y) - score(x) || cmp(String(x.agent_id), String(y.agent_id))
+      : (x, y) => cmp(x.team || "", y.team || "") || cmp(String(x.agent_id), String(y.agent_id)));
     const key = ordered.map((a) => (a.team || "") + "/" + a.agent_id).join("\n");
     if (key !== tileOrderKey) {
       tileOrderKey = key;
@@ -1075,12 +1078,34 @@
     updateConn();
   }
 
+  // A full-floor feed sends the whole snapshot once, then deltas: the agents that changed since the last
+  // message ("changed" rows, "removed" ids) with everything else of a snapshot (teams, floor, alerts, ...).
+  function onDelta(msg) {
+    if (!snapshot || !Array.isArray(snapshot.agents) || snapshot.version !== msg.since) {
+      // Not against what we hold (cannot happen on one socket): reconnect for a whole snapshot.
+      if (ws) ws.close(1000, "resync");
+      return;
+    }
+    const byId = new Map();
+    for (const a of snapshot.agents) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    for (const id of msg.removed || []) byId.delete(id);
+    for (const a of msg.changed || []) if (a && a.agent_id != null) byId.set(a.agent_id, a);
+    const agents = Array.from(byId.values());
+    agents.sort((x, y) => (x.agent_id < y.agent_id ? -1 : x.agent_id > y.agent_id ? 1 : 0));
+    const merged = Object.assign({}, msg, { type: "snapshot", agents });
+    delete merged.changed;
+    delete merged.removed;
+    delete merged.since;
+    onSnapshot(merged);
+  }
+
   function onMessage(data) {
     let msg;
     try { msg = JSON.parse(data); } catch (_) { return; }
     if (!msg || typeof msg !== "object") return;
     switch (msg.type) {
       case "snapshot": onSnapshot(msg); break;
+      case "delta": onDelta(msg); break;
       case "alert": upsertAlert(msg, false); scheduleRender(); break;
       case "ack": {
         const rec = alerts.get(msg.id);
@@ -1192,6 +1217,7 @@
     u.hash = "";
     if (currentWindow) u.searchParams.set("window", currentWindow);
     if (token) u.searchParams.set("token", token);
+    u.searchParams.set("delta", "true");             // the whole floor once, then only the agents that change
     return u.toString();
   }
 

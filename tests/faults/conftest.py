@@ -71,9 +71,17 @@ ROWS: dict[int, tuple[str, str]] = {
         "the same, with no further event at all",
         "rebuilt by the worker's sweep without waiting for a record; exact again within seconds",
     ),
+    20: (
+        "scale-out: 4 workers on 8 partitions, one of them killed -9 at a random point mid-run (not restarted)",
+        "the other three take its partitions over; KPIs exact; no event lost or counted twice",
+    ),
     14: (
         "SIGTERM to worker and monitor",
         "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
+    ),
+    18: (
+        "kill -9 the worker at 5 random (seeded) points of a ~100k-event catch-up, whole-fetch batches of 2,000",
+        "KPIs exact; no commit past an unapplied event or backwards; no event lost or counted twice",
     ),
 }
 

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse.settings import Settings
+from streams import keys
+from streams.events import parse_ts_ms
 from streams.store import WindowStore, namespace
 from tests.helpers import async_wait_for, result_counts
 from tests.integration import tracegen
@@ -123,7 +125,7 @@ class Position:
     topic: str
     partition: int
     offset: int
-    mark: str
+    mark: tuple[str, bytes | None]  # (key, hash field): the dedupe shard and digest, or a plain key
 
 
 @dataclass
@@ -145,14 +147,14 @@ class Ledger:
         """Note one acknowledged message."""
         if msg.event is None:
             self.invalid_at.add((msg.topic, partition, offset))
-            mark = f"{self.ns}o:{msg.topic}:{partition}:{offset}"
+            mark: tuple[str, bytes | None] = (keys.offset_mark_key(self.ns, msg.topic, partition, offset), None)
         else:
             eid = msg.event["event_id"]
             book = self.late if msg.late else self.valid
             if eid in self.valid or eid in self.late:
                 self.copies += 1
             book[eid] = msg.event
-            mark = f"{self.ns}e:{eid}"
+            mark = event_mark(self.ns, msg.event)
         self.positions.append(Position(msg.topic, partition, offset, mark))
 
     @property
@@ -306,6 +308,20 @@ async def snapshot_problems(settings: Settings, events: list[dict[str, Any]]) ->
     return problems
 
 
+def event_mark(ns: str, event: Mapping[str, Any]) -> tuple[str, bytes | None]:
+    """Where the worker marks an event applied: its dedupe shard and digest field."""
+    key, field = keys.dedupe_mark(ns, event["event_id"], parse_ts_ms(event["ts"]))
+    return key, keys.dedupe_field_bytes(field)
+
+
+def _mark_exists(pipe: Any, mark: tuple[str, bytes | None]) -> None:
+    key, field = mark
+    if field is None:
+        pipe.exists(key)
+    else:
+        pipe.hexists(key, field)
+
+
 async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[int]]:
     """Agent -> seq numbers of valid events with no dedupe mark in Redis: events the system lost."""
     client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10)
@@ -313,7 +329,7 @@ async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[i
         events = ledger.events
         async with client.pipeline(transaction=False) as pipe:
             for e in events:
-                pipe.exists(f"{ledger.ns}e:{e['event_id']}")
+                _mark_exists(pipe, event_mark(ledger.ns, e))
             found = await pipe.execute()
     finally:
         await client.aclose()
@@ -453,7 +469,7 @@ class OffsetWatch:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for pos in todo:
-                    pipe.exists(pos.mark)
+                    _mark_exists(pipe, pos.mark)
                 found = await pipe.execute()
         except (OSError, aioredis.RedisError):
             return  # Redis away (paused or killed): the offsets alone are checked this round

@@ -167,3 +167,66 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
     row.figure("stale_commits", len(watch.regressions))
     row.figure("resumed_worker_records", await h.worker_metric(frozen, "callpulse_worker_events_total"))
     row.figure("duplicates_vs_copies", f"{counts['duplicate']}/{ledger.copies}")
+
+
+# Row 18's backlog: ~100k events (400 agents x 60 calls, with states, surveys, tickets). 1M would take the worker
+# several minutes to catch up on this 2-core CI machine and the oracle several more; 100k is 50 batches of
+# 2,000 per partition group, so kills still land at random places among many whole-fetch batches.
+CATCH_UP_AGENTS = 400
+CATCH_UP_CALLS_PER_AGENT = 60
+
+
+@pytest.mark.fault_row(18)
+@pytest.mark.timeout(900)
+async def test_kill_9_at_random_points_of_a_large_catch_up(settings: Settings, stack: Any, row: Any) -> None:
+    rng = random.Random(15)
+    ledger = h.Ledger(settings.topic_prefix)
+    now = time.time()
+    trace = h.seq_trace(
+        now, seed=1501, agents=CATCH_UP_AGENTS, calls_per_agent=CATCH_UP_CALLS_PER_AGENT, tickets=6000, customers=5000
+    )
+    msgs = h.with_copies(h.messages(h.shuffled(trace, seed=2)), share=0.01, seed=3)
+    await ensure_topics(settings)
+    stack.monitor(settings)
+    # A first worker sets the store up (empty topics: nothing to rebuild) and stops: the backlog then goes
+    # through the agents' batches, not through the rebuild-from-Kafka path a fresh Redis would take.
+    first = stack.worker(settings)
+    await async_wait_for(lambda: h.initialised(settings), timeout_s=60, message="the worker to set the store up")
+    assert await asyncio.to_thread(first.stop, 30) == 0, first.log_tail()
+    async with h.Producer(settings, ledger, seed=4) as producer:
+        for i in range(0, len(msgs), 10_000):
+            await producer.send(msgs[i : i + 10_000])
+    total = len(ledger.positions)
+    # whole fetches (batch_max 2,000 records) from a backlog: each kill lands among batches fetched, applied, acked
+    kill_at = sorted(rng.sample(range(total // 20, total - total // 20), 5))
+    watch = h.Stopwatch()
+    worker = stack.worker(settings)
+    mid_batch = 0
+    async with h.OffsetWatch(settings, ledger) as offsets:
+        for target in kill_at:
+            await h.wait_counts(settings, lambda c, t=target: sum(c.values()) >= t, timeout_s=300, interval_s=0.005)
+            worker.kill()
+            at_kill = await result_counts(settings)
+            mid_batch += sum(at_kill.values()) < total
+            worker = stack.worker(settings)
+        await h.wait_settled(settings, ledger, timeout_s=300)
+        caught_up_s = watch()
+        await async_wait_for(
+            lambda: offsets.current == offsets.ends(),
+            timeout_s=60,
+            interval_s=0.2,
+            message="the group to commit the whole backlog",
+        )
+        await offsets.poll()
+    assert worker.alive(), worker.log_tail()
+    assert not offsets.regressions, offsets.regressions[:5]
+    assert not offsets.unapplied, offsets.unapplied[:5]
+    counts = await h.assert_exact(settings, ledger)
+    row.figure("events", len(ledger.valid))
+    row.figure("messages", total)
+    row.figure("kills", len(kill_at))
+    row.figure("kill_points", ",".join(str(k) for k in kill_at))
+    row.figure("catch_up_with_kills_s", round(caught_up_s, 1))
+    row.figure("offset_polls", offsets.polls)
+    row.figure("duplicates_vs_copies", f"{counts['duplicate']}/{ledger.copies}")
+    assert mid_batch == len(kill_at), f"only {mid_batch} kills landed before the backlog was done"

@@ -113,12 +113,23 @@ async def test_new_kpis_and_scores_equal_the_recomputation_on_real_servers(
             assert all(v is not None for k, v in snap["floor"]["kpis"].items() if k != "response_seconds"), snap
         want_scores = scores(valid, at, settings.window_s("today"), CARD, since=since)
         assert diff_scores(snap, want_scores) == [], window
-    text = (await asyncio.to_thread(_get, f"{base}/metrics")).decode()
-    agent_scores = {
-        s.labels["agent"]: s.value
+    agent_scores = _gauges((await asyncio.to_thread(_get, f"{base}/metrics/agents")).decode(), "callpulse_agent_score")
+    assert set(agent_scores) == {(a,) for a in want_scores["agents"]}
+    assert all(abs(agent_scores[(a,)] - v) < 1e-6 for a, v in want_scores["agents"].items())
+    floor_text = (await asyncio.to_thread(_get, f"{base}/metrics")).decode()
+    team_scores = _gauges(floor_text, "callpulse_team_score", label="team")
+    assert {t: round(v, 6) for (t,), v in team_scores.items()} == {
+        t: round(v, 6) for t, v in want_scores["teams"].items()
+    }
+    [(_, floor_score)] = _gauges(floor_text, "callpulse_floor_score", label=None).items()
+    assert abs(floor_score - want_scores["floor"]) < 1e-6
+
+
+def _gauges(text: str, name: str, *, label: str | None = "agent") -> dict[tuple[str, ...], float]:
+    """One family's samples from Prometheus text, keyed by `label` (or by nothing)."""
+    return {
+        ((s.labels[label],) if label else ()): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "callpulse_agent_score"
+        if s.name == name
     }
-    assert set(agent_scores) == set(want_scores["agents"])
-    assert all(abs(agent_scores[a] - v) < 1e-6 for a, v in want_scores["agents"].items())

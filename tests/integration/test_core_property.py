@@ -20,7 +20,7 @@ from callpulse.embedded import EmbeddedRedis
 from callpulse.settings import Settings, load_thresholds
 from monitor import snapshot
 from streams.processor import Outcome, Processor, Record
-from streams.store import AgentWindows, WindowStore, namespace
+from streams.store import AgentWindows, TeamWindows, WindowStore, namespace
 from streams.windows import TODAY
 from tests import reference
 
@@ -316,6 +316,16 @@ async def read(client: aioredis.Redis, settings: Settings = SETTINGS, now_ms: in
     return await store.read_windows(now_ms, settings.windows_s)
 
 
+async def read_totals(
+    client: aioredis.Redis, settings: Settings = SETTINGS, now_ms: int = NOW_MS
+) -> tuple[list[TeamWindows], tuple[int, dict[int, Any]]]:
+    """The store's pre-aggregated team and floor totals for every window."""
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    windows_s = list(settings.windows_s)
+    teams = await store.read_teams(now_ms, windows_s, settings.longest_window_s)
+    return teams, await store.read_floor(now_ms, windows_s, settings.longest_window_s)
+
+
 def roster_since(settings: Settings, now: float) -> float:
     """The oracle's roster: agents with an event after the earliest reach of any window."""
     return min(reference.reaches_back_to(now, ws, settings.tz) for ws in settings.windows_s)
@@ -349,6 +359,7 @@ def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
             assert sum(o.late for o in outcomes) == sum(e["event_id"].startswith("late") for e in delivered)
             assert sum(o.duplicates for o in outcomes) == len(delivered) - len(events) - len(late)
             rows = await read(client)
+            teams, floor = await read_totals(client)
         finally:
             await client.aclose()
         since = roster_since(SETTINGS, NOW)
@@ -357,6 +368,9 @@ def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
             want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S, since=since,
                                       late_before=NOW - SETTINGS.longest_window_s)  # fmt: skip
             assert reference.diff_snapshot(snap, want) == [], f"window {window_s}"
+            # The store's incrementally kept team and floor totals give the same teams and floor.
+            kept = snapshot.build(rows, window_s=window_s, settings=SETTINGS, now_ms=NOW_MS, teams=teams, floor=floor)
+            assert (kept["teams"], kept["floor"]) == (snap["teams"], snap["floor"]), f"window {window_s}"
 
     asyncio.run(run())
 

@@ -15,7 +15,7 @@ from tests.conftest import Stack
 pytestmark = pytest.mark.integration
 
 TOKEN = "t0ken"
-PATHS = ("/", "/api/snapshot", "/api/audit", "/api/openapi.json", "/ws", "/metrics", "/healthz",
+PATHS = ("/", "/api/snapshot", "/api/audit", "/api/openapi.json", "/ws", "/metrics", "/metrics/agents", "/healthz",
          "/static/wallboard.js", "/nowhere")  # fmt: skip
 
 

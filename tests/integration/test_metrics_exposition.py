@@ -72,8 +72,12 @@ class Floor:
         await processor.process(records)
 
     async def scrape(self) -> Samples:
-        """GET /metrics from the monitor and parse it: (sample name, labels, value)."""
-        url = f"http://127.0.0.1:{self.monitor.port}/metrics"
+        """GET /metrics and /metrics/agents from the monitor and parse both: (sample name, labels, value)."""
+        return [*await self.scrape_path("/metrics"), *await self.scrape_path("/metrics/agents")]
+
+    async def scrape_path(self, path: str) -> Samples:
+        """GET one exposition path from the monitor and parse it."""
+        url = f"http://127.0.0.1:{self.monitor.port}{path}"
 
         def get() -> str:
             with urllib.request.urlopen(url, timeout=5) as resp:
@@ -260,3 +264,23 @@ async def test_idle_floor(floor: Floor) -> None:
     buckets = _named(samples, "callpulse_event_lag_seconds_bucket")
     assert len(buckets) == len(LAG_BOUNDS_S) + 1 and all(value == 0 for _, value in buckets)
     assert _named(samples, "callpulse_floor_agents") == [({}, 0.0)]
+
+
+async def test_per_agent_series_are_on_their_own_path_and_team_floor_series_on_metrics(floor: Floor) -> None:
+    at = floor.now
+    await floor.process(
+        "calls",
+        [
+            _call("p1", at - 60, "ann", "north", direction="inbound", connected=True, talk_seconds=100),
+            _call("p2", at - 50, "bob", "north", direction="inbound", connected=True, talk_seconds=200),
+        ],
+        at=at,
+    )
+    main = await floor.scrape_path("/metrics")
+    agents = await floor.scrape_path("/metrics/agents")
+    assert not [n for n, _, _ in main if n.startswith("callpulse_agent_")]
+    assert {labels["agent"] for n, labels, _ in agents if n == "callpulse_agent_kpi"} == {"ann", "bob"}
+    aht = {(labels["team"], labels["window"]): v for n, labels, v in main
+           if n == "callpulse_team_kpi" and labels["kpi"] == "aht_seconds"}  # fmt: skip
+    assert aht[("north", "15m")] == 150.0
+    assert ("callpulse_floor_agents", {}, 2.0) in main

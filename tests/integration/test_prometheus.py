@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from callpulse import provisioning, simulate
 from callpulse.embedded import free_port
 from callpulse.processes import Proc
-from callpulse.settings import Settings
+from callpulse.settings import Settings, load_thresholds
 from tests.conftest import Stack
 from tests.helpers import wait_for
 
@@ -37,9 +37,12 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules.yml"
+OPERATIONS = ROOT / "prometheus" / "operations.yml"
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 SCRAPE_INTERVAL_S = 1
-RULE_GROUPS = {"callpulse-agent", "callpulse-team", "callpulse-floor"}
+# The monitor serves per-agent series on their own path, scraped as a job of their own (docs/metrics in README).
+METRICS_PATHS = {"callpulse-monitor-agents": "/metrics/agents"}
+RULE_GROUPS = {"callpulse-agent", "callpulse-team", "callpulse-floor", "callpulse-operations"}
 # Half an hour of a 30-agent floor (18 inbound agents in two teams, 12 outbound in one) at 20 events/s:
 # about 35 000 events, enough for every KPI that applies to a team (inbound or outbound) in its windows.
 SHIFT_AGENTS, SHIFT_RATE, SHIFT_S, SHIFT_SEED = 30, 20.0, 1800.0, 3
@@ -89,7 +92,11 @@ class Prometheus:
             },
             "rule_files": [str(path) for path in rule_files],
             "scrape_configs": [
-                {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": targets}]}
+                {
+                    "job_name": job,
+                    "metrics_path": METRICS_PATHS.get(job, "/metrics"),
+                    "static_configs": [{"targets": targets}],
+                }
                 for job, targets in scrape.items()
             ],
         }
@@ -241,6 +248,9 @@ def _variable_values(prom: Prometheus, query: str, variables: Mapping[str, str])
 def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
     settings: Settings, stack: Stack, prometheus: Prometheus
 ) -> None:
+    # The committed dashboards are generated with the example scorecard (`make grafana`): score panels too.
+    example = ROOT / "callpulse" / "scorecard.example.toml"
+    settings = settings.replace(config_path=str(example), **load_thresholds(example.read_text(encoding="utf-8")))
     web_port = free_port()
     worker = stack.worker(settings, web_port=web_port)
     stack.monitor(settings)
@@ -257,15 +267,17 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
     prometheus.start(
         {
             "callpulse-monitor": [f"{settings.http_host}:{settings.http_port}"],
+            "callpulse-monitor-agents": [f"{settings.http_host}:{settings.http_port}"],
             "callpulse-worker": [f"127.0.0.1:{web_port}"],
         },
-        [RULES],
+        [RULES, OPERATIONS],
     )
 
     def targets_up() -> bool:
         active = prometheus.api("targets")["activeTargets"]
         health = {t["labels"]["job"]: (t["health"], t["lastError"]) for t in active}
-        assert health == {"callpulse-monitor": ("up", ""), "callpulse-worker": ("up", "")}, health
+        want = {"callpulse-monitor": ("up", ""), "callpulse-monitor-agents": ("up", ""), "callpulse-worker": ("up", "")}
+        assert health == want, health
         return True
 
     wait_for(targets_up, timeout_s=20, interval_s=0.2, message="both scrape targets up")
@@ -335,8 +347,14 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
 
     wait_for(rules_ok, timeout_s=15, interval_s=0.2, message="every callpulse rule evaluated with health ok")
     loaded = sum(len(g["rules"]) for g in prometheus.api("rules")["groups"])
-    committed = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    assert loaded == sum(len(g["rules"]) for g in committed["groups"])
+    committed = [yaml.safe_load(path.read_text(encoding="utf-8")) for path in (RULES, OPERATIONS)]
+    assert loaded == sum(len(g["rules"]) for rules in committed for g in rules["groups"])
+    # A healthy pipeline fires none of the operational alerts.
+    alerts = prometheus.api("alerts")["alerts"]
+    firing = [
+        a["labels"]["alertname"] for a in alerts if a["labels"].get("scope") == "pipeline" and a["state"] == "firing"
+    ]
+    assert firing == [], firing
 
     # Prometheus holds the monitor's numbers: every gauge equals the snapshot's, and a null KPI has no series.
     wait_for(lambda: _gauges_agree(prometheus, settings), timeout_s=15, interval_s=0.5, message="gauges = snapshots")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,10 +46,12 @@ def test_check_config(promtool: str, tmp_path: Path) -> None:
     (tmp_path / "prometheus.yml").write_text(
         config.replace("/prometheus/callpulse-token", str(tmp_path / "token")), encoding="utf-8"
     )
-    (tmp_path / "rules.yml").write_text((ROOT / "prometheus/rules.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    for name in ("rules.yml", "operations.yml"):
+        shutil.copy(ROOT / "prometheus" / name, tmp_path / name)
     result = _run(promtool, "check", "config", tmp_path / "prometheus.yml")
     _ok(result)
     assert "SUCCESS" in result.stdout + result.stderr
+    assert "operations.yml" in result.stdout + result.stderr, "the operational rules are loaded"
 
 
 def test_check_rules(promtool: str) -> None:
@@ -161,3 +164,61 @@ def test_team_override_rules(promtool: str, tmp_path: Path) -> None:
     }
     (tmp_path / "override_test.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
     _ok(_run(promtool, "test", "rules", "override_test.yml", cwd=tmp_path))
+
+
+# --- operational rules (generated from callpulse/health_rules.py) and Alertmanager ------------------------------
+
+
+def test_operations_rules_check_and_pass_their_unit_tests(promtool: str) -> None:
+    _ok(_run(promtool, "check", "rules", "prometheus/operations.yml"))
+    result = _run(promtool, "test", "rules", "prometheus/operations_test.yml")
+    _ok(result)
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_operations_rule_tests_catch_a_shorter_hold(promtool: str, tmp_path: Path) -> None:
+    """Consumer lag must grow for 5 minutes before anyone is paged: a 1 minute hold fails the tests."""
+    rules = (ROOT / "prometheus/operations.yml").read_text(encoding="utf-8")
+    lag = rules.index("CallpulseConsumerLagGrowing")
+    hold = rules.index("for: 5m", lag)
+    (tmp_path / "operations.yml").write_text(rules[:hold] + "for: 1m" + rules[hold + 7 :], encoding="utf-8")
+    shutil.copy(ROOT / "prometheus/operations_test.yml", tmp_path / "operations_test.yml")
+    result = _run(promtool, "test", "rules", "operations_test.yml", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "CallpulseConsumerLagGrowing" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def amtool() -> str:
+    """Debian's amtool (package prometheus-alertmanager); a missing one fails the test, saying how to install it."""
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail("amtool not found: run .ci/system-deps, or apt-get install -y prometheus-alertmanager")
+    return path
+
+
+def _uncomment_examples(text: str) -> str:
+    """alertmanager.yml with its commented receiver and route examples switched on."""
+    out = []
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        indent = line[: len(line) - len(stripped)]
+        body = stripped[2:]
+        if indent and stripped.startswith("# ") and (body.startswith(("-", " ")) or re.match(r"[a-z_]+:( |$)", body)):
+            out.append(indent + body)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_alertmanager_config_and_its_documented_receivers_are_valid(amtool: str, tmp_path: Path) -> None:
+    shipped = (ROOT / "alertmanager/alertmanager.yml").read_text(encoding="utf-8")
+    _ok(subprocess.run([amtool, "check-config", str(ROOT / "alertmanager/alertmanager.yml")], capture_output=True,
+                       text=True, timeout=60, check=False))  # fmt: skip
+    examples = _uncomment_examples(shipped)
+    config = yaml.safe_load(examples)
+    assert {r["name"] for r in config["receivers"]} >= {"keep-only", "on-call", "team-leads", "ops-mail"}
+    assert config["route"]["routes"] == [{"matchers": ['scope="pipeline"'], "receiver": "on-call"}]
+    (tmp_path / "alertmanager.yml").write_text(examples, encoding="utf-8")
+    _ok(subprocess.run([amtool, "check-config", str(tmp_path / "alertmanager.yml")], capture_output=True, text=True,
+                       timeout=60, check=False))  # fmt: skip

@@ -1,0 +1,154 @@
+"""Every Redis key callpulse writes, named in one place (the apply script builds the same names from `ns`).
+
+All keys live under a namespace `cp:<topic prefix>`:
+  b:<agent>:<chunk>    hash of an agent's bucket counters (`<field>.<offset>`) and chunk totals (`<field>`)
+  t:<team>:<chunk>     the same for a team: the sum of the chunks of the agents now in the team
+  f:<chunk>            the same for the floor: the sum of every agent's chunks
+  tm:<team>            sorted set: the team's agents -> their latest event ts (who is in the team)
+  teams                sorted set: team -> latest event ts of its agents
+  agents               sorted set: agent -> latest event ts (who is on the floor)
+  m:<agent>            team, state, since (ms) and reason, each kept with the (ts, event_id) that set it
+  d:<slot>:<shard>     dedupe marks: hash of event-id digest (15 bytes) -> the records that carried the id
+  o:<topic>:<p>:<off>  dedupe mark of an invalid record (it has no event id), by its position
+  s:c:<customer>       'version|json' call history for FCR;  s:t:<ticket> the same for response time
+  s:q:<call_id>        'version|json' queue entries, answers and abandons of a call (queue KPIs)
+  s:a:<agent>          'version|json' state history of an agent (time in state)
+  qb:<queue>:<chunk>   a queue's bucket counters (not in team or floor totals);  qw:<queue> its waiting calls
+                       (sorted set call_id -> entry ts)
+  cb:<campaign>:<chunk>  a campaign's 10 s buckets;  cc:<campaign>:<day>, cz:<day> (floor) its hours, 31 days
+  queues, campaigns    sorted sets: name -> latest event ts
+  stats                event counters by topic|result and the event-lag histogram
+  dirty                sorted set: agent -> Redis time (µs) of the last apply that touched it (the alert sweep's
+                       input: it reads only these and the agents whose windows move by time)
+  notified:<alert id>  set of the webhook indexes told of an alert episode (streams/notify.py), gone on resolve
+  epoch, seq, replay-lock, sweep-lease, alerts, acked, snoozes, alert-log   store and alert state
+Channels: changed, alert-feed, ui.
+
+Dedupe marks are exact: a 128-bit BLAKE2b digest of the event id; its first byte picks one of 64 shards of
+the minute (`slot`) the event's ts falls in, the other 15 bytes are the field. A shard stays small enough for
+Redis' compact listpack encoding (`hash-max-listpack-entries`, 128 by default: ~130 events/s; 512 as in our
+docker-compose: ~540 events/s), and a whole slot expires once every event in it would be late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+DEDUPE_SLOT_MS = 60_000
+DEDUPE_SHARDS = 64
+
+
+def chunk_key(ns: str, agent: str, chunk: int) -> str:
+    """An agent's chunk of buckets."""
+    return f"{ns}b:{agent}:{chunk}"
+
+
+def team_chunk_key(ns: str, team: str, chunk: int) -> str:
+    """A team's chunk of buckets (sum over the agents now in the team)."""
+    return f"{ns}t:{team}:{chunk}"
+
+
+def floor_chunk_key(ns: str, chunk: int) -> str:
+    """The floor's chunk of buckets."""
+    return f"{ns}f:{chunk}"
+
+
+def team_roster_key(ns: str, team: str) -> str:
+    """Sorted set of a team's agents by latest event ts."""
+    return f"{ns}tm:{team}"
+
+
+def teams_key(ns: str) -> str:
+    """Sorted set of teams by their latest event ts."""
+    return f"{ns}teams"
+
+
+def dirty_key(ns: str) -> str:
+    """Sorted set of agents by the Redis time (µs) an apply last touched them."""
+    return f"{ns}dirty"
+
+
+def agents_key(ns: str) -> str:
+    """Sorted set of the floor's agents by latest event ts."""
+    return f"{ns}agents"
+
+
+def meta_key(ns: str, agent: str) -> str:
+    """An agent's team and state (latest by ts)."""
+    return f"{ns}m:{agent}"
+
+
+def customer_key(ns: str, customer_id: str) -> str:
+    """A customer's call history (FCR)."""
+    return f"{ns}s:c:{customer_id}"
+
+
+def ticket_key(ns: str, ticket_id: str) -> str:
+    """A ticket's creation/first reply (response time)."""
+    return f"{ns}s:t:{ticket_id}"
+
+
+def offset_mark_key(ns: str, topic: str, partition: int, offset: int) -> str:
+    """The dedupe mark of an invalid record, by its position."""
+    return f"{ns}o:{topic}:{partition}:{offset}"
+
+
+def notified_key(ns: str, alert_id: str) -> str:
+    """The webhooks told of an alert episode (so a critical-only one hears its resolve too)."""
+    return f"{ns}notified:{alert_id}"
+
+
+def dedupe_mark(ns: str, event_id: str, ts_ms: int) -> tuple[str, str]:
+    """(hash key, field as 30 hex digits) of an event id's dedupe mark; the apply script stores the field as bytes."""
+    digest = hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+    return f"{ns}d:{ts_ms // DEDUPE_SLOT_MS}:{digest[0] % DEDUPE_SHARDS:02x}", digest[1:].hex()
+
+
+def dedupe_field_bytes(hex_field: str) -> bytes:
+    """The stored form of a dedupe field (what HEXISTS must be given)."""
+    return bytes.fromhex(hex_field)
+
+
+def queue_call_key(ns: str, call_id: str) -> str:
+    """A queued call's entries, answers and abandons (queue KPIs)."""
+    return f"{ns}s:q:{call_id}"
+
+
+def history_key(ns: str, agent: str) -> str:
+    """An agent's state history (time in state)."""
+    return f"{ns}s:a:{agent}"
+
+
+def queue_chunk_key(ns: str, queue: str, chunk: int) -> str:
+    """One queue's chunk of buckets."""
+    return f"{ns}qb:{queue}:{chunk}"
+
+
+def queue_chunk_prefix(queue: str) -> str:
+    """A queue's chunk keys without the namespace and chunk (what the group read script sums)."""
+    return f"qb:{queue}:"
+
+
+def waiting_key(ns: str, queue: str) -> str:
+    """A queue's waiting calls: sorted set call_id -> entry ts (ms)."""
+    return f"{ns}qw:{queue}"
+
+
+def campaign_chunk_key(ns: str, campaign: str, chunk: int) -> str:
+    """One campaign's chunk of 10 s buckets."""
+    return f"{ns}cb:{campaign}:{chunk}"
+
+
+def campaign_chunk_prefix(campaign: str) -> str:
+    """A campaign's chunk keys without the namespace and chunk."""
+    return f"cb:{campaign}:"
+
+
+def coarse_key(ns: str, campaign: str, day: int) -> str:
+    """One day of a campaign's hourly counters; the floor's when `campaign` is empty (campaigns.FLOOR)."""
+    return f"{ns}cz:{day}" if campaign == "" else f"{ns}cc:{campaign}:{day}"
+
+
+def registry_key(ns: str, kind: str) -> str:
+    """The sorted set of queues or campaigns ('queues' | 'campaigns') -> latest event ts."""
+    return f"{ns}{kind}"
