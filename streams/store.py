@@ -318,8 +318,7 @@ READ_LUA = (
     _READ_HEAD_LUA
     + r"""
 -- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
--- nwin * nfields sums
--- (window-major), then per window the first bucket holding a count (see window_sums).
+-- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums).
 local t = redis.call('TIME')
 out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
@@ -328,8 +327,6 @@ for a = i, #ARGV do
   local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':')
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
-  out[#out + 1] = meta[3] or ''
-  out[#out + 1] = meta[4] or ''
   out[#out + 1] = meta[3] or ''
   out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
