@@ -560,9 +560,12 @@ class WindowStore:
 
     async def read_floor(self, now_ms: int, windows_s: Sequence[int], roster_s: float) -> tuple[int, dict[int, w.Sums]]:
         """The floor: agents with an event in the last `roster_s` seconds, and its sums per window."""
-        count = await self.client.zcount(keys.agents_key(self.ns), f"({now_ms - round(roster_s * 1000)}", "+inf")
+        roster = await self.active_agents(now_ms, roster_s)
         (sums,) = await self.read_groups(now_ms, windows_s, ["f:"])
-        return int(count), sums
+        for team_open in (await self.open_state_sums(roster, now_ms, windows_s)).values():
+            for ws, open_sums in team_open.items():
+                w.add_sums(sums[ws], open_sums)
+        return len(roster), sums
 
     async def read_teams(
         self, now_ms: int, windows_s: Sequence[int], roster_s: float, only: Sequence[str] | None = None
@@ -579,7 +582,36 @@ class WindowStore:
             counts = await pipe.execute() if names else []
         present = [(t, int(n)) for t, n in zip(names, counts, strict=True) if n]
         sums = await self.read_groups(now_ms, windows_s, [f"t:{t}:" for t, _ in present])
+        if only is None:
+            members = await self.active_agents(now_ms, roster_s)
+        else:
+            members = {a: ts for t in names for a, ts in (await self.team_agents(t, now_ms, roster_s)).items()}
+        open_by_team = await self.open_state_sums(members, now_ms, windows_s)
+        for (t, _), team_sums in zip(present, sums, strict=True):
+            for ws, open_sums in open_by_team.get(t, {}).items():
+                w.add_sums(team_sums[ws], open_sums)
         return [TeamWindows(t, n, s) for (t, n), s in zip(present, sums, strict=True)]
+
+    async def open_state_sums(
+        self, agents: Iterable[str], now_ms: int, windows_s: Sequence[int]
+    ) -> dict[str | None, dict[int, w.Sums]]:
+        """The current states' time up to now, per team (None: no team) and window: what an agent's read adds to
+        its chunks (states.add_open), for totals read from team and floor chunks. One HMGET per agent."""
+        names = list(agents)
+        if not names:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for a in names:
+                pipe.hmget(keys.meta_key(self.ns, a), "team", "state", "since")
+            raw = await pipe.execute()
+        out: dict[str | None, dict[int, w.Sums]] = {}
+        for team, state, since in raw:
+            if not state or not since:
+                continue
+            per_window = out.setdefault(_s(team) if team else None, {ws: {} for ws in windows_s})
+            for ws in windows_s:
+                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)  # type: ignore[arg-type]
+        return out
 
     async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
         """A team's agents with an event in the last `roster_s` seconds -> their latest event ts."""
