@@ -5,8 +5,12 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 # The versions the Docker image and CI install: see constraints.txt.
 PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
+# The Apache Kafka the tests and `make kafka` run: pinned in tools/kafka/pom.xml; `make test KAFKA_VERSION=3.9.1` tries another.
+KAFKA_VERSION ?= $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tools/kafka/pom.xml)
+KAFKA_PORT ?= 9092
+export KAFKA_VERSION
 
-.PHONY: demo test lint format grafana docs bench system-deps constraints clean
+.PHONY: demo test lint format grafana docs bench system-deps constraints kafka kafka-fetch clean
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -25,12 +29,21 @@ $(DEMO_STAMP): pyproject.toml constraints.txt
 system-deps:
 	@bash .ci/system-deps
 
+## kafka-fetch: resolve Apache Kafka $(KAFKA_VERSION) from Maven Central into build/kafka (once)
+kafka-fetch: $(STAMP) system-deps
+	$(PY) -m callpulse.localkafka --fetch-only --version $(KAFKA_VERSION)
+
+## kafka: one Apache Kafka node (KRaft) on 127.0.0.1:$(KAFKA_PORT) in the foreground, fresh log dir; Ctrl-C stops it
+kafka: kafka-fetch
+	$(PY) -m callpulse.localkafka --port $(KAFKA_PORT) --version $(KAFKA_VERSION)
+
 ## demo: the whole system on this machine (embedded broker and Redis when none answer)
 demo: $(DEMO_STAMP)
+	@bash .ci/system-deps demo
 	$(VENV)/bin/callpulse demo
 
 ## test: lint, then every test (unit, integration, faults) against real servers
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps kafka-fetch lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -60,4 +73,4 @@ constraints:
 	mv constraints.txt.new constraints.txt && rm -rf .venv-pin
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build/kafka

@@ -47,7 +47,7 @@ from streams.store import WindowStore, namespace
 
 async def raw_ceiling(settings: Settings, n: int) -> dict[str, Any]:
     """(1) A plain aiokafka consumer reading both topics from the start and JSON-decoding each value."""
-    consumer = raw_consumer(settings.kafka, max_poll_records=5000)
+    consumer = raw_consumer(settings, max_poll_records=5000)
     await consumer.start()
     try:
         parts = [

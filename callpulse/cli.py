@@ -36,16 +36,37 @@ SETTING_FLAGS: dict[str, SettingFlag] = {
         SettingFlag("--config", "config", "CALLPULSE_CONFIG", "thresholds TOML file"),
         SettingFlag("--token", "token", "CALLPULSE_TOKEN", "monitor access token"),
         SettingFlag("--topic-prefix", "topic_prefix", "CALLPULSE_TOPIC_PREFIX", "topic name prefix"),
+        SettingFlag(
+            "--kafka-security",
+            "kafka_security",
+            "CALLPULSE_KAFKA_SECURITY",
+            "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+        ),
+        SettingFlag(
+            "--kafka-sasl-mechanism",
+            "kafka_sasl_mechanism",
+            "CALLPULSE_KAFKA_SASL_MECHANISM",
+            "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+        ),
+        SettingFlag(
+            "--kafka-username",
+            "kafka_username",
+            "CALLPULSE_KAFKA_USERNAME",
+            "SASL user (the password, CALLPULSE_KAFKA_PASSWORD, only from the environment)",
+        ),
+        SettingFlag("--kafka-ca", "kafka_ca", "CALLPULSE_KAFKA_CA", "CA file (PEM) for TLS to Kafka"),
+        SettingFlag("--redis-ca", "redis_ca", "CALLPULSE_REDIS_CA", "CA file (PEM) for a rediss:// Redis"),
     )
 }
+_KAFKA_SECURITY = ("kafka_security", "kafka_sasl_mechanism", "kafka_username", "kafka_ca")
 # Which contract settings each subcommand reads: its --help lists these and no others.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "worker": ("kafka", "redis", "config", "topic_prefix"),
-    "monitor": ("redis", "http", "config", "token", "topic_prefix"),
-    "simulate": ("kafka", "topic_prefix"),
-    "demo": ("kafka", "redis", "http", "config", "token", "topic_prefix"),
+    "worker": ("kafka", "redis", "config", "topic_prefix", *_KAFKA_SECURITY, "redis_ca"),
+    "monitor": ("redis", "http", "config", "token", "topic_prefix", "redis_ca"),
+    "simulate": ("kafka", "topic_prefix", *_KAFKA_SECURITY),
+    "demo": ("kafka", "redis", "http", "config", "token", "topic_prefix", *_KAFKA_SECURITY, "redis_ca"),
     "grafana": ("config",),
-    "replay": ("kafka", "redis", "config", "topic_prefix"),
+    "replay": ("kafka", "redis", "config", "topic_prefix", *_KAFKA_SECURITY, "redis_ca"),
 }
 
 
@@ -93,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--backfill", action="store_true", help="send a --duration-long history ending now, as fast as possible"
     )
+    s.add_argument(
+        "--no-idempotence", dest="idempotent", action="store_false",
+        help="plain acks=1 producer, for brokers without idempotent producers such as Tansu, the demo's embedded "
+        "broker (default: an idempotent acks=all producer)",
+    )  # fmt: skip
     d = _sub(sub, "demo", "the whole system on one machine")
     d.add_argument("--agents", type=int, default=40, help="agents on the simulated floor")
     d.add_argument("--rate", type=float, default=20.0, help="events per second")
@@ -175,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration_s=args.duration,
                     seed=args.seed,
                     realtime=not args.backfill,
+                    idempotent=args.idempotent,
                 )
             )
             print(f"sent {count} events", file=sys.stderr)

@@ -177,6 +177,8 @@ def run_demo(
         except TimeoutError as exc:
             raise CallpulseError(f"{exc}: see {procs[1].log_path}") from exc
         sim_args = ["simulate", "--agents", str(agents), "--rate", str(rate), "--seed", str(seed)]
+        if any(isinstance(s, EmbeddedBroker) for s in started):
+            sim_args.append("--no-idempotence")  # Tansu answers InitProducerId with an error
         procs.append(Proc("simulator", sim_args, env, workdir / "simulator.log").start())
         print()
         print(f"  wallboard:  {base}/{token_q}")

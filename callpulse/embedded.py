@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -27,6 +28,7 @@ from callpulse.exceptions import CallpulseError
 __all__ = [
     "EmbeddedBroker",
     "EmbeddedRedis",
+    "RedisTls",
     "answers_kafka",
     "answers_redis",
     "find_broker_bin",
@@ -124,23 +126,27 @@ def answers_kafka(bootstrap: str, timeout_s: float) -> bool:
     return False
 
 
-def _redis_client(url: str, timeout_s: float) -> Any:
+def _redis_client(url: str, timeout_s: float, ca_file: str | None = None) -> Any:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    tls = {"ssl_ca_certs": ca_file} if ca_file is not None else {}
     # No retries: a probe must give its answer within timeout_s, not three times that.
     return redis.Redis.from_url(
-        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
+        url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0), **tls
     )
 
 
-def answers_redis(url: str, timeout_s: float) -> bool:
-    """True when the Redis at `url` answers PING (authenticating as the URL says) within `timeout_s` seconds."""
+def answers_redis(url: str, timeout_s: float, *, ca_file: str | None = None) -> bool:
+    """True when the Redis at `url` answers PING (authenticating as the URL says) within `timeout_s` seconds.
+
+    `ca_file` is the CA that signed a rediss:// server's certificate (None: the system's trust store).
+    """
     import redis
 
     try:
-        client = _redis_client(url, timeout_s)
+        client = _redis_client(url, timeout_s, ca_file)
     except (ValueError, redis.RedisError):
         return False
     try:
@@ -373,8 +379,17 @@ class EmbeddedBroker(_ServerProcess):
         return _api_versions_answers(HOST, port, timeout_s)
 
 
+@dataclass(frozen=True)
+class RedisTls:
+    """PEM files for redis-server's TLS port: its certificate and key, and the CA that signed them."""
+
+    cert_pem: Path
+    key_pem: Path
+    ca_pem: Path
+
+
 class EmbeddedRedis(_ServerProcess):
-    """A private, non-persistent redis-server on 127.0.0.1, optionally with a password."""
+    """A private, non-persistent redis-server on 127.0.0.1, optionally with a password and TLS only."""
 
     name = "redis"
 
@@ -383,14 +398,19 @@ class EmbeddedRedis(_ServerProcess):
         *,
         port: int | None = None,
         password: str | None = None,
+        tls: RedisTls | None = None,
         bin_path: str | None = None,
         data_dir: str | Path | None = None,
         start_timeout_s: float = 15.0,
         stop_timeout_s: float = 5.0,
     ) -> None:
-        """Prepare (not start) a Redis; `port` None picks a free one, `password` None means no AUTH."""
+        """Prepare (not start) a Redis; `port` None picks a free one, `password` None means no AUTH.
+
+        With `tls`, `port` is a TLS port (no plain one is open) and `url` is a rediss:// URL.
+        """
         super().__init__(port=port, workdir=data_dir, start_timeout_s=start_timeout_s, stop_timeout_s=stop_timeout_s)
         self.password = password
+        self.tls = tls
         self.bin_path = bin_path if bin_path is not None else find_redis_bin(os.environ)
 
     @property
@@ -418,8 +438,14 @@ class EmbeddedRedis(_ServerProcess):
 
     def _prepare(self, workdir: Path, port: int) -> None:
         # A config file, not argv: keeps the password out of `ps`.
+        if self.tls is None:
+            listen = [f"port {port}"]
+        else:
+            listen = ["port 0", f"tls-port {port}", f'tls-cert-file "{self.tls.cert_pem}"',
+                      f'tls-key-file "{self.tls.key_pem}"', f'tls-ca-cert-file "{self.tls.ca_pem}"',
+                      "tls-auth-clients no"]  # fmt: skip
         lines = [
-            f"port {port}",
+            *listen,
             f"bind {HOST}",
             'save ""',
             "appendonly no",
@@ -440,8 +466,10 @@ class EmbeddedRedis(_ServerProcess):
         return [self.bin_path, str(self.workdir / "redis.conf")]
 
     def _answers(self, port: int, timeout_s: float) -> bool:
-        return answers_redis(self._url_for(port), timeout_s)
+        ca_file = str(self.tls.ca_pem) if self.tls is not None else None
+        return answers_redis(self._url_for(port), timeout_s, ca_file=ca_file)
 
     def _url_for(self, port: int) -> str:
         auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
-        return f"redis://{auth}{HOST}:{port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{auth}{HOST}:{port}/0"

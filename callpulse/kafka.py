@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 
+from callpulse.connections import KafkaAuthError, check_kafka, kafka_security_options
 from callpulse.exceptions import CallpulseError
 from callpulse.settings import Settings
 
@@ -19,8 +22,17 @@ TOPICS: tuple[str, ...] = ("calls", "tickets", "alerts", "deadletter")
 _TOPIC_ALREADY_EXISTS = 36
 
 
-async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int = 4, timeout_s: float = 30.0) -> None:
+async def create_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    *,
+    partitions: int = 4,
+    timeout_s: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+) -> None:
     """Create topics with `partitions` partitions; one that already exists is left as it is.
+
+    `security` holds aiokafka's security options (callpulse.connections.kafka_security_options); None: PLAINTEXT.
 
     The broker's per-topic error codes are checked: some brokers answer "already exists" in the response
     instead of raising, and any other code is an error worth stopping on.
@@ -28,7 +40,9 @@ async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **dict(security or {})
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         response = await asyncio.wait_for(
@@ -42,6 +56,19 @@ async def create_topics(bootstrap: str, names: Iterable[str], *, partitions: int
         name, code, detail = topic_error[0], topic_error[1], topic_error[-1]
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             raise CallpulseError(f"creating topic {name!r} on {bootstrap} failed: Kafka error {code} ({detail})")
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics` (a topic that does not exist has none), fetching their metadata first.
+
+    A started consumer that has neither subscribed nor been assigned knows no topic on Apache Kafka 4.x: its
+    bootstrap asks for the metadata of no topic (Tansu answers with every topic, so this went unnoticed), and
+    `partitions_for_topic` alone finds nothing. aiokafka has no public call that fetches one topic's metadata
+    into a consumer, hence its client's `set_topics`.
+    """
+    names = list(topics)
+    await consumer._client.set_topics(names)
+    return [TopicPartition(t, p) for t in names for p in sorted(consumer.partitions_for_topic(t) or ())]
 
 
 class _Quiet(logging.Filter):
@@ -74,7 +101,10 @@ async def ensure_topics(
     names = [settings.topic(t) for t in TOPICS]
 
     async def create() -> None:
-        await create_topics(settings.kafka, names, partitions=partitions, timeout_s=10.0)
+        await check_kafka(settings)
+        await create_topics(
+            settings.kafka, names, partitions=partitions, timeout_s=10.0, security=kafka_security_options(settings)
+        )
 
     await with_backoff(settings, create, timeout_s=timeout_s, backoff_max_s=backoff_max_s)
 
@@ -83,7 +113,10 @@ async def wait_for_broker(settings: Settings, *, timeout_s: float | None = None)
     """Return once the broker answers (`with_backoff`): what producers and replay do before they start."""
 
     async def connect() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=10_000)
+        await check_kafka(settings)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=settings.kafka, request_timeout_ms=10_000, **kafka_security_options(settings)
+        )
         try:
             await asyncio.wait_for(admin.start(), 10.0)
         except TimeoutError as exc:
@@ -105,7 +138,7 @@ async def with_backoff(
 
     While it does not, one line says so, naming the setting and the fix, and the next try waits twice as long
     as the last (from 1 s up to `backoff_max_s`). `timeout_s` None waits for ever; else a CallpulseError
-    after that many seconds.
+    after that many seconds. Refused credentials or an untrusted certificate (KafkaAuthError) stop at once.
     """
     loop = asyncio.get_running_loop()
     deadline = None if timeout_s is None else loop.time() + timeout_s
@@ -115,6 +148,8 @@ async def with_backoff(
             with _quiet("aiokafka"):
                 await action()
             return
+        except KafkaAuthError:
+            raise
         except (KafkaError, OSError, CallpulseError) as exc:
             where = f"Kafka at {settings.kafka} (CALLPULSE_KAFKA, --kafka)"
             fix = "start the broker, or point CALLPULSE_KAFKA at one that runs"
@@ -130,7 +165,9 @@ async def remove_deployment(settings: Settings, *, timeout_s: float = 15.0) -> l
 
     The demo calls this on exit when it ran under its own prefix on a broker it did not start.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka, request_timeout_ms=int(timeout_s * 1000), **kafka_security_options(settings)
+    )
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         present = set(await admin.list_topics())

@@ -26,6 +26,12 @@ def env_for(settings: Settings, base: Mapping[str, str] | None = None) -> dict[s
         CALLPULSE_TOKEN=settings.token or "",
         CALLPULSE_SUPERVISOR_TOKEN=settings.supervisor_token or "",
         CALLPULSE_CONFIG=settings.config_path or "",
+        CALLPULSE_KAFKA_SECURITY=settings.kafka_security,
+        CALLPULSE_KAFKA_SASL_MECHANISM=settings.kafka_sasl_mechanism,
+        CALLPULSE_KAFKA_USERNAME=settings.kafka_username or "",
+        CALLPULSE_KAFKA_PASSWORD=settings.kafka_password or "",
+        CALLPULSE_KAFKA_CA=settings.kafka_ca or "",
+        CALLPULSE_REDIS_CA=settings.redis_ca or "",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -42,7 +42,15 @@ ENV_DEFAULTS: dict[str, str] = {
     "CALLPULSE_TOKEN": "",
     "CALLPULSE_SUPERVISOR_TOKEN": "",
     "CALLPULSE_TOPIC_PREFIX": "",
+    "CALLPULSE_KAFKA_SECURITY": "PLAINTEXT",
+    "CALLPULSE_KAFKA_SASL_MECHANISM": "PLAIN",
+    "CALLPULSE_KAFKA_USERNAME": "",
+    "CALLPULSE_KAFKA_PASSWORD": "",
+    "CALLPULSE_KAFKA_CA": "",
+    "CALLPULSE_REDIS_CA": "",
 }
+KAFKA_SECURITY: tuple[str, ...] = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS: tuple[str, ...] = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,12 @@ class Settings:
     # Set: `token` is read-only and acknowledging/snoozing needs this one (which also opens what `token` does).
     supervisor_token: str | None = None
     topic_prefix: str = ""
+    kafka_security: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_username: str | None = None
+    kafka_password: str | None = field(default=None, repr=False)
+    kafka_ca: str | None = None
+    redis_ca: str | None = None
     windows_s: tuple[int, ...] = (900, 3600, 28800, windows.TODAY)  # rolling lengths, then windows.TODAY if on
     timezone: str = "UTC"  # the floor's IANA time zone: where `today` starts
     repeat_window_s: int = 86400
@@ -597,6 +611,7 @@ def from_env(env: Mapping[str, str], **flags: Any) -> Settings:
         kafka=kafka, redis_url=redis_url, http_host=host, http_port=port, token=token, topic_prefix=prefix,
         supervisor_token=supervisor_token,
     )  # fmt: skip
+    values.update(_security(pick, redis_url))
     if config_path:
         path = Path(config_path)
         try:
@@ -605,8 +620,40 @@ def from_env(env: Mapping[str, str], **flags: Any) -> Settings:
             raise SettingsError(f"CALLPULSE_CONFIG is {config_path!r}, which cannot be read ({exc.strerror})") from exc
         values.update(load_thresholds(text, source=config_path))
         values["config_path"] = config_path
-    extra = {k: v for k, v in flags.items() if k not in ("kafka", "redis", "http", "token", "topic_prefix", "config")}
+    own = ("kafka", "redis", "http", "token", "topic_prefix", "config", *_SECURITY_FLAGS)
+    extra = {k: v for k, v in flags.items() if k not in own}
     for key, value in extra.items():
         if value is not None:
             values[key] = value
     return Settings(**values)
+
+
+_SECURITY_FLAGS = ("kafka_security", "kafka_sasl_mechanism", "kafka_username", "kafka_password", "kafka_ca", "redis_ca")
+
+
+def _security(pick: Any, redis_url: str) -> dict[str, Any]:
+    """The Kafka and Redis security settings, checked together (SASL needs a user and password, CA files exist)."""
+    security = pick("CALLPULSE_KAFKA_SECURITY", "kafka_security").strip().upper()
+    if security not in KAFKA_SECURITY:
+        raise SettingsError(f"CALLPULSE_KAFKA_SECURITY is {security!r}, must be one of {', '.join(KAFKA_SECURITY)}")
+    mechanism = pick("CALLPULSE_KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism").strip().upper()
+    if mechanism not in SASL_MECHANISMS:
+        raise SettingsError(
+            f"CALLPULSE_KAFKA_SASL_MECHANISM is {mechanism!r}, must be one of {', '.join(SASL_MECHANISMS)}"
+        )
+    username = pick("CALLPULSE_KAFKA_USERNAME", "kafka_username") or None
+    password = pick("CALLPULSE_KAFKA_PASSWORD", "kafka_password") or None
+    if security.startswith("SASL_") and (username is None or password is None):
+        missing = "CALLPULSE_KAFKA_USERNAME" if username is None else "CALLPULSE_KAFKA_PASSWORD"
+        raise SettingsError(f"{missing} is unset, and CALLPULSE_KAFKA_SECURITY={security} needs it")
+    values: dict[str, Any] = dict(
+        kafka_security=security, kafka_sasl_mechanism=mechanism, kafka_username=username, kafka_password=password
+    )
+    for var, flag in (("CALLPULSE_KAFKA_CA", "kafka_ca"), ("CALLPULSE_REDIS_CA", "redis_ca")):
+        path = pick(var, flag) or None
+        if path is not None and not Path(path).is_file():
+            raise SettingsError(f"{var} is {path!r}, which is not a readable file: give the CA certificate (PEM)")
+        values[flag] = path
+    if values["redis_ca"] is not None and urlparse(redis_url).scheme != "rediss":
+        raise SettingsError("CALLPULSE_REDIS_CA is set but CALLPULSE_REDIS is not a rediss:// URL: use rediss://")
+    return values

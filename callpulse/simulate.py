@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from callpulse.connections import check_kafka, kafka_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import Settings
 
@@ -576,15 +577,19 @@ async def produce(
     realtime: bool,
     key_by_agent: bool = True,
     on_sent: Callable[[int], None] | None = None,
+    idempotent: bool = False,
 ) -> int:
     """Send events with aiokafka and return how many were acknowledged.
 
     Values are JSON via orjson, the key is the agent_id (else the ticket_id, else the call_id) as bytes. With
     realtime, events are paced by their ts relative to the first event; without, they go as fast as the broker
     takes them. With `key_by_agent` False messages carry no key. `on_sent` is called with the running total of
-    acknowledged events after each acknowledged batch (and before every pause in realtime mode).
+    acknowledged events after each acknowledged batch (and before every pause in realtime mode). `idempotent` makes
+    it an idempotent acks=all producer (as `callpulse simulate` is); off, acks=1, which every Kafka-wire broker takes.
     """
-    return await _send(settings, events, realtime=realtime, key_by_agent=key_by_agent, on_sent=on_sent)
+    return await _send(
+        settings, events, realtime=realtime, key_by_agent=key_by_agent, on_sent=on_sent, idempotent=idempotent
+    )
 
 
 async def _send(
@@ -595,12 +600,18 @@ async def _send(
     key_by_agent: bool = True,
     on_sent: Callable[[int], None] | None = None,
     wall_clock: bool = False,
+    idempotent: bool = True,
 ) -> int:
     """Do the work of `produce`; with `wall_clock`, realtime pacing sends each event when time.time() reaches its ts."""
     topics = {"calls": settings.topic("calls"), "tickets": settings.topic("tickets")}
+    await check_kafka(settings)
+    # Idempotent (acks=all): while the broker is away, batches are retried until it is back, never expired,
+    # and a retry never writes a record twice. Tansu (the demo's embedded broker) has no idempotent producers:
+    # there, acks=1 and plain retries; a copy a retry may write is counted once by the worker anyway.
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.split(","),
-        acks=1,
+        **kafka_options(settings),
+        enable_idempotence=idempotent,
+        acks="all" if idempotent else 1,
         linger_ms=5,
         max_batch_size=512 * 1024,
         max_request_size=4 * 1024 * 1024,
@@ -652,6 +663,7 @@ async def run(
     duration_s: float | None = None,
     seed: int = 1,
     realtime: bool = True,
+    idempotent: bool = True,
 ) -> int:
     """Run the `callpulse simulate` command and return the number of events sent.
 
@@ -666,8 +678,8 @@ async def run(
             # Started on first use, after the producer connected, so event ts track the wall clock.
             yield from generate(agents=agents, rate=rate, duration_s=span_s, seed=seed, start_s=time.time())
 
-        return await _send(settings, live(), realtime=True, wall_clock=True)
+        return await _send(settings, live(), realtime=True, wall_clock=True, idempotent=idempotent)
     if duration_s is None:
         raise SettingsError("duration is unset, must be a number of seconds when the history is sent without realtime")
     history = generate(agents=agents, rate=rate, duration_s=duration_s, seed=seed, start_s=time.time() - duration_s)
-    return await produce(settings, history, realtime=False)
+    return await _send(settings, history, realtime=False, idempotent=idempotent)

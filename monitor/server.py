@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
 from callpulse.binding import bind_problem
+from callpulse.connections import redis_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
 from monitor import audit, openapi, snapshot
@@ -557,7 +558,7 @@ async def serve_forever(settings: Settings) -> None:
     # raises at 100 connections in use).
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, socket_timeout=5,
-        socket_connect_timeout=5,
+        socket_connect_timeout=5, **redis_options(settings),
     )  # fmt: skip
     client = aioredis.Redis(connection_pool=pool)
     monitor = Monitor(settings, client)

@@ -20,6 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from callpulse.connections import faust_credentials, redis_options
 from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
 from streams.alerts import Alert
@@ -67,6 +68,7 @@ def faust_app(settings: Settings, *, web_host: str, web_port: int) -> CallpulseA
     app = CallpulseApp(
         f"{settings.topic_prefix}{settings.consumer_group}",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.split(",")],
+        broker_credentials=faust_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         topic_partitions=4,
@@ -218,7 +220,9 @@ async def alert_sweep(
 def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int = 6066) -> faust.App:
     """Build the worker's Faust app from settings; nothing connects until the worker starts."""
     app = faust_app(settings, web_host=web_host, web_port=web_port)
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, **redis_options(settings)
+    )
     store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
     deadletter_topic = settings.topic("deadletter")
     alerts_topic = settings.topic("alerts")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from callpulse.connections import check_kafka, kafka_options, redis_options
+from callpulse.kafka import partitions_of
 from callpulse.settings import Settings
 from streams.processor import Processor, Record
 from streams.store import WindowStore, namespace
@@ -28,10 +30,10 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """Replayed invalid records were dead-lettered when first seen; don't send them again."""
 
 
-def raw_consumer(bootstrap: str, *, max_poll_records: int = 5000) -> AIOKafkaConsumer:
+def raw_consumer(settings: Settings, *, max_poll_records: int = 5000) -> AIOKafkaConsumer:
     """A group-less consumer for reading whole topics fast from the earliest offsets (assign, then getmany)."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_options(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -56,15 +58,12 @@ async def replay_into(
     (see `_caught_up`).
     """
     bases = {settings.topic("calls"): "calls", settings.topic("tickets"): "tickets"}
-    consumer = raw_consumer(settings.kafka, max_poll_records=batch_max)
+    consumer = raw_consumer(settings, max_poll_records=batch_max)
     await consumer.start()
     count = 0
     started = time.perf_counter()
     try:
-        parts = []
-        for topic in bases:
-            for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                parts.append(TopicPartition(topic, p))
+        parts = await partitions_of(consumer, bases)
         if not parts:
             return 0
         consumer.assign(parts)
@@ -120,7 +119,8 @@ async def _caught_up(
 
 async def replay(settings: Settings) -> int:
     """The `callpulse replay` command: rebuild all windows in Redis from Kafka."""
-    client = aioredis.Redis.from_url(settings.redis_url)
+    await check_kafka(settings)
+    client = aioredis.Redis.from_url(settings.redis_url, **redis_options(settings))
     try:
         store = WindowStore(client, namespace(settings.topic_prefix))
         processor = Processor(settings, store, _no_deadletter)
@@ -149,16 +149,14 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     """The worker group's committed offsets on calls and tickets (empty for a group that never committed)."""
     group = f"{settings.topic_prefix}{settings.consumer_group}"
     # A consumer that never subscribes only fetches the group's offsets; it joins nothing.
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         out: dict[TopicPartition, int] = {}
-        for topic in (settings.topic("calls"), settings.topic("tickets")):
-            for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                tp = TopicPartition(topic, p)
-                offset = await consumer.committed(tp)
-                if offset is not None and offset >= 0:
-                    out[tp] = offset
+        for tp in await partitions_of(consumer, [settings.topic("calls"), settings.topic("tickets")]):
+            offset = await consumer.committed(tp)
+            if offset is not None and offset >= 0:
+                out[tp] = offset
         return out
     finally:
         await consumer.stop()

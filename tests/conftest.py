@@ -1,13 +1,16 @@
 """Shared fixtures: real servers on free ports, started only for the tests that ask for them.
 
-`broker` is one Tansu per session (tests keep apart through `topic_prefix`); `redis_server` is a fresh
-redis-server per test, which the test may kill, restart or pause. Unit tests request neither, so they
-never start a process.
+`broker` is one Apache Kafka (KRaft, the version tools/kafka/pom.xml pins, or $KAFKA_VERSION) per session;
+tests keep apart through `topic_prefix`. `private_broker` is a Kafka of the test's own, which it may restart
+(data kept) or kill. `tansu` is the embedded Tansu broker the demo falls back to, for the tests of the demo.
+`redis_server` is a fresh redis-server per test, which the test may kill, restart or pause. Unit tests request
+none of them, so they never start a process.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from callpulse.localkafka import LocalKafka, default_version
 from callpulse.processes import Proc, env_for, worker_args
 from callpulse.settings import Settings
 from tests.helpers import wait_for
@@ -35,9 +39,15 @@ def _new_prefix() -> str:
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """One embedded Tansu broker for the whole session; do not kill or restart it (use `private_broker`)."""
-    server = EmbeddedBroker(log_dir=tmp_path_factory.mktemp("broker"))
+def kafka_version() -> str:
+    """The Apache Kafka version the suite runs: $KAFKA_VERSION (the Makefile sets it), else the pinned one."""
+    return default_version(os.environ)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory, kafka_version: str) -> Iterator[LocalKafka]:
+    """One Apache Kafka for the whole session; do not kill or restart it (use `private_broker`)."""
+    server = LocalKafka(log_dir=tmp_path_factory.mktemp("kafka"), version=kafka_version)
     server.start()
     try:
         yield server
@@ -46,9 +56,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 
 
 @pytest.fixture
-def private_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own, which the test may kill or restart."""
-    server = EmbeddedBroker(log_dir=tmp_path / "broker")
+def private_broker(tmp_path: Path, kafka_version: str) -> Iterator[LocalKafka]:
+    """An Apache Kafka of this test's own, which it may kill or restart (the log dir, and so the data, is kept)."""
+    server = LocalKafka(log_dir=tmp_path / "kafka", version=kafka_version)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def tansu(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """The embedded, memory-only Tansu broker of `callpulse demo`, for this test alone."""
+    server = EmbeddedBroker(log_dir=tmp_path / "tansu")
     server.start()
     try:
         yield server
@@ -74,7 +95,7 @@ def topic_prefix() -> TopicPrefix:
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, redis_server: EmbeddedRedis, topic_prefix: TopicPrefix) -> Settings:
+def settings(broker: LocalKafka, redis_server: EmbeddedRedis, topic_prefix: TopicPrefix) -> Settings:
     """Settings pointing at the session broker and this test's Redis, with its own topics, group and HTTP port."""
     return Settings(
         kafka=broker.bootstrap,

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import redis.asyncio as aioredis
 
+from callpulse.connections import redis_options
 from callpulse.settings import Settings
 from monitor.metrics import RESULTS, TOPICS
 from streams.store import WindowStore, namespace
@@ -63,7 +64,7 @@ async def async_wait_for(
 
 async def result_counts(settings: Settings) -> dict[str, int]:
     """`callpulse_events_total` as the workers store it in Redis, summed over calls and tickets, by result."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, **redis_options(settings))
     try:
         stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
     finally:

@@ -23,8 +23,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port
+from callpulse.embedded import EmbeddedRedis, free_port
 from callpulse.kafka import ensure_topics
+from callpulse.localkafka import LocalKafka
 from callpulse.processes import Proc
 from callpulse.settings import Settings
 from tests.conftest import Stack
@@ -48,7 +49,7 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(broker: LocalKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     tmp: Path = tmp_path_factory.mktemp("input-pipeline")
     redis = EmbeddedRedis(data_dir=tmp / "redis").start()
     prefix = "faults-input-"

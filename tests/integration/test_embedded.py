@@ -1,4 +1,4 @@
-"""The embedded broker and Redis: real processes on free ports, started, probed, restarted and killed."""
+"""The embedded Tansu broker and Redis of `callpulse demo`: real processes on free ports, probed, restarted, killed."""
 
 from __future__ import annotations
 
@@ -44,18 +44,18 @@ def _gone(pid: int) -> bool:
     return False
 
 
-async def test_broker_round_trips_a_message(broker: EmbeddedBroker, topic_prefix: str) -> None:
+async def test_tansu_round_trips_a_message(tansu: EmbeddedBroker, topic_prefix: str) -> None:
     topic = f"{topic_prefix}calls"
-    await create_topics(broker.bootstrap, [topic], partitions=4)
-    await create_topics(broker.bootstrap, [topic], partitions=4)  # idempotent
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+    await create_topics(tansu.bootstrap, [topic], partitions=4)
+    await create_topics(tansu.bootstrap, [topic], partitions=4)  # idempotent
+    producer = AIOKafkaProducer(bootstrap_servers=tansu.bootstrap)
     await producer.start()
     try:
         assert await producer.partitions_for(topic) == {0, 1, 2, 3}
         sent = await producer.send_and_wait(topic, b'{"event_id": "e1"}', key=b"a1")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=tansu.bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 20)
@@ -67,31 +67,31 @@ async def test_broker_round_trips_a_message(broker: EmbeddedBroker, topic_prefix
         b"a1",
         b'{"event_id": "e1"}',
     )
-    assert answers_kafka(broker.bootstrap, 2.0)
+    assert answers_kafka(tansu.bootstrap, 2.0)
 
 
-async def test_broker_restart_is_empty_on_the_same_port(private_broker: EmbeddedBroker) -> None:
-    await create_topics(private_broker.bootstrap, ["before-restart"])
-    assert "before-restart" in await _list_topics(private_broker.bootstrap)
-    port, old_pid = private_broker.port, private_broker.pid
+async def test_tansu_restart_is_empty_on_the_same_port(tansu: EmbeddedBroker) -> None:
+    await create_topics(tansu.bootstrap, ["before-restart"])
+    assert "before-restart" in await _list_topics(tansu.bootstrap)
+    port, old_pid = tansu.port, tansu.pid
     assert old_pid is not None
 
-    await asyncio.to_thread(private_broker.restart)
+    await asyncio.to_thread(tansu.restart)
 
-    assert private_broker.port == port
-    assert private_broker.pid not in (None, old_pid)
+    assert tansu.port == port
+    assert tansu.pid not in (None, old_pid)
     assert _gone(old_pid)
-    assert "before-restart" not in await _list_topics(private_broker.bootstrap)
+    assert "before-restart" not in await _list_topics(tansu.bootstrap)
 
 
-async def test_broker_kill_then_start(private_broker: EmbeddedBroker) -> None:
-    pid = private_broker.pid
+async def test_tansu_kill_then_start(tansu: EmbeddedBroker) -> None:
+    pid = tansu.pid
     assert pid is not None
-    private_broker.kill()
-    assert private_broker.pid is None and _gone(pid)
-    assert not answers_kafka(private_broker.bootstrap, 0.5)
-    await asyncio.to_thread(private_broker.start)
-    assert answers_kafka(private_broker.bootstrap, 2.0)
+    tansu.kill()
+    assert tansu.pid is None and _gone(pid)
+    assert not answers_kafka(tansu.bootstrap, 0.5)
+    await asyncio.to_thread(tansu.start)
+    assert answers_kafka(tansu.bootstrap, 2.0)
 
 
 def test_answers_kafka_is_false_without_a_broker() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -349,6 +350,76 @@ def test_team_override_against_a_reversed_floor_rule_drops_the_floor_thresholds(
     text = "[kpi.aht_seconds]\nwarning_below = 100\n[team.x.kpi.aht_seconds]\nwarning_above = 300\n"
     s = Settings(**load_thresholds(text))
     assert s.rule_for("aht_seconds", "x") == Rule("aht_seconds", warning_above=300)
+
+
+def test_kafka_security_defaults_to_plaintext() -> None:
+    settings = from_env({})
+    assert (settings.kafka_security, settings.kafka_sasl_mechanism) == ("PLAINTEXT", "PLAIN")
+    assert settings.kafka_username is settings.kafka_password is settings.kafka_ca is settings.redis_ca is None
+
+
+def test_sasl_settings_are_read_from_env(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
+    settings = from_env(
+        {
+            "CALLPULSE_KAFKA_SECURITY": "sasl_ssl",
+            "CALLPULSE_KAFKA_SASL_MECHANISM": "scram-sha-512",
+            "CALLPULSE_KAFKA_USERNAME": "alice",
+            "CALLPULSE_KAFKA_PASSWORD": "pw-secret-1",
+            "CALLPULSE_KAFKA_CA": str(ca),
+            "CALLPULSE_REDIS": "rediss://redis.example:6380/0",
+            "CALLPULSE_REDIS_CA": str(ca),
+        }
+    )
+    assert (settings.kafka_security, settings.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert (settings.kafka_username, settings.kafka_password) == ("alice", "pw-secret-1")
+    assert settings.kafka_ca == settings.redis_ca == str(ca)
+
+
+def test_the_kafka_password_stays_out_of_the_settings_repr() -> None:
+    settings = from_env(
+        {
+            "CALLPULSE_KAFKA_SECURITY": "SASL_PLAINTEXT",
+            "CALLPULSE_KAFKA_USERNAME": "a",
+            "CALLPULSE_KAFKA_PASSWORD": "x9",
+        }
+    )
+    assert "x9" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CALLPULSE_KAFKA_SECURITY": "TLS"}, "CALLPULSE_KAFKA_SECURITY is 'TLS', must be one of PLAINTEXT, SSL"),
+        ({"CALLPULSE_KAFKA_SASL_MECHANISM": "GSSAPI"}, "CALLPULSE_KAFKA_SASL_MECHANISM is 'GSSAPI', must be one of"),
+        (
+            {"CALLPULSE_KAFKA_SECURITY": "SASL_SSL", "CALLPULSE_KAFKA_PASSWORD": "p"},
+            "CALLPULSE_KAFKA_USERNAME is unset",
+        ),
+        (
+            {"CALLPULSE_KAFKA_SECURITY": "SASL_SSL", "CALLPULSE_KAFKA_USERNAME": "u"},
+            "CALLPULSE_KAFKA_PASSWORD is unset",
+        ),
+        ({"CALLPULSE_KAFKA_CA": "/nonexistent/ca.pem"}, "CALLPULSE_KAFKA_CA is '/nonexistent/ca.pem', which is not"),
+        ({"CALLPULSE_REDIS_CA": "/nonexistent/ca.pem"}, "CALLPULSE_REDIS_CA is '/nonexistent/ca.pem', which is not"),
+    ],
+)
+def test_bad_security_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        from_env(env)
+
+
+def test_redis_ca_needs_a_rediss_url(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    with pytest.raises(SettingsError, match="CALLPULSE_REDIS is not a rediss:// URL"):
+        from_env({"CALLPULSE_REDIS_CA": str(ca)})
+
+
+def test_security_flags_override_env() -> None:
+    settings = from_env({"CALLPULSE_KAFKA_SECURITY": "SSL"}, kafka_security="PLAINTEXT")
+    assert settings.kafka_security == "PLAINTEXT"
 
 
 def test_today_is_on_by_default_in_utc_and_keeps_state_for_a_long_day() -> None:
