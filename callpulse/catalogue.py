@@ -25,7 +25,7 @@ from typing import Literal
 Better = Literal["higher", "lower"]
 Unit = Literal["seconds", "ratio", "count", "money", "points"]
 FormatName = Literal["duration", "elapsed", "percent", "integer", "money", "number"]
-Board = Literal["tile", "extra", "none"]
+Board = Literal["tile", "extra", "none", "strip"]  # "strip": a queue KPI shown on the wallboard's queue strip
 
 # How each unit is shown; one place for the wallboard, Grafana and the docs.
 UNIT_FORMAT: dict[str, FormatName] = {
@@ -77,9 +77,30 @@ COUNTERS: tuple[Counter, ...] = (
     Counter("j", "qa_checked", "qa.scored that carry compliant"),
     Counter("z", "complaints", "complaint.logged"),
     Counter("y", "events", "events naming the agent (an agent with none in a window has no say in team scores)"),
+    Counter("ob", "out_abandoned", "outbound call.ended the dialer dropped (abandoned: true)"),
+    # Time in state (streams/states.py): closed intervals in the buckets, the current one added up to now at read.
+    Counter("sa", "available_ms", "time available, ms", milli=True),
+    Counter("so", "on_call_ms", "time on a call, ms", milli=True),
+    Counter("sw", "wrap_ms", "time in after-call work, ms", milli=True),
+    Counter("sb", "break_ms", "time on a break, ms", milli=True),
+    Counter("sf", "offline_ms", "time offline, ms", milli=True),
 )
-COUNTER_BY_NAME: dict[str, Counter] = {c.name: c for c in COUNTERS}
+# A queue's buckets (streams/queues.py) hold these instead of the agents' counters.
+QUEUE_COUNTERS: tuple[Counter, ...] = (
+    Counter("qo", "offered", "call.queued"),
+    Counter("qa", "answered", "call.answered"),
+    Counter("qb", "abandoned", "call.abandoned that are not short"),
+    Counter("qk", "short_abandoned", "call.abandoned within short_abandon_s of the call's entry"),
+    Counter("qw", "wait_ms", "Σ wait of answered calls whose entry is known, ms", milli=True),
+    Counter("qn", "waited", "answered calls whose entry is known"),
+    Counter("qm", "sl_met", "answered calls with wait <= sl_threshold_s"),
+    Counter("ql", "sl_base", "answered calls with a known wait + abandoned (not short) with a known wait"),
+)
+COUNTER_BY_NAME: dict[str, Counter] = {c.name: c for c in (*COUNTERS, *QUEUE_COUNTERS)}
 FIELDS: tuple[str, ...] = tuple(c.code for c in COUNTERS)
+QUEUE_FIELDS: tuple[str, ...] = tuple(c.code for c in QUEUE_COUNTERS)
+# A campaign's buckets hold the agents' codes of the outbound counters it needs.
+CAMPAIGN_FIELDS: tuple[str, ...] = ("ob", "c")
 
 
 def code(name: str) -> str:
@@ -382,9 +403,96 @@ CATALOGUE: tuple[Kpi, ...] = (
         target="<= 5 %",
         default_rule=DefaultRule(0.05, min_samples=20, window="1h"),
     ),
+    Kpi(
+        "occupancy",
+        num=("on_call_ms", "wrap_ms"),
+        den=("available_ms", "on_call_ms", "wrap_ms"),
+        short="Occ",
+        title="Occupancy",
+        definition="(seconds on_call + wrap) / (seconds available + on_call + wrap), from agent states",
+        target="75-85 %; above 90 % burns agents out",
+    ),
+    Kpi(
+        "outbound_abandon_rate",
+        num=("out_abandoned",),
+        den=("out_abandoned", "out_connected"),
+        better="lower",
+        short="Drop",
+        title="Outbound abandonment",
+        definition="outbound call.ended with abandoned: true / (those + connected outbound calls)",
+        target="<= 3 % per campaign per 30 days (US TSR)",
+    ),
 )
 BY_KEY: dict[str, Kpi] = {k.key: k for k in CATALOGUE}
 KPI_KEYS: tuple[str, ...] = tuple(BY_KEY)
+
+
+@dataclass(frozen=True)
+class Live:
+    """A value read at now rather than over a window (a queue's waiting calls); its rules watch window 'live'."""
+
+    key: str
+    better: Better = "lower"
+    unit: Unit = "count"
+    short: str = ""
+    title: str = ""
+    definition: str = ""
+    target: str = ""
+    default_rule: DefaultRule | None = None
+    board: Board = "strip"
+    headline: bool = False
+    display: FormatName | None = None
+
+    @property
+    def fmt(self) -> FormatName:
+        """How the wallboard and dashboards show the value."""
+        return self.display or UNIT_FORMAT[self.unit]
+
+    @property
+    def rule_direction(self) -> str:
+        """The side of a threshold that is bad."""
+        return "below" if self.better == "higher" else "above"
+
+
+# Queue KPIs (per queue and for the floor), from the queues' buckets; then the live ones.
+QUEUE_CATALOGUE: tuple[Kpi, ...] = (
+    Kpi("offered", num=("offered",), unit="count", short="Offered", title="Calls offered",
+        definition="call.queued (count, at its ts)"),
+    Kpi("answered", num=("answered",), unit="count", short="Answered", title="Calls answered",
+        definition="call.answered (count, at its ts)"),
+    Kpi("abandoned", num=("abandoned",), better="lower", unit="count", short="Abandoned", title="Calls abandoned",
+        definition="call.abandoned that are not short (count, at its ts)"),
+    Kpi("short_abandoned", num=("short_abandoned",), better="lower", unit="count", short="Short abn",
+        title="Short abandons",
+        definition="call.abandoned whose wait is under short_abandon_s (default 5); unknown entry = not short"),
+    Kpi("asa_seconds", num=("wait_ms",), den=("waited",), better="lower", unit="seconds", short="ASA",
+        title="Average speed of answer", definition="Σ wait / answered calls whose call.queued is known",
+        target="<= 20-30 s", default_rule=DefaultRule(30, min_samples=10, window="15m"), board="strip"),
+    Kpi("service_level", num=("sl_met",), den=("sl_base",), short="SL", title="Service level",
+        definition="answered with wait <= sl_threshold_s (default 20) / (answered with a known wait + abandoned, "
+        "not short, with a known wait)", target="80 % in 20 s",
+        default_rule=DefaultRule(0.80, 0.60, min_samples=10, window="15m"), board="strip"),
+    Kpi("abandon_rate", num=("abandoned",), den=("answered", "abandoned"), better="lower", short="Abn",
+        title="Abandon rate", definition="abandoned / (answered + abandoned)", target="<= 5 %",
+        default_rule=DefaultRule(0.05, 0.10, min_samples=20, window="15m"), board="strip"),
+)  # fmt: skip
+QUEUE_LIVE: tuple[Live, ...] = (
+    Live("waiting", short="Waiting", title="Calls waiting",
+         definition="calls queued within the last max_wait (default 2 h) with no answer and no abandon"),
+    Live("longest_wait_seconds", unit="seconds", short="Longest", title="Longest wait",
+         definition="now - the earliest entry among the waiting calls; null when none wait",
+         target="alert past 60-120 s", default_rule=DefaultRule(60, 120, window="live")),
+)  # fmt: skip
+QUEUE_BY_KEY: dict[str, Kpi] = {k.key: k for k in QUEUE_CATALOGUE}
+QUEUE_KPI_KEYS: tuple[str, ...] = (*QUEUE_BY_KEY, *(k.key for k in QUEUE_LIVE))
+LIVE_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in QUEUE_LIVE)
+# Campaign KPIs: the agents' outbound abandonment over a campaign's buckets, rolling and 24h/30d.
+CAMPAIGN_CATALOGUE: tuple[Kpi, ...] = (BY_KEY["outbound_abandon_rate"],)
+CAMPAIGN_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in CAMPAIGN_CATALOGUE)
+CAMPAIGN_DEFAULT_RULES: dict[str, DefaultRule] = {
+    # US Telemarketing Sales Rule: at most 3 % of live answers dropped per campaign per 30 days.
+    "outbound_abandon_rate": DefaultRule(0.03, min_samples=100, window="30d"),
+}
 
 
 def describe() -> list[dict[str, object]]:
@@ -397,9 +505,12 @@ def describe() -> list[dict[str, object]]:
             "unit": k.unit,
             "format": k.fmt,
             "better": k.better,
-            "ratio": k.is_ratio,
+            "ratio": isinstance(k, Kpi) and k.is_ratio,
             "board": k.board,
             "headline": k.headline,
+            "scope": scope,
+            "live": isinstance(k, Live),
         }
-        for k in CATALOGUE
+        for scope, kpis in (("agent", CATALOGUE), ("queue", (*QUEUE_CATALOGUE, *QUEUE_LIVE)))
+        for k in kpis
     ]

@@ -20,6 +20,8 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models import prometheus as prometheus_model
 
+# queueboard (the queue dashboard) builds its panels with this module's helpers, only when called.
+from callpulse import queueboard
 from callpulse.promql import (
     COUNT_KPIS,
     DASHBOARD_UIDS,
@@ -335,6 +337,7 @@ def _team(settings: Settings) -> dict[str, Any]:
             steps=[{"color": "blue", "value": None}],
         )
     )
+    second.append(queueboard.agents_by_state((("team", "=", "$team"),)))
     y = _place(second, width=4, height=4, y=y)
     row = dash.Row("Agents").grid_pos(model.GridPos(h=1, w=24, x=0, y=y))
     tile = _agent_tile(settings)
@@ -395,7 +398,12 @@ def _agent(settings: Settings) -> dict[str, Any]:
 
 def dashboards(settings: Settings) -> dict[str, dict[str, Any]]:
     """Build the Grafana dashboards: file name -> dashboard JSON model."""
-    return {"agent.json": _agent(settings), "floor-wallboard.json": _floor(settings), "team.json": _team(settings)}
+    return {
+        "agent.json": _agent(settings),
+        "floor-wallboard.json": _floor(settings),
+        "team.json": _team(settings),
+        "queues.json": queueboard.dashboard(settings),
+    }
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::[^}]*)?\}|\[\[(\w+)\]\]|\$(\w+)")

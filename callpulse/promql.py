@@ -22,6 +22,7 @@ DASHBOARD_UIDS: dict[str, str] = {
     "floor-wallboard.json": "callpulse-floor",
     "team.json": "callpulse-team",
     "agent.json": "callpulse-agent",
+    "queues.json": "callpulse-queues",
 }
 DASHBOARDS_DIR = Path("grafana") / "dashboards"
 RULES_PATH = Path("prometheus") / "rules.yml"

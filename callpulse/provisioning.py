@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from callpulse import catalogue
+from callpulse import catalogue, queueboard
 from callpulse.grafana import dashboards, grafana_steps, panel_queries
 from callpulse.health_rules import OPERATIONS_HEADER, OPERATIONS_RULES_PATH, operations_rules
 from callpulse.promql import (
@@ -155,6 +155,7 @@ def prometheus_rules(settings: Settings, *, for_s: int = 60) -> dict[str, Any]:
                     if threshold is not None:
                         rules.append(_alert(scope, variant, severity, threshold, for_s))
         groups.append({"name": f"callpulse-{scope}", "rules": rules})
+    groups.extend(queueboard.rule_groups(settings, for_s=for_s))
     return {"groups": groups}
 
 

@@ -20,6 +20,12 @@ from callpulse.scorecard import Scorecard
 from streams import windows
 
 KPI_KEYS: tuple[str, ...] = catalogue.KPI_KEYS
+QUEUE_KPI_KEYS: tuple[str, ...] = catalogue.QUEUE_KPI_KEYS
+LIVE_QUEUE_KPIS: tuple[str, ...] = catalogue.LIVE_KPI_KEYS  # read at now, not over a window
+LIVE_WINDOW = "live"  # the `window` of a rule (and its alerts) on a live value
+CAMPAIGN_KPI_KEYS: tuple[str, ...] = catalogue.CAMPAIGN_KPI_KEYS
+CAMPAIGN_WINDOWS: dict[str, int] = {"24h": 86_400, "30d": 30 * 86_400}  # the regulators' windows, on top of rolling
+QUEUE_FIELDS: dict[str, str] = {"sl_threshold_s": "seconds", "short_abandon_s": "seconds", "max_wait": "duration"}
 RULE_FIELDS: tuple[str, ...] = (
     "warning_above",
     "critical_above",
@@ -176,6 +182,28 @@ def default_rule(kpi: catalogue.Kpi) -> Rule | None:
 DEFAULT_RULES: dict[str, Rule] = {k.key: r for k in catalogue.CATALOGUE if (r := default_rule(k)) is not None}
 
 
+DEFAULT_QUEUE_RULES: dict[str, Rule] = {
+    k.key: dataclasses.replace(r, window=LIVE_WINDOW) if k.key in LIVE_QUEUE_KPIS else r
+    for k in (*catalogue.QUEUE_CATALOGUE, *catalogue.QUEUE_LIVE)
+    if (r := default_rule(k)) is not None  # type: ignore[arg-type]
+}
+DEFAULT_CAMPAIGN_RULES: dict[str, Rule] = {
+    key: r
+    for key, d in catalogue.CAMPAIGN_DEFAULT_RULES.items()
+    if (r := default_rule(dataclasses.replace(catalogue.BY_KEY[key], default_rule=d))) is not None
+}
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """A queue's settings: answered within `sl_threshold_s` meets SL, abandons under `short_abandon_s` are short,
+    a call queued longer than `max_wait_s` ago no longer counts as waiting."""
+
+    sl_threshold_s: float = 20
+    short_abandon_s: float = 5
+    max_wait_s: int = 7200
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a callpulse process needs to know, in one place."""
@@ -202,6 +230,11 @@ class Settings:
     rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_RULES))
     scorecard: Scorecard | None = None  # no [scorecard]: no score
     team_rules: Mapping[str, Mapping[str, Rule]] = field(default_factory=dict)
+    queue_defaults: QueueSettings = QueueSettings()
+    queue_overrides: Mapping[str, QueueSettings] = field(default_factory=dict)
+    queue_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_QUEUE_RULES))
+    queue_kpi_overrides: Mapping[str, Mapping[str, Rule]] = field(default_factory=dict)
+    campaign_rules: Mapping[str, Rule] = field(default_factory=lambda: dict(DEFAULT_CAMPAIGN_RULES))
     # Worker tuning: not part of the contract, but kept here so tests and benchmarks can set them.
     batch_max: int = 2000
     session_timeout_s: float = 8.0
@@ -269,14 +302,37 @@ class Settings:
             return self.team_rules[team][kpi]
         return self.rules.get(kpi)
 
+    def queue(self, name: str) -> QueueSettings:
+        """A queue's settings: its [queue.<name>] overrides, else [queues]."""
+        return self.queue_overrides.get(name, self.queue_defaults)
+
+    def queue_rule_for(self, kpi: str, queue: str | None) -> Rule | None:
+        """The rule watching a queue KPI for `queue` ([queue.<name>.kpi.<key>] first), or None."""
+        if queue is not None and kpi in self.queue_kpi_overrides.get(queue, {}):
+            return self.queue_kpi_overrides[queue][kpi]
+        return self.queue_rules.get(kpi)
+
+    @property
+    def max_wait_s(self) -> int:
+        """The longest max_wait of any queue: how long a waiting call is remembered."""
+        return max([self.queue_defaults.max_wait_s, *(q.max_wait_s for q in self.queue_overrides.values())])
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (used by tests and the demo)."""
         return dataclasses.replace(self, **changes)
 
 
-def _parse_rule(kpi: str, raw: Any, where: str, base: Rule | None, window_names: tuple[str, ...]) -> Rule:
-    if kpi not in KPI_KEYS:
-        raise SettingsError(f"{where}: unknown KPI {kpi!r}, must be one of {', '.join(KPI_KEYS)}")
+def _parse_rule(
+    kpi: str,
+    raw: Any,
+    where: str,
+    base: Rule | None,
+    window_names: tuple[str, ...],
+    *,
+    keys: tuple[str, ...] = KPI_KEYS,
+) -> Rule:
+    if kpi not in keys:
+        raise SettingsError(f"{where}: unknown KPI {kpi!r}, must be one of {', '.join(keys)}")
     if not isinstance(raw, dict):
         raise SettingsError(f"{where}.{kpi} must be a table of {', '.join(RULE_FIELDS)}")
     values: dict[str, Any] = {}
@@ -287,6 +343,8 @@ def _parse_rule(kpi: str, raw: Any, where: str, base: Rule | None, window_names:
         if key not in RULE_FIELDS:
             raise SettingsError(f"{name}: unknown key, must be one of {', '.join(RULE_FIELDS)}")
         if key == "window":
+            if kpi in LIVE_QUEUE_KPIS and keys == QUEUE_KPI_KEYS:
+                raise SettingsError(f"{name}: {kpi} is a live value, not windowed; remove 'window'")
             if value not in window_names:
                 raise SettingsError(f"{name} is {value!r}, must be one of the windows {list(window_names)}")
         elif key == "min_samples":
@@ -315,7 +373,9 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"{source}: not valid TOML ({exc}); fix the syntax") from exc
-    allowed_top = {"windows", "kpi", "team", "alerts", "scorecard", "notify"}
+    allowed_top = {
+        "windows", "kpi", "team", "alerts", "scorecard", "notify", "queues", "queue", "queue_kpi", "campaign_kpi"
+    }  # fmt: skip
     for key in data:
         if key not in allowed_top:
             raise SettingsError(f"{source}: unknown section [{key}], must be one of {sorted(allowed_top)}")
@@ -370,6 +430,7 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
     out["team_rules"] = team_rules
     if "scorecard" in data:
         out["scorecard"] = scorecard.parse(data["scorecard"], names)
+    out.update(_load_queue_sections(data, names, source))
     if "notify" in data:
         out.update(_parse_notify(data["notify"]))
     return out
@@ -430,6 +491,61 @@ def _parse_webhook(index: int, raw: Any) -> Webhook:
     ):
         raise SettingsError(f'{where}.teams is {teams!r}, must be a non-empty list of team names such as ["north"]')
     return Webhook(url=url, format=fmt, min_severity=severity, teams=tuple(teams) if teams is not None else None)
+
+
+def _queue_settings(raw: Mapping[str, Any], where: str, base: QueueSettings) -> QueueSettings:
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "kpi":
+            continue
+        name = f"{where}.{key}"
+        if key not in QUEUE_FIELDS:
+            raise SettingsError(f"{name}: unknown key, must be one of {', '.join(QUEUE_FIELDS)} or a [kpi] table")
+        if key == "max_wait":
+            values["max_wait_s"] = parse_duration(value, name=name)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SettingsError(f"{name} is {value!r}, must be a number of seconds >= 0")
+        else:
+            values[key] = value
+    return dataclasses.replace(base, **values)
+
+
+def _load_queue_sections(data: Mapping[str, Any], names: tuple[str, ...], source: str) -> dict[str, Any]:
+    """[queues], [queue.<name>] (settings and .kpi rules), [queue_kpi.<key>] and [campaign_kpi.<key>]."""
+    out: dict[str, Any] = {}
+    defaults = _queue_settings(data.get("queues", {}), "queues", QueueSettings())
+    out["queue_defaults"] = defaults
+    queue_rules = dict(DEFAULT_QUEUE_RULES)
+    for kpi, raw in data.get("queue_kpi", {}).items():
+        queue_rules[kpi] = _queue_rule(kpi, raw, "queue_kpi", DEFAULT_QUEUE_RULES.get(kpi), names)
+    for kpi, rule in queue_rules.items():
+        if kpi not in LIVE_QUEUE_KPIS and rule.window not in names:
+            queue_rules[kpi] = dataclasses.replace(rule, window=names[0])
+    out["queue_rules"] = queue_rules
+    overrides: dict[str, QueueSettings] = {}
+    kpi_overrides: dict[str, dict[str, Rule]] = {}
+    for queue, section in data.get("queue", {}).items():
+        if not isinstance(section, dict):
+            raise SettingsError(f"{source}: queue.{queue} must be a table of {', '.join(QUEUE_FIELDS)} and [kpi]")
+        overrides[queue] = _queue_settings(section, f"queue.{queue}", defaults)
+        kpi_overrides[queue] = {
+            kpi: _queue_rule(kpi, raw, f"queue.{queue}.kpi", _base(raw, queue_rules.get(kpi)), names)
+            for kpi, raw in section.get("kpi", {}).items()
+        }
+    out["queue_overrides"] = overrides
+    out["queue_kpi_overrides"] = kpi_overrides
+    campaign_rules = dict(DEFAULT_CAMPAIGN_RULES)
+    campaign_windows = (*names, *(w for w in CAMPAIGN_WINDOWS if w not in names))
+    for kpi, raw in data.get("campaign_kpi", {}).items():
+        base = _base(raw, DEFAULT_CAMPAIGN_RULES.get(kpi))
+        campaign_rules[kpi] = _parse_rule(kpi, raw, "campaign_kpi", base, campaign_windows, keys=CAMPAIGN_KPI_KEYS)
+    out["campaign_rules"] = campaign_rules
+    return out
+
+
+def _queue_rule(kpi: str, raw: Any, where: str, base: Rule | None, names: tuple[str, ...]) -> Rule:
+    rule = _parse_rule(kpi, raw, where, base, names, keys=QUEUE_KPI_KEYS)
+    return dataclasses.replace(rule, window=LIVE_WINDOW) if kpi in LIVE_QUEUE_KPIS else rule
 
 
 def _base(raw: Any, base: Rule | None) -> Rule | None:

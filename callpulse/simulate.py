@@ -1,7 +1,10 @@
 """Simulator: a deterministic call-center floor that yields contract events, and the Kafka producer that sends them.
 
-The floor has inbound agents (a queue with callers who call back when their issue was not solved) and outbound
-dialer agents in teams of about ten, a ticket desk (email, chat, web) worked by the inbound agents, and CSAT
+The floor has inbound agents and outbound dialer agents in teams of about ten. Each inbound team works its own
+queue (`support-<letter>`): callers arrive in a Poisson stream with bursts, wait with a patience of their own (some
+abandon, a few within 5 s), and are answered by the free agent who has been idle longest; callers call back when
+their issue was not solved. Each outbound team dials one campaign (`campaign-<letter>`) whose dialer drops 1-4 % of
+live answers (`abandoned: true`). There is a ticket desk (email, chat, web) worked by the inbound agents, and CSAT
 surveys. Per-call figures follow the field targets (AHT 3-6 min, 35 % connect rate, 4-15 % conversion, FCR
 around 75 %, CSAT around 85 %). Agents do one call at a time, so to reach the requested event rate the time
 *between* an agent's events is scaled (compressed for high rates, stretched with extra idle for low ones) while
@@ -16,6 +19,7 @@ import math
 import random
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -34,14 +38,8 @@ __all__ = ["generate", "produce", "run"]
 AGENTS_PER_TEAM = 10
 INBOUND_SHARE = 0.6
 # Inbound calls; every duration is in seconds.
-IN_ANSWER_P = 0.97
 IN_TALK_MEDIAN_S = 200.0
 IN_TALK_SIGMA = 0.5
-IN_RING_S = (8.0, 20.0)
-IN_IDLE_MEAN_S = 15.0
-WAIT_MEDIAN_S = 25.0
-WAIT_SIGMA = 0.9
-WAIT_MAX_S = 900.0
 RESOLVE_P = 0.80
 CALLBACK_P_UNRESOLVED = 0.65
 CALLBACK_P_RESOLVED = 0.05
@@ -61,6 +59,21 @@ SALE_P_RANGE = (0.05, 0.13)
 SALE_TALK_FACTOR = 1.5
 CALLBACK_OUTCOME_P = 0.15
 NO_ANSWER_OUTCOMES = ("no_answer",) * 7 + ("busy",) + ("voicemail",) * 2
+DROP_P_RANGE = (0.01, 0.04)  # per campaign: live answers the dialer drops (no agent free within 2 s)
+# Inbound queues: arrivals are sized so agents are busy about OCCUPANCY_TARGET of the time, with bursts.
+OCCUPANCY_TARGET = 0.85
+ANSWER_DELAY_S = (1.0, 3.0)
+PATIENCE_MEDIAN_S = 150.0
+PATIENCE_SIGMA = 0.9
+QUICK_HANGUP_P = 0.03
+QUICK_HANGUP_S = (1.0, 4.5)
+BURST_GAP_MEAN_S = 15 * 60.0
+BURST_S = (2 * 60.0, 5 * 60.0)
+BURST_FACTOR = 2.0
+ABANDON_SHARE = 0.06  # expected share of callers who hang up waiting, to size the arrivals
+BURST_MEAN_FACTOR = (BURST_GAP_MEAN_S + (BURST_S[0] + BURST_S[1]) / 2 * BURST_FACTOR) / (
+    BURST_GAP_MEAN_S + (BURST_S[0] + BURST_S[1]) / 2
+)
 # Both directions.
 HOLD_P = {"inbound": 0.25, "outbound": 0.15}
 HOLD_MEDIAN_S = 45.0
@@ -68,6 +81,7 @@ HOLD_SIGMA = 0.6
 WRAP_S = (20.0, 60.0)
 BREAK_P = 0.02
 BREAK_S = (5 * 60.0, 15 * 60.0)
+BREAK_REASONS = ("coffee",) * 5 + ("lunch",) * 3 + ("training", "meeting")
 OFFLINE_P = 0.002
 OFFLINE_S = (10 * 60.0, 40 * 60.0)
 # Tickets: their share of all events, then a lifecycle in real (unscaled) time.
@@ -110,7 +124,7 @@ RFC3339_EVERY = 10
 OFFSETS = tuple(timezone(timedelta(minutes=m)) for m in (0, 120, -300, 330))
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_EMIT, _AGENT, _TICKET = 0, 1, 2
+_EMIT, _AGENT, _TICKET, _ARRIVE, _ABANDON, _FREE, _BURST = 0, 1, 2, 3, 4, 5, 6
 _SEND_BATCH = 4096
 
 
@@ -149,8 +163,12 @@ class _Agent:
         hold = HOLD_P[direction] * _lognormal_mean(HOLD_MEDIAN_S, HOLD_SIGMA)
         pause = BREAK_P * _mean(BREAK_S) + OFFLINE_P * _mean(OFFLINE_S)
         if self.inbound:
+            # Callers come from the queue: an agent is busy OCCUPANCY_TARGET of the time; each answered call is
+            # queued, answered, on_call, wrap, call.ended, available, and a share of callers abandon (2 events).
             talk = _lognormal_mean(IN_TALK_MEDIAN_S, IN_TALK_SIGMA) * self.talk_factor
-            p, ring, idle, survey = IN_ANSWER_P, _mean(IN_RING_S), IN_IDLE_MEAN_S, CALL_SURVEY_P
+            cycle_s = (talk + hold + _mean(WRAP_S) + pause) / OCCUPANCY_TARGET
+            abandons = 2 * ABANDON_SHARE / (1 - ABANDON_SHARE)
+            return 6 + BREAK_P + OFFLINE_P + CALL_SURVEY_P + abandons, cycle_s
         else:
             talk = _lognormal_mean(OUT_TALK_MEDIAN_S, OUT_TALK_SIGMA) * self.talk_factor
             talk *= 1 + self.sale_p * (SALE_TALK_FACTOR - 1)
@@ -158,6 +176,26 @@ class _Agent:
         cycle_s = p * (talk + hold + _mean(WRAP_S) + pause) + (1 - p) * ring + idle
         events = p * (4 + BREAK_P + OFFLINE_P + survey) + (1 - p)
         return events, cycle_s
+
+
+@dataclass(slots=True)
+class _Caller:
+    call_id: str
+    customer: str
+    queue: int
+    arrived_s: float
+
+
+@dataclass(slots=True)
+class _Queue:
+    """One inbound team's queue: callers in arrival order and the team's free agents by how long they idled."""
+
+    name: str
+    rate: float  # arrivals per second outside bursts
+    scale: float  # the team's time compression (1 when not compressed)
+    waiting: deque[int]
+    free: list[tuple[float, int]]  # (free since, agent index): the heap head has idled longest
+    burst_until: float = -math.inf
 
 
 def _floor(agents: int, rng: random.Random) -> list[_Agent]:
@@ -181,6 +219,16 @@ def _floor(agents: int, rng: random.Random) -> list[_Agent]:
                 )
             )
     return out
+
+
+def _queue_of(team: str) -> str:
+    """The inbound queue a team works: 'inbound-b' -> 'support-b'."""
+    return "support-" + team.rsplit("-", 1)[-1]
+
+
+def _campaign_of(team: str) -> str:
+    """The dialer campaign a team dials: 'outbound-a' -> 'campaign-a'."""
+    return "campaign-" + team.rsplit("-", 1)[-1]
 
 
 def _team_letter(index: int) -> str:
@@ -211,6 +259,10 @@ class _Floor:
         natural = [a.natural() for a in self.agents]
         call_rate = rate * (1 - TICKET_SHARE)
         stretch = sum(events / cycle_s for events, cycle_s in natural) / call_rate
+        self.queues: list[_Queue] = []
+        self.queue_of: dict[str, int] = {}
+        self.callers: dict[int, _Caller] = {}
+        self.drop_p: dict[str, float] = {}
         for agent, (_, cycle_s) in zip(self.agents, natural, strict=True):
             if stretch <= 1:
                 agent.scale = stretch
@@ -219,7 +271,17 @@ class _Floor:
             first_s = start_s + self.rng.uniform(0, cycle_s * stretch)
             who = {"agent_id": agent.agent_id, "team": agent.team, "state": "available"}
             self._emit(first_s, "calls", "agent.state", who)
-            self._schedule(first_s, _AGENT, agent.index)
+            if agent.inbound:
+                qi = self._queue_for(agent.team, min(1.0, stretch))
+                # Arrivals keep every agent of the team busy OCCUPANCY_TARGET of its (scaled or stretched) cycle.
+                self.queues[qi].rate += 1 / (cycle_s * stretch) / (1 - ABANDON_SHARE) / BURST_MEAN_FACTOR
+                self._schedule(first_s, _FREE, agent.index)
+            else:
+                self.drop_p.setdefault(agent.team, self.rng.uniform(*DROP_P_RANGE))
+                self._schedule(first_s, _AGENT, agent.index)
+        for qi, queue in enumerate(self.queues):
+            self._schedule(start_s + self.rng.expovariate(queue.rate), _ARRIVE, qi)
+            self._schedule(start_s + self.rng.expovariate(1 / BURST_GAP_MEAN_S) * queue.scale, _BURST, qi)
         self.ticket_gap_mean_s = EVENTS_PER_TICKET / (rate * TICKET_SHARE)
         self._schedule(start_s - min(TICKET_WARMUP_S, 5000 * self.ticket_gap_mean_s), _TICKET, None)
 
@@ -242,6 +304,14 @@ class _Floor:
                 yield payload[0], self._stamp(t, payload[1], payload[2])
             elif kind == _AGENT:
                 self._call(self.agents[payload], t)
+            elif kind == _ARRIVE:
+                self._arrive(payload, t)
+            elif kind == _ABANDON:
+                self._abandon(payload, t)
+            elif kind == _FREE:
+                self._free(self.agents[payload], t)
+            elif kind == _BURST:
+                self._burst(payload, t)
             else:
                 self._ticket(t)
 
@@ -265,36 +335,35 @@ class _Floor:
         self.n_customers += 1
         return f"cust-{self.tag}-{self.n_customers}"
 
-    def _call(self, agent: _Agent, t: float) -> None:
+    def _call(self, agent: _Agent, t: float, caller: _Caller | None = None) -> None:
+        """One call of `agent` starting at t: the queued `caller` it answers (inbound), else a dial (outbound)."""
         rng, scale = self.rng, agent.scale
-        self.n_calls += 1
-        call_id = f"call-{self.tag}-{self.n_calls}"
-        base = {"call_id": call_id, "agent_id": agent.agent_id, "team": agent.team}
         direction = "inbound" if agent.inbound else "outbound"
-        customer = ""
         extra: dict[str, Any] = {}
-        if agent.inbound:
-            connected = rng.random() < IN_ANSWER_P
-            # The inbound queue: a customer whose callback is due comes first, else a new caller.
-            if self.callbacks and self.callbacks[0][0] <= t:
-                customer = heapq.heappop(self.callbacks)[2]
-            else:
-                customer = self._customer()
-            wait_s = round(min(WAIT_MAX_S, rng.lognormvariate(math.log(WAIT_MEDIAN_S), WAIT_SIGMA)))
-            extra = {"customer_id": customer, "wait_seconds": wait_s}
+        if caller is not None:
+            queue = self.queues[caller.queue]
+            call_id, customer, connected = caller.call_id, caller.customer, True
+            wait_s = round((t - caller.arrived_s) / queue.scale)
+            extra = {"customer_id": customer, "wait_seconds": wait_s, "queue": queue.name}
+            answered = {"call_id": call_id, "queue": queue.name, "agent_id": agent.agent_id}
+            self._emit(t, "calls", "call.answered", answered)
         else:
+            self.n_calls += 1
+            call_id, customer = f"call-{self.tag}-{self.n_calls}", ""
             connected = rng.random() < agent.connect_p
-        if not connected:
-            ring_s = rng.uniform(*(IN_RING_S if agent.inbound else OUT_RING_S))
-            end = t + ring_s * scale
-            if agent.inbound:
-                self._callback(customer, end, CALLBACK_P_UNANSWERED)
+            extra = {"campaign": _campaign_of(agent.team)}
+        base = {"call_id": call_id, "agent_id": agent.agent_id, "team": agent.team}
+        if not agent.inbound and (not connected or rng.random() < self.drop_p[agent.team]):
+            # No answer, or a live answer the dialer dropped because no agent was free within 2 s.
+            end = t + rng.uniform(*OUT_RING_S) * scale
+            if connected:
+                extra["abandoned"] = True
             else:
-                extra = {"outcome": rng.choice(NO_ANSWER_OUTCOMES)}
+                extra["outcome"] = rng.choice(NO_ANSWER_OUTCOMES)
             fields = {**base, "direction": direction, "connected": False, "talk_seconds": 0, "hold_seconds": 0}
             fields.update(wrap_seconds=0, resolved=False, **extra)
             self._emit(end, "calls", "call.ended", fields)
-            self._next_call(agent, end, IN_IDLE_MEAN_S if agent.inbound else OUT_IDLE_MEAN_S)
+            self._next_call(agent, end, OUT_IDLE_MEAN_S)
             return
         if agent.inbound:
             talk_s = rng.lognormvariate(math.log(IN_TALK_MEDIAN_S), IN_TALK_SIGMA) * agent.talk_factor
@@ -302,7 +371,6 @@ class _Floor:
         else:
             sale = rng.random() < agent.sale_p
             talk_s = rng.lognormvariate(math.log(OUT_TALK_MEDIAN_S), OUT_TALK_SIGMA) * agent.talk_factor
-            extra = {}
             if sale:
                 talk_s *= SALE_TALK_FACTOR
                 outcome = "sale"
@@ -332,11 +400,77 @@ class _Floor:
         self._feedback(agent, call_id, end, resolved)
         roll = rng.random()
         if roll < BREAK_P + OFFLINE_P:
-            state, bounds = ("break", BREAK_S) if roll < BREAK_P else ("offline", OFFLINE_S)
-            self._emit(end, "calls", "agent.state", {**who, "state": state})
+            if roll < BREAK_P:
+                bounds = BREAK_S
+                self._emit(end, "calls", "agent.state", {**who, "state": "break", "reason": rng.choice(BREAK_REASONS)})
+            else:
+                bounds = OFFLINE_S
+                self._emit(end, "calls", "agent.state", {**who, "state": "offline"})
             end += rng.uniform(*bounds) * scale
         self._emit(end, "calls", "agent.state", {**who, "state": "available"})
-        self._next_call(agent, end, IN_IDLE_MEAN_S if agent.inbound else OUT_IDLE_MEAN_S)
+        if agent.inbound:
+            self._schedule(end, _FREE, agent.index)
+        else:
+            self._next_call(agent, end, OUT_IDLE_MEAN_S)
+
+    # --- inbound queues -----------------------------------------------------------------------------------------
+
+    def _queue_for(self, team: str, scale: float) -> int:
+        if team not in self.queue_of:
+            self.queue_of[team] = len(self.queues)
+            self.queues.append(_Queue(_queue_of(team), 0.0, scale, deque(), []))
+        return self.queue_of[team]
+
+    def _arrive(self, qi: int, t: float) -> None:
+        """A caller enters queue `qi`: the free agent idle longest answers, else the caller waits (and may hang up)."""
+        rng, queue = self.rng, self.queues[qi]
+        rate = queue.rate * (BURST_FACTOR if t < queue.burst_until else 1.0)
+        self._schedule(t + rng.expovariate(rate), _ARRIVE, qi)
+        # A customer whose callback is due comes first, else a new caller.
+        if self.callbacks and self.callbacks[0][0] <= t:
+            customer = heapq.heappop(self.callbacks)[2]
+        else:
+            customer = self._customer()
+        self.n_calls += 1
+        caller = _Caller(f"call-{self.tag}-{self.n_calls}", customer, qi, t)
+        self._emit(t, "calls", "call.queued", {"call_id": caller.call_id, "queue": queue.name, "customer_id": customer})
+        if queue.free:
+            _since, index = heapq.heappop(queue.free)
+            self._call(self.agents[index], t + rng.uniform(*ANSWER_DELAY_S) * queue.scale, caller)
+            return
+        self.callers[self.n_calls] = caller
+        queue.waiting.append(self.n_calls)
+        if rng.random() < QUICK_HANGUP_P:
+            # In event seconds, not scaled: these are the short abandons (under 5 s) however fast the floor runs.
+            wait_s = rng.uniform(*QUICK_HANGUP_S)
+        else:
+            wait_s = rng.lognormvariate(math.log(PATIENCE_MEDIAN_S), PATIENCE_SIGMA) * queue.scale
+        self._schedule(t + wait_s, _ABANDON, self.n_calls)
+
+    def _abandon(self, key: int, t: float) -> None:
+        caller = self.callers.pop(key, None)
+        if caller is None:  # answered before the caller's patience ran out
+            return
+        self._emit(t, "calls", "call.abandoned", {"call_id": caller.call_id, "queue": self.queues[caller.queue].name})
+        self._callback(caller.customer, t, CALLBACK_P_UNANSWERED)
+        queue = self.queues[caller.queue]
+        if len(queue.waiting) > 2 * len(self.callers) + 64:  # drop hung-up callers left in the line
+            queue.waiting = deque(k for k in queue.waiting if k in self.callers)
+
+    def _free(self, agent: _Agent, t: float) -> None:
+        """`agent` is available at t: it answers the caller waiting longest, else joins the free agents."""
+        queue = self.queues[self.queue_of[agent.team]]
+        while queue.waiting:
+            caller = self.callers.pop(queue.waiting.popleft(), None)
+            if caller is not None:
+                self._call(agent, t + self.rng.uniform(*ANSWER_DELAY_S) * queue.scale, caller)
+                return
+        heapq.heappush(queue.free, (t, agent.index))
+
+    def _burst(self, qi: int, t: float) -> None:
+        queue = self.queues[qi]
+        queue.burst_until = t + self.rng.uniform(*BURST_S) * queue.scale
+        self._schedule(queue.burst_until + self.rng.expovariate(1 / BURST_GAP_MEAN_S) * queue.scale, _BURST, qi)
 
     def _feedback(self, agent: _Agent, call_id: str, end: float, resolved: bool) -> None:
         """NPS surveys, QA reviews and complaints about a connected call, some time after it."""
@@ -432,7 +566,7 @@ def _epoch_s(ts: float | str) -> float:
 
 
 def _key(event: dict) -> bytes | None:
-    key = event.get("agent_id") or event.get("ticket_id")
+    key = event.get("agent_id") or event.get("ticket_id") or event.get("call_id")
     return key.encode() if isinstance(key, str) else None
 
 
@@ -447,11 +581,11 @@ async def produce(
 ) -> int:
     """Send events with aiokafka and return how many were acknowledged.
 
-    Values are JSON via orjson, the key is the agent_id (else the ticket_id) as bytes. With realtime, events are
-    paced by their ts relative to the first event; without, they go as fast as the broker takes them. With
-    `key_by_agent` False messages carry no key. `on_sent` is called with the running total of acknowledged
-    events after each acknowledged batch (and before every pause in realtime mode). `idempotent` makes it an
-    idempotent acks=all producer (as `callpulse simulate` is); off, acks=1, which every Kafka-wire broker takes.
+    Values are JSON via orjson, the key is the agent_id (else the ticket_id, else the call_id) as bytes. With
+    realtime, events are paced by their ts relative to the first event; without, they go as fast as the broker
+    takes them. With `key_by_agent` False messages carry no key. `on_sent` is called with the running total of
+    acknowledged events after each acknowledged batch (and before every pause in realtime mode). `idempotent` makes
+    it an idempotent acks=all producer (as `callpulse simulate` is); off, acks=1, which every Kafka-wire broker takes.
     """
     return await _send(
         settings, events, realtime=realtime, key_by_agent=key_by_agent, on_sent=on_sent, idempotent=idempotent

@@ -20,8 +20,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from callpulse.settings import Settings, window_name
+from monitor import queueview
 from monitor.snapshot import scores as snapshot_scores
+from streams import campaigns, queues, states
 from streams import windows as w
+from streams.queuestore import QueueStore
 from streams.store import WindowStore, lag_histogram
 
 TOPICS = ("calls", "tickets")
@@ -103,6 +106,7 @@ class KpiCollector:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.queues = QueueStore(store.client, store.ns, tz=store.tz)
         self._data: dict[str, Any] | None = None
         self.clients = lambda: 0
         registry.register(self)
@@ -119,8 +123,30 @@ class KpiCollector:
             score_rows = await self.store.read_windows(now_ms, [self.settings.score_window_s])
         stats = await self.store.read_stats()
         raw_alerts = await self.store.client.hvals(f"{self.store.ns}alerts")
-        self._data = {"teams": teams, "floor_agents": floor_agents, "floor": floor_sums, "stats": stats,
-                      "alerts": raw_alerts, "windows": windows_s, "score_rows": score_rows}  # fmt: skip
+        settings = self.settings
+        presence = await self.queues.team_states(await self.store.active_agents(now_ms, roster_s))
+        queue_rows = await self.queues.queues(
+            now_ms,
+            windows_s,
+            longest_s=settings.longest_window_s,
+            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
+            lookback_ms=settings.max_wait_s * 1000,
+        )
+        named, floor_campaign = await self.queues.campaigns(now_ms, windows_s)
+        self._data = {
+            "teams": teams,
+            "floor_agents": floor_agents,
+            "floor": floor_sums,
+            "stats": stats,
+            "alerts": raw_alerts,
+            "windows": windows_s,
+            "score_rows": score_rows,
+            "presence": presence,
+            "queues": queue_rows,
+            "campaigns": named,
+            "floor_campaign": floor_campaign,
+            "now_ms": now_ms,
+        }
         try:
             return generate_latest(self.registry)
         finally:
@@ -146,9 +172,14 @@ class KpiCollector:
             for kpi, value in w.kpis_from_sums(data["floor"][ws]).items():
                 if value is not None:
                     floor.add_metric([kpi, window_name(ws)], value)
+        for name, sums in data["floor_campaign"].sums.items():  # the regulators' 24h and 30d
+            value = campaigns.abandon_rate(sums)
+            if value is not None:
+                floor.add_metric(["outbound_abandon_rate", name], value)
         yield team
         yield floor
         yield from _score_families(data["score_rows"], self.settings, agents=False)
+        yield from self._queue_families(data)
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
         )
@@ -160,6 +191,12 @@ class KpiCollector:
             for sev in ("warning", "critical"):
                 for scope in ("agent", "team", "floor"):
                     counts[(kpi, sev, scope)] = 0
+        scoped = [(k, "queue") for k in self.settings.queue_rules] + [
+            (k, "campaign") for k in self.settings.campaign_rules
+        ]
+        for kpi, scope in scoped:
+            for sev in ("warning", "critical"):
+                counts[(kpi, sev, scope)] = 0
         for raw in data["alerts"]:
             a = orjson.loads(raw)
             key = (a["kpi"], a["severity"], a["scope"])
@@ -185,3 +222,48 @@ class KpiCollector:
         agents = GaugeMetricFamily("callpulse_floor_agents", "Agents with an event in the longest window")
         agents.add_metric([], data["floor_agents"])
         yield agents
+
+    def _queue_families(self, data: dict[str, Any]) -> Iterator[Metric]:
+        """Queue KPIs, waiting calls and longest wait, agents by state, campaign KPIs."""
+        queue_kpi = GaugeMetricFamily(
+            "callpulse_queue_kpi", "Queue KPI per queue and rolling window", labels=["queue", "kpi", "window"]
+        )
+        waiting = GaugeMetricFamily("callpulse_queue_waiting", "Calls waiting in the queue now", labels=["queue"])
+        longest = GaugeMetricFamily(
+            "callpulse_queue_longest_wait_seconds",
+            "Seconds the longest-waiting caller has waited now (absent when nobody waits)",
+            labels=["queue"],
+        )
+        for row in data["queues"]:
+            for ws in data["windows"]:
+                for kpi, value in queues.kpis_from_sums(row.sums.get(ws, {})).items():
+                    if value is not None:
+                        queue_kpi.add_metric([row.queue, kpi, window_name(ws)], value)
+            values = queueview.queue_values({}, row.waiting, row.oldest_entry_ms, data["now_ms"])
+            waiting.add_metric([row.queue], row.waiting)
+            if values["longest_wait_seconds"] is not None:
+                longest.add_metric([row.queue], values["longest_wait_seconds"])
+        yield queue_kpi
+        yield waiting
+        yield longest
+        in_state = GaugeMetricFamily(
+            "callpulse_agents_in_state", "Agents in each state now, by team", labels=["team", "state"]
+        )
+        by_team: dict[str, list[str | None]] = {}
+        for team_name, state in data["presence"].values():
+            by_team.setdefault(team_name or "", []).append(state)
+        for team_name, members in sorted(by_team.items()):
+            for state, n in states.counts_by_state(members).items():
+                in_state.add_metric([team_name, state], n)
+        yield in_state
+        campaign = GaugeMetricFamily(
+            "callpulse_campaign_kpi",
+            "Outbound KPIs per dialer campaign over the rolling windows and the regulators' 24h and 30d",
+            labels=["campaign", "kpi", "window"],
+        )
+        for row in data["campaigns"]:
+            for name, sums in row.sums.items():
+                for kpi, value in campaigns.kpis_from_sums(sums).items():
+                    if value is not None:
+                        campaign.add_metric([row.campaign, kpi, name], value)
+        yield campaign

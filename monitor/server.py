@@ -38,6 +38,7 @@ from monitor.feed import Client
 from monitor.methods import ALLOWED_METHODS, MethodGuardConnection
 from monitor.metrics import AgentCollector, KpiCollector
 from streams.alerts import Alert, iso
+from streams.queuestore import CampaignRow, QueueRow, QueueStore
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.monitor")
@@ -84,6 +85,7 @@ class Monitor:
         self.settings = settings
         self.redis = client
         self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+        self.queues = QueueStore(client, self.store.ns, tz=settings.tz)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         self.collector = KpiCollector(settings, self.store, self.registry)
@@ -278,14 +280,28 @@ class Monitor:
             score_window = self.settings.score_window_s or window_s
             everyone = await self.store.active_agents(now_ms, roster_s)
             score_rows = await self.store.read_windows(now_ms, [score_window], only=everyone) if everyone else []
+        queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents, score_rows=score_rows,
+            queue_rows=queue_rows, campaign_rows=campaign_rows,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"
         return snap
+
+    async def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
+        settings = self.settings
+        queue_rows = await self.queues.queues(
+            now_ms,
+            [window_s],
+            longest_s=settings.longest_window_s,
+            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
+            lookback_ms=settings.max_wait_s * 1000,
+        )
+        named, _floor = await self.queues.campaigns(now_ms, [window_s])
+        return queue_rows, named
 
     async def _snapshot_loop(self) -> None:
         last_push = 0.0
@@ -306,6 +322,9 @@ class Monitor:
                 await self._push_snapshots()
             except redis.exceptions.RedisError as exc:
                 log.warning("snapshot refresh failed, Redis unavailable: %s", exc)
+                # Boards must not keep a green "live" pill over numbers that stopped moving.
+                status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
+                self._broadcast(orjson.dumps(status).decode())
             except Exception:
                 log.exception("snapshot refresh failed")
 
@@ -402,6 +421,8 @@ class Monitor:
                     client.push_snapshot(orjson.dumps(snap).decode())
             except redis.exceptions.RedisError as exc:
                 client.push_event(_error_event(f"Redis unavailable: {exc}"))
+                status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
+                client.push_event(orjson.dumps(status).decode())
             async for message in ws:
                 await self._on_message(client, message, role)
         except ConnectionClosedError:

@@ -8,9 +8,11 @@ from typing import Any
 
 from callpulse import catalogue
 from callpulse.scorecard import mean_score
-from callpulse.settings import KPI_KEYS, Rule, Settings, window_name
+from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, window_name
+from monitor import queueview
 from streams import windows as w
 from streams.alerts import iso, level
+from streams.queuestore import CampaignRow, QueueRow
 from streams.store import AgentWindows, TeamWindows
 
 
@@ -53,6 +55,8 @@ def build(
     floor: tuple[int, Mapping[int, w.Sums]] | None = None,
     include_agents: bool = True,
     score_rows: Sequence[AgentWindows] | None = None,
+    queue_rows: Sequence[QueueRow] = (),
+    campaign_rows: Sequence[CampaignRow] = (),
 ) -> dict[str, Any]:
     """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
 
@@ -61,9 +65,15 @@ def build(
     the agents team and floor scores average over (default `rows`).
     """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
+    alerts = list(alerts)
+    alert_levels = _alert_levels(alerts)
     agents_out: list[dict[str, Any]] = []
     team_sums: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
+    team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
+    for row in rows:
+        if row.team:
+            team_rows.setdefault(row.team, []).append(row)
     if teams is None:
         for row in rows:
             if row.team:
@@ -80,11 +90,13 @@ def build(
         values = w.kpis_from_sums(sums)
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "agent" and subject == row.agent_id}
         breaches, levels = _levels(settings, row.team, sums, values, muted)
+        _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
         agents_out.append(
             {
                 "agent_id": row.agent_id,
                 "team": row.team,
                 "state": row.state,
+                **queueview.agent_state_fields(row, window_s),
                 "kpis": values,
                 "breaches": breaches,
                 "levels": levels,
@@ -99,10 +111,12 @@ def build(
         values = w.kpis_from_sums(sums)
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
         breaches, levels = _levels(settings, team, sums, values, muted)
+        _hold_alert_levels(levels, alert_levels.get(("team", team), {}), muted)
         teams_out.append(
             {
                 "team": team,
                 "agents": team_sizes[team],
+                "states": queueview.state_counts(team_rows.get(team, [])),
                 "kpis": values,
                 "breaches": breaches,
                 "levels": levels,
@@ -122,6 +136,15 @@ def build(
         floor_agents, floor_sums = floor[0], dict(floor[1][window_s])
     floor_values = w.kpis_from_sums(floor_sums)
     floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
+    floor_alerts = alert_levels.get(("floor", ""), {})
+    _hold_alert_levels(floor_levels, {k: v for k, v in floor_alerts.items() if k in floor_values}, set())
+    queues_out, queue_floor = queueview.queue_section(queue_rows, window_s=window_s, settings=settings, now_ms=now_ms)
+    for q in queues_out:
+        _hold_alert_levels(q["levels"], alert_levels.get(("queue", q["queue"]), {}), set())
+    _hold_alert_levels(queue_floor["levels"], {k: v for k, v in floor_alerts.items() if k in QUEUE_KPI_KEYS}, set())
+    campaigns_out = queueview.campaign_section(campaign_rows, window_s=window_s, settings=settings)
+    for c in campaigns_out:
+        _hold_alert_levels(c["levels"], alert_levels.get(("campaign", c["campaign"]), {}), set())
     alerts_out = [
         a
         for a in alerts
@@ -135,6 +158,8 @@ def build(
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,
+        "states": queueview.state_counts(rows),
+        "queue": queue_floor,
     }
     if settings.scorecard is not None:
         floor_out["score"] = card_scores.floor
@@ -145,12 +170,15 @@ def build(
         "agents": agents_out,
         "teams": teams_out,
         "floor": floor_out,
+        "queues": queues_out,
+        "campaigns": campaigns_out,
         "alerts": alerts_out,
         "snoozes": [
             {"kpi": kpi, ("agent_id" if scope == "agent" else "team"): subject, "until": iso(until)}
             for (kpi, scope, subject), until in sorted(snoozes.items())
         ],
         "thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.rules.items()},
+        "queue_thresholds": {kpi: _rule_json(rule) for kpi, rule in settings.queue_rules.items()},
         "catalogue": catalogue.describe(),
         "scorecard": _scorecard_json(settings),
     }
@@ -195,6 +223,31 @@ def _scorecard_json(settings: Settings) -> dict[str, Any] | None:
         "total": card.total_weight,
         "kpis": [{"kpi": k.kpi, "weight": k.weight} for k in card.kpis],
     }
+
+
+def _alert_levels(alerts: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """(scope, subject) -> {kpi: severity} of the alerts still firing."""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for a in alerts:
+        if a.get("status", "firing") != "firing":
+            continue
+        scope = a.get("scope", "")
+        subject = a.get({"agent": "agent_id", "team": "team", "queue": "queue", "campaign": "campaign"}.get(scope, ""))
+        by_kpi = out.setdefault((scope, subject or ""), {})
+        if LEVEL_RANK.get(a.get("severity", ""), 0) > LEVEL_RANK.get(by_kpi.get(a["kpi"], ""), 0):
+            by_kpi[a["kpi"]] = a["severity"]
+    return out
+
+
+LEVEL_RANK = {"warning": 1, "critical": 2}
+
+
+def _hold_alert_levels(levels: dict[str, str], firing: Mapping[str, str], muted: set[str]) -> None:
+    """A KPI with a firing alert shows the alert's level until the alert resolves (hysteresis included), so a
+    tile never turns green while its alert still stands."""
+    for kpi, severity in firing.items():
+        if kpi not in muted:
+            levels[kpi] = severity
 
 
 def _agent_in(alert: Mapping[str, Any], rows: Sequence[AgentWindows], team: str) -> bool:

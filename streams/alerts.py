@@ -22,8 +22,8 @@ class Alert:
     id: str
     status: str  # firing | resolved
     kpi: str
-    scope: str  # agent | team | floor
-    subject: str | None  # agent_id or team; None for the floor
+    scope: str  # agent | team | floor | queue | campaign
+    subject: str | None  # agent_id, team, queue or campaign; None for the floor
     window: str
     value: float | None
     threshold: float
@@ -55,6 +55,10 @@ class Alert:
             msg["agent_id"] = self.subject
         elif self.scope == "team":
             msg["team"] = self.subject
+        elif self.scope == "queue":
+            msg["queue"] = self.subject
+        elif self.scope == "campaign":
+            msg["campaign"] = self.subject
         return msg
 
     def to_state(self) -> dict[str, Any]:

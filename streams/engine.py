@@ -15,13 +15,17 @@ from typing import Any
 
 import orjson
 
-from callpulse.settings import Settings
+from callpulse.settings import LIVE_QUEUE_KPIS, LIVE_WINDOW, Rule, Settings
+from streams import campaigns, queues
 from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
+from streams.queuestore import QueueStore
 from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, WindowStore
 
 log = logging.getLogger("callpulse.alerts")
+
+_COARSE = campaigns.COARSE_WINDOWS_S
 
 CAS_LUA = r"""
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -55,8 +59,17 @@ class AlertEngine:
         self.ns = store.ns
         self._cas = store.client.register_script(CAS_LUA)
         self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
+        self.queue_store = QueueStore(store.client, store.ns, tz=store.tz)
+        self.queue_windows_s = sorted(
+            {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}
+        )
         self._token = uuid.uuid4().hex  # this engine's name on the sweep lease
         self._view: FloorView | None = None  # the floor as this engine's last sweep left it
+
+    def _queue_rules(self) -> Iterable[Rule]:
+        yield from self.settings.queue_rules.values()
+        for rules in self.settings.queue_kpi_overrides.values():
+            yield from rules.values()
 
     def _all_rules(self) -> Iterable[Any]:
         yield from self.settings.rules.values()
@@ -161,6 +174,8 @@ class AlertEngine:
         for team, sums in view.teams.items():
             n += await self._evaluate_subject("team", team, team, sums, current, now_ms, seen)
         n += await self._evaluate_subject("floor", None, None, view.floor, current, now_ms, seen)
+        n += await self._sweep_queues(current, now_ms, seen)
+        n += await self._sweep_campaigns(current, now_ms, seen)
         for key, alert in current.items():
             if key not in seen:  # subject left the floor, or its rule is gone: the window emptied
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
@@ -177,7 +192,7 @@ class AlertEngine:
         view.pending_teams, view.floor_pending = set(), False
         if not due and not teams and not floor_moved:
             view.since_us = since_us
-            return 0
+            return await self._sweep_queue_side(now_ms)
         rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due) if due else []
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
         present = {r.agent_id: r for r in rows if r.last_ts_ms > oldest_ms}
@@ -211,6 +226,27 @@ class AlertEngine:
             if (alert.scope, alert.subject) in empty:
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
         view.since_us = since_us
+        return n + await self._sweep_queue_side(now_ms)
+
+    def _queue_side(self, alert: Alert) -> bool:
+        """Whether the queue or campaign sweep owns this alert (not the agents' view)."""
+        if alert.scope in ("queue", "campaign"):
+            return True
+        if alert.scope != "floor":
+            return False
+        rule = self.settings.campaign_rules.get(alert.kpi)
+        return alert.kpi in self.settings.queue_rules or (rule is not None and rule.window in _COARSE)
+
+    async def _sweep_queue_side(self, now_ms: int) -> int:
+        """Queue and campaign rules every round, whatever the agents did: live values (the longest wait) move
+        with time alone. Their alerts whose queue or campaign left the floor resolve."""
+        current = {k: a for k, a in (await self.current()).items() if self._queue_side(a)}
+        seen: set[str] = set()
+        n = await self._sweep_queues(current, now_ms, seen)
+        n += await self._sweep_campaigns(current, now_ms, seen)
+        for key, alert in current.items():
+            if key not in seen:
+                n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
         return n
 
     def _span_s(self, now_ms: int) -> float:
@@ -262,6 +298,99 @@ class AlertEngine:
             if nxt is not None:
                 n += await self._transition(cur, nxt.to_state(), now_ms)
         return n
+
+    async def _sweep_queues(self, current: dict[str, Alert], now_ms: int, seen: set[str]) -> int:
+        """Queue rules per queue (scope 'queue') and on the floor's totals (scope 'floor'); live values at now, so a
+        caller waiting ever longer fires `longest_wait_seconds` with no new event."""
+        settings = self.settings
+        if not settings.queue_rules and not settings.queue_kpi_overrides:
+            return 0
+        rows = await self.queue_store.queues(
+            now_ms,
+            self.queue_windows_s,
+            longest_s=settings.longest_window_s,
+            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
+            lookback_ms=settings.max_wait_s * 1000,
+        )
+        n = 0
+        for row in rows:
+            kpis = settings.queue_rules.keys() | settings.queue_kpi_overrides.get(row.queue, {}).keys()
+            n += await self._evaluate_queue("queue", row.queue, kpis, row.sums, row.waiting, row.oldest_entry_ms,
+                                            current, now_ms, seen)  # fmt: skip
+        totals = {ws: w.total(r.sums.get(ws, {}) for r in rows) for ws in self.queue_windows_s}
+        entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
+        waiting = sum(r.waiting for r in rows)
+        oldest = min(entries) if entries else None
+        n += await self._evaluate_queue(
+            "floor", None, settings.queue_rules.keys(), totals, waiting, oldest, current, now_ms, seen
+        )
+        return n
+
+    async def _evaluate_queue(
+        self,
+        scope: str,
+        queue: str | None,
+        kpis: Iterable[str],
+        sums: dict[int, w.Sums],
+        waiting: int,
+        oldest_ms: int | None,
+        current: dict[str, Alert],
+        now_ms: int,
+        seen: set[str],
+    ) -> int:
+        n = 0
+        for kpi in sorted(kpis):
+            rule = self.settings.queue_rule_for(kpi, queue)
+            if rule is None:
+                continue
+            if kpi in LIVE_QUEUE_KPIS:
+                longest = None if oldest_ms is None else max(0, now_ms - oldest_ms) / 1000
+                value: float | None = waiting if kpi == "waiting" else longest
+                samples = waiting
+            else:
+                window_sums = sums.get(self.settings.window_s(rule.window), {})
+                value = queues.kpis_from_sums(window_sums)[kpi]
+                samples = queues.samples(window_sums, kpi)
+            n += await self._judge(rule, scope, queue, value, samples, current, now_ms, seen)
+        return n
+
+    async def _sweep_campaigns(self, current: dict[str, Alert], now_ms: int, seen: set[str]) -> int:
+        """Campaign rules per campaign (scope 'campaign') and on the floor's totals (scope 'floor')."""
+        rules = self.settings.campaign_rules
+        if not rules:
+            return 0
+        rolling = sorted({self.settings.window_s(r.window) for r in rules.values() if r.window not in _COARSE})
+        named, floor = await self.queue_store.campaigns(now_ms, rolling)
+        n = 0
+        for row in [*named, floor]:
+            scope = "floor" if row.campaign == campaigns.FLOOR else "campaign"
+            for kpi, rule in sorted(rules.items()):
+                if scope == "floor" and rule.window not in _COARSE:
+                    continue  # the floor's rolling windows are watched by the agent rules ([kpi.*])
+                window_sums = row.sums.get(rule.window, {})
+                value = campaigns.kpis_from_sums(window_sums)[kpi]
+                subject = None if scope == "floor" else row.campaign
+                n += await self._judge(rule, scope, subject, value, campaigns.samples(window_sums), current, now_ms,
+                                       seen)  # fmt: skip
+        return n
+
+    async def _judge(
+        self,
+        rule: Rule,
+        scope: str,
+        subject: str | None,
+        value: float | None,
+        samples: int,
+        current: dict[str, Alert],
+        now_ms: int,
+        seen: set[str],
+    ) -> int:
+        key = alert_key(scope, subject, rule.kpi, rule.window)
+        seen.add(key)
+        cur = current.get(key)
+        nxt = evaluate(rule, scope=scope, subject=subject, value=value, samples=samples, current=cur, now_ms=now_ms,
+                       hysteresis=self.settings.hysteresis)  # fmt: skip
+        return 0 if nxt is None else await self._transition(cur, nxt.to_state(), now_ms)
 
     async def _transition(self, cur: Alert | None, new_state: dict[str, Any], now_ms: int) -> int:
         new = Alert.from_state(new_state)

@@ -47,6 +47,10 @@ class Event:
     score_milli: int = 0  # qa.scored: points in thousandths
     max_score_milli: int = 0  # qa.scored: maximum points in thousandths
     compliant: bool | None = None  # qa.scored: None when the review does not say
+    queue: str | None = None  # call.queued/answered/abandoned; inbound call.ended
+    campaign: str | None = None  # outbound call.ended
+    abandoned: bool = False  # outbound call.ended the dialer dropped
+    reason: str | None = None  # agent.state
 
 
 def _fail(reason: str, raw: dict[str, Any]) -> InvalidEvent:

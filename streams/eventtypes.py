@@ -103,6 +103,20 @@ def _score_within_max(raw: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _abandoned_outbound(raw: Mapping[str, Any]) -> str | None:
+    """call.ended: only the dialer drops calls, so only outbound calls are abandoned."""
+    if raw.get("abandoned") is True and raw.get("direction") != "outbound":
+        return "abandoned is true on an inbound call, only outbound calls can be dropped by the dialer"
+    return None
+
+
+def _abandoned_not_connected(raw: Mapping[str, Any]) -> str | None:
+    """call.ended: a dropped call never reached an agent."""
+    if raw.get("abandoned") is True and raw.get("connected") is True:
+        return "abandoned is true with connected true, a dropped call has connected: false"
+    return None
+
+
 _TICKET = Field("ticket_id", "id", required=True, attr="ticket_id", doc="the ticket")
 
 EVENT_TYPES: tuple[EventType, ...] = (
@@ -124,12 +138,39 @@ EVENT_TYPES: tuple[EventType, ...] = (
             Field("wait_seconds", "seconds", doc="inbound: seconds the caller waited in the queue"),
             Field("amount", "milli", attr="amount_milli", minimum=0, maximum=MAX_AMOUNT,
                   what="a number (the order value)", doc="the order value of a sale, in the floor's currency"),
+            Field("queue", "id", attr="queue", doc="inbound: the queue the call came from"),
+            Field("campaign", "id", attr="campaign", doc="outbound: the dialer campaign"),
+            Field("abandoned", "bool", attr="abandoned", default=False,
+                  doc="outbound: a person answered but the dialer dropped the call (no agent free within 2 s); "
+                  "then connected is false"),
+        ),
+        checks=(
+            Check("`abandoned` may be true only on an outbound call.", _abandoned_outbound),
+            Check("A call with `abandoned` true has `connected` false.", _abandoned_not_connected),
         ),
     ),
     EventType(
         "agent.state", "calls", "an agent's state changed at ts",
         (_agent(True), Field("state", "enum", required=True, attr="state", doc="the state from ts on",
-                             choices=("available", "on_call", "wrap", "break", "offline"))),
+                             choices=("available", "on_call", "wrap", "break", "offline")),
+         Field("reason", "id", attr="reason", doc="why, e.g. lunch, training (shown with the state)")),
+    ),
+    EventType(
+        "call.queued", "calls", "a caller entered a queue at ts",
+        (Field("call_id", "id", required=True, attr="call_id", doc="the call"),
+         Field("queue", "id", required=True, attr="queue", doc="the queue"),
+         Field("customer_id", "id", attr="customer_id", doc="the caller")),
+    ),
+    EventType(
+        "call.answered", "calls", "an agent picked a queued call up at ts",
+        (Field("call_id", "id", required=True, attr="call_id", doc="the call"),
+         Field("queue", "id", required=True, attr="queue", doc="the queue"),
+         _agent(True, doc="the agent who answered")),
+    ),
+    EventType(
+        "call.abandoned", "calls", "the caller hung up while waiting in the queue, at ts",
+        (Field("call_id", "id", required=True, attr="call_id", doc="the call"),
+         Field("queue", "id", required=True, attr="queue", doc="the queue")),
     ),
     EventType(
         "ticket.created", "tickets", "a ticket was opened",

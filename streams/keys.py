@@ -7,10 +7,16 @@ All keys live under a namespace `cp:<topic prefix>`:
   tm:<team>            sorted set: the team's agents -> their latest event ts (who is in the team)
   teams                sorted set: team -> latest event ts of its agents
   agents               sorted set: agent -> latest event ts (who is on the floor)
-  m:<agent>            team and state, each kept with the (ts, event_id) that set it
+  m:<agent>            team, state, since (ms) and reason, each kept with the (ts, event_id) that set it
   d:<slot>:<shard>     dedupe marks: hash of event-id digest (15 bytes) -> the records that carried the id
   o:<topic>:<p>:<off>  dedupe mark of an invalid record (it has no event id), by its position
   s:c:<customer>       'version|json' call history for FCR;  s:t:<ticket> the same for response time
+  s:q:<call_id>        'version|json' queue entries, answers and abandons of a call (queue KPIs)
+  s:a:<agent>          'version|json' state history of an agent (time in state)
+  qb:<queue>:<chunk>   a queue's bucket counters (not in team or floor totals);  qw:<queue> its waiting calls
+                       (sorted set call_id -> entry ts)
+  cb:<campaign>:<chunk>  a campaign's 10 s buckets;  cc:<campaign>:<day>, cz:<day> (floor) its hours, 31 days
+  queues, campaigns    sorted sets: name -> latest event ts
   stats                event counters by topic|result and the event-lag histogram
   dirty                sorted set: agent -> Redis time (µs) of the last apply that touched it (the alert sweep's
                        input: it reads only these and the agents whose windows move by time)
@@ -101,3 +107,48 @@ def dedupe_mark(ns: str, event_id: str, ts_ms: int) -> tuple[str, str]:
 def dedupe_field_bytes(hex_field: str) -> bytes:
     """The stored form of a dedupe field (what HEXISTS must be given)."""
     return bytes.fromhex(hex_field)
+
+
+def queue_call_key(ns: str, call_id: str) -> str:
+    """A queued call's entries, answers and abandons (queue KPIs)."""
+    return f"{ns}s:q:{call_id}"
+
+
+def history_key(ns: str, agent: str) -> str:
+    """An agent's state history (time in state)."""
+    return f"{ns}s:a:{agent}"
+
+
+def queue_chunk_key(ns: str, queue: str, chunk: int) -> str:
+    """One queue's chunk of buckets."""
+    return f"{ns}qb:{queue}:{chunk}"
+
+
+def queue_chunk_prefix(queue: str) -> str:
+    """A queue's chunk keys without the namespace and chunk (what the group read script sums)."""
+    return f"qb:{queue}:"
+
+
+def waiting_key(ns: str, queue: str) -> str:
+    """A queue's waiting calls: sorted set call_id -> entry ts (ms)."""
+    return f"{ns}qw:{queue}"
+
+
+def campaign_chunk_key(ns: str, campaign: str, chunk: int) -> str:
+    """One campaign's chunk of 10 s buckets."""
+    return f"{ns}cb:{campaign}:{chunk}"
+
+
+def campaign_chunk_prefix(campaign: str) -> str:
+    """A campaign's chunk keys without the namespace and chunk."""
+    return f"cb:{campaign}:"
+
+
+def coarse_key(ns: str, campaign: str, day: int) -> str:
+    """One day of a campaign's hourly counters; the floor's when `campaign` is empty (campaigns.FLOOR)."""
+    return f"{ns}cz:{day}" if campaign == "" else f"{ns}cc:{campaign}:{day}"
+
+
+def registry_key(ns: str, kind: str) -> str:
+    """The sorted set of queues or campaigns ('queues' | 'campaigns') -> latest event ts."""
+    return f"{ns}{kind}"

@@ -33,6 +33,8 @@ def event_deltas(e: Event) -> list[Delta]:
             out.append((agent, b, w.CONNECTED, 1))
         if e.direction == "outbound":
             out.append((agent, b, w.DIALS, 1))
+            if e.abandoned:
+                out.append((agent, b, w.OUT_ABANDONED, 1))
             if e.connected:
                 out.append((agent, b, w.OUT_CONNECTED, 1))
                 if e.outcome == "sale":

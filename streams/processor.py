@@ -20,7 +20,7 @@ import redis.exceptions
 
 from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
-from streams import batch, events, keys
+from streams import batch, events, keys, queues
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
@@ -86,7 +86,19 @@ def params_for(settings: Settings) -> batch.Params:
         ns=namespace(settings.topic_prefix),
         longest_ms=settings.longest_window_s * 1000,
         repeat_ms=settings.repeat_window_s * 1000,
+        rules_for=queue_rules(settings),
+        max_wait_ms=settings.max_wait_s * 1000,
     )
+
+
+def queue_rules(settings: Settings) -> queues.RulesFor:
+    """Each queue's SL threshold, short-abandon limit and max wait from settings, in milliseconds."""
+
+    def rules_for(queue: str) -> queues.QueueRules:
+        q = settings.queue(queue)
+        return queues.QueueRules(round(q.sl_threshold_s * 1000), round(q.short_abandon_s * 1000), q.max_wait_s * 1000)
+
+    return rules_for
 
 
 class Processor:

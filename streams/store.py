@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from streams import keys
+from streams import keys, states
 from streams import windows as w
 from streams.batch import LAG_BOUNDS_S
 
@@ -62,17 +62,20 @@ local function apply(ops)
     redis.call('HINCRBY', k, name, d)
     redis.call('HINCRBY', k, field, d)
     touched[k] = true
-    local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
-    local fk = ns .. 'f:' .. chunk
-    redis.call('HINCRBY', fk, name, d)
-    redis.call('HINCRBY', fk, field, d)
-    touched[fk] = true
-    local team = current_team(agent)
-    if team then
-      local tk = ns .. 't:' .. team .. ':' .. chunk
-      redis.call('HINCRBY', tk, name, d)
-      redis.call('HINCRBY', tk, field, d)
-      touched[tk] = true
+    -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
+    if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
+      local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
+      local fk = ns .. 'f:' .. chunk
+      redis.call('HINCRBY', fk, name, d)
+      redis.call('HINCRBY', fk, field, d)
+      touched[fk] = true
+      local team = current_team(agent)
+      if team then
+        local tk = ns .. 't:' .. team .. ':' .. chunk
+        redis.call('HINCRBY', tk, name, d)
+        redis.call('HINCRBY', tk, field, d)
+        touched[tk] = true
+      end
     end
   end
 end
@@ -185,6 +188,18 @@ for _, m in ipairs(p.m) do
   end
   redis.call('EXPIRE', m[1], p.tm)
 end
+-- Waiting calls (queue -> call_id by entry ts), derived from the versioned call states above; callers who
+-- waited past max_wait (their hang-up never came) are dropped an hour later.
+for _, z in ipairs(p.z or {}) do
+  if z[3] < 0 then redis.call('ZREM', z[1], z[2]) else redis.call('ZADD', z[1], z[3], z[2]) end
+  redis.call('ZREMRANGEBYSCORE', z[1], '-inf', p.wp)
+  redis.call('EXPIRE', z[1], p.tz)
+end
+-- Queues and campaigns on the floor -> their latest event ts.
+for _, r in ipairs(p.r or {}) do
+  redis.call('ZADD', r[1], 'GT', r[3], r[2])
+  redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
+end
 local teams_seen = {}
 for i = 1, #p.a, 2 do
   local agent = p.a[i]
@@ -206,6 +221,9 @@ if #p.a > 0 then
   end
 end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
+for _, k in ipairs(p.lk or {}) do
+  if touched[k] then redis.call('EXPIRE', k, p.tl) end
+end
 if p.d and #p.d > 0 then
   -- What the alert sweep reads next round: the agents this apply touched, by Redis time.
   local dk = ns .. 'dirty'
@@ -299,16 +317,18 @@ local out = {}
 READ_LUA = (
     _READ_HEAD_LUA
     + r"""
--- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, nwin * nfields sums
--- (window-major), then per window the first bucket holding a count (see window_sums).
+-- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
+-- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums).
 local t = redis.call('TIME')
 out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
   local agent = ARGV[a]
-  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state')
+  local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state', 'since', 'reason')
   local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':')
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
+  out[#out + 1] = meta[3] or ''
+  out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
   for w = 1, nwin do out[#out + 1] = firsts[w] end
 end
@@ -319,7 +339,8 @@ return out
 READ_GROUPS_LUA = (
     _READ_HEAD_LUA
     + r"""
--- Subjects: chunk key prefixes (a team's 't:<team>:', the floor's 'f:'), without ns.
+-- Subjects: chunk key prefixes (a team's 't:<team>:', the floor's 'f:', a queue's 'qb:<queue>:', a
+-- campaign's 'cb:<campaign>:'), without ns.
 -- Returns per subject nwin * nfields sums (window-major).
 for a = i, #ARGV do
   local sums = window_sums(ns .. ARGV[a])
@@ -329,6 +350,7 @@ return out
 """
 )
 READ_AGENTS_PER_CALL = 100
+READ_META = 4  # team, state, since, reason ahead of each row's sums
 
 MARK_REBUILT_LUA = r"""
 -- KEYS: replay lock, epoch; ARGV: the rebuild's lock token, the new generation.
@@ -375,6 +397,8 @@ class AgentWindows:
     state: str | None
     last_ts_ms: int
     sums: dict[int, w.Sums]
+    since_ms: int | None = None  # when the current state began (its agent.state ts)
+    reason: str | None = None  # the current state's reason
     # Per window, the first bucket in it holding a count (None: empty), or an earlier one: when the window next
     # changes by time alone (streams.schedule.next_change_ms).
     first_buckets: dict[int, int | None] = field(default_factory=dict)
@@ -459,19 +483,34 @@ class WindowStore:
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
         nwin = len(bounds)
-        step = 2 + nwin * nf + nwin
+        step = READ_META + nwin * nf + nwin
         for group, reply in zip(groups, results, strict=True):
             read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
                 row = flat[k * step : (k + 1) * step]
-                team, state = _s(row[0]), _s(row[1])
+                team, state, since, reason = _s(row[0]), _s(row[1]), _s(row[2]), _s(row[3])
+                since_ms = int(since) if since else None
                 sums = {
-                    ws: dict(zip(w.FIELDS, row[2 + j * nf : 2 + (j + 1) * nf], strict=True))
+                    ws: dict(zip(w.FIELDS, row[READ_META + j * nf : READ_META + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                tail = row[2 + nwin * nf :]
+                for ws, window_sums in sums.items():  # the current state counts up to now
+                    states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
+                tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
-                out.append(AgentWindows(agent, team or None, state or None, agents[agent], sums, firsts, read_us))
+                out.append(
+                    AgentWindows(
+                        agent,
+                        team or None,
+                        state or None,
+                        agents[agent],
+                        sums,
+                        since_ms,
+                        reason or None,
+                        firsts,
+                        read_us,
+                    )
+                )
         return out
 
     async def changed_since(self, since_us: int) -> tuple[dict[str, int], int]:
@@ -521,9 +560,12 @@ class WindowStore:
 
     async def read_floor(self, now_ms: int, windows_s: Sequence[int], roster_s: float) -> tuple[int, dict[int, w.Sums]]:
         """The floor: agents with an event in the last `roster_s` seconds, and its sums per window."""
-        count = await self.client.zcount(keys.agents_key(self.ns), f"({now_ms - round(roster_s * 1000)}", "+inf")
+        roster = await self.active_agents(now_ms, roster_s)
         (sums,) = await self.read_groups(now_ms, windows_s, ["f:"])
-        return int(count), sums
+        for team_open in (await self.open_state_sums(roster, now_ms, windows_s)).values():
+            for ws, open_sums in team_open.items():
+                w.add_sums(sums[ws], open_sums)
+        return len(roster), sums
 
     async def read_teams(
         self, now_ms: int, windows_s: Sequence[int], roster_s: float, only: Sequence[str] | None = None
@@ -540,7 +582,36 @@ class WindowStore:
             counts = await pipe.execute() if names else []
         present = [(t, int(n)) for t, n in zip(names, counts, strict=True) if n]
         sums = await self.read_groups(now_ms, windows_s, [f"t:{t}:" for t, _ in present])
+        if only is None:
+            members = await self.active_agents(now_ms, roster_s)
+        else:
+            members = {a: ts for t in names for a, ts in (await self.team_agents(t, now_ms, roster_s)).items()}
+        open_by_team = await self.open_state_sums(members, now_ms, windows_s)
+        for (t, _), team_sums in zip(present, sums, strict=True):
+            for ws, open_sums in open_by_team.get(t, {}).items():
+                w.add_sums(team_sums[ws], open_sums)
         return [TeamWindows(t, n, s) for (t, n), s in zip(present, sums, strict=True)]
+
+    async def open_state_sums(
+        self, agents: Iterable[str], now_ms: int, windows_s: Sequence[int]
+    ) -> dict[str | None, dict[int, w.Sums]]:
+        """The current states' time up to now, per team (None: no team) and window: what an agent's read adds to
+        its chunks (states.add_open), for totals read from team and floor chunks. One HMGET per agent."""
+        names = list(agents)
+        if not names:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for a in names:
+                pipe.hmget(keys.meta_key(self.ns, a), "team", "state", "since")
+            raw = await pipe.execute()
+        out: dict[str | None, dict[int, w.Sums]] = {}
+        for team, state, since in raw:
+            if not state or not since:
+                continue
+            per_window = out.setdefault(_s(team) if team else None, {ws: {} for ws in windows_s})
+            for ws in windows_s:
+                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)  # type: ignore[arg-type]
+        return out
 
     async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
         """A team's agents with an event in the last `roster_s` seconds -> their latest event ts."""

@@ -49,6 +49,11 @@ QA_COMPLIANT = cat.code("qa_compliant")
 QA_CHECKED = cat.code("qa_checked")
 COMPLAINTS = cat.code("complaints")
 EVENTS = cat.code("events")
+OUT_ABANDONED = cat.code("out_abandoned")  # outbound call.ended the dialer dropped
+# Time in state, ms (streams/states.py)
+AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS = (
+    cat.code(n) for n in ("available_ms", "on_call_ms", "wrap_ms", "break_ms", "offline_ms")
+)
 FIELDS: tuple[str, ...] = cat.FIELDS
 
 Sums = dict[str, int]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, time, tzinfo
 from typing import Any
 
 BUCKET_S = 10
@@ -64,9 +64,16 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def agent_sums(
-    events: Sequence[Mapping[str, Any]], now: float, window_s: int, repeat_s: int, tz: tzinfo = UTC
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    repeat_s: int,
+    tz: tzinfo = UTC,
+    *,
+    late_before: float | None = None,
 ) -> dict[str, dict]:
-    """Per agent numerators and denominators in the window."""
+    """Per agent numerators and denominators in the window (time in state from the agent.state events that are
+    not late: after `late_before`, when given — a late event is ignored, so it starts no interval)."""
     evs = unique(events)
     out: dict[str, dict[str, float]] = {}
 
@@ -84,6 +91,8 @@ def agent_sums(
                 acc(agent, "connected", 1)
             if e["direction"] == "outbound":
                 acc(agent, "dials", 1)
+                if e.get("abandoned", False):
+                    acc(agent, "out_abandoned", 1)
                 if e["connected"]:
                     acc(agent, "out_connected", 1)
                     if e.get("outcome") == "sale":
@@ -148,6 +157,10 @@ def agent_sums(
         if tid in created and in_window(rts / 1000, now, window_s, tz):
             acc(agent, "response", max(0, rts - created[tid][0]) / 1000)
             acc(agent, "responses", 1)
+    kept = [e for e in evs if late_before is None or ts_of(e) > late_before]
+    for agent, secs in state_seconds(kept, now, window_s, tz).items():
+        for state in ("available", "on_call", "wrap"):
+            acc(agent, f"{state}_s", secs[state])
     return out
 
 
@@ -173,6 +186,8 @@ def kpis(s: Mapping[str, float]) -> dict[str, float | int | None]:
         "qa_score": _ratio(g("qa_points"), g("qa_max")),
         "compliance_rate": _ratio(g("qa_compliant"), g("qa_checked")),
         "complaint_rate": _ratio(g("complaints"), g("connected") + g("closed")),
+        "occupancy": _ratio(g("on_call_s") + g("wrap_s"), g("available_s") + g("on_call_s") + g("wrap_s")),
+        "outbound_abandon_rate": _ratio(g("out_abandoned"), g("out_abandoned") + g("out_connected")),
     }
 
 
@@ -197,12 +212,13 @@ def expected(
     repeat_s: int = 86400,
     tz: tzinfo = UTC,
     since: float | None = None,
+    late_before: float | None = None,
 ) -> dict[str, Any]:
     """{'agents': {id: kpis}, 'teams': {team: kpis}, 'floor': kpis} as the snapshot should show them.
 
     The agents are those with an event after `since` (default now - longest_s): the roster the rows were read for.
     """
-    sums = agent_sums(events, now, window_s, repeat_s, tz)
+    sums = agent_sums(events, now, window_s, repeat_s, tz, late_before=late_before)
     since = now - longest_s if since is None else since
     active = {e["agent_id"] for e in unique(events) if e.get("agent_id") and ts_of(e) > since}
     teams = teams_of(events)
@@ -324,3 +340,185 @@ def diff_snapshot(snap: Mapping[str, Any], exp: Mapping[str, Any]) -> list[str]:
         if not close(snap["floor"]["kpis"][k], v):
             problems.append(f"floor {k}: got {snap['floor']['kpis'][k]} want {v}")
     return problems
+
+
+# --- (2e) queues, agent states, outbound abandonment ----------------------------------------
+
+
+def _ms(event: Mapping[str, Any]) -> int:
+    return round(ts_of(event) * 1000)
+
+
+def _order(event: Mapping[str, Any]) -> tuple[int, str]:
+    return (_ms(event), event["event_id"])
+
+
+def queue_kpis(
+    events: Sequence[Mapping[str, Any]],
+    now: float,
+    window_s: int,
+    *,
+    sl_threshold_s: Mapping[str, float] | None = None,
+    short_abandon_s: Mapping[str, float] | None = None,
+    tz: tzinfo = UTC,
+) -> dict[str, dict[str, float | int | None]]:
+    """Windowed queue KPIs per queue and for the floor ('*'), straight from the contract's table.
+
+    Per-queue thresholds come from the mappings (default 20 s and 5 s). A call's entry is its earliest
+    call.queued; a wait is the answer's or abandon's ts minus that entry (0 when earlier).
+    """
+    evs = unique(events)
+    sl_of = lambda q: (sl_threshold_s or {}).get(q, 20)  # noqa: E731
+    short_of = lambda q: (short_abandon_s or {}).get(q, 5)  # noqa: E731
+    entry: dict[str, tuple[int, str]] = {}
+    for e in evs:
+        if e["type"] == "call.queued":
+            cid = str(e["call_id"])
+            if cid not in entry or _order(e) < entry[cid]:
+                entry[cid] = _order(e)
+    acc: dict[str, dict[str, float]] = {}
+
+    def add(queue: str, key: str, value: float = 1) -> None:
+        for q in (queue, "*"):
+            acc.setdefault(q, {}).setdefault(key, 0)
+            acc[q][key] += value
+
+    for e in evs:
+        if e["type"] not in ("call.queued", "call.answered", "call.abandoned"):
+            continue
+        if not in_window(ts_of(e), now, window_s, tz):
+            continue
+        q, cid, t = str(e["queue"]), str(e["call_id"]), _ms(e)
+        known = cid in entry
+        wait_s = max(0, t - entry[cid][0]) / 1000 if known else None
+        if e["type"] == "call.queued":
+            add(q, "offered")
+        elif e["type"] == "call.answered":
+            add(q, "answered")
+            if wait_s is not None:
+                add(q, "wait", wait_s)
+                add(q, "waited")
+                add(q, "sl_base")
+                if wait_s <= sl_of(q):
+                    add(q, "sl_met")
+        else:
+            short = known and (t - entry[cid][0]) / 1000 < short_of(q)
+            if short:
+                add(q, "short")
+            else:
+                add(q, "abandoned")
+                if known:
+                    add(q, "sl_base")
+    out: dict[str, dict[str, float | int | None]] = {}
+    for q, s in acc.items():
+        g = lambda k, s=s: s.get(k, 0)  # noqa: E731
+        out[q] = {
+            "offered": int(g("offered")),
+            "answered": int(g("answered")),
+            "abandoned": int(g("abandoned")),
+            "short_abandoned": int(g("short")),
+            "asa_seconds": _ratio(g("wait"), g("waited")),
+            "service_level": _ratio(g("sl_met"), g("sl_base")),
+            "abandon_rate": _ratio(g("abandoned"), g("answered") + g("abandoned")),
+        }
+    return out
+
+
+def queue_waiting(
+    events: Sequence[Mapping[str, Any]], now: float, *, max_wait_s: float = 7200
+) -> dict[str, tuple[int, float | None]]:
+    """queue -> (waiting, longest_wait_seconds): calls queued within the last max_wait with no answer or abandon."""
+    evs = unique(events)
+    done = {str(e["call_id"]) for e in evs if e["type"] in ("call.answered", "call.abandoned")}
+    entry: dict[str, tuple[tuple[int, str], str]] = {}
+    for e in evs:
+        if e["type"] == "call.queued":
+            cid = str(e["call_id"])
+            if cid not in entry or _order(e) < entry[cid][0]:
+                entry[cid] = (_order(e), str(e["queue"]))
+    out: dict[str, list[int]] = {}
+    for cid, ((t, _), q) in entry.items():
+        out.setdefault(q, [])
+        if cid not in done and t > round(now * 1000) - max_wait_s * 1000:
+            out[q].append(t)
+    return {q: (len(ts), max(0, round(now * 1000) - min(ts)) / 1000 if ts else None) for q, ts in out.items()}
+
+
+STATES = ("available", "on_call", "wrap", "break", "offline")
+
+
+def _overlap(a: int, b: int, lo: int, hi: int) -> int:
+    return max(0, min(b, hi) - max(a, lo))
+
+
+def state_seconds(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, tz: tzinfo = UTC
+) -> dict[str, dict[str, float]]:
+    """agent -> {state: seconds in the window}: each agent.state lasts until the agent's next one, the latest
+    until now; the window's buckets are lo < b <= hi, the current one counted up to now (`today`: from the
+    first instant of now's local date in `tz`)."""
+    now_ms = round(now * 1000)
+    if window_s == TODAY:
+        local = datetime.fromtimestamp(now, tz)
+        start = round(datetime.combine(local.date(), time(0), tzinfo=tz).timestamp() * 1000)
+    else:
+        start = ((now_ms - window_s * 1000) // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
+    end = (now_ms // (BUCKET_S * 1000) + 1) * BUCKET_S * 1000
+    marks: dict[str, list[Mapping[str, Any]]] = {}
+    for e in unique(events):
+        if e["type"] == "agent.state":
+            marks.setdefault(str(e["agent_id"]), []).append(e)
+    out: dict[str, dict[str, float]] = {}
+    for agent, ms in marks.items():
+        ms.sort(key=_order)
+        secs = dict.fromkeys(STATES, 0.0)
+        for i, m in enumerate(ms):
+            a = _ms(m)
+            if i + 1 < len(ms):
+                secs[m["state"]] += _overlap(a, _ms(ms[i + 1]), start, end) / 1000
+            else:
+                secs[m["state"]] += _overlap(a, now_ms, start, now_ms) / 1000
+        out[agent] = secs
+    return out
+
+
+def occupancy(seconds: Mapping[str, float]) -> float | None:
+    """(on_call + wrap) / (available + on_call + wrap)."""
+    return _ratio(seconds["on_call"] + seconds["wrap"], seconds["available"] + seconds["on_call"] + seconds["wrap"])
+
+
+def current_states(events: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, float, str | None]]:
+    """agent -> (state, since epoch s, reason) of its latest agent.state by (ts, event_id)."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for e in unique(events):
+        if e["type"] == "agent.state":
+            a = str(e["agent_id"])
+            if a not in best or _order(e) > _order(best[a]):
+                best[a] = e
+    return {a: (e["state"], _ms(e) / 1000, e.get("reason")) for a, e in best.items()}
+
+
+def campaign_abandon_rates(
+    events: Sequence[Mapping[str, Any]], now: float, window_s: int, *, bucket_s: int = BUCKET_S, tz: tzinfo = UTC
+) -> dict[str, float | None]:
+    """campaign (and '*' for the floor) -> outbound_abandon_rate in the window, on buckets of bucket_s
+    (10 s for the windows, `today` included; 3600 s for 24h and 30d)."""
+    now_ms = round(now * 1000)
+    lo, hi = (now_ms - window_s * 1000) // (bucket_s * 1000), now_ms // (bucket_s * 1000)
+    acc: dict[str, list[int]] = {}
+    for e in unique(events):
+        if e["type"] != "call.ended" or e["direction"] != "outbound":
+            continue
+        if bucket_s == BUCKET_S and not in_window(ts_of(e), now, window_s, tz):
+            continue
+        if bucket_s != BUCKET_S and not lo < _ms(e) // (bucket_s * 1000) <= hi:
+            continue
+        for c in ("*", e.get("campaign")):
+            if c is None:
+                continue
+            pair = acc.setdefault(str(c), [0, 0])
+            if e.get("abandoned", False):
+                pair[0] += 1
+            elif e["connected"]:
+                pair[1] += 1
+    return {c: _ratio(a, a + n) for c, (a, n) in acc.items()}

@@ -18,16 +18,19 @@
   const ESCALATED_FLASH_MS = 6000;
   const TOAST_MS = 6000;
   const GRID_GAP_PX = 10;
+  const ROTATE_DEFAULT_S = 15;        // seconds per page when the floor needs more than one screen
 
   // Tile presets, largest first; the grid uses the largest that fits every agent,
   // then scales it up to fill the space. Fonts follow through the --s variable.
   // cells: how many KPI cells a tile shows at that size (the rest go to the flag line).
   const DENSITIES = [
-    { name: "l", w: 172, h: 150, cells: 6 },
-    { name: "m", w: 160, h: 96, cells: 2 },
-    { name: "s", w: 112, h: 62, cells: 0 },
-    { name: "xs", w: 84, h: 40, cells: 0 },
+    { name: "l", w: 172, h: 172, cells: 6 },
+    { name: "m", w: 160, h: 100, cells: 2 },
+    { name: "s", w: 132, h: 62, cells: 0 },
   ];
+  // Below "s" a tile can no longer say who is on a break and for how long: more agents than fit at "s"
+  // go on pages that rotate (?rotate=SECONDS), never hidden.
+  const PAGE_DENSITY = DENSITIES[DENSITIES.length - 1];
   const MAX_SCALE = 2.4;
 
   // What each KPI is called, how it is formatted and where it sits come from the server's
@@ -43,6 +46,7 @@
   let ALL_TILE_KPIS = [];
   let TEAM_CELLS = new Set();
   let HEADER_KPIS = [];
+  let QUEUE_CELLS = [];
   let catalogueKey = "";
   function applyCatalogue(list) {
     if (!Array.isArray(list)) return;
@@ -50,16 +54,23 @@
     if (key === catalogueKey) return;
     catalogueKey = key;
     KPI_META = {};
-    for (const k of list) KPI_META[k.key] = { label: k.short || k.key, title: k.title, fmt: FORMATS[k.format] || fmtGeneric };
-    TILE_KPIS = list.filter((k) => k.board === "tile").map((k) => k.key);
-    EXTRA_KPIS = list.filter((k) => k.board === "extra").map((k) => k.key);
+    for (const k of list) {
+      KPI_META[k.key] = { label: k.short || k.key, title: k.title, fmt: FORMATS[k.format] || fmtGeneric, ratio: !!k.ratio };
+    }
+    // Agent KPIs go on tiles, team cards and the header; queue KPIs marked "strip" on the queue strip (live first).
+    const agentKpis = list.filter((k) => (k.scope || "agent") === "agent");
+    TILE_KPIS = agentKpis.filter((k) => k.board === "tile").map((k) => k.key);
+    EXTRA_KPIS = agentKpis.filter((k) => k.board === "extra").map((k) => k.key);
+    const strip = list.filter((k) => k.scope === "queue" && k.board === "strip");
+    QUEUE_CELLS = strip.filter((k) => k.live).concat(strip.filter((k) => !k.live)).map((k) => k.key);
     ALL_TILE_KPIS = TILE_KPIS.concat(EXTRA_KPIS);
     TEAM_CELLS = new Set(TILE_KPIS);
-    HEADER_KPIS = list.filter((k) => k.headline).map((k) => k.key);
+    HEADER_KPIS = agentKpis.filter((k) => k.headline).map((k) => k.key);
     rebuildKpiViews();
   }
   // Short enough to sit beside the agent id on the smallest full tile.
   const STATE_LABELS = { available: "avail", on_call: "call", wrap: "wrap", break: "break", offline: "off" };
+  const STATE_ORDER = ["available", "on_call", "wrap", "break", "offline"];
   const LEVEL_RANK = { ok: 0, warning: 1, critical: 2 };
 
   // ---- page parameters -----------------------------------------------------
@@ -68,6 +79,7 @@
   const byScore = params.get("sort") === "score";  // ?sort=score: a leaderboard, best scorecard first
   const token = params.get("token") || null;
   let currentWindow = params.get("window") || null;   // null: the server's default
+  const rotateMs = Math.max(3, parseFloat(params.get("rotate")) || ROTATE_DEFAULT_S) * 1000;
 
   // ---- role ----------------------------------------------------------------
   // A read-only token (CALLPULSE_TOKEN while a supervisor token is set) may not acknowledge or
@@ -113,6 +125,11 @@
   const agentTeam = new Map();        // agent_id -> team, from the full snapshot
   const snoozes = new Map();          // "agent|a0001|<kpi>" -> {until: ms, localAt: ms}
   const alerts = new Map();           // id -> {alert, receivedAt, localAckAt, escalatedAt}
+  let queueThresholds = {};
+  let redisDown = null;               // the monitor's message while Redis is unreachable
+  let page = { index: 0, count: 1, size: Infinity, since: Date.now() };
+  let orderedIds = [];
+  let lastTeamsKey = "";
 
   // ---- connection state ----------------------------------------------------
   let ws = null;
@@ -133,6 +150,7 @@
     stale: $("stale-banner"), staleSince: $("stale-since"), staleDetail: $("stale-detail"),
     alertList: $("alert-list"), alertHistory: $("alert-history"), alertEmpty: $("alert-empty"),
     snoozeMinutes: $("snooze-minutes"), toast: $("toast"), historyHead: $("history-head"), alertMore: $("alert-more"),
+    queues: $("queue-strip"), pageInfo: $("page-indicator"),
   };
   const tiles = new Map();            // agent_id -> {root, refs, cache}
   const teamCards = new Map();        // team -> {root, refs, cache}
@@ -178,6 +196,20 @@
     return Number.isInteger(v) ? String(v) : String(Math.round(v * 100) / 100);
   }
   function fmtKpi(key, v) { const m = KPI_META[key]; return m ? m.fmt(v) : fmtGeneric(v); }
+  // A value beside its threshold with enough digits to tell them apart: "34.6% below 35%", never "35% below 35%".
+  function fmtPair(key, v, t) {
+    let a = fmtKpi(key, v), b = fmtKpi(key, t);
+    const m = KPI_META[key];
+    const fmt = m ? m.fmt : fmtGeneric;
+    for (let d = 1; a === b && d <= 4; d++) {
+      if (fmt === fmtPercent) { a = fmtPercentDigits(v, d); b = fmtPercentDigits(t, d); }
+      else if (fmt === fmtDuration || fmt === fmtResponse) { a = trimN(v, d) + " s"; b = trimN(t, d) + " s"; }
+      else { a = trimN(v, d); b = trimN(t, d); }
+    }
+    return [a, b];
+  }
+  function fmtPercentDigits(r, d) { return isNum(r) ? trimN(r * 100, d) + "%" : DASH; }
+  function trimN(x, d) { return isNum(x) ? String(Number(x.toFixed(d))) : DASH; }
   function kpiLabel(key) { const m = KPI_META[key]; return m ? m.label : key; }
   function fmtClock(ms) {
     if (!isNum(ms)) return DASH;
@@ -299,8 +331,19 @@
       kpis.append(cells[k].root);
     }
     const flags = h("div", "tile-flags");
-    root.append(head, kpis, flags);
-    return { root, refs: { badge, cells, flags, glyph, score }, cache: {} };
+    const stateLine = h("div", "tile-state");
+    root.append(head, kpis, flags, stateLine);
+    return { root, refs: { badge, cells, flags, glyph, score, stateLine }, cache: {}, agent: null };
+  }
+
+  // "BREAK · lunch · 17:32": the state, its reason and how long the agent has been in it, counting up.
+  function stateText(a) {
+    const state = a.state || "offline";
+    let text = (STATE_LABELS[state] || state).toUpperCase();
+    if (a.reason) text += " · " + a.reason;
+    const since = parseTs(a.state_since);
+    if (!Number.isNaN(since)) text += " · " + fmtDuration((serverNow() - since) / 1000);
+    return text;
   }
 
   function updateTile(t, a) {
@@ -316,6 +359,9 @@
     setText(t.refs.glyph, c, "glyph", level === "critical" ? "!!" : level === "warning" ? "!" : "");
     setAttr(t.refs.badge, c, "state", "data-state", state);
     setText(t.refs.badge, c, "stateText", STATE_LABELS[state] || state);
+    setAttr(t.refs.stateLine, c, "stateAttr", "data-state", state);
+    setText(t.refs.stateLine, c, "stateLine", stateText(a));
+    t.agent = a;
     setText(t.refs.score, c, "score", isNum(a.score) ? fmtScore(a.score) : "");
     setAttr(t.refs.score, c, "scoreTitle", "title", isNum(a.score) ? "scorecard points" : "");
     const shown = visibleCells(a, "agent", a.agent_id, density.cells);
@@ -330,14 +376,25 @@
   // places (eyes learn where AHT is), except that a breached extra KPI (CSAT, ...) takes
   // the place of an empty default. A smaller tile shows breached KPIs first, then those
   // with a value, so a ticket agent shows Resp rather than "–".
+  // A KPI applies to an agent when it has a value; a count that stays 0 (outbound counts of an inbound agent) says nothing.
+  function applies(kp, k) { return isNum(kp[k]) && !(kp[k] === 0 && KPI_META[k] && !KPI_META[k].ratio); }
   function visibleCells(entity, scope, id, n) {
     const kp = entity.kpis || {};
     const breached = (k) => kpiLevel(entity, k, scope, id) !== "ok";
     const rank = (k) => (breached(k) ? 0 : isNum(kp[k]) && kp[k] !== 0 ? 1 : 2);
     if (n >= TILE_KPIS.length) {
       const shown = new Set(TILE_KPIS);
-      for (const x of EXTRA_KPIS) {
-        if (!breached(x)) continue;
+      // Extras in order: breached ones first, then those with a value, each taking the place of a default cell
+      // that is empty for this agent (or, for a breached extra, the least telling default).
+      const extras = EXTRA_KPIS.filter(breached).concat(EXTRA_KPIS.filter((x) => !breached(x) && applies(kp, x)));
+      for (const x of extras) {
+        if (!breached(x)) {
+          const empty = TILE_KPIS.find((k) => shown.has(k) && !applies(kp, k));
+          if (empty === undefined) break;
+          shown.delete(empty);
+          shown.add(x);
+          continue;
+        }
         let drop = null;
         for (const k of TILE_KPIS) {
           if (shown.has(k) && !breached(k) && (drop === null || rank(k) >= rank(drop))) drop = k;
@@ -399,6 +456,7 @@
     const key = ordered.map((a) => (a.team || "") + "/" + a.agent_id).join("\n");
     if (key !== tileOrderKey) {
       tileOrderKey = key;
+      orderedIds = ordered.map((a) => a.agent_id);
       const frag = document.createDocumentFragment();
       for (const a of ordered) frag.append(tiles.get(a.agent_id).root);
       el.grid.append(frag);
@@ -411,30 +469,36 @@
   }
   function cmp(a, b) { return a < b ? -1 : a > b ? 1 : 0; }
 
-  // Pick the largest tile preset at which every agent fits without scrolling, then
-  // scale it up to use the free space; the smallest preset scrolls if it must.
+  // Pick the largest tile preset at which every agent fits, then scale it up to use the free space.
+  // When not even the smallest fits, the agents go on pages of that size which rotate every ?rotate= seconds,
+  // with a page indicator: every agent is on some page, none is hidden.
   function fitGrid() {
     const n = tiles.size;
     const W = el.grid.clientWidth, H = el.grid.clientHeight;
     if (!n || !W || !H) return;
-    const layout = (w, hgt) => {
+    const layout = (w, hgt, count) => {
       const cols = Math.max(1, Math.floor((W + GRID_GAP_PX) / (w + GRID_GAP_PX)));
-      const rows = Math.ceil(n / cols);
+      const rows = Math.ceil(count / cols);
       return { cols, rows, fits: rows * (hgt + GRID_GAP_PX) - GRID_GAP_PX <= H };
     };
-    let chosen = DENSITIES[DENSITIES.length - 1], scale = 1;
+    let chosen = null, scale = 1, perPage = n;
     for (const d of DENSITIES) {
-      if (layout(d.w, d.h).fits) { chosen = d; break; }
+      if (layout(d.w, d.h, n).fits) { chosen = d; break; }
     }
-    if (layout(chosen.w, chosen.h).fits) {
+    if (chosen) {
       let lo = 1, hi = MAX_SCALE;
       for (let i = 0; i < 12; i++) {
         const mid = (lo + hi) / 2;
-        if (layout(chosen.w * mid, chosen.h * mid).fits) lo = mid; else hi = mid;
+        if (layout(chosen.w * mid, chosen.h * mid, n).fits) lo = mid; else hi = mid;
       }
       scale = lo;
+    } else {
+      chosen = PAGE_DENSITY;
+      const cols = layout(chosen.w, chosen.h, 1).cols;
+      const rows = Math.max(1, Math.floor((H + GRID_GAP_PX) / (chosen.h + GRID_GAP_PX)));
+      perPage = cols * rows;
     }
-    const lay = layout(chosen.w * scale, chosen.h * scale);
+    const lay = layout(chosen.w * scale, chosen.h * scale, Math.min(n, perPage));
     // Rows take up vertical slack (up to a third more) so the board reaches the bottom.
     let rowH = Math.floor(chosen.h * scale);
     if (lay.fits) {
@@ -452,6 +516,177 @@
     const rows = rowH + "px";
     if (g.style.gridAutoRows !== rows) g.style.gridAutoRows = rows;
     g.style.setProperty("--s", scale.toFixed(3));
+    const count = Math.max(1, Math.ceil(n / perPage));
+    if (count !== page.count || perPage !== page.size) {
+      page = { index: page.index % count, count, size: perPage, since: Date.now() };
+    }
+    applyPage();
+  }
+
+  function applyPage() {
+    const from = page.index * page.size, to = from + page.size;
+    orderedIds.forEach((id, i) => {
+      const t = tiles.get(id);
+      if (!t) return;
+      const off = i < from || i >= to;
+      if (t.cache.offPage !== off) { t.root.classList.toggle("off-page", off); t.cache.offPage = off; }
+    });
+    const paged = page.count > 1;
+    el.pageInfo.hidden = !paged;
+    document.body.classList.toggle("paged", paged);
+    const teamsKey = paged ? page.index + "/" + page.count : "";
+    if (teamsKey !== lastTeamsKey) { lastTeamsKey = teamsKey; scheduleRender(); }
+    if (paged) {
+      const last = Math.min(orderedIds.length, to);
+      const text = "page " + (page.index + 1) + " / " + page.count + " · agents " + (from + 1) + "–" + last
+        + " of " + orderedIds.length;
+      if (el.pageInfo.textContent !== text) el.pageInfo.textContent = text;
+    }
+  }
+
+  function pageTeams() {
+    if (page.count <= 1) return null;
+    const out = new Set();
+    const from = page.index * page.size;
+    for (const id of orderedIds.slice(from, from + page.size)) out.add(agentTeam.get(id));
+    return out;
+  }
+
+  function rotatePage() {
+    if (page.count <= 1 || Date.now() - page.since < rotateMs) return;
+    page = Object.assign({}, page, { index: (page.index + 1) % page.count, since: Date.now() });
+    applyPage();
+  }
+
+  // ---- queue strip -----------------------------------------------------------
+  // One card per queue (and the floor's totals when there are several): calls waiting, the longest wait counting
+  // up every second between snapshots, service level, ASA, abandon rate; coloured by the queue rules. Then the
+  // agents by state.
+  const queueCards = new Map();        // queue name ("" for the floor) -> {root, refs, cache, q}
+  let queueOrderKey = "";
+
+  function makeQueueCard(name) {
+    const root = h("div", "queue-card level-ok");
+    root.dataset.queue = name;
+    const title = h("div", "queue-name", name || "all queues");
+    const cells = {};
+    const row = h("div", "queue-kpis");
+    for (const k of QUEUE_CELLS) {
+      cells[k] = makeKpiCell(k, "kpi qkpi");
+      row.append(cells[k].root);
+    }
+    root.append(title, row);
+    return { root, refs: { cells, title }, cache: {}, q: null };
+  }
+
+  function queueEntity(q) {
+    const kpis = Object.assign({}, q.kpis || {});
+    kpis.waiting = q.waiting;
+    kpis.longest_wait_seconds = liveLongestWait(q);
+    const levels = Object.assign({}, q.levels || {});
+    // The longest wait grows between snapshots: colour it by the rule as it counts, never below the server's level.
+    const lv = levelByRule(queueThresholds.longest_wait_seconds, kpis.longest_wait_seconds);
+    if (LEVEL_RANK[lv] > LEVEL_RANK[levels.longest_wait_seconds || "ok"]) levels.longest_wait_seconds = lv;
+    return { kpis, levels, breaches: q.breaches || [] };
+  }
+  function liveLongestWait(q) {
+    const oldest = parseTs(q.oldest_entry);
+    if (!Number.isNaN(oldest)) return Math.max(0, (serverNow() - oldest) / 1000);
+    return isNum(q.longest_wait_seconds) ? q.longest_wait_seconds : null;
+  }
+  function levelByRule(rule, v) {
+    if (!rule || !isNum(v)) return "ok";
+    if (isNum(rule.critical_above) && v > rule.critical_above) return "critical";
+    if (isNum(rule.warning_above) && v > rule.warning_above) return "warning";
+    if (isNum(rule.critical_below) && v < rule.critical_below) return "critical";
+    if (isNum(rule.warning_below) && v < rule.warning_below) return "warning";
+    return "ok";
+  }
+
+  function updateQueueCard(c) {
+    const e = queueEntity(c.q);
+    let worst = "ok";
+    for (const k of QUEUE_CELLS) {
+      updateKpiCell(c.refs.cells[k], "kpi qkpi", e, k, null, null);
+      const lv = kpiLevel(e, k, null, null);
+      if (LEVEL_RANK[lv] > LEVEL_RANK[worst]) worst = lv;
+    }
+    setClass(c.root, c.cache, "cls", "queue-card level-" + worst);
+    setAttr(c.root, c.cache, "lvl", "data-level", worst);
+  }
+
+  // Most urgent first (level, then longest wait), after the floor's totals: on a floor with more queues than
+  // fit, the ones that need attention are the ones on screen, and "+N more" says how many are not.
+  function queueUrgency(q) {
+    const e = queueEntity(q);
+    let worst = 0;
+    for (const k of QUEUE_CELLS) worst = Math.max(worst, LEVEL_RANK[kpiLevel(e, k, null, null)]);
+    return [worst, isNum(e.kpis.longest_wait_seconds) ? e.kpis.longest_wait_seconds : -1];
+  }
+  function renderQueues(list, floorQueue, floorStates) {
+    const shown = (list || []).slice().sort((x, y) => {
+      const [lx, wx] = queueUrgency(x), [ly, wy] = queueUrgency(y);
+      return ly - lx || wy - wx || cmp(x.queue, y.queue);
+    });
+    if (shown.length > 1 && floorQueue) shown.unshift(Object.assign({ queue: "" }, floorQueue));
+    const seen = new Set();
+    for (const q of shown) {
+      seen.add(q.queue);
+      let c = queueCards.get(q.queue);
+      if (!c) { c = makeQueueCard(q.queue); queueCards.set(q.queue, c); }
+      c.q = q;
+      updateQueueCard(c);
+    }
+    for (const [name, c] of queueCards) if (!seen.has(name)) { c.root.remove(); queueCards.delete(name); }
+    const key = shown.map((q) => q.queue).join("\n");
+    if (key !== queueOrderKey) {
+      queueOrderKey = key;
+      const frag = document.createDocumentFragment();
+      frag.append(statesCard.root);
+      for (const q of shown) frag.append(queueCards.get(q.queue).root);
+      frag.append(queueMore);
+      el.queues.append(frag);
+    }
+    renderStates(floorStates);
+    updateQueueMore();
+    const any = shown.length > 0 || !!floorStates;
+    if (el.queues.hidden === any) { el.queues.hidden = !any; fitGrid(); }
+  }
+  const queueMore = h("div", "queue-more");
+  function updateQueueMore() {
+    const right = el.queues.getBoundingClientRect().right;
+    let hidden = 0;
+    for (const c of queueCards.values()) if (c.root.getBoundingClientRect().right > right + 1) hidden++;
+    const text = hidden ? "+" + hidden + " more queue" + (hidden === 1 ? "" : "s") : "";
+    if (queueMore.textContent !== text) queueMore.textContent = text;
+    queueMore.hidden = !hidden;
+  }
+  function tickQueues() {
+    for (const c of queueCards.values()) if (c.q) updateQueueCard(c);
+  }
+
+  const statesCard = (() => {
+    const root = h("div", "states-card");
+    const counts = {};
+    for (const st of STATE_ORDER) {
+      const item = h("div", "state-count");
+      item.dataset.state = st;
+      const n = h("span", "state-n", "0");
+      item.append(n, h("span", "state-label", STATE_LABELS[st]));
+      counts[st] = n;
+      root.append(item);
+    }
+    return { root, counts, cache: {} };
+  })();
+  function renderStates(counts) {
+    for (const st of STATE_ORDER) {
+      setText(statesCard.counts[st], statesCard.cache, st, String(counts && isNum(counts[st]) ? counts[st] : 0));
+    }
+  }
+
+  // Time in state on every tile counts up between snapshots.
+  function tickTiles() {
+    for (const t of tiles.values()) if (t.agent) setText(t.refs.stateLine, t.cache, "stateLine", stateText(t.agent));
   }
 
   // ---- team cards ----------------------------------------------------------
@@ -525,6 +760,9 @@
     for (const c of teamCards.values()) c.root.remove();
     teamCards.clear();
     teamOrderKey = "";
+    for (const c of queueCards.values()) c.root.remove();
+    queueCards.clear();
+    queueOrderKey = "";
   }
   function renderHeader(entity, scope, id) {
     for (const k of HEADER_KPIS) {
@@ -587,7 +825,7 @@
   function alertTarget(a) {
     if (a.scope === "agent") return { scope: "agent", id: a.agent_id };
     if (a.scope === "team") return { scope: "team", id: a.team };
-    return { scope: "floor", id: null };
+    return { scope: a.scope || "floor", id: null };   // queue, campaign and floor alerts cannot be snoozed
   }
   function alertTime(rec) {
     const t = parseTs(rec.alert.ts);
@@ -688,12 +926,15 @@
       who = String(a.agent_id);
       team = teamFilter ? null : a.team || agentTeam.get(a.agent_id);
     } else if (a.scope === "team") who = String(a.team);
+    else if (a.scope === "queue") who = "queue " + a.queue;
+    else if (a.scope === "campaign") who = "campaign " + a.campaign;
     setText(r.scope, c, "scope", who);
     setAttr(r.scope, c, "scopeKind", "data-scope", a.scope || "floor");
     setText(r.time, c, "time", fmtClock(resolved && rec.resolvedAt ? rec.resolvedAt : alertTime(rec)));
     let detail = fmtKpi(a.kpi, a.value);
     if (isNum(a.value) && isNum(a.threshold)) {
-      detail += (a.value >= a.threshold ? " above " : " below ") + fmtKpi(a.kpi, a.threshold);
+      const [v, t] = fmtPair(a.kpi, a.value, a.threshold);
+      detail = v + (a.value >= a.threshold ? " above " : " below ") + t;
     }
     if (a.window) detail += " · " + a.window;
     if (team) detail += " · " + team;
@@ -711,7 +952,7 @@
     const snoozeDisabled = target.id == null || resolved;
     if (c.snzDis !== snoozeDisabled) {
       r.snooze.disabled = snoozeDisabled;
-      r.snooze.title = target.id == null ? "floor alerts cannot be snoozed" : "";
+      r.snooze.title = target.id == null ? target.scope + " alerts cannot be snoozed" : "";
       c.snzDis = snoozeDisabled;
     }
   }
@@ -815,6 +1056,8 @@
     if (msg.window && msg.window !== currentWindow) setWindow(msg.window, params.has("window"));
     document.body.classList.remove("is-switching");
     if (msg.thresholds && typeof msg.thresholds === "object") thresholds = msg.thresholds;
+    if (msg.queue_thresholds && typeof msg.queue_thresholds === "object") queueThresholds = msg.queue_thresholds;
+    redisDown = null;                              // a snapshot was just read from Redis
     applyCatalogue(msg.catalogue);
     agentTeam.clear();
     for (const a of msg.agents || []) if (a && a.agent_id != null) agentTeam.set(a.agent_id, a.team);
@@ -879,7 +1122,14 @@
         scheduleRender();
         break;
       }
-      case "error": toast(msg.error || msg.message || "server error"); break;
+      case "error":
+        toast(msg.error || msg.message || "server error");
+        if (/^Redis/.test(msg.message || "")) { redisDown = msg.message; updateConn(); }
+        break;
+      case "status":
+        redisDown = msg.redis === false ? msg.message || "Redis unavailable" : null;
+        updateConn();
+        break;
       default: break;                              // pings and unknown types are invisible
     }
   }
@@ -904,9 +1154,13 @@
         const mine = teams.find((t) => t && t.team === teamFilter);
         renderTeams([]);
         renderHeader(mine, "team", teamFilter);
+        renderQueues(snapshot.queues, snapshot.floor && snapshot.floor.queue, mine && mine.states);
       } else {
-        renderTeams(teams);
+        // On a paged floor the team cards are those of the agents on this page, so both fit one screen.
+        const onPage = pageTeams();
+        renderTeams(onPage ? teams.filter((t) => t && onPage.has(t.team)) : teams);
         renderHeader(snapshot.floor, null, null);
+        renderQueues(snapshot.queues, snapshot.floor && snapshot.floor.queue, snapshot.floor && snapshot.floor.states);
       }
       const asOf = parseTs(snapshot.as_of);
       setText(el.asOf, headerCache, "asof", Number.isNaN(asOf) ? DASH : fmtClock(asOf - skewMs));
@@ -927,7 +1181,8 @@
     if (!stale) return;
     el.staleSince.textContent = fmtClock(since);
     let detail;
-    if (wsOpen) detail = had ? "no update for " + Math.round((now - since) / 1000) + " s" : "connected, waiting for data";
+    if (wsOpen && redisDown) detail = redisDown;
+    else if (wsOpen) detail = had ? "no update for " + Math.round((now - since) / 1000) + " s" : "connected, waiting for data";
     else if (reconnectAt) detail = "connection lost · retrying in " + Math.max(0, Math.ceil((reconnectAt - now) / 1000)) + " s";
     else detail = "connecting…";
     if (el.staleDetail.textContent !== detail) el.staleDetail.textContent = detail;
@@ -938,7 +1193,8 @@
     if (el.conn.textContent !== text) el.conn.textContent = text;
   }
   function updateConn() {
-    if (wsOpen && lastFreshAt && Date.now() - lastFreshAt > STALE_AFTER_MS) setConn("stalled", "stalled");
+    if (wsOpen && redisDown) setConn("down", "Redis down");
+    else if (wsOpen && lastFreshAt && Date.now() - lastFreshAt > STALE_AFTER_MS) setConn("stalled", "stalled");
     else if (wsOpen && snapshot && snapshot.status === "rebuilding") setConn("stalled", "rebuilding…");
     else if (wsOpen) setConn("open", "live");
     else if (reconnectAt) setConn("reconnecting", "retry in " + Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000)) + " s");
@@ -987,8 +1243,10 @@
     let sock;
     try { sock = new WebSocket(wsUrl()); } catch (err) { scheduleReconnect(gen); return; }
     ws = sock;
+    let opened = false;
     sock.onopen = () => {
       if (gen !== wsGen) return;
+      opened = true;
       wsOpen = true;
       if (!roleKnown) loadRole();
       updateConn();
@@ -1001,9 +1259,32 @@
       if (ev.code === 1008 || ev.code >= 4000) toast("Server closed the connection: " + (ev.reason || ev.code));
       wsOpen = false;
       ws = null;
+      if (!opened && currentWindow) { explainRefusal(gen); return; }
       scheduleReconnect(gen);
     };
     sock.onerror = () => { /* onclose follows and reconnects */ };
+  }
+
+  // A refused handshake says nothing to the browser; the same question over HTTP gets the server's reason. A
+  // window the server does not serve is shown with that reason and the board falls back to the default window.
+  function explainRefusal(gen) {
+    const u = new URL("api/snapshot", location.href);
+    u.searchParams.set("window", currentWindow);
+    if (token) u.searchParams.set("token", token);
+    fetch(u.toString()).then((resp) => resp.json().then((body) => ({ status: resp.status, body })))
+      .then(({ status, body }) => {
+        if (gen !== wsGen) return;
+        if (status === 400 && body && body.error) {
+          toast("?window=" + currentWindow + " refused by the server: " + body.error + " — showing its default window");
+          el.staleDetail.textContent = body.error;
+          currentWindow = null;
+          connect(true);
+          return;
+        }
+        if (body && body.error) toast(body.error);
+        scheduleReconnect(gen);
+      })
+      .catch(() => { if (gen === wsGen) scheduleReconnect(gen); });
   }
 
   function scheduleReconnect(gen) {
@@ -1023,6 +1304,9 @@
   setInterval(() => {
     updateStale();
     updateConn();
+    tickTiles();
+    tickQueues();
+    rotatePage();
     const now = serverNow();
     let active = "";
     for (const [k, s] of snoozes) {
@@ -1046,6 +1330,8 @@
   // Read-only hooks for debugging from the console and for tests.
   window.callpulseWallboard = {
     format: { duration: fmtDuration, percent: fmtPercent, response: fmtResponse, kpi: fmtKpi },
-    state: () => ({ window: currentWindow, team: teamFilter, connected: wsOpen, lastFreshAt, alerts: alerts.size, agents: tiles.size }),
+    state: () => ({ window: currentWindow, team: teamFilter, connected: wsOpen, lastFreshAt, alerts: alerts.size, agents: tiles.size,
+      page: page.index, pages: page.count, perPage: page.size, density: density.name }),
+    showPage: (i) => { page = Object.assign({}, page, { index: i % page.count, since: Date.now() }); applyPage(); },
   };
 })();

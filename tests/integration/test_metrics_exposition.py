@@ -255,7 +255,10 @@ async def test_idle_floor(floor: Floor) -> None:
     # Alerts: a 0 series for every KPI with a rule, severity and scope, so a panel reads 0 rather than nothing.
     active = {(lab["kpi"], lab["severity"], lab["scope"]): v for lab, v in _named(samples, "callpulse_alerts_active")}
     kpis = set(floor.settings.rules)
-    assert active == {(k, sev, scope): 0.0 for k in kpis for sev in SEVERITIES for scope in SCOPES}
+    want = {(k, sev, scope): 0.0 for k in kpis for sev in SEVERITIES for scope in SCOPES}
+    want |= {(k, sev, "queue"): 0.0 for k in floor.settings.queue_rules for sev in SEVERITIES}
+    want |= {(k, sev, "campaign"): 0.0 for k in floor.settings.campaign_rules for sev in SEVERITIES}
+    assert active == want
     counts = {(lab["topic"], lab["result"]): value for lab, value in _named(samples, "callpulse_events_total")}
     assert counts == {(t, r): 0.0 for t in TOPICS for r in RESULTS}
     buckets = _named(samples, "callpulse_event_lag_seconds_bucket")

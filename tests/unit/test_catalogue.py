@@ -16,10 +16,10 @@ from tests import reference
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_counter_codes_are_unique_single_characters() -> None:
-    codes = [c.code for c in cat.COUNTERS]
+def test_counter_codes_are_unique_and_at_most_two_letters() -> None:
+    codes = [c.code for c in (*cat.COUNTERS, *cat.QUEUE_COUNTERS)]
     assert len(set(codes)) == len(codes)
-    assert all(len(c) == 1 and c.isalpha() for c in codes)
+    assert all(1 <= len(c) <= 2 and c.isalpha() for c in codes)
 
 
 def test_kpi_keys_are_unique() -> None:
@@ -125,7 +125,8 @@ def test_mixing_thousandths_and_units_in_a_numerator_is_refused() -> None:
 
 def test_describe_gives_labels_and_formats_for_every_kpi() -> None:
     rows = cat.describe()
-    assert [r["key"] for r in rows] == list(cat.KPI_KEYS)
+    assert [r["key"] for r in rows if r["scope"] == "agent"] == list(cat.KPI_KEYS)
+    assert [r["key"] for r in rows if r["scope"] == "queue"] == list(cat.QUEUE_KPI_KEYS)
     assert {r["format"] for r in rows} <= {"duration", "elapsed", "percent", "integer", "money", "number"}
     assert all(r["short"] and r["title"] for r in rows)
 
@@ -153,3 +154,17 @@ def test_the_wallboard_knows_every_catalogue_format() -> None:
     formats = re.search(r"const FORMATS = \{(.*?)\};", js, re.S)
     assert formats is not None
     assert set(re.findall(r"(\w+): \(v\)", formats.group(1))) == set(cat.UNIT_FORMAT.values()) | {"elapsed"}
+
+
+def test_queue_kpis_come_from_the_queue_catalogue() -> None:
+    from streams import queues
+
+    assert tuple(queues.kpis_from_sums({})) == tuple(k.key for k in cat.QUEUE_CATALOGUE)
+    assert set(cat.QUEUE_FIELDS).isdisjoint(cat.FIELDS)
+
+
+def test_campaign_kpis_are_the_agents_outbound_abandonment_over_campaign_buckets() -> None:
+    from streams import campaigns
+
+    assert set(cat.CAMPAIGN_FIELDS) <= set(cat.FIELDS)
+    assert campaigns.kpis_from_sums({"ob": 3, "c": 97}) == {"outbound_abandon_rate": 0.03}

@@ -353,7 +353,7 @@ def test_negative_epoch_ts_is_invalid() -> None:
 
 def test_unknown_type_lists_the_known_ones() -> None:
     msg = reason_of(call(type="call.started"))
-    assert "type is 'call.started', must be one of agent.state, call.ended, complaint.logged, qa.scored" in msg
+    assert "type is 'call.started', must be one of agent.state, call.abandoned, call.answered, call.ended" in msg
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))

@@ -259,7 +259,8 @@ def test_empty_rolling_list_is_rejected() -> None:
 
 def test_unknown_section_names_the_allowed_ones() -> None:
     assert error("[kpis.aht_seconds]\nwarning_above = 1\n") == (
-        "t.toml: unknown section [kpis], must be one of ['alerts', 'kpi', 'notify', 'scorecard', 'team', 'windows']"
+        "t.toml: unknown section [kpis], must be one of ['alerts', 'campaign_kpi', 'kpi', 'notify', 'queue', "
+        "'queue_kpi', 'queues', 'scorecard', 'team', 'windows']"
     )
 
 

@@ -23,12 +23,16 @@ from callpulse.simulate import generate, produce, run
 from streams import kpis
 from streams import windows as w
 from streams.events import validate
+from tests import reference
 
 START_S = 1_700_000_000.0
 REPEAT_WINDOW_S = 86_400
 TOPIC_OF = {
     "call.ended": "calls",
     "agent.state": "calls",
+    "call.queued": "calls",
+    "call.answered": "calls",
+    "call.abandoned": "calls",
     "ticket.created": "tickets",
     "ticket.replied": "tickets",
     "ticket.resolved": "tickets",
@@ -52,6 +56,9 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
         "resolved": bool,
     },
     "agent.state": {"agent_id": str, "state": str},
+    "call.queued": {"call_id": str, "queue": str},
+    "call.answered": {"call_id": str, "queue": str, "agent_id": str},
+    "call.abandoned": {"call_id": str, "queue": str},
     "ticket.created": {"ticket_id": str},
     "ticket.replied": {"ticket_id": str, "agent_id": str},
     "ticket.resolved": {"ticket_id": str, "agent_id": str},
@@ -63,9 +70,19 @@ REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "complaint.logged": {"agent_id": str, "call_id": str},
 }
 OPTIONAL: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "call.ended": {"team": str, "customer_id": str, "outcome": str, "wait_seconds": NUMBER, "amount": NUMBER},
+    "call.ended": {
+        "team": str,
+        "customer_id": str,
+        "outcome": str,
+        "wait_seconds": NUMBER,
+        "amount": NUMBER,
+        "queue": str,
+        "campaign": str,
+        "abandoned": bool,
+    },
     "qa.scored": {"team": str},
-    "agent.state": {"team": str},
+    "agent.state": {"team": str, "reason": str},
+    "call.queued": {"customer_id": str},
     "ticket.created": {"customer_id": str, "channel": str},
     "survey.csat": {"ticket_id": str, "call_id": str},
 }
@@ -95,7 +112,8 @@ def check_event(topic: str, event: dict[str, Any]) -> None:
             assert not isinstance(event[name], bool) and event[name] >= 0, f"{kind}.{name} is {event[name]!r}"
     for name, types in OPTIONAL.get(kind, {}).items():
         if name in event:
-            assert isinstance(event[name], types) and not isinstance(event[name], bool), f"{kind}.{name}"
+            assert isinstance(event[name], types), f"{kind}.{name}"
+            assert types is bool or not isinstance(event[name], bool), f"{kind}.{name}"
             if types is NUMBER:
                 assert event[name] >= 0
     if kind == "call.ended":
@@ -103,6 +121,10 @@ def check_event(topic: str, event: dict[str, Any]) -> None:
         assert re.fullmatch(r"a\d{4}", event["agent_id"])
         if not event["connected"]:
             assert event["talk_seconds"] == 0
+        if event.get("abandoned"):
+            assert event["direction"] == "outbound" and not event["connected"]
+        assert ("queue" in event) == (event["direction"] == "inbound")
+        assert ("campaign" in event) == (event["direction"] == "outbound")
     elif kind == "agent.state":
         assert event["state"] in ("available", "on_call", "wrap", "break", "offline")
     elif kind == "ticket.created":
@@ -149,7 +171,8 @@ def test_every_event_follows_the_contract() -> None:
     ids = [e["event_id"] for _, e in stream]
     assert len(ids) == len(set(ids))
     kinds = Counter(e["type"] for _, e in stream)
-    assert set(kinds) >= set(REQUIRED) - {"ticket.reopened"}
+    # Reopens and complaints come hours after their ticket or call: a half-hour stream may hold none.
+    assert set(kinds) >= set(REQUIRED) - {"ticket.reopened", "complaint.logged"}
     strings = sum(isinstance(e["ts"], str) for _, e in stream)
     assert 0 < strings < len(stream) / 2
 
@@ -350,7 +373,7 @@ async def test_produce_sends_json_keyed_by_agent_to_prefixed_topics(producers: l
     for (topic, event), (sent_topic, key, value, _) in zip(stream, producer.sent, strict=True):
         assert sent_topic == f"x.{topic}"
         assert orjson.loads(value) == event
-        assert key == (event.get("agent_id") or event["ticket_id"]).encode()
+        assert key == (event.get("agent_id") or event.get("ticket_id") or event["call_id"]).encode()
 
 
 async def test_produce_without_keys(producers: list[FakeProducer]) -> None:
@@ -394,6 +417,64 @@ async def test_run_needs_a_duration_without_realtime(producers: list[FakeProduce
     with pytest.raises(SettingsError, match="duration"):
         await run(Settings(), realtime=False)
     assert producers == []
+
+
+def test_inbound_queues_have_waits_abandons_and_a_few_short_ones() -> None:
+    # Near the floor's natural pace (no time compression), so waits are in real seconds.
+    stream = [e for _, e in events_of(agents=50, rate=1.0, duration_s=4 * 3600.0, seed=5)]
+    now = START_S + 4 * 3600.0
+    values = reference.queue_kpis(stream, now, 4 * 3600 + 10)
+    assert {q for q in values if q != "*"} == {"support-a", "support-b", "support-c"}
+    floor = values["*"]
+    assert 5 <= floor["asa_seconds"] <= 60  # type: ignore[operator]
+    assert 0.5 <= floor["service_level"] <= 0.95  # type: ignore[operator]
+    assert 0.01 <= floor["abandon_rate"] <= 0.15  # type: ignore[operator]
+    assert 0 < floor["short_abandoned"] < 0.05 * floor["offered"]  # type: ignore[operator]
+
+
+def test_every_queued_call_is_answered_or_abandoned_once(floor: list[dict[str, Any]]) -> None:
+    ends: Counter[str] = Counter()
+    queued = {e["call_id"] for e in floor if e["type"] == "call.queued"}
+    for e in floor:
+        if e["type"] in ("call.answered", "call.abandoned"):
+            assert e["call_id"] in queued
+            ends[e["call_id"]] += 1
+    assert set(ends.values()) == {1}
+    assert len(ends) > 0.95 * len(queued)
+
+
+def test_the_free_agent_idle_longest_answers() -> None:
+    stream = [e for _, e in events_of(agents=20, rate=1.0, duration_s=3 * 3600.0, seed=9)]
+    answers = [(epoch_s(e["ts"]), e["agent_id"]) for e in stream if e["type"] == "call.answered"]
+    free_since: dict[str, dict[str, float]] = defaultdict(dict)  # team -> agent -> available since
+    team_of: dict[str, str] = {}
+    checked = 0
+    for e in stream:
+        if e["type"] == "agent.state":
+            team_of[e["agent_id"]] = e["team"]
+            if e["state"] == "available":
+                free_since[e["team"]][e["agent_id"]] = epoch_s(e["ts"])
+            else:
+                free_since[e["team"]].pop(e["agent_id"], None)
+        elif e["type"] == "call.answered":
+            at, free = epoch_s(e["ts"]), free_since[team_of[e["agent_id"]]]
+            mine = free.pop(e["agent_id"])
+            # Agents still shown free but already picked for a caller answer within the pick-up delay (<= 3 s).
+            picked = {a for t, a in answers if at <= t <= at + simulate.ANSWER_DELAY_S[1]}
+            assert all(mine <= since for a, since in free.items() if a not in picked), (e, mine, free)
+            checked += 1
+    assert checked > 300
+
+
+def test_break_states_carry_a_reason(floor: list[dict[str, Any]]) -> None:
+    breaks = [e for e in floor if e["type"] == "agent.state" and e["state"] == "break"]
+    assert breaks and all(e["reason"] in ("coffee", "lunch", "training", "meeting") for e in breaks)
+
+
+def test_dialers_drop_one_to_four_percent_of_live_answers(floor: list[dict[str, Any]]) -> None:
+    rates = reference.campaign_abandon_rates(floor, START_S + 7200.0, 7210)
+    assert {c for c in rates if c != "*"} == {"campaign-a", "campaign-b"}
+    assert all(0.005 <= r <= 0.05 for r in rates.values() if r is not None), rates
 
 
 def test_every_catalogue_kpi_gets_a_believable_value() -> None:

@@ -1,0 +1,144 @@
+"""The snapshot's queue, campaign and agent-state parts, pure: rows read from the store in, JSON-ready dicts out.
+
+queues:    [{"queue", "kpis": {...windowed KPIs}, "waiting", "longest_wait_seconds", "oldest_entry",
+             "breaches", "levels"}]   and the floor's totals in floor["queue"]
+campaigns: [{"campaign", "kpis": {"outbound_abandon_rate", ...}, "regulatory": {"24h": {...}, "30d": {...}},
+             "breaches", "levels"}]
+agents:    state_since (RFC 3339), reason, state_seconds ({state: seconds} in the window)
+teams, floor: states ({state: agents in it})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from callpulse.settings import LIVE_QUEUE_KPIS, Rule, Settings, window_name
+from streams import campaigns, queues, states
+from streams import windows as w
+from streams.alerts import iso, level
+from streams.queuestore import CampaignRow, QueueRow
+from streams.store import AgentWindows
+
+Levels = tuple[list[str], dict[str, str]]
+
+
+def _levels(values: Mapping[str, Any], rule_for: Callable[[str], Rule | None], samples: Callable[[str], int]) -> Levels:
+    breaches: list[str] = []
+    out: dict[str, str] = {}
+    for kpi, value in values.items():
+        rule = rule_for(kpi)
+        if rule is None or value is None or samples(kpi) < rule.min_samples:
+            continue
+        hit = level(rule, value)
+        if hit is not None:
+            breaches.append(kpi)
+            out[kpi] = hit[0]
+    return breaches, out
+
+
+def queue_values(sums: Mapping[str, int], waiting: int, oldest_entry_ms: int | None, now_ms: int) -> dict[str, Any]:
+    """A queue's KPIs: the windowed ones from its sums, `waiting` and `longest_wait_seconds` at now."""
+    values = queues.kpis_from_sums(sums)
+    values["waiting"] = waiting
+    values["longest_wait_seconds"] = None if oldest_entry_ms is None else max(0, now_ms - oldest_entry_ms) / 1000
+    return values
+
+
+def queue_samples(sums: Mapping[str, int], waiting: int) -> Callable[[str], int]:
+    """The sample count behind each queue KPI (what `min_samples` compares with)."""
+
+    def samples(kpi: str) -> int:
+        if kpi in LIVE_QUEUE_KPIS:
+            return waiting
+        return queues.samples(sums, kpi)
+
+    return samples
+
+
+def queue_section(
+    rows: Sequence[QueueRow], *, window_s: int, settings: Settings, now_ms: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(queues, floor totals) for the snapshot."""
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        sums = row.sums.get(window_s, {})
+        values = queue_values(sums, row.waiting, row.oldest_entry_ms, now_ms)
+        breaches, levels = _levels(
+            values,
+            lambda kpi, q=row.queue: settings.queue_rule_for(kpi, q),  # type: ignore[misc]
+            queue_samples(sums, row.waiting),
+        )
+        out.append(
+            {
+                "queue": row.queue,
+                "kpis": {k: v for k, v in values.items() if k not in LIVE_QUEUE_KPIS},
+                "waiting": row.waiting,
+                "longest_wait_seconds": values["longest_wait_seconds"],
+                "oldest_entry": iso(row.oldest_entry_ms) if row.oldest_entry_ms is not None else None,
+                "sl_threshold_s": settings.queue(row.queue).sl_threshold_s,
+                "breaches": breaches,
+                "levels": levels,
+            }
+        )
+    total = w.total(r.sums.get(window_s, {}) for r in rows)
+    entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
+    waiting = sum(r.waiting for r in rows)
+    values = queue_values(total, waiting, min(entries) if entries else None, now_ms)
+    breaches, levels = _levels(values, lambda kpi: settings.queue_rule_for(kpi, None), queue_samples(total, waiting))
+    floor = {
+        "kpis": {k: v for k, v in values.items() if k not in LIVE_QUEUE_KPIS},
+        "waiting": waiting,
+        "longest_wait_seconds": values["longest_wait_seconds"],
+        "breaches": breaches,
+        "levels": levels,
+    }
+    return out, floor
+
+
+def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
+    """A campaign's KPIs over one window name (rolling, 24h or 30d)."""
+    return campaigns.kpis_from_sums(row.sums.get(window, {}))
+
+
+def campaign_section(rows: Sequence[CampaignRow], *, window_s: int, settings: Settings) -> list[dict[str, Any]]:
+    """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d."""
+    name = window_name(window_s)
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        breaches: list[str] = []
+        levels: dict[str, str] = {}
+        for kpi, rule in settings.campaign_rules.items():
+            sums = row.sums.get(rule.window, {})
+            value = campaigns.kpis_from_sums(sums).get(kpi)
+            if value is None or campaigns.samples(sums) < rule.min_samples:
+                continue
+            hit = level(rule, value)
+            if hit is not None:
+                breaches.append(kpi)
+                levels[kpi] = hit[0]
+        out.append(
+            {
+                "campaign": row.campaign,
+                "kpis": campaign_values(row, name),
+                "regulatory": {c: campaign_values(row, c) for c in campaigns.COARSE_WINDOWS_S},
+                "breaches": breaches,
+                "levels": levels,
+            }
+        )
+    return out
+
+
+def agent_state_fields(row: AgentWindows, window_s: int) -> dict[str, Any]:
+    """An agent's state_since, reason and seconds in each state in the window (current state up to now)."""
+    sums = row.sums.get(window_s, {})
+    return {
+        "state_since": iso(row.since_ms) if row.since_ms is not None else None,
+        "reason": row.reason,
+        "state_seconds": {s: sums.get(f, 0) / 1000 for s, f in states.STATE_FIELDS.items()},
+    }
+
+
+def state_counts(rows: Sequence[AgentWindows]) -> dict[str, int]:
+    """Agents in each state."""
+    return states.counts_by_state([r.state for r in rows])

@@ -1,0 +1,193 @@
+"""Agent states and time in state, pure: an agent's `agent.state` events turned into seconds per state per bucket.
+
+An agent is in the state of an `agent.state` event from its ts until the ts of its next one (by ts, then
+event_id); the latest lasts until now. Closed intervals are written into the agent's 10 s buckets as
+milliseconds per state; the open one is never written, it is added at read time up to now (`open_ms`), so a
+window's seconds in state move with the clock without any event.
+
+A late event splits an interval: the agent's merged history is recomputed and the delta written is
+contributions(new) - contributions(old), as for FCR (streams/kpis.py), so any arrival order and any redelivery
+give the same buckets.
+
+Bounded state: a history keeps the marks from `clip_ms` on plus the one straddling it (which knows the state at
+`clip_ms`), and at most `MAX_MARKS` marks. Contributions count only time at or after `clip_ms`, and `clip_ms`
+only moves forward, so dropping a mark never changes what was written. `clip_ms` follows the longest window (an
+event older than that is late anyway); an agent flapping more than `MAX_MARKS` times inside it moves `clip_ms` up
+to its oldest kept mark: time before is then frozen as written ("before the earliest retained state event is
+unknown and counts nowhere" for any late event there).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+
+import orjson
+
+from streams import windows as w
+
+STATE_FIELDS: dict[str, str] = {
+    "available": w.AVAILABLE_MS,
+    "on_call": w.ON_CALL_MS,
+    "wrap": w.WRAP_MS,
+    "break": w.BREAK_MS,
+    "offline": w.OFFLINE_MS,
+}
+STATES: tuple[str, ...] = tuple(STATE_FIELDS)
+BUSY_STATES: tuple[str, ...] = ("on_call", "wrap")
+STAFFED_STATES: tuple[str, ...] = ("available", "on_call", "wrap")
+MAX_MARKS = 400
+
+Delta = tuple[str, int, str, int]  # (agent_id, bucket, field, delta): the same shape as streams.kpis.Delta
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Mark:
+    """One `agent.state` event: ordered by (ts, event_id) so ties break the same everywhere."""
+
+    ts_ms: int
+    event_id: str
+    state: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """An agent's retained marks, sorted, and the time before which nothing is recomputed."""
+
+    marks: tuple[Mark, ...] = ()
+    clip_ms: int = 0
+
+    @property
+    def current(self) -> Mark | None:
+        """The latest mark: the agent's state now, since its ts."""
+        return self.marks[-1] if self.marks else None
+
+
+def merge(old: History, new: Iterable[Mark], live_from_ms: int, *, max_marks: int = MAX_MARKS) -> History:
+    """The history after adding `new` (copies by event_id collapse), pruned to what `clip_ms` still needs."""
+    by_id = {m.event_id: m for m in old.marks}
+    for m in new:
+        by_id.setdefault(m.event_id, m)
+    marks = sorted(by_id.values())
+    clip = max(old.clip_ms, live_from_ms)
+    if len(marks) > max_marks:
+        clip = max(clip, marks[-max_marks].ts_ms)
+    # Keep the last mark at or before the clip (it holds the state at clip) and everything after.
+    first = 0
+    for i, m in enumerate(marks):
+        if m.ts_ms <= clip:
+            first = i
+        else:
+            break
+    return History(tuple(marks[first:]), clip)
+
+
+def pieces(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+    """(bucket, ms) overlaps of the interval [start_ms, end_ms) with the 10 s buckets."""
+    out: list[tuple[int, int]] = []
+    t = start_ms
+    while t < end_ms:
+        b = w.bucket_of(t)
+        edge = min(end_ms, (b + 1) * w.BUCKET_MS)
+        out.append((b, edge - t))
+        t = edge
+    return out
+
+
+def contributions(agent: str, h: History, clip_ms: int) -> dict[tuple[str, int, str], int]:
+    """Milliseconds per state per bucket of the closed intervals of `h`, counted from `clip_ms` on."""
+    out: dict[tuple[str, int, str], int] = {}
+    for m, nxt in zip(h.marks, h.marks[1:], strict=False):
+        for b, ms in pieces(max(m.ts_ms, clip_ms), nxt.ts_ms):
+            key = (agent, b, STATE_FIELDS[m.state])
+            out[key] = out.get(key, 0) + ms
+    return out
+
+
+def deltas(agent: str, old: History, new: History) -> list[Delta]:
+    """Bucket deltas when an agent's history goes from `old` to `new` (a late mark splits an interval).
+
+    Only the intervals from the one the earliest new mark falls in onwards can change, so both sides are computed
+    from there: appending a mark in order costs one interval, not the whole history.
+    """
+    known = {m.event_id for m in old.marks}
+    added = [m for m in new.marks if m.event_id not in known]
+    if not added:
+        return []  # pruning alone never changes what was written from the clip on
+    first = min(added)
+    tail_old = History(old.marks[max(0, bisect.bisect_left(old.marks, first) - 1) :], old.clip_ms)
+    tail_new = History(new.marks[max(0, bisect.bisect_left(new.marks, first) - 1) :], new.clip_ms)
+    before = contributions(agent, tail_old, new.clip_ms)
+    after = contributions(agent, tail_new, new.clip_ms)
+    out: list[Delta] = []
+    for key in before.keys() | after.keys():
+        d = after.get(key, 0) - before.get(key, 0)
+        if d:
+            out.append((key[0], key[1], key[2], d))
+    return sorted(out)
+
+
+def open_ms(since_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> int:
+    """Milliseconds of the open interval (current state since `since_ms`) inside the window ending at now.
+
+    The window holds the buckets lo < b <= hi, the current bucket counted up to now (`window_s` may be
+    windows.TODAY, the calendar day in `tz`).
+    """
+    lo, _hi = w.window_buckets(now_ms, window_s, tz)
+    start = max(since_ms, (lo + 1) * w.BUCKET_MS)
+    return max(0, now_ms - start)
+
+
+def state_seconds(
+    sums: Mapping[str, int],
+    current: str | None,
+    since_ms: int | None,
+    now_ms: int,
+    window_s: int,
+    tz: tzinfo = UTC,
+) -> dict[str, float]:
+    """Seconds in each state in the window: the written buckets plus the current state up to now."""
+    out = {state: sums.get(fld, 0) / 1000 for state, fld in STATE_FIELDS.items()}
+    if current in STATE_FIELDS and since_ms is not None:
+        out[current] += open_ms(since_ms, now_ms, window_s, tz) / 1000
+    return out
+
+
+def add_open(
+    sums: dict[str, int], current: str | None, since_ms: int | None, now_ms: int, window_s: int, tz: tzinfo = UTC
+) -> None:
+    """Add the current state's milliseconds up to now into a window's counter sums (in place)."""
+    if current in STATE_FIELDS and since_ms is not None:
+        fld = STATE_FIELDS[current]
+        sums[fld] = int(sums.get(fld, 0)) + open_ms(since_ms, now_ms, window_s, tz)
+
+
+def occupancy(seconds: Mapping[str, float]) -> float | None:
+    """(on_call + wrap) / (available + on_call + wrap); None when the agent was never staffed in the window."""
+    staffed = sum(seconds.get(s, 0.0) for s in STAFFED_STATES)
+    if staffed <= 0:
+        return None
+    return sum(seconds.get(s, 0.0) for s in BUSY_STATES) / staffed
+
+
+def encode(h: History) -> bytes:
+    """Serialize a history for the store."""
+    return orjson.dumps([h.clip_ms, [[m.ts_ms, m.event_id, m.state, m.reason] for m in h.marks]])
+
+
+def decode(raw: bytes | str) -> History:
+    """Read a history back from the store."""
+    clip, marks = orjson.loads(raw)
+    return History(tuple(sorted(Mark(int(t), str(i), str(s), r) for t, i, s, r in marks)), int(clip))
+
+
+def counts_by_state(states: Sequence[str | None]) -> dict[str, int]:
+    """How many agents are in each state (every state present, 0 when none)."""
+    out = dict.fromkeys(STATES, 0)
+    for s in states:
+        if s in out:
+            out[s] += 1
+    return out
