@@ -340,9 +340,7 @@ async def missing_events(settings: Settings, ledger: Ledger) -> dict[str, list[i
     return {a: sorted(s) for a, s in missing.items()}
 
 
-async def existing(
-    settings: Settings, marks: Sequence[tuple[str, bytes | None]]
-) -> list[tuple[str, bytes | None]]:
+async def existing(settings: Settings, marks: Sequence[tuple[str, bytes | None]]) -> list[tuple[str, bytes | None]]:
     """The dedupe marks among `marks` ((key, hash field), or (key, None) for a plain key) that exist in Redis."""
     if not marks:
         return []
