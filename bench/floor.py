@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from bench.phases import key_breakdown
 from callpulse.settings import Settings
 from callpulse.simulate import generate
 from monitor.server import Monitor
@@ -76,42 +77,6 @@ async def feed(settings: Settings, client: aioredis.Redis, *, agents: int, event
     return sent
 
 
-KINDS = {
-    "e:": "dedupe marks, one key per event (before) e:*",
-    "d:": "dedupe shards d:*",
-    "o:": "invalid-offset marks o:*",
-    "b:": "agent chunks b:*",
-    "t:": "team chunks t:*",
-    "f:": "floor chunks f:*",
-    "tm:": "team rosters tm:*",
-    "s:c:": "customer states s:c:*",
-    "s:t:": "ticket states s:t:*",
-    "m:": "agent meta m:*",
-}
-
-
-async def key_breakdown(client: aioredis.Redis, ns: str, *, sample: int = 300) -> dict[str, dict[str, float]]:
-    """Count keys by kind (SCAN) and estimate each kind's bytes from MEMORY USAGE on a sample of its keys."""
-    counts: dict[str, int] = {}
-    samples: dict[str, list[bytes]] = {}
-    async for key in client.scan_iter(count=10_000):
-        text = key.decode(errors="replace")
-        rest = text[len(ns) :] if text.startswith(ns) else "\0"
-        kind = next((label for pre, label in KINDS.items() if rest.startswith(pre)), "other keys")
-        counts[kind] = counts.get(kind, 0) + 1
-        if len(samples.setdefault(kind, [])) < sample:
-            samples[kind].append(key)
-    out: dict[str, dict[str, float]] = {}
-    for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        async with client.pipeline(transaction=False) as pipe:
-            for key in samples[kind]:
-                pipe.memory_usage(key, samples=0)
-            usage = [u for u in await pipe.execute() if u is not None]
-        mean = sum(usage) / len(usage) if usage else 0.0
-        out[kind] = {"keys": n, "mean_bytes": mean, "est_bytes": mean * n}
-    return out
-
-
 async def timed(make: Any, repeat: int) -> tuple[float, int]:
     """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes."""
     times: list[float] = []
@@ -135,7 +100,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     sent = await feed(settings, client, agents=args.agents, events=args.events, hours=args.hours)
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
-    kinds = await key_breakdown(client, ns)
+    kinds = await key_breakdown(client, ns, sample=300)
     out: dict[str, Any] = {
         "agents": args.agents,
         "events": sent,

@@ -270,15 +270,28 @@ async def steady_load(
     return out
 
 
+KEY_KINDS = {
+    "e:": "dedupe marks, one key per event (before) e:*",
+    "d:": "dedupe shards d:*",
+    "o:": "invalid-offset marks o:*",
+    "b:": "agent chunks b:*",
+    "t:": "team chunks t:*",
+    "f:": "floor chunks f:*",
+    "tm:": "team rosters tm:*",
+    "s:c:": "customer states s:c:*",
+    "s:t:": "ticket states s:t:*",
+    "m:": "agent meta m:*",
+}
+
+
 async def key_breakdown(client: aioredis.Redis, ns: str, *, sample: int = 200) -> dict[str, dict[str, float]]:
     """Count keys by kind (SCAN) and estimate each kind's bytes from MEMORY USAGE on a sample of its keys."""
-    kinds = {"e:": "dedupe marks e:*", "b:": "bucket chunks b:*", "s:c:": "customer states s:c:*"}
-    kinds |= {"s:t:": "ticket states s:t:*", "m:": "agent meta m:*", "o:": "invalid-offset marks o:*"}
     counts: dict[str, int] = {}
     samples: dict[str, list[bytes]] = {}
     async for key in client.scan_iter(count=10_000):
-        rest = key.decode()[len(ns) :] if key.decode().startswith(ns) else "\0"
-        kind = next((label for pre, label in kinds.items() if rest.startswith(pre)), "other keys")
+        text = key.decode(errors="replace")
+        rest = text[len(ns) :] if text.startswith(ns) else "\0"
+        kind = next((label for pre, label in KEY_KINDS.items() if rest.startswith(pre)), "other keys")
         counts[kind] = counts.get(kind, 0) + 1
         if len(samples.setdefault(kind, [])) < sample:
             samples[kind].append(key)
