@@ -62,16 +62,28 @@ async def async_wait_for(
         await asyncio.sleep(interval_s)
 
 
-async def result_counts(settings: Settings) -> dict[str, int]:
-    """`callpulse_events_total` as the workers store it in Redis, summed over calls and tickets, by result."""
-    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5, **redis_options(settings))
+async def result_counts(settings: Settings, client: aioredis.Redis | None = None) -> dict[str, int]:
+    """`callpulse_events_total` as the workers store it in Redis, summed over calls and tickets, by result.
+
+    Pass `client` to poll through one connection: a new client per call costs ~15 ms of CPU (redis-py reads its
+    package metadata for every new connection), which a tight polling loop takes from the worker under test.
+    """
+    own = client is None
+    if client is None:
+        client = redis_client(settings)
     try:
         stats = await WindowStore(client, namespace(settings.topic_prefix)).read_stats()
     finally:
-        await client.aclose()
+        if own:
+            await client.aclose()
     counts = dict.fromkeys(RESULTS, 0)
     for key, value in stats.items():
         topic, _, result = key.partition("|")
         if topic in TOPICS and result in counts:
             counts[result] += value
     return counts
+
+
+def redis_client(settings: Settings, *, timeout_s: float = 5) -> aioredis.Redis:
+    """An asyncio Redis client for `settings.redis_url` (TLS and password as the settings say); aclose() it."""
+    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout_s, **redis_options(settings))
