@@ -127,8 +127,10 @@ def test_demo_uses_a_given_broker_and_redis_under_a_prefix_it_removes(
         assert {f"{prefix}calls", f"{prefix}tickets"} <= _topics(broker.bootstrap)
     finally:
         demo.signal(signal.SIGINT)
-        demo.popen.wait(60)  # type: ignore[union-attr]
-        demo.stop()
+        try:
+            demo.popen.wait(60)  # type: ignore[union-attr]
+        finally:
+            demo.stop()  # and if it did not stop on Ctrl-C, nothing it started outlives the test
     out = demo.log_tail(100_000)
     assert f"removed the demo's topics from {broker.bootstrap}: {prefix}calls" in out, out[-2000:]
     assert client.keys(f"cp:{prefix}*") == [], "the demo's keys are gone"

@@ -10,7 +10,6 @@ windows must come out exactly as the reference computes them from the unique eve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -131,16 +130,23 @@ async def _run(plan: Plan, broker: EmbeddedBroker, redis_server: EmbeddedRedis) 
         queues = _batches(await _produce(producer, cfg, msgs[: plan.cut]), plan.batch_max)
         applied: list[list[Record]] = []
         strike = asyncio.Event()
+        busy: set[str] = set()  # the agents applying a batch right now
         everything_produced = asyncio.Event()
 
         async def agent(topic: str) -> None:
             """One live consumer: its batches in turn, each applied before the next, paced like fetches."""
             while queues[topic] or not everything_produced.is_set():
                 if not queues[topic]:
+                    if not any(queues.values()) and not busy and not everything_produced.is_set():
+                        strike.set()  # fewer batches than `wiped_after`: the wipe comes once all are applied
                     await asyncio.sleep(0.005)
                     continue
                 batch = queues[topic].pop(0)
-                await processor.process(batch)
+                busy.add(topic)
+                try:
+                    await processor.process(batch)
+                finally:
+                    busy.discard(topic)
                 applied.append(batch)
                 if len(applied) >= plan.wiped_after:
                     strike.set()
@@ -148,8 +154,7 @@ async def _run(plan: Plan, broker: EmbeddedBroker, redis_server: EmbeddedRedis) 
 
         async def fault() -> None:
             """Redis dies while batches are in flight, comes back empty; the rest of the trace arrives meanwhile."""
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(strike.wait(), 5)
+            await asyncio.wait_for(strike.wait(), 30)
             await asyncio.sleep(plan.in_flight_delay_s)
             redis_server.kill()
             await asyncio.sleep(plan.outage_s)
