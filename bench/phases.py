@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -232,7 +232,8 @@ async def steady_load(
         alert_interval_s=s.alert_interval_s,
     )
     elapsed = time.perf_counter() - t0
-    stats = {k.decode(): int(v) for k, v in (await client.hgetall(f"{ns}stats")).items()}
+    raw = cast("dict[bytes, bytes]", await client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
+    stats = {k.decode(): int(v) for k, v in raw.items()}
     out = {
         "rate": res.background_rate_per_s,
         "duration_s": res.duration_s,

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import redis.asyncio as aioredis
@@ -161,7 +161,7 @@ async def prefill(settings: Settings, n: int, *, agents: int, seed: int) -> dict
 
 
 async def stats_counts(client: aioredis.Redis, ns: str) -> dict[str, int]:
-    raw = await client.hgetall(f"{ns}stats")
+    raw = cast("dict[bytes, bytes]", await client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
     counts = dict.fromkeys(RESULTS, 0)
     for k, v in raw.items():
         topic, _, result = k.decode().partition("|")

@@ -486,6 +486,7 @@ QUEUE_LIVE: tuple[Live, ...] = (
 QUEUE_BY_KEY: dict[str, Kpi] = {k.key: k for k in QUEUE_CATALOGUE}
 QUEUE_KPI_KEYS: tuple[str, ...] = (*QUEUE_BY_KEY, *(k.key for k in QUEUE_LIVE))
 LIVE_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in QUEUE_LIVE)
+QUEUE_ALL: tuple[Kpi | Live, ...] = (*QUEUE_CATALOGUE, *QUEUE_LIVE)  # windowed, then live
 # Campaign KPIs: the agents' outbound abandonment over a campaign's buckets, rolling and 24h/30d.
 CAMPAIGN_CATALOGUE: tuple[Kpi, ...] = (BY_KEY["outbound_abandon_rate"],)
 CAMPAIGN_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in CAMPAIGN_CATALOGUE)
@@ -511,6 +512,6 @@ def describe() -> list[dict[str, object]]:
             "scope": scope,
             "live": isinstance(k, Live),
         }
-        for scope, kpis in (("agent", CATALOGUE), ("queue", (*QUEUE_CATALOGUE, *QUEUE_LIVE)))
+        for scope, kpis in (("agent", CATALOGUE), ("queue", QUEUE_ALL))
         for k in kpis
     ]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -69,6 +69,12 @@ def _agents_flag(query: Mapping[str, list[str]]) -> bool | None:
     """The `agents=` query parameter: True (the default) or False; None when it is neither."""
     raw = (query.get("agents") or ["true"])[0].lower()
     return {"true": True, "1": True, "false": False, "0": False}.get(raw)
+
+
+def _snooze_key(field: bytes) -> tuple[str, str, str]:
+    """A snoozes hash field, written as 'kpi|scope|subject', as (kpi, scope, subject)."""
+    kpi, scope, subject = field.decode().split("|", 2)
+    return kpi, scope, subject
 
 
 def _error_event(text: str) -> str:
@@ -137,10 +143,10 @@ class Monitor:
                 return _json(401, {"error": "missing or wrong token: scrape with 'Authorization: Bearer <token>'"})
             collector = self.collector if path == "/metrics" else self.agent_collector
             try:
-                body = await collector.scrape()
+                exposition = await collector.scrape()
             except redis.exceptions.RedisError as exc:
                 return _response(503, f"redis unavailable: {exc}\n".encode(), "text/plain; charset=utf-8")
-            return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+            return _response(200, exposition, "text/plain; version=0.0.4; charset=utf-8")
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
         if path == "/api/openapi.json":
@@ -157,7 +163,7 @@ class Monitor:
         if path == "/api/snapshot":
             query = parse_qs(url.query)
             window = (query.get("window") or [self.settings.window_names[0]])[0]
-            team = (query.get("team") or [None])[0]
+            team = query["team"][0] if query.get("team") else None
             if window not in self.settings.window_names:
                 allowed = ", ".join(self.settings.window_names)
                 return _json(400, {"error": f"window is {window!r}, must be one of {allowed}"})
@@ -233,8 +239,7 @@ class Monitor:
         acked_ids = {a.decode() for a in acked}
         snoozes: dict[tuple[str, str, str], int] = {}
         for field, until in raw_snoozes.items():
-            kpi, scope, subject = field.decode().split("|", 2)
-            snoozes[(kpi, scope, subject)] = int(until)
+            snoozes[_snooze_key(field)] = int(until)
         alerts = []
         for raw in raw_alerts:
             state = orjson.loads(raw)
@@ -376,12 +381,13 @@ class Monitor:
         now_ms = int(time.time() * 1000)
         try:
             acked = await self.redis.sismember(f"{self.ns}acked", msg["id"])
-            raw = await self.redis.hgetall(f"{self.ns}snoozes")
+            # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+            raw = cast("dict[bytes, bytes]", await self.redis.hgetall(f"{self.ns}snoozes"))
         except redis.exceptions.RedisError:
-            acked, raw = False, {}
-        snoozes = {tuple(k.decode().split("|", 2)): int(v) for k, v in raw.items()}
+            acked, raw = 0, {}
+        snoozes = {_snooze_key(k): int(v) for k, v in raw.items()}
         msg["acknowledged"] = bool(acked)
-        msg["muted"] = self._muted(msg, snoozes, now_ms)  # type: ignore[arg-type]
+        msg["muted"] = self._muted(msg, snoozes, now_ms)
         if msg["muted"] and msg["status"] == "firing":
             self._dirty.set()
             return
@@ -400,7 +406,7 @@ class Monitor:
         query = parse_qs(urlsplit(ws.request.path).query)
         role = role_of(self.settings, ws.request) or "viewer"  # process_request already refused a wrong token
         window = (query.get("window") or [self.settings.window_names[0]])[0]
-        team = (query.get("team") or [None])[0]
+        team = query["team"][0] if query.get("team") else None
         agents = _agents_flag(query) is not False
         client = Client(ws, window=window, team=team, max_alerts=max(16, self.settings.ws_queue_size),
                         send_timeout_s=10.0, agents=agents)  # fmt: skip

@@ -291,8 +291,8 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         body, status = health.healthz()
         return web.json(body, status=status)
 
-    @app.on_before_shutdown.connect
-    async def close_redis(app: faust.App, **kwargs: Any) -> None:
+    @app.on_before_shutdown.connect  # mode calls handlers as fun(sender, *args, signal=..., **kwargs)
+    async def close_redis(app: faust.App, /, *args: Any, **kwargs: Any) -> None:
         await client.aclose()
 
     return app

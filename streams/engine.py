@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -78,7 +78,8 @@ class AlertEngine:
 
     async def current(self) -> dict[str, Alert]:
         """Live alert slots from the store."""
-        raw = await self.store.client.hgetall(f"{self.ns}alerts")
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        raw = cast("dict[bytes, bytes]", await self.store.client.hgetall(f"{self.ns}alerts"))
         return {k.decode(): Alert.from_state(orjson.loads(v)) for k, v in raw.items()}
 
     async def slots(self, keys: Iterable[str]) -> dict[str, Alert]:

@@ -155,7 +155,7 @@ def _enum(raw: dict[str, Any], f: Field) -> str | None:
         else:
             allowed = "one of " + ", ".join(sorted(f.choices))
         raise _fail(f"{f.name} is {value!r}, must be {allowed}", raw)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _value(raw: dict[str, Any], f: Field) -> Any:

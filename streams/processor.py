@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -184,7 +185,7 @@ class Processor:
             p = batch.plan(items, states, now_ms, self.params)
             p.payload["ce"] = self.check_epoch
             p.payload["gen"] = gen or ""
-            result = await self._retry(lambda p=p: self.store.apply(p.payload), "Redis")
+            result = await self._retry(functools.partial(self.store.apply, p.payload), "Redis")
             if result.empty:
                 self.adopt_generation(None)
                 if self.on_empty is not None:

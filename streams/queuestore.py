@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -61,7 +62,10 @@ class QueueStore:
         self._read = client.register_script(READ_GROUPS_LUA)
 
     async def _names(self, kind: str, since_ms: int) -> list[str]:
-        rows = await self.client.zrangebyscore(keys.registry_key(self.ns, kind), f"({since_ms}", "+inf")
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        rows = cast(
+            "list[bytes]", await self.client.zrangebyscore(keys.registry_key(self.ns, kind), f"({since_ms}", "+inf")
+        )
         return sorted(_s(r) for r in rows)
 
     async def _window_sums(
@@ -74,7 +78,7 @@ class QueueStore:
             return {n: {} for n in names}
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         lo, hi = min(b[0] for b in bounds), now_ms // w.BUCKET_MS
-        head: list[object] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(windows_s)]
+        head: list[str | int] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(windows_s)]
         for b in bounds:
             head += list(b)
         head += [len(fields), *fields]

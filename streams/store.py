@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -438,7 +438,8 @@ class WindowStore:
         keys = list(keys)
         if not keys:
             return {}
-        values = await self.client.mget(keys)
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        values = cast("list[bytes | None]", await self.client.mget(keys))
         return dict(zip(keys, values, strict=True))
 
     async def apply(self, payload: Mapping[str, Any]) -> ApplyResult:
@@ -459,7 +460,7 @@ class WindowStore:
         rows = await self.client.zrangebyscore(
             f"{self.ns}agents", f"({now_ms - round(window_s * 1000)}", "+inf", withscores=True
         )
-        return {_s(agent): int(score) for agent, score in rows}
+        return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def read_windows(
         self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
@@ -573,7 +574,8 @@ class WindowStore:
         """Teams with an agent active in the last `roster_s` seconds (all, or those in `only`), with sums."""
         since = f"({now_ms - round(roster_s * 1000)}"
         if only is None:
-            names = sorted(_s(t) for t in await self.client.zrangebyscore(keys.teams_key(self.ns), since, "+inf"))
+            teams = cast("list[bytes]", await self.client.zrangebyscore(keys.teams_key(self.ns), since, "+inf"))
+            names = sorted(_s(t) for t in teams)
         else:
             names = sorted(set(only))
         async with self.client.pipeline(transaction=False) as pipe:
@@ -610,7 +612,7 @@ class WindowStore:
                 continue
             per_window = out.setdefault(_s(team) if team else None, {ws: {} for ws in windows_s})
             for ws in windows_s:
-                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)  # type: ignore[arg-type]
+                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)
         return out
 
     async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
@@ -618,7 +620,7 @@ class WindowStore:
         rows = await self.client.zrangebyscore(
             keys.team_roster_key(self.ns, team), f"({now_ms - round(roster_s * 1000)}", "+inf", withscores=True
         )
-        return {_s(agent): int(score) for agent, score in rows}
+        return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
