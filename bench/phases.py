@@ -234,7 +234,7 @@ async def steady_load(
     elapsed = time.perf_counter() - t0
     raw = cast("dict[bytes, bytes]", await client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
     stats = {k.decode(): int(v) for k, v in raw.items()}
-    out = {
+    out: dict[str, Any] = {
         "rate": res.background_rate_per_s,
         "duration_s": res.duration_s,
         "lag_n": len(res.lag_s),

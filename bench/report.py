@@ -265,7 +265,7 @@ def findings(results: dict[str, Any]) -> str:
             "cut at offsets when `until` is given."
         )
     mem = m.get("memory") if m else None
-    if mem:
+    if m and mem:
         kinds = mem["kinds"]
         dedupe = kinds.get("dedupe marks e:*", {"keys": 0, "est_bytes": 0.0})
         keys = sum(k["keys"] for k in kinds.values())

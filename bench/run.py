@@ -257,8 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.floor_before:
         bench.results["floor_before"] = _floor_of(args.floor_before)
-    with open(workdir / "results.pkl", "wb") as f:
-        pickle.dump({"env": env, "results": bench.results}, f)
+    with open(workdir / "results.pkl", "wb") as results_file:
+        pickle.dump({"env": env, "results": bench.results}, results_file)
     if interrupted:
         print(f"bench: what was measured is in {workdir / 'results.pkl'} (--render-from it)", file=sys.stderr)
         return 130

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from callpulse.settings import WORKER_FLAGS, Settings
 
@@ -66,7 +66,7 @@ class Proc:
         self.popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> Proc:
+    def start(self) -> Self:
         """Spawn the process in its own process group (so Ctrl-C reaches only the parent)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
