@@ -281,6 +281,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
+        "cb": w.CHUNK_BUCKETS,
         "tm": params.bucket_ttl_s,
         "pa": now_ms - params.longest_ms - 1_200_000,
         "z": waiting_ops,

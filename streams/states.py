@@ -97,14 +97,56 @@ def pieces(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     return out
 
 
+def runs(first: int, last: int) -> list[tuple[int, int]]:
+    """The full buckets first..last as run marks (bucket, per-bucket ms): each chunk the run covers gets one mark
+    where the run starts in it (+BUCKET_MS) and, if the run ends before the chunk does, one where it stops
+    (-BUCKET_MS). A run's cost is the chunks it spans, not its buckets: a night offline is ~100 marks, not 5,000.
+    """
+    out: list[tuple[int, int]] = []
+    b = first
+    while b <= last:
+        chunk_last = (w.chunk_of(b) + 1) * w.CHUNK_BUCKETS - 1
+        out.append((b, w.BUCKET_MS))
+        if last < chunk_last:
+            out.append((last + 1, -w.BUCKET_MS))
+        b = chunk_last + 1
+    return out
+
+
 def contributions(agent: str, h: History, clip_ms: int) -> dict[tuple[str, int, str], int]:
-    """Milliseconds per state per bucket of the closed intervals of `h`, counted from `clip_ms` on."""
+    """Milliseconds per state of the closed intervals of `h`, counted from `clip_ms` on.
+
+    A partly covered bucket gets its milliseconds as a bucket field (field code); the full buckets between
+    are written as runs (field code + `windows.RUN`, see `runs`), which the store expands when it reads.
+    """
     out: dict[tuple[str, int, str], int] = {}
     for m, nxt in zip(h.marks, h.marks[1:], strict=False):
-        for b, ms in pieces(max(m.ts_ms, clip_ms), nxt.ts_ms):
-            key = (agent, b, STATE_FIELDS[m.state])
-            out[key] = out.get(key, 0) + ms
+        fld = STATE_FIELDS[m.state]
+        start, end = max(m.ts_ms, clip_ms), nxt.ts_ms
+        if start >= end:
+            continue
+        b0, b1 = w.bucket_of(start), w.bucket_of(end - 1)
+        full_from = b0 if start == b0 * w.BUCKET_MS else b0 + 1
+        full_to = b1 if end == (b1 + 1) * w.BUCKET_MS else b1 - 1
+        if full_from > full_to:  # no full bucket: at most two partial ones
+            for b, ms in pieces(start, end):
+                _add(out, (agent, b, fld), ms)
+            continue
+        if full_from > b0:
+            _add(out, (agent, b0, fld), (b0 + 1) * w.BUCKET_MS - start)
+        if full_to < b1:
+            _add(out, (agent, b1, fld), end - b1 * w.BUCKET_MS)
+        for b, per_bucket in runs(full_from, full_to):
+            _add(out, (agent, b, fld + w.RUN), per_bucket)
     return out
+
+
+def _add(out: dict[tuple[str, int, str], int], key: tuple[str, int, str], ms: int) -> None:
+    total = out.get(key, 0) + ms
+    if total:
+        out[key] = total
+    else:
+        out.pop(key, None)
 
 
 def deltas(agent: str, old: History, new: History) -> list[Delta]:

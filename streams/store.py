@@ -58,22 +58,32 @@ local bprefix = #ns + 3
 local function apply(ops)
   for i = 1, #ops, 4 do
     local k = ops[i]
-    local name, field, d = ops[i + 2] .. '.' .. ops[i + 1], ops[i + 2], ops[i + 3]
+    local field, d = ops[i + 2], ops[i + 3]
+    local name, td
+    if string.byte(field, -1) == 62 then
+      -- A run ('<code>>'): every bucket from this offset to the chunk's end gets d; the total gets them all.
+      name = field .. ops[i + 1]
+      field = string.sub(field, 1, -2)
+      td = d * (p.cb - ops[i + 1])
+    else
+      name = field .. '.' .. ops[i + 1]
+      td = d
+    end
     redis.call('HINCRBY', k, name, d)
-    redis.call('HINCRBY', k, field, d)
+    redis.call('HINCRBY', k, field, td)
     touched[k] = true
     -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
     if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
       local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
       local fk = ns .. 'f:' .. chunk
       redis.call('HINCRBY', fk, name, d)
-      redis.call('HINCRBY', fk, field, d)
+      redis.call('HINCRBY', fk, field, td)
       touched[fk] = true
       local team = current_team(agent)
       if team then
         local tk = ns .. 't:' .. team .. ':' .. chunk
         redis.call('HINCRBY', tk, name, d)
-        redis.call('HINCRBY', tk, field, d)
+        redis.call('HINCRBY', tk, field, td)
         touched[tk] = true
       end
     end
@@ -274,6 +284,7 @@ local function window_sums(prefix)
       for j = 1, #flat, 2 do
         local name = flat[j]
         local dot = string.find(name, '.', 1, true)
+        local run = (not dot) and string.find(name, '>', 1, true)
         if dot then
           local f = index[string.sub(name, 1, dot - 1)]
           local b = first + tonumber(string.sub(name, dot + 1))
@@ -283,6 +294,20 @@ local function window_sums(prefix)
               if lo[w] < b and b <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
                 if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+              end
+            end
+          end
+        elseif run then
+          -- A run: v in every bucket from its offset to the chunk's end (streams/states.py runs).
+          local f = index[string.sub(name, 1, run - 1)]
+          local b = first + tonumber(string.sub(name, run + 1))
+          local v = tonumber(flat[j + 1])
+          if f then
+            for w = 1, nwin do
+              local s, e = math.max(b, lo[w] + 1), math.min(last, hi[w])
+              if s <= e then
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v * (e - s + 1)
+                if v ~= 0 and (firsts[w] < 0 or s < firsts[w]) then firsts[w] = s end
               end
             end
           end
