@@ -74,4 +74,4 @@ constraints:
 	mv constraints.txt.new constraints.txt && rm -rf .venv-pin
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build/kafka
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build/kafka
