@@ -98,7 +98,7 @@ class Bench:
             env["PYTHONPATH"] = str(code)  # ahead of the editable install of this tree
         log_path = self.workdir / f"worker{n}.log"
         child = Child.callpulse(f"worker{n}", worker_args(settings, web_port=port), env, log_path)
-        child.web_port = port  # type: ignore[attr-defined]
+        child.web_port = port
         return self.cleanup.child(child)
 
     def cpu(self, what: EmbeddedBroker | EmbeddedRedis) -> float:
@@ -237,8 +237,10 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def worker_metrics(child: Child) -> dict[str, float]:
+    if child.web_port is None:
+        raise ValueError(f"{child.name} has no web port: only workers started by Bench.worker serve /metrics")
     try:
-        return await asyncio.to_thread(scrape, child.web_port)  # type: ignore[attr-defined]
+        return await asyncio.to_thread(scrape, child.web_port)
     except OSError:
         return {}
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Self
 
@@ -128,11 +128,11 @@ class Proc:
             return ""
 
 
-def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     """Poll a zero-argument callable until truthy; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval_s)
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
-from typing import cast
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -110,7 +110,7 @@ class QueueStore:
         names = await self._names("queues", now_ms - longest_s * 1000 - lookback_ms)
         prefixes = {n: keys.queue_chunk_prefix(n) for n in names}
         sums = await self._window_sums(prefixes, queues.QUEUE_FIELDS, now_ms, windows_s)
-        raw: list[object] = []
+        raw: list[Any] = []
         if names:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in names:
@@ -122,8 +122,8 @@ class QueueStore:
         rows: list[QueueRow] = []
         for i, name in enumerate(names):
             count, first = raw[2 * i], raw[2 * i + 1]
-            oldest = int(first[0][1]) if first else None  # type: ignore[index]
-            rows.append(QueueRow(name, sums[name], int(count), oldest))  # type: ignore[call-overload]
+            oldest = int(first[0][1]) if first else None
+            rows.append(QueueRow(name, sums[name], int(count), oldest))
         return rows
 
     async def campaigns(
