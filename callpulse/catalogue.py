@@ -195,17 +195,26 @@ class Kpi:
 
     def result(self, sums: Mapping[str, int]) -> float | int | None:
         """The KPI from summed counters; None when the denominator is 0, counts and sums never None."""
-        num = sum(int(sums.get(c, 0)) for c in self._num_codes)
-        if self.is_ratio:
-            den = sum(int(sums.get(c, 0)) for c in self._den_codes) * self._divisor
-            return None if den == 0 else self.scale * num / den
+        # Called for every KPI of every agent on each read: one counter (the usual case) is a plain lookup.
+        codes = self._num_codes
+        num = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+        if self.den:
+            codes = self._den_codes
+            den = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+            return None if den == 0 else self.scale * num / (den * self._divisor)
         if self._divisor == 1 and self.scale == 1.0:
             return num
         return self.scale * num / self._divisor
 
     def samples(self, sums: Mapping[str, int]) -> int:
         """The sample count behind the value (what `min_samples` compares with)."""
-        return sum(int(sums.get(c, 0)) for c in self._sample_codes)
+        codes = self._sample_codes
+        return sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+
+    @property
+    def codes(self) -> frozenset[str]:
+        """Every counter code the value or its sample count reads."""
+        return frozenset((*self._num_codes, *self._den_codes, *self._sample_codes))
 
 
 CATALOGUE: tuple[Kpi, ...] = (

@@ -15,17 +15,33 @@ from streams.alerts import iso, level
 from streams.queuestore import CampaignRow, QueueRow
 from streams.store import AgentWindows, TeamWindows
 
+Watched = list[tuple[str, Rule]]  # the KPIs with a rule for a subject, in catalogue order
+
+
+def _watched(settings: Settings, team: str | None, cache: dict[str | None, Watched]) -> Watched:
+    """The (kpi, rule) pairs that apply to a team's agents (team overrides first), computed once per team."""
+    out = cache.get(team)
+    if out is None:
+        out = cache[team] = [(k, r) for k in KPI_KEYS if (r := settings.rule_for(k, team)) is not None]
+    return out
+
 
 def _levels(
-    settings: Settings, team: str | None, sums: w.Sums, values: Mapping[str, Any], muted: set[str]
+    settings: Settings,
+    team: str | None,
+    sums: w.Sums,
+    values: Mapping[str, Any],
+    muted: set[str] | frozenset[str],
+    watched: Watched | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Breached KPIs and their severity, by the thresholds (respecting min_samples); muted ones don't colour."""
     breaches: list[str] = []
     levels: dict[str, str] = {}
-    for kpi in KPI_KEYS:
-        rule = settings.rule_for(kpi, team)
+    if watched is None:
+        watched = _watched(settings, team, {})
+    for kpi, rule in watched:
         value = values.get(kpi)
-        if rule is None or value is None or w.samples(sums, kpi) < rule.min_samples:
+        if value is None or w.samples(sums, kpi) < rule.min_samples:
             continue
         hit = level(rule, value)
         if hit is None:
@@ -83,13 +99,18 @@ def build(
         for t in teams:
             team_sums[t.team] = t.sums[window_s]
             team_sizes[t.team] = t.agents
+    watched: dict[str | None, Watched] = {}
+    agent_mutes: dict[str, set[str]] = {}
+    for kpi, scope, subject in snoozes:
+        if scope == "agent":
+            agent_mutes.setdefault(subject, set()).add(kpi)
     for row in rows if include_agents else ():
         sums = row.sums[window_s]
         if team_filter is not None and row.team != team_filter:
             continue
         values = w.kpis_from_sums(sums)
-        muted = {kpi for (kpi, scope, subject) in snoozes if scope == "agent" and subject == row.agent_id}
-        breaches, levels = _levels(settings, row.team, sums, values, muted)
+        muted = agent_mutes.get(row.agent_id, set())
+        breaches, levels = _levels(settings, row.team, sums, values, muted, _watched(settings, row.team, watched))
         _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
         agents_out.append(
             {

@@ -55,6 +55,26 @@ local function current_team(agent)
   return t
 end
 local bprefix = #ns + 3
+-- Counter deltas are summed here per key and field and written once at the end (`flush`): a batch adds to the
+-- same floor, team and (on a busy agent) agent fields many times, and each redis.call costs more than a sum.
+local pending = {}
+local function add(k, name, d)
+  local fields = pending[k]
+  if not fields then
+    fields = {}
+    pending[k] = fields
+  end
+  fields[name] = (fields[name] or 0) + d
+end
+local function flush()
+  for k, fields in pairs(pending) do
+    for name, d in pairs(fields) do
+      if d ~= 0 then redis.call('HINCRBY', k, name, d) end
+    end
+    touched[k] = true
+  end
+  pending = {}
+end
 local function apply(ops)
   for i = 1, #ops, 4 do
     local k = ops[i]
@@ -69,28 +89,26 @@ local function apply(ops)
       name = field .. '.' .. ops[i + 1]
       td = d
     end
-    redis.call('HINCRBY', k, name, d)
-    redis.call('HINCRBY', k, field, td)
-    touched[k] = true
+    add(k, name, d)
+    add(k, field, td)
     -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
     if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
       local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
       local fk = ns .. 'f:' .. chunk
-      redis.call('HINCRBY', fk, name, d)
-      redis.call('HINCRBY', fk, field, td)
-      touched[fk] = true
+      add(fk, name, d)
+      add(fk, field, td)
       local team = current_team(agent)
       if team then
         local tk = ns .. 't:' .. team .. ':' .. chunk
-        redis.call('HINCRBY', tk, name, d)
-        redis.call('HINCRBY', tk, field, td)
-        touched[tk] = true
+        add(tk, name, d)
+        add(tk, field, td)
       end
     end
   end
 end
 -- An agent changing team takes its retained chunks along: team values sum the agents now in the team.
 local function move(agent, old, new)
+  flush()  -- the agent's chunks as of this batch, so they move whole
   for c = p.c0, p.c1 do
     local flat = redis.call('HGETALL', ns .. 'b:' .. agent .. ':' .. c)
     if #flat > 0 then
@@ -182,6 +200,7 @@ for k, at in pairs(mark_expiry) do
   redis.call('EXPIREAT', k, at, 'GT')
 end
 apply(p.u)
+flush()
 for _, s in ipairs(p.s) do
   if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', s[4]) end
 end
@@ -429,6 +448,8 @@ class AgentWindows:
     first_buckets: dict[int, int | None] = field(default_factory=dict)
     # Redis's time of the read (µs): the applies scored in `dirty` up to it are in these sums.
     read_us: int = field(default=0, compare=False)
+    # Set by a reader that keeps rows between reads (monitor.floorcache): equal versions, equal written sums.
+    version: int = field(default=0, compare=False)
 
 
 @dataclass
@@ -488,9 +509,12 @@ class WindowStore:
         return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def read_windows(
-        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
+        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None, *, open_state: bool = True
     ) -> list[AgentWindows]:
-        """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read."""
+        """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read.
+
+        The current state's time up to now is in the sums unless `open_state` is False (what is written only).
+        """
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         if only is None:
             agents = await self.active_agents(now_ms, max(w.span_s(now_ms, ws, self.tz) for ws in windows_s))
@@ -520,7 +544,7 @@ class WindowStore:
                     ws: dict(zip(w.FIELDS, row[READ_META + j * nf : READ_META + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                for ws, window_sums in sums.items():  # the current state counts up to now
+                for ws, window_sums in sums.items() if open_state else ():  # the current state counts up to now
                     states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
                 tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
