@@ -9,8 +9,10 @@ into a fresh redis-server on a free port, then measures:
 
     python -m bench.floor --agents 10000 --events 1000000 --out /tmp/floor.json
 
-Events are spread over the last `--hours` hours (default 23, inside the 24 h horizon of `today`), so every
-one is retained.
+Events are spread at the floor's `--rate` (default 200 events/s, a 10,000-seat floor's: 1,000,000 events span
+83 minutes) or over `--hours` hours (inside the 24 h horizon of `today`, so every one is retained). Before each
+timed read, `--churn` more events arrive (default 200, a second's worth), so a read never just repeats the one
+before it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.phases import key_breakdown
-from callpulse.settings import Settings
+from callpulse.demo import SCORECARD_EXAMPLE
+from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
 from monitor.server import Monitor
 from streams.processor import Processor, Record
@@ -50,37 +54,50 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """The simulator sends no invalid events."""
 
 
-async def feed(settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> int:
-    """Send `events` simulator events (ts within the last `hours`) through the worker's batch path."""
-    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
-    proc = Processor(settings, store, _no_deadletter)
-    duration_s = hours * 3600
-    start_s = time.time() - duration_s - 60
-    offsets = {"calls": 0, "tickets": 0}
-    batch: list[Record] = []
-    sent = 0
-    for topic, event in generate(
-        agents=agents, rate=events / duration_s, duration_s=duration_s, seed=11, start_s=start_s
-    ):
-        key = event.get("agent_id") or event.get("ticket_id")
-        batch.append(Record(topic, 0, offsets[topic], key.encode() if key else None, orjson.dumps(event)))
-        offsets[topic] += 1
-        sent += 1
-        if len(batch) >= settings.batch_max:
-            await proc.process(batch)
-            batch = []
-        if sent >= events:
-            break
-    if batch:
-        await proc.process(batch)
-    return sent
+class Feed:
+    """The simulator's floor sent straight through the worker's batch path: a backlog up to now, then more."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> None:
+        store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+        self.proc = Processor(settings, store, _no_deadletter)
+        self.batch_max = settings.batch_max
+        duration_s = hours * 3600
+        now_s = time.time()
+        self.rate = events / duration_s
+        # Ends a little ahead of now: what `more` sends between the timed reads (ts up to a minute ahead).
+        self.events = generate(agents=agents, rate=self.rate, duration_s=duration_s + 60, seed=11,
+                               start_s=now_s - duration_s)  # fmt: skip
+        self.offsets = {"calls": 0, "tickets": 0}
+        self.sent = 0
+
+    async def send(self, n: int) -> int:
+        """Send the next `n` events (fewer when the stream ends); returns how many were sent."""
+        batch: list[Record] = []
+        done = 0
+        for topic, event in self.events:
+            key = event.get("agent_id") or event.get("ticket_id")
+            batch.append(Record(topic, 0, self.offsets[topic], key.encode() if key else None, orjson.dumps(event)))
+            self.offsets[topic] += 1
+            done += 1
+            if len(batch) >= self.batch_max:
+                await self.proc.process(batch)
+                batch = []
+            if done >= n:
+                break
+        if batch:
+            await self.proc.process(batch)
+        self.sent += done
+        return done
 
 
-async def timed(make: Any, repeat: int) -> tuple[float, int]:
-    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes."""
+async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int]:
+    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes; `between()`
+    runs before each call, untimed (new events, so a read never just repeats the one before)."""
     times: list[float] = []
     size = 0
     for _ in range(repeat):
+        if between is not None:
+            await between()
         t0 = time.perf_counter()
         out = await make()
         body = out if isinstance(out, bytes) else orjson.dumps(out)
@@ -92,17 +109,24 @@ async def timed(make: Any, repeat: int) -> tuple[float, int]:
 async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load the floor and take every figure."""
     settings = Settings(redis_url=url, topic_prefix="floor.")
+    if args.config:  # windows, rules and scorecard of a config file (default: the demo's telesales scorecard)
+        text = args.config.read_text(encoding="utf-8")
+        settings = replace(settings, config_path=str(args.config), **load_thresholds(text))
     client = aioredis.Redis.from_url(url)
     ns = namespace(settings.topic_prefix)
     mem0 = (await client.info("memory"))["used_memory"]
+    hours = args.hours if args.hours else args.events / args.rate / 3600
     t0 = time.perf_counter()
-    sent = await feed(settings, client, agents=args.agents, events=args.events, hours=args.hours)
+    feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
+    sent = await feed.send(args.events)
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
     kinds = await key_breakdown(client, ns, sample=300)
     out: dict[str, Any] = {
         "agents": args.agents,
         "events": sent,
+        "hours": round(hours, 2),
+        "churn_between_reads": args.churn,
         "load_s": round(load_s, 1),
         "load_events_per_s": round(sent / load_s),
         "redis_used_bytes": mem1 - mem0,
@@ -110,6 +134,10 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "kinds": {k: {"keys": v["keys"], "bytes_per_event": round(v["est_bytes"] / sent, 1)} for k, v in kinds.items()},
     }
     monitor = Monitor(settings, client)
+
+    async def churn() -> None:
+        await feed.send(args.churn)
+
     some_team = await _a_team(monitor)
     window = args.window
     for label, kwargs in (
@@ -118,11 +146,11 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         ("agents_false", {"agents": False}),
     ):
         try:
-            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(window, **kw), args.repeat)
+            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(window, **kw), args.repeat, churn)
         except TypeError:  # a monitor without agents=False
             continue
         out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
-    ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2))
+    ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), churn)
     body = await monitor.collector.scrape()
     series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
@@ -141,10 +169,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--hours", type=float, default=23.0)
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="the floor's events/s: the events span events/rate (default)"
+    )
+    parser.add_argument("--hours", type=float, default=0.0, help="spread the events over this many hours instead")
+    parser.add_argument("--churn", type=int, default=200, help="events sent before each timed read (a second's)")
     parser.add_argument("--window", default="15m")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--config", type=Path, default=SCORECARD_EXAMPLE, help="settings file (windows, scorecard)")
     args = parser.parse_args(argv)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -71,14 +71,17 @@ def build(
     floor: tuple[int, Mapping[int, w.Sums]] | None = None,
     include_agents: bool = True,
     score_rows: Sequence[AgentWindows] | None = None,
+    scored: Scores | None = None,
+    state_rows: Sequence[AgentWindows] | None = None,
     queue_rows: Sequence[QueueRow] = (),
     campaign_rows: Sequence[CampaignRow] = (),
 ) -> dict[str, Any]:
     """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
 
-    `teams` and `floor` (agent count, sums per window) are the store's pre-aggregated totals; None sums them
-    from `rows` instead. `include_agents=False` leaves the agent rows out (`agents=false`). `score_rows` are
-    the agents team and floor scores average over (default `rows`).
+    `teams` and `floor` (agent count, sums per window) are kept totals; None sums them from `rows` instead.
+    `include_agents=False` leaves the agent rows out (`agents=false`). Scores are `scored` when given, else
+    computed from `score_rows` (default `rows`). Agents by state count `state_rows` (default `rows`): the
+    whole floor, whatever the scope.
     """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     alerts = list(alerts)
@@ -87,7 +90,8 @@ def build(
     team_sums: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
     team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
-    for row in rows:
+    state_rows = rows if state_rows is None else state_rows
+    for row in state_rows:
         if row.team:
             team_rows.setdefault(row.team, []).append(row)
     if teams is None:
@@ -144,7 +148,7 @@ def build(
                 "muted": sorted(muted),
             }
         )
-    card_scores = scores(rows if score_rows is None else score_rows, settings)
+    card_scores = scored if scored is not None else scores(rows if score_rows is None else score_rows, settings)
     for agent in agents_out:
         if agent["agent_id"] in card_scores.agents:
             agent["points"], agent["score"] = card_scores.agents[agent["agent_id"]]
@@ -179,7 +183,7 @@ def build(
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,
-        "states": queueview.state_counts(rows),
+        "states": queueview.state_counts(state_rows),
         "queue": queue_floor,
     }
     if settings.scorecard is not None:
@@ -217,18 +221,25 @@ class Scores:
 def scores(rows: Sequence[AgentWindows], settings: Settings) -> Scores:
     """Score every agent over the scorecard's window; teams and floor average agents with an event in it."""
     card, window_s = settings.scorecard, settings.score_window_s
-    out = Scores()
     if card is None or window_s is None:
-        return out
-    eligible: dict[str | None, list[float]] = {}
+        return Scores()
+    scored: list[tuple[AgentWindows, dict[str, float], bool]] = []
     for row in rows:
         sums = row.sums.get(window_s)
-        if sums is None:
-            continue
-        points = card.points(w.kpis_from_sums(sums))
+        if sums is not None:
+            scored.append((row, card.points(w.kpis_from_sums(sums)), int(sums.get(w.EVENTS, 0)) > 0))
+    return summarise(scored)
+
+
+def summarise(scored: Iterable[tuple[AgentWindows, dict[str, float], bool]]) -> Scores:
+    """Scores from each agent's points and whether it had an event in the scorecard's window (then it counts
+    towards its team's and the floor's mean)."""
+    out = Scores()
+    eligible: dict[str | None, list[float]] = {}
+    for row, points, counted in scored:
         score = sum(points.values())
         out.agents[row.agent_id] = (points, score)
-        if int(sums.get(w.EVENTS, 0)) > 0:
+        if counted:
             eligible.setdefault(row.team, []).append(score)
     out.teams = {t: mean_score(s) for t, s in eligible.items() if t is not None}
     out.floor = mean_score(s for team_scores in eligible.values() for s in team_scores)

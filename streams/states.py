@@ -172,6 +172,57 @@ def deltas(agent: str, old: History, new: History) -> list[Delta]:
     return sorted(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """An agent's closed time in each state cumulated at each mark (from the history's clip on), so the time in
+    state of any stretch [start, end) is two lookups: what the buckets of a window hold, at any time, with no
+    read of the buckets (which change every 10 s as the window slides)."""
+
+    clip_ms: int
+    ts: tuple[int, ...]  # each mark's ts, no earlier than clip_ms
+    fields: tuple[str, ...]  # each mark's state field ('' for a state without one)
+    before: tuple[tuple[int, ...], ...]  # closed ms per STATE_FIELDS value up to each mark
+
+    def closed_ms(self, t_ms: int) -> tuple[int, ...]:
+        """Closed-interval ms per state from clip_ms to t_ms (the open interval, from the last mark, excluded)."""
+        k = bisect.bisect_right(self.ts, t_ms) - 1
+        if k < 0:
+            return _ZERO
+        base = self.before[k]
+        if k == len(self.ts) - 1 or not self.fields[k]:
+            return base
+        i = _FIELD_INDEX[self.fields[k]]
+        return (*base[:i], base[i] + t_ms - self.ts[k], *base[i + 1 :])
+
+    def window_ms(self, start_ms: int, end_ms: int) -> dict[str, int]:
+        """Closed ms per state field in [start_ms, end_ms): the written buckets of a window (start_ms >= clip_ms)."""
+        a, b = self.closed_ms(start_ms), self.closed_ms(end_ms)
+        return {f: b[i] - a[i] for i, f in enumerate(_STATE_CODES) if b[i] != a[i]}
+
+
+_STATE_CODES: tuple[str, ...] = tuple(STATE_FIELDS.values())
+_FIELD_INDEX = {f: i for i, f in enumerate(_STATE_CODES)}
+_ZERO = (0,) * len(_STATE_CODES)
+
+
+def tally(h: History) -> Tally:
+    """The cumulated closed time of a history (see Tally)."""
+    ts: list[int] = []
+    fields: list[str] = []
+    before: list[tuple[int, ...]] = []
+    acc = list(_ZERO)
+    for i, m in enumerate(h.marks):
+        t = max(m.ts_ms, h.clip_ms)
+        if i:
+            prev = fields[-1]
+            if prev:
+                acc[_FIELD_INDEX[prev]] += max(0, t - ts[-1])
+        ts.append(t)
+        fields.append(STATE_FIELDS.get(m.state, ""))
+        before.append(tuple(acc))
+    return Tally(h.clip_ms, tuple(ts), tuple(fields), tuple(before))
+
+
 def open_ms(since_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> int:
     """Milliseconds of the open interval (current state since `since_ms`) inside the window ending at now.
 

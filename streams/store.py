@@ -273,7 +273,9 @@ return {1, applied, dups}
 
 
 _READ_HEAD_LUA = r"""
--- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, then the subjects.
+-- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, nquiet, q1..qn,
+-- with_history (0/1), then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that
+-- follows them another way: time in state, from the agent's state history).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -283,6 +285,14 @@ for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i =
 local nf = tonumber(ARGV[i]); i = i + 1
 local fields, index = {}, {}
 for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
+local loud = {}
+for f = 1, nf do loud[f] = true end
+local nq = tonumber(ARGV[i]); i = i + 1
+for q = 1, nq do
+  if index[ARGV[i]] then loud[index[ARGV[i]]] = false end
+  i = i + 1
+end
+local with_history = ARGV[i] == '1'; i = i + 1
 -- Sum the chunks `prefix .. c` over each window: whole chunks by their totals, cut ones by their buckets.
 -- Also per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals,
 -- the chunk's first bucket: never later than the true one): when the window next changes by time alone.
@@ -312,7 +322,7 @@ local function window_sums(prefix)
             for w = 1, nwin do
               if lo[w] < b and b <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
-                if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
               end
             end
           end
@@ -326,7 +336,7 @@ local function window_sums(prefix)
               local s, e = math.max(b, lo[w] + 1), math.min(last, hi[w])
               if s <= e then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v * (e - s + 1)
-                if v ~= 0 and (firsts[w] < 0 or s < firsts[w]) then firsts[w] = s end
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or s < firsts[w]) then firsts[w] = s end
               end
             end
           end
@@ -338,14 +348,17 @@ local function window_sums(prefix)
         if first > lo[w] and last <= hi[w] then inside = true end
       end
       if inside then
-        local totals = redis.call('HMGET', key, unpack(fields))
-        for w = 1, nwin do
-          if first > lo[w] and last <= hi[w] then
-            for f = 1, nf do
-              if totals[f] then
-                local v = tonumber(totals[f])
+        -- The chunk's totals are its fields without '.' or '>' (a chunk holds a few counters, not all nf:
+        -- one HGETALL is cheaper than an HMGET naming every field).
+        local flat = redis.call('HGETALL', key)
+        for j = 1, #flat, 2 do
+          local f = index[flat[j]]
+          if f then
+            local v = tonumber(flat[j + 1])
+            for w = 1, nwin do
+              if first > lo[w] and last <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
-                if v ~= 0 and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
               end
             end
           end
@@ -362,7 +375,8 @@ READ_LUA = (
     _READ_HEAD_LUA
     + r"""
 -- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
--- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums).
+-- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums), then
+-- with_history: the agent's state history (streams/states.py encode; '' when none).
 local t = redis.call('TIME')
 out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
@@ -375,6 +389,7 @@ for a = i, #ARGV do
   out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
   for w = 1, nwin do out[#out + 1] = firsts[w] end
+  if with_history then out[#out + 1] = redis.call('GET', ns .. 's:a:' .. agent) or '' end
 end
 return out
 """
@@ -414,6 +429,27 @@ return 0
 """
 
 
+def read_head(
+    ns: str,
+    now_ms: int,
+    windows_s: Sequence[int],
+    tz: tzinfo,
+    fields: Sequence[str],
+    *,
+    quiet: Sequence[str] = (),
+    history: bool = False,
+) -> list[Any]:
+    """The read scripts' leading arguments (READ_LUA, READ_GROUPS_LUA): chunk range, window bounds in buckets,
+    field names, the fields `firsts` ignores, and whether to return each agent's state history."""
+    bounds = [w.window_buckets(now_ms, ws, tz) for ws in windows_s]
+    lo = min(b_lo for b_lo, _ in bounds)
+    hi = now_ms // w.BUCKET_MS
+    head: list[Any] = [ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
+    for b_lo, b_hi in bounds:
+        head += [b_lo, b_hi]
+    return [*head, len(fields), *fields, len(quiet), *quiet, 1 if history else 0]
+
+
 def new_generation() -> str:
     """A fresh store generation: when it started, and a random part so two rebuilds never share one."""
     return f"{int(time.time())}-{uuid.uuid4().hex[:12]}"
@@ -450,6 +486,7 @@ class AgentWindows:
     read_us: int = field(default=0, compare=False)
     # Set by a reader that keeps rows between reads (monitor.floorcache): equal versions, equal written sums.
     version: int = field(default=0, compare=False)
+    history: states.History | None = field(default=None, compare=False)  # read_windows(history=True)
 
 
 @dataclass
@@ -509,11 +546,19 @@ class WindowStore:
         return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def read_windows(
-        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None, *, open_state: bool = True
+        self,
+        now_ms: int,
+        windows_s: Sequence[int],
+        only: Iterable[str] | None = None,
+        *,
+        open_state: bool = True,
+        history: bool = False,
     ) -> list[AgentWindows]:
         """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read.
 
         The current state's time up to now is in the sums unless `open_state` is False (what is written only).
+        With `history`, each row also carries the agent's state history, and its `first_buckets` ignore time in
+        state (a reader that computes it from the history at any time needs no re-read when it moves).
         """
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         if only is None:
@@ -525,7 +570,8 @@ class WindowStore:
         if not agents:
             return []
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
-        head = self._read_head(now_ms, windows_s)
+        quiet = tuple(states.STATE_FIELDS.values()) if history else ()
+        head = self._read_head(now_ms, windows_s, quiet=quiet, history=history)
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
         # One script call per group, in turn: each blocks Redis only briefly, so batch writes slip in between.
@@ -533,7 +579,7 @@ class WindowStore:
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
         nwin = len(bounds)
-        step = READ_META + nwin * nf + nwin
+        step = READ_META + nwin * nf + nwin + (1 if history else 0)
         for group, reply in zip(groups, results, strict=True):
             read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
@@ -548,6 +594,8 @@ class WindowStore:
                     states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
                 tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
+                # The history is stored as 'version|json' (a versioned state, streams/batch.py).
+                kept = states.decode(bytes(tail[nwin]).partition(b"|")[2]) if history and tail[nwin] else None
                 out.append(
                     AgentWindows(
                         agent,
@@ -559,6 +607,7 @@ class WindowStore:
                         reason or None,
                         firsts,
                         read_us,
+                        history=kept,
                     )
                 )
         return out
@@ -578,15 +627,10 @@ class WindowStore:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
         return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
 
-    def _read_head(self, now_ms: int, windows_s: Sequence[int]) -> list[Any]:
-        """The read scripts' leading arguments: chunk range, window bounds in buckets, field names."""
-        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
-        lo = min(b_lo for b_lo, _ in bounds)
-        hi = now_ms // w.BUCKET_MS
-        head: list[Any] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
-        for b_lo, b_hi in bounds:
-            head += [b_lo, b_hi]
-        return [*head, len(w.FIELDS), *w.FIELDS]
+    def _read_head(
+        self, now_ms: int, windows_s: Sequence[int], *, quiet: Sequence[str] = (), history: bool = False
+    ) -> list[Any]:
+        return read_head(self.ns, now_ms, windows_s, self.tz, w.FIELDS, quiet=quiet, history=history)
 
     async def read_groups(
         self, now_ms: int, windows_s: Sequence[int], prefixes: Sequence[str]

@@ -218,3 +218,27 @@ def test_a_long_interval_costs_the_chunks_it_spans_not_its_buckets() -> None:
     chunks = 14 * 3_600_000 // (w.BUCKET_MS * w.CHUNK_BUCKETS)
     assert len(writes) <= chunks + 4  # a run mark per chunk, the partial first and last buckets, one run stop
     assert a.seconds(T0 + 14 * 3_600_000 + 7_000, 8 * 3600)["offline"] == 8 * 3600 - 3.0
+
+
+def test_tally_gives_the_written_buckets_of_any_window_from_the_history() -> None:
+    rnd = random.Random(7)
+    for _ in range(200):
+        a = Agent()
+        marks = [
+            mark(f"s{i}", T0 + rnd.randrange(0, 3 * 3_600_000), rnd.choice(st.STATES))
+            for i in range(rnd.randrange(1, 12))
+        ]
+        for m in marks:
+            a.arrive(m)
+        tally = st.tally(a.history)
+        for _ in range(10):
+            lo = w.bucket_of(T0) + rnd.randrange(-100, 1200)
+            hi = lo + rnd.randrange(1, 1200)
+            want: Counter[str] = Counter()
+            for (b, fld), v in a.counters.items():
+                if fld.endswith(w.RUN):
+                    want[fld[:-1]] += v * len(w.run_buckets(b, lo, hi))
+                elif lo < b <= hi:
+                    want[fld] += v
+            got = tally.window_ms((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
+            assert {k: v for k, v in want.items() if v} == got
