@@ -10,9 +10,10 @@ into a fresh redis-server on a free port, then measures:
     python -m bench.floor --agents 10000 --events 1000000 --out /tmp/floor.json
 
 Events are spread at the floor's `--rate` (default 200 events/s, a 10,000-seat floor's: 1,000,000 events span
-83 minutes) or over `--hours` hours (inside the 24 h horizon of `today`, so every one is retained). Before each
-timed read, `--churn` more events arrive (default 200, a second's worth), so a read never just repeats the one
-before it.
+83 minutes) or over `--hours` hours (inside the 24 h horizon of `today`, so every one is retained). The reads are
+then timed while the floor stays live: events keep arriving at `--rate` and the monitor's floor cache follows
+them in the background, as in production; `live` reports how many agents it re-read per second and the share
+of the time its refreshes took.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class Feed:
     """The simulator's floor sent straight through the worker's batch path: a backlog up to now, then more."""
 
     def __init__(self, settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> None:
-        store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
-        self.proc = Processor(settings, store, _no_deadletter)
+        self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+        self.proc = Processor(settings, self.store, _no_deadletter)
         self.batch_max = settings.batch_max
         duration_s = hours * 3600
         now_s = time.time()
@@ -106,6 +107,20 @@ async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int
     return statistics.median(times), size
 
 
+async def _pause() -> None:
+    await asyncio.sleep(0.2)
+
+
+async def _keep_sending(feed: Feed, rate: float) -> None:
+    """The floor's events in real time: a tenth of a second's worth every 0.1 s."""
+    step = max(1, round(rate / 10))
+    while True:
+        t0 = time.perf_counter()
+        if not await feed.send(step):
+            return
+        await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
+
+
 async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load the floor and take every figure."""
     settings = Settings(redis_url=url, topic_prefix="floor.")
@@ -118,6 +133,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     hours = args.hours if args.hours else args.events / args.rate / 3600
     t0 = time.perf_counter()
     feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
+    await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
     sent = await feed.send(args.events)
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
@@ -126,7 +142,6 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "agents": args.agents,
         "events": sent,
         "hours": round(hours, 2),
-        "churn_between_reads": args.churn,
         "load_s": round(load_s, 1),
         "load_events_per_s": round(sent / load_s),
         "redis_used_bytes": mem1 - mem0,
@@ -134,26 +149,31 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "kinds": {k: {"keys": v["keys"], "bytes_per_event": round(v["est_bytes"] / sent, 1)} for k, v in kinds.items()},
     }
     monitor = Monitor(settings, client)
-
-    async def churn() -> None:
-        await feed.send(args.churn)
-
     some_team = await _a_team(monitor)
-    window = args.window
-    for label, kwargs in (
-        ("full", {}),
-        ("team", {"team": some_team}),
-        ("agents_false", {"agents": False}),
-    ):
-        try:
-            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(window, **kw), args.repeat, churn)
-        except TypeError:  # a monitor without agents=False
-            continue
-        out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
-    ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), churn)
-    body = await monitor.collector.scrape()
-    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+    # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
+    # monitor's own refresher follows them, as in production; each read is timed alone.
+    live = asyncio.create_task(_keep_sending(feed, args.rate))
+    refresher = asyncio.create_task(monitor._refresh_loop())
+    reads0, cache_s0, t_live = monitor.floor.reads, monitor.floor.refresh_s, time.perf_counter()
+    try:
+        for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
+            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
+            out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
+        ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
+        body = await monitor.collector.scrape()
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+    finally:
+        live.cancel()
+        refresher.cancel()
+        await asyncio.gather(live, refresher, return_exceptions=True)
+    live_s = time.perf_counter() - t_live
+    out["live"] = {
+        "seconds": round(live_s, 1),
+        "events_per_s": args.rate,
+        "agents_read_per_s": round((monitor.floor.reads - reads0) / live_s, 1),
+        "cache_refresh_share": round((monitor.floor.refresh_s - cache_s0) / live_s, 3),
+    }
     await client.aclose()
     return out
 
@@ -173,7 +193,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--rate", type=float, default=200.0, help="the floor's events/s: the events span events/rate (default)"
     )
     parser.add_argument("--hours", type=float, default=0.0, help="spread the events over this many hours instead")
-    parser.add_argument("--churn", type=int, default=200, help="events sent before each timed read (a second's)")
     parser.add_argument("--window", default="15m")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--out", type=Path)

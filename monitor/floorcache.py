@@ -58,7 +58,7 @@ class FloorCache:
         self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
         self._rescore: set[str] = set()
         self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
-        self.refreshed_at = 0.0  # monotonic time of the last refresh
+        self.refresh_s = 0.0  # time spent in refreshes so far
 
     @property
     def generation(self) -> str | None:
@@ -72,27 +72,33 @@ class FloorCache:
     async def refresh(self) -> int:
         """Bring the cache up to now; returns the now (ms) its rows are current to."""
         async with self._lock:
-            generation = await self.store.generation()
-            now_ms = int(self.clock() * 1000)
-            self.refreshed_at = time.monotonic()
-            view = self.view
-            if view is None or generation is None or view.generation != generation:
-                await self._read_all(now_ms, generation or "")
-                return now_ms
-            changed, since_us = await self.store.changed_since(view.since_us)
-            if since_us - view.since_us > DIRTY_KEPT_US:  # `dirty` may have lost some of what changed since
-                await self._read_all(now_ms, generation)
-                return now_ms
-            due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
-            due |= set(view.schedule.pop_due(now_ms))
-            rows = await self._read(now_ms, due) if due else []
-            present = [r for r in rows if r.last_ts_ms > now_ms - self.roster_s * 1000]
-            for agent in due - {r.agent_id for r in present}:
-                view.remove(agent)
-                self._drop(agent)
-            self._put(present, now_ms)
-            view.since_us = since_us
+            t0 = time.perf_counter()
+            try:
+                return await self._refresh()
+            finally:
+                self.refresh_s += time.perf_counter() - t0
+
+    async def _refresh(self) -> int:
+        generation = await self.store.generation()
+        now_ms = int(self.clock() * 1000)
+        view = self.view
+        if view is None or generation is None or view.generation != generation:
+            await self._read_all(now_ms, generation or "")
             return now_ms
+        changed, since_us = await self.store.changed_since(view.since_us)
+        if since_us - view.since_us > DIRTY_KEPT_US:  # `dirty` may have lost some of what changed since
+            await self._read_all(now_ms, generation)
+            return now_ms
+        due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
+        due |= set(view.schedule.pop_due(now_ms))
+        rows = await self._read(now_ms, due) if due else []
+        present = [r for r in rows if r.last_ts_ms > now_ms - self.roster_s * 1000]
+        for agent in due - {r.agent_id for r in present}:
+            view.remove(agent)
+            self._drop(agent)
+        self._put(present, now_ms)
+        view.since_us = since_us
+        return now_ms
 
     async def _read_all(self, now_ms: int, generation: str) -> None:
         _, since_us = await self.store.changed_since(2**62)  # Redis's time before the read: nothing is missed
@@ -146,11 +152,12 @@ class FloorCache:
     ) -> list[AgentWindows]:
         """Rows for `windows_s` with time in state up to now (all agents, or `team`'s when every=False)."""
         names = self.rows if every else self.by_team.get(team, set())
-        timed = {ws: self.state_time.at(now_ms, ws) for ws in windows_s}
         out: list[AgentWindows] = []
         for name in sorted(names):
             row = self.rows[name]
-            sums = {ws: {**_without_states(row.sums[ws]), **timed[ws].get(name, {})} for ws in windows_s}
+            sums = {
+                ws: {**_without_states(row.sums[ws]), **self.state_time.agent_ms(name, now_ms, ws)} for ws in windows_s
+            }
             out.append(replace(row, sums=sums))
         return out
 
@@ -160,11 +167,9 @@ class FloorCache:
         if view is None:
             return []
         names = sorted(view.teams) if only is None else [t for t in only if t in view.teams]
-        timed = {ws: self.state_time.at(now_ms, ws) for ws in windows_s}
         out: list[TeamWindows] = []
         for team in names:
-            members = self.by_team.get(team, set())
-            sums = {ws: _plus(view.teams[team][ws], (timed[ws].get(a) for a in members)) for ws in windows_s}
+            sums = {ws: _plus(view.teams[team][ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
             out.append(TeamWindows(team, view.team_size(team), sums))
         return out
 
@@ -173,7 +178,7 @@ class FloorCache:
         view = self.view
         if view is None:
             return 0, {ws: w.empty_sums() for ws in windows_s}
-        return len(self.rows), {ws: _plus(view.floor[ws], self.state_time.at(now_ms, ws).values()) for ws in windows_s}
+        return len(self.rows), {ws: _plus(view.floor[ws], self.state_time.floor_ms(now_ms, ws)) for ws in windows_s}
 
     def scores_at(self, now_ms: int, settings: Settings) -> Scores:
         """Every agent's scorecard points over its window, and team and floor means of the agents with an event in
@@ -185,7 +190,6 @@ class FloorCache:
             return Scores()
         todo = set(self.rows) | self._rescore if _timed(settings) else self._rescore  # every row put is in _rescore
         self._rescore = set()
-        timed = self.state_time.at(now_ms, window_s)
         for agent in todo:
             self._scores.pop(agent, None)
             if agent in self._counted_in:
@@ -193,7 +197,7 @@ class FloorCache:
             row = self.rows.get(agent)
             if row is None:
                 continue
-            sums = {**_without_states(row.sums[window_s]), **timed.get(agent, {})}
+            sums = {**_without_states(row.sums[window_s]), **self.state_time.agent_ms(agent, now_ms, window_s)}
             points = card.points(w.kpis_from_sums(sums))
             self._scores[agent] = (points, sum(points.values()))
             if sums.get(w.EVENTS, 0) > 0:
@@ -213,12 +217,11 @@ def _without_states(sums: w.Sums) -> w.Sums:
     return {k: v for k, v in sums.items() if v and k not in STATE_CODES}
 
 
-def _plus(totals: w.Sums, parts: Iterable[w.Sums | None]) -> w.Sums:
-    """A copy of `totals` with each of `parts` added."""
+def _plus(totals: w.Sums, part: w.Sums) -> w.Sums:
+    """A copy of `totals` with `part` added."""
     out = dict(totals)
-    for part in parts:
-        for k, v in (part or {}).items():
-            out[k] = out.get(k, 0) + v
+    for k, v in part.items():
+        out[k] = out.get(k, 0) + v
     return out
 
 
