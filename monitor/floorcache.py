@@ -127,7 +127,7 @@ class FloorCache:
             self._drop(row.agent_id)
             kept = replace(row, version=next(self._versions))
             self.rows[row.agent_id] = kept
-            self.state_time.put(kept)
+            self.state_time.put(kept, horizon_ms=now_ms - span_ms - 3_600_000)
             self.by_team.setdefault(row.team, set()).add(row.agent_id)
             due = next_change_ms(
                 row.first_buckets, now_ms=now_ms, last_ts_ms=row.last_ts_ms, span_ms=span_ms, tz=self.store.tz

@@ -4,17 +4,14 @@ The store writes closed intervals of time in state into 10-second buckets, so a 
 every 10 s as buckets leave it: re-reading them would put every agent of the floor on the floor cache's
 schedule every 10 s. The history (streams/states.py) holds the same intervals, so the buckets of a window
 (lo, hi] are `Tally.window_ms((lo + 1) * 10 s, (hi + 1) * 10 s)`, exactly, plus the open interval up to now
-(as states.add_open). A team's members' tallies are summed into one function of time (`GroupTally`), so a
-team costs two lookups and the floor one per team, whatever their size. Where an agent's history does not
-reach back to a window's start (an agent flapping more than states.MAX_MARKS times in the longest window), its
-own row uses the buckets as last read instead; its team's total keeps the history's view.
+(as states.add_open). A team sums its members; the floor keeps its closed time as change points summed per
+bucket and chunk (`FloorClosed`), so its cost follows what changes. Where an agent's history does not reach
+back to a window's start (an agent flapping more than states.MAX_MARKS times in the longest window), its own
+row and team use the buckets as last read instead; the floor keeps the history's view.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import tzinfo
 
 from streams import states
@@ -27,46 +24,74 @@ _INDEX = {f: i for i, f in enumerate(CODES)}
 _ZERO = (0,) * len(CODES)
 
 
-@dataclass(frozen=True, slots=True)
-class GroupTally:
-    """The members' closed time in each state, summed, as a function of time: at each breakpoint the cumulated
-    ms and how many members are in each state (a closed interval) from there on."""
+class FloorClosed:
+    """The floor's closed time in state as a function of time, kept as agents' tallies change.
 
-    ts: tuple[int, ...]
-    values: tuple[tuple[int, ...], ...]
-    slopes: tuple[tuple[int, ...], ...]
+    Each closed interval is two change points: from its start one more agent is in its state, from its end one
+    fewer. Summed per 10 s bucket (and per chunk of buckets) as Σd and Σd·t, the closed ms up to a bucket edge
+    T = k * BUCKET_MS is T * Σd - Σd·t over the points before T: a query reads a chunk's worth of sums, and an
+    agent's new tally changes only the points it adds or removes. Points older than the longest window are
+    folded into a base, so the sums stay bounded.
+    """
 
-    def closed_ms(self, t_ms: int) -> tuple[int, ...]:
-        """Summed closed-interval ms per state up to t_ms."""
-        k = bisect.bisect_right(self.ts, t_ms) - 1
-        if k < 0:
-            return _ZERO
-        dt = t_ms - self.ts[k]
-        return tuple(v + s * dt for v, s in zip(self.values[k], self.slopes[k], strict=True))
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[int]] = {}  # bucket -> [Σd per state..., Σd·t per state...]
+        self._chunks: dict[int, list[int]] = {}
+        self._base = [0] * (2 * len(CODES))
+
+    def change(self, old: states.Tally | None, new: states.Tally | None) -> None:
+        """Replace an agent's intervals `old` by `new` (either may be None)."""
+        points = _points(new)
+        for key, d in _points(old).items():
+            points[key] = points.get(key, 0) - d
+        for (t, i), d in points.items():
+            if d:
+                for cell in (
+                    self._buckets.setdefault(t // w.BUCKET_MS, [0] * (2 * len(CODES))),
+                    self._chunks.setdefault(w.chunk_of(t // w.BUCKET_MS), [0] * (2 * len(CODES))),
+                ):
+                    cell[i] += d
+                    cell[len(CODES) + i] += d * t
+
+    def closed_ms(self, edge_ms: int) -> tuple[int, ...]:
+        """Closed ms per state up to `edge_ms`, a bucket edge."""
+        k = edge_ms // w.BUCKET_MS
+        acc = list(self._base)
+        chunk = w.chunk_of(k)
+        for c, cell in self._chunks.items():
+            if c < chunk:
+                _add_into(acc, cell)
+        for b in range(chunk * w.CHUNK_BUCKETS, k):
+            cell = self._buckets.get(b)
+            if cell is not None:
+                _add_into(acc, cell)
+        n = len(CODES)
+        return tuple(edge_ms * acc[i] - acc[n + i] for i in range(n))
+
+    def prune(self, before_ms: int) -> None:
+        """Fold the points of chunks wholly before `before_ms` into the base (no query reaches back that far)."""
+        first = w.chunk_of(before_ms // w.BUCKET_MS)
+        for c in [c for c in self._chunks if c < first]:
+            _add_into(self._base, self._chunks.pop(c))
+            for b in range(c * w.CHUNK_BUCKETS, (c + 1) * w.CHUNK_BUCKETS):
+                self._buckets.pop(b, None)
 
 
-def group_tally(tallies: Iterable[states.Tally]) -> GroupTally:
-    """Sum members' tallies: a sweep over their interval starts and ends."""
-    changes: dict[int, list[int]] = {}
-    for t in tallies:
-        for i in range(len(t.ts) - 1):
-            if t.fields[i]:
-                j = _INDEX[t.fields[i]]
-                changes.setdefault(t.ts[i], [0] * len(CODES))[j] += 1
-                changes.setdefault(t.ts[i + 1], [0] * len(CODES))[j] -= 1
-    ts: list[int] = []
-    values: list[tuple[int, ...]] = []
-    slopes: list[tuple[int, ...]] = []
-    value, slope, prev = list(_ZERO), list(_ZERO), None
-    for at in sorted(changes):
-        if prev is not None:
-            value = [v + s * (at - prev) for v, s in zip(value, slope, strict=True)]
-        slope = [s + d for s, d in zip(slope, changes[at], strict=True)]
-        ts.append(at)
-        values.append(tuple(value))
-        slopes.append(tuple(slope))
-        prev = at
-    return GroupTally(tuple(ts), tuple(values), tuple(slopes))
+def _points(t: states.Tally | None) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
+    if t is None:
+        return out
+    for i in range(len(t.ts) - 1):
+        if t.fields[i]:
+            j = _INDEX[t.fields[i]]
+            out[(t.ts[i], j)] = out.get((t.ts[i], j), 0) + 1
+            out[(t.ts[i + 1], j)] = out.get((t.ts[i + 1], j), 0) - 1
+    return out
+
+
+def _add_into(acc: list[int], cell: list[int]) -> None:
+    for i, v in enumerate(cell):
+        acc[i] += v
 
 
 class StateTime:
@@ -77,23 +102,27 @@ class StateTime:
         self._rows: dict[str, AgentWindows] = {}
         self._tallies: dict[str, states.Tally] = {}
         self._members: dict[str | None, set[str]] = {}
-        self._groups: dict[str | None, GroupTally] = {}  # built when asked for, dropped when a member changes
+        self._floor = FloorClosed()
 
-    def put(self, row: AgentWindows) -> None:
-        """Hold an agent's row as read (with its history)."""
-        self.drop(row.agent_id)
+    def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
+        """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
+        old = self._tallies.get(row.agent_id)
+        self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
-        if row.history is not None:
-            self._tallies[row.agent_id] = states.tally(row.history)
+        new = states.tally(row.history) if row.history is not None else None
+        if new is not None:
+            self._tallies[row.agent_id] = new
+        self._floor.change(old, new)
+        self._floor.prune(horizon_ms)
         self._members.setdefault(row.team, set()).add(row.agent_id)
-        self._groups.pop(row.team, None)
 
-    def drop(self, agent: str) -> None:
+    def drop(self, agent: str, *, keep_floor: bool = False) -> None:
         """Forget an agent (it left the floor, or is put again)."""
         old = self._rows.pop(agent, None)
-        self._tallies.pop(agent, None)
+        tally = self._tallies.pop(agent, None)
+        if not keep_floor:
+            self._floor.change(tally, None)
         if old is not None:
-            self._groups.pop(old.team, None)
             members = self._members.get(old.team)
             if members is not None:
                 members.discard(agent)
@@ -119,23 +148,20 @@ class StateTime:
 
     def team_ms(self, team: str | None, now_ms: int, window_s: int) -> w.Sums:
         """A team's summed ms per state field in the window ending now (None: the agents with no team)."""
-        start, end = self.edges(now_ms, window_s)
-        group = self._groups.get(team)
-        if group is None:
-            members = self._members.get(team, ())
-            group = self._groups[team] = group_tally(self._tallies[a] for a in members if a in self._tallies)
-        a, b = group.closed_ms(start), group.closed_ms(end)
-        ms = {f: b[i] - a[i] for i, f in enumerate(CODES) if b[i] != a[i]}
+        out: w.Sums = {}
         for agent in self._members.get(team, ()):
-            _add_open(ms, self._rows[agent], start, now_ms)
-        return ms
+            for k, v in self.agent_ms(agent, now_ms, window_s).items():
+                out[k] = out.get(k, 0) + v
+        return out
 
     def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
-        """The floor's summed ms per state field in the window ending now."""
-        out: w.Sums = {}
-        for team in list(self._members):
-            for k, v in self.team_ms(team, now_ms, window_s).items():
-                out[k] = out.get(k, 0) + v
+        """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
+        and every agent's open state (a plain loop over the floor's current states)."""
+        start, end = self.edges(now_ms, window_s)
+        a, b = self._floor.closed_ms(start), self._floor.closed_ms(end)
+        out = {f: b[i] - a[i] for i, f in enumerate(CODES) if b[i] != a[i]}
+        for row in self._rows.values():
+            _add_open(out, row, start, now_ms)
         return out
 
 
