@@ -276,12 +276,19 @@ KEY_KINDS = {
     "d:": "dedupe shards d:*",
     "o:": "invalid-offset marks o:*",
     "b:": "agent chunks b:*",
-    "t:": "team chunks t:*",
-    "f:": "floor chunks f:*",
-    "tm:": "team rosters tm:*",
+    "t:": "team chunks t:* (before)",
+    "f:": "floor chunks f:* (before)",
+    "tm:": "team rosters tm:* (before)",
     "s:c:": "customer states s:c:*",
     "s:t:": "ticket states s:t:*",
+    "s:q:": "queued-call states s:q:*",
+    "s:a:": "agent state histories s:a:*",
     "m:": "agent meta m:*",
+    "qb:": "queue chunks qb:*",
+    "qw:": "waiting calls qw:*",
+    "cb:": "campaign chunks cb:*",
+    "cc:": "campaign days cc:*, cz:*",
+    "cz:": "campaign days cc:*, cz:*",
 }
 
 

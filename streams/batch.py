@@ -293,9 +293,6 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         ],
         "lk": sorted(long_keys),
         "tl": params.coarse_ttl_s,
-        # The chunks an agent changing team may still hold (retained ones, a future allowance past now).
-        "c0": w.chunk_of(w.bucket_of(now_ms - params.longest_ms - params.bucket_ttl_s * 1000)),
-        "c1": w.chunk_of(w.bucket_of(now_ms + 3_600_000)),
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
     return Plan(payload, new_states, changed)

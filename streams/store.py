@@ -1,8 +1,8 @@
 """The Redis window store: one atomic, idempotent write per batch, pipelined window reads.
 
-The key layout is in `streams.keys` (the scripts below build the same names from the namespace). Team
-and floor chunks are summed as events are applied, so a team or the floor reads a few keys whatever the
-floor's size.
+The key layout is in `streams.keys` (the scripts below build the same names from the namespace). Team and
+floor totals are not stored: readers keep them as they read agents (monitor/floorcache.py for the monitor,
+streams/schedule.FloorView for the alert sweep), one agent's old sums out and new ones in.
 """
 
 from __future__ import annotations
@@ -43,20 +43,9 @@ for _, s in ipairs(p.s) do
 end
 if #conflicts > 0 then return {0, conflicts} end
 local touched = {}
--- Team and floor chunks are kept as sums of agent chunks: every counter op lands in the agent's chunk, its
--- team's (the team of its latest event naming one, read before this batch's meta changes) and the floor's.
-local team_of = {}
-local function current_team(agent)
-  local t = team_of[agent]
-  if t == nil then
-    t = redis.call('HGET', ns .. 'm:' .. agent, 'team') or false
-    team_of[agent] = t
-  end
-  return t
-end
-local bprefix = #ns + 3
--- Counter deltas are summed here per key and field and written once at the end (`flush`): a batch adds to the
--- same floor, team and (on a busy agent) agent fields many times, and each redis.call costs more than a sum.
+-- Counter deltas are summed here per key and field and written once (`flush`): a batch often adds to the same
+-- fields many times (a busy agent, a queue), and each redis.call costs more than a sum. Team and floor totals
+-- are not kept here: readers sum agents as they read them (monitor/floorcache.py, streams/schedule.py).
 local pending = {}
 local function add(k, name, d)
   local fields = pending[k]
@@ -79,53 +68,15 @@ local function apply(ops)
   for i = 1, #ops, 4 do
     local k = ops[i]
     local field, d = ops[i + 2], ops[i + 3]
-    local name, td
     if string.byte(field, -1) == 62 then
       -- A run ('<code>>'): every bucket from this offset to the chunk's end gets d; the total gets them all.
-      name = field .. ops[i + 1]
-      field = string.sub(field, 1, -2)
-      td = d * (p.cb - ops[i + 1])
+      add(k, field .. ops[i + 1], d)
+      add(k, string.sub(field, 1, -2), d * (p.cb - ops[i + 1]))
     else
-      name = field .. '.' .. ops[i + 1]
-      td = d
-    end
-    add(k, name, d)
-    add(k, field, td)
-    -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
-    if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
-      local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
-      local fk = ns .. 'f:' .. chunk
-      add(fk, name, d)
-      add(fk, field, td)
-      local team = current_team(agent)
-      if team then
-        local tk = ns .. 't:' .. team .. ':' .. chunk
-        add(tk, name, d)
-        add(tk, field, td)
-      end
+      add(k, field .. '.' .. ops[i + 1], d)
+      add(k, field, d)
     end
   end
-end
--- An agent changing team takes its retained chunks along: team values sum the agents now in the team.
-local function move(agent, old, new)
-  flush()  -- the agent's chunks as of this batch, so they move whole
-  for c = p.c0, p.c1 do
-    local flat = redis.call('HGETALL', ns .. 'b:' .. agent .. ':' .. c)
-    if #flat > 0 then
-      local ok = old and (ns .. 't:' .. old .. ':' .. c)
-      local nk = ns .. 't:' .. new .. ':' .. c
-      for j = 1, #flat, 2 do
-        local v = tonumber(flat[j + 1])
-        if v ~= 0 then
-          if ok then redis.call('HINCRBY', ok, flat[j], -v) end
-          redis.call('HINCRBY', nk, flat[j], v)
-        end
-      end
-      if ok then touched[ok] = true end
-      touched[nk] = true
-    end
-  end
-  if old then redis.call('ZREM', ns .. 'tm:' .. old, agent) end
 end
 local function unhex(h)
   return (string.gsub(h, '..', function(cc) return string.char(tonumber(cc, 16)) end))
@@ -204,15 +155,9 @@ flush()
 for _, s in ipairs(p.s) do
   if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', s[4]) end
 end
-local mprefix = #ns + 3
 for _, m in ipairs(p.m) do
   local cur = redis.call('HGET', m[1], m[2])
   if (not cur) or cur < m[4] then
-    if m[3] == 'team' then
-      local agent = string.sub(m[1], mprefix)
-      local old = redis.call('HGET', m[1], 'team') or false
-      if old ~= m[5] then move(agent, old, m[5]) end
-    end
     redis.call('HSET', m[1], m[2], m[4], m[3], m[5])
   end
   redis.call('EXPIRE', m[1], p.tm)
@@ -229,26 +174,10 @@ for _, r in ipairs(p.r or {}) do
   redis.call('ZADD', r[1], 'GT', r[3], r[2])
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
 end
-local teams_seen = {}
 for i = 1, #p.a, 2 do
-  local agent = p.a[i]
-  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], agent)
-  local team = redis.call('HGET', ns .. 'm:' .. agent, 'team')
-  if team then
-    local latest = redis.call('ZSCORE', ns .. 'agents', agent)
-    redis.call('ZADD', ns .. 'tm:' .. team, latest, agent)
-    redis.call('ZADD', ns .. 'teams', 'GT', latest, team)
-    teams_seen[team] = true
-  end
+  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], p.a[i])
 end
-if #p.a > 0 then
-  redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa)
-  redis.call('ZREMRANGEBYSCORE', ns .. 'teams', '-inf', p.pa)
-  for team, _ in pairs(teams_seen) do
-    redis.call('ZREMRANGEBYSCORE', ns .. 'tm:' .. team, '-inf', p.pa)
-    redis.call('EXPIRE', ns .. 'tm:' .. team, p.tm)
-  end
-end
+if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
 for _, k in ipairs(p.lk or {}) do
   if touched[k] then redis.call('EXPIRE', k, p.tl) end
@@ -398,7 +327,7 @@ return out
 READ_GROUPS_LUA = (
     _READ_HEAD_LUA
     + r"""
--- Subjects: chunk key prefixes (a team's 't:<team>:', the floor's 'f:', a queue's 'qb:<queue>:', a
+-- Subjects: chunk key prefixes (a queue's 'qb:<queue>:', a
 -- campaign's 'cb:<campaign>:'), without ns.
 -- Returns per subject nwin * nfields sums (window-major).
 for a = i, #ARGV do
@@ -512,7 +441,6 @@ class WindowStore:
         self.tz = tz  # where the calendar window `today` starts
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
-        self._read_groups = client.register_script(READ_GROUPS_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
         self._lease = client.register_script(LEASE_LUA)
 
@@ -631,89 +559,6 @@ class WindowStore:
         self, now_ms: int, windows_s: Sequence[int], *, quiet: Sequence[str] = (), history: bool = False
     ) -> list[Any]:
         return read_head(self.ns, now_ms, windows_s, self.tz, w.FIELDS, quiet=quiet, history=history)
-
-    async def read_groups(
-        self, now_ms: int, windows_s: Sequence[int], prefixes: Sequence[str]
-    ) -> list[dict[int, w.Sums]]:
-        """Sums per window for pre-aggregated chunk prefixes (`t:<team>:`, `f:`), in the order given."""
-        if not prefixes:
-            return []
-        head = self._read_head(now_ms, windows_s)
-        nf = len(w.FIELDS)
-        out: list[dict[int, w.Sums]] = []
-        for i in range(0, len(prefixes), READ_AGENTS_PER_CALL):
-            group = prefixes[i : i + READ_AGENTS_PER_CALL]
-            flat = await self._read_groups(args=[*head, *group])
-            step = len(windows_s) * nf
-            for k in range(len(group)):
-                row = flat[k * step : (k + 1) * step]
-                out.append(
-                    {ws: dict(zip(w.FIELDS, row[j * nf : (j + 1) * nf], strict=True)) for j, ws in enumerate(windows_s)}
-                )
-        return out
-
-    async def read_floor(self, now_ms: int, windows_s: Sequence[int], roster_s: float) -> tuple[int, dict[int, w.Sums]]:
-        """The floor: agents with an event in the last `roster_s` seconds, and its sums per window."""
-        roster = await self.active_agents(now_ms, roster_s)
-        (sums,) = await self.read_groups(now_ms, windows_s, ["f:"])
-        for team_open in (await self.open_state_sums(roster, now_ms, windows_s)).values():
-            for ws, open_sums in team_open.items():
-                w.add_sums(sums[ws], open_sums)
-        return len(roster), sums
-
-    async def read_teams(
-        self, now_ms: int, windows_s: Sequence[int], roster_s: float, only: Sequence[str] | None = None
-    ) -> list[TeamWindows]:
-        """Teams with an agent active in the last `roster_s` seconds (all, or those in `only`), with sums."""
-        since = f"({now_ms - round(roster_s * 1000)}"
-        if only is None:
-            teams = cast("list[bytes]", await self.client.zrangebyscore(keys.teams_key(self.ns), since, "+inf"))
-            names = sorted(_s(t) for t in teams)
-        else:
-            names = sorted(set(only))
-        async with self.client.pipeline(transaction=False) as pipe:
-            for team in names:
-                pipe.zcount(keys.team_roster_key(self.ns, team), since, "+inf")
-            counts = await pipe.execute() if names else []
-        present = [(t, int(n)) for t, n in zip(names, counts, strict=True) if n]
-        sums = await self.read_groups(now_ms, windows_s, [f"t:{t}:" for t, _ in present])
-        if only is None:
-            members = await self.active_agents(now_ms, roster_s)
-        else:
-            members = {a: ts for t in names for a, ts in (await self.team_agents(t, now_ms, roster_s)).items()}
-        open_by_team = await self.open_state_sums(members, now_ms, windows_s)
-        for (t, _), team_sums in zip(present, sums, strict=True):
-            for ws, open_sums in open_by_team.get(t, {}).items():
-                w.add_sums(team_sums[ws], open_sums)
-        return [TeamWindows(t, n, s) for (t, n), s in zip(present, sums, strict=True)]
-
-    async def open_state_sums(
-        self, agents: Iterable[str], now_ms: int, windows_s: Sequence[int]
-    ) -> dict[str | None, dict[int, w.Sums]]:
-        """The current states' time up to now, per team (None: no team) and window: what an agent's read adds to
-        its chunks (states.add_open), for totals read from team and floor chunks. One HMGET per agent."""
-        names = list(agents)
-        if not names:
-            return {}
-        async with self.client.pipeline(transaction=False) as pipe:
-            for a in names:
-                pipe.hmget(keys.meta_key(self.ns, a), "team", "state", "since")
-            raw = await pipe.execute()
-        out: dict[str | None, dict[int, w.Sums]] = {}
-        for team, state, since in raw:
-            if not state or not since:
-                continue
-            per_window = out.setdefault(_s(team) if team else None, {ws: {} for ws in windows_s})
-            for ws in windows_s:
-                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)
-        return out
-
-    async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
-        """A team's agents with an event in the last `roster_s` seconds -> their latest event ts."""
-        rows = await self.client.zrangebyscore(
-            keys.team_roster_key(self.ns, team), f"({now_ms - round(roster_s * 1000)}", "+inf", withscores=True
-        )
-        return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
