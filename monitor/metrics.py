@@ -1,12 +1,13 @@
-"""Prometheus exposition: KPI gauges, alerts and event counters read from Redis at scrape time.
+"""Prometheus exposition: KPI gauges, alerts and event counters, current at scrape time.
 
 Two collectors, each rendering the registry it is registered in (injected, never the global default):
 - `KpiCollector` for `/metrics`: team, floor, queue and pipeline series. Team and floor values come from
-  the store's pre-aggregated chunks, so its cost and size follow the number of teams, not of agents.
+  the monitor's floor cache (monitor/floorcache.py), which keeps them as agents change, so its size follows
+  the number of teams, not of agents.
 - `AgentCollector` for `/metrics/agents`: the per-agent series (`callpulse_agent_kpi`,
   `callpulse_agent_score`), one per agent, KPI and window; scrape it less often (every 30 s in our
   prometheus.yml) — at 10,000 agents it is ~150k series.
-Neither keeps anything between scrapes: `scrape()` reads the store, then renders.
+Each `scrape()` refreshes the floor cache (reading what changed since), then renders.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from streams import states
 from streams import windows as w
 from streams.store import AgentWindows
 
-STATE_CODES = frozenset(states.STATE_FIELDS.values())
+STATE_CODES = states.STATE_CODES
 CODES: tuple[str, ...] = tuple(states.STATE_FIELDS.values())
 _INDEX = {f: i for i, f in enumerate(CODES)}
 _ZERO = (0,) * len(CODES)

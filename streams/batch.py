@@ -79,6 +79,7 @@ class Plan:
     payload: dict[str, Any]
     new_states: dict[str, tuple[int, Any]] = field(default_factory=dict)
     agents: set[str] = field(default_factory=set)  # agents whose counters this plan may change
+    timed: set[str] = field(default_factory=set)  # agents whose time in state it may change (state events)
 
 
 def customer_key(ns: str, customer_id: str) -> str:
@@ -175,6 +176,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
     meta: dict[tuple[str, str], tuple[str, str]] = {}
     last_ts: dict[str, int] = {}
     changed: set[str] = set()
+    timed: set[str] = set()
     queue_events: dict[str, list[tuple[str, int, str, str]]] = defaultdict(list)
     marks: dict[str, list[states_mod.Mark]] = defaultdict(list)
     registry: dict[tuple[str, str], int] = {}
@@ -261,7 +263,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         if new_h == old_h:
             continue
         agent = key[len(keys.history_key(ns, "")) :]
-        _ops(ns, states_mod.deltas(agent, old_h, new_h), unguarded, changed)
+        _ops(ns, states_mod.deltas(agent, old_h, new_h), unguarded, timed)
         new_states[key] = (version + 1, new_h)
         body = states_mod.encode(new_h).decode()
         state_writes.append([key, version, f"{version + 1}|{body}", params.bucket_ttl_s])
@@ -278,7 +280,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "u": unguarded,
         "m": meta_ops,
         "a": agents_flat,
-        "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
+        "d": sorted(changed | timed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
         "cb": w.CHUNK_BUCKETS,
@@ -295,7 +297,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "tl": params.coarse_ttl_s,
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
-    return Plan(payload, new_states, changed)
+    return Plan(payload, new_states, changed, timed)
 
 
 def _register(registry: dict[tuple[str, str], int], kind: str, name: str, ts_ms: int) -> None:

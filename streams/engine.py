@@ -15,12 +15,14 @@ from typing import Any, cast
 
 import orjson
 
+from callpulse import catalogue as cat
 from callpulse.settings import LIVE_QUEUE_KPIS, LIVE_WINDOW, Rule, Settings
 from streams import campaigns, queues
 from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
 from streams.queuestore import QueueStore
 from streams.schedule import FloorView, next_change_ms
+from streams.states import STATE_CODES
 from streams.store import AgentWindows, WindowStore
 
 log = logging.getLogger("callpulse.alerts")
@@ -59,6 +61,11 @@ class AlertEngine:
         self.ns = store.ns
         self._cas = store.client.register_script(CAS_LUA)
         self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
+        # Whether a rule watches a KPI made of time in state (occupancy): then an agent's windows move with its
+        # state intervals leaving them, and batches that only change time in state need a check.
+        self.states_matter = any(
+            cat.BY_KEY[r.kpi].codes & STATE_CODES for r in self._all_rules() if r.kpi in cat.BY_KEY
+        )
         self.queue_store = QueueStore(store.client, store.ns, tz=store.tz)
         self.queue_windows_s = sorted(
             {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}
@@ -107,7 +114,9 @@ class AlertEngine:
         if not agents or not self.rule_windows_s or not await self.store.initialised():
             return 0
         now_ms = int(self.clock() * 1000)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=agents)
+        rows = await self.store.read_windows(
+            now_ms, self.rule_windows_s, only=agents, quiet_states=not self.states_matter
+        )
         current = await self.slots(k for r in rows for k in self.slot_keys("agent", r.agent_id, r.team))
         n = 0
         for row in rows:
@@ -161,7 +170,7 @@ class AlertEngine:
     async def _sweep_all(self, generation: str) -> int:
         _, since_us = await self.store.changed_since(0)
         now_ms = int(self.clock() * 1000)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s)
+        rows = await self._read(now_ms, None)
         view = FloorView(self.rule_windows_s, generation, since_us)
         current = await self.current()
         n = 0
@@ -194,7 +203,7 @@ class AlertEngine:
         if not due and not teams and not floor_moved:
             view.since_us = since_us
             return await self._sweep_queue_side(now_ms)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due) if due else []
+        rows = await self._read(now_ms, due) if due else []
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
         present = {r.agent_id: r for r in rows if r.last_ts_ms > oldest_ms}
         gone = due - present.keys()
@@ -249,6 +258,13 @@ class AlertEngine:
             if key not in seen:
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
         return n
+
+    async def _read(self, now_ms: int, agents: Iterable[str] | None) -> list[AgentWindows]:
+        """The rule windows of `agents` (None: the floor); time in state sliding out of a window reschedules an
+        agent only when a rule watches it."""
+        return await self.store.read_windows(
+            now_ms, self.rule_windows_s, only=agents, quiet_states=not self.states_matter
+        )
 
     def _span_s(self, now_ms: int) -> float:
         return max(w.span_s(now_ms, ws, self.store.tz) for ws in self.rule_windows_s)

@@ -49,7 +49,8 @@ class Outcome:
     invalid: int = 0
     applied: int = 0
     duplicates: int = 0
-    agents: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)  # whose counters it changed
+    timed: set[str] = field(default_factory=set)  # whose time in state it changed
     conflicts: int = 0
 
 
@@ -199,6 +200,7 @@ class Processor:
             if result.ok:
                 self._remember(p.new_states, gen)
                 out.applied, out.duplicates, out.agents = result.applied, result.duplicates, p.agents
+                out.timed = p.timed
                 return out
             out.conflicts += 1
             for key, raw in result.conflicts.items():

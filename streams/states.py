@@ -36,6 +36,7 @@ STATE_FIELDS: dict[str, str] = {
     "offline": w.OFFLINE_MS,
 }
 STATES: tuple[str, ...] = tuple(STATE_FIELDS)
+STATE_CODES = frozenset(STATE_FIELDS.values())  # the counters that hold time in state
 BUSY_STATES: tuple[str, ...] = ("on_call", "wrap")
 STAFFED_STATES: tuple[str, ...] = ("available", "on_call", "wrap")
 MAX_MARKS = 400

@@ -420,7 +420,7 @@ class AgentWindows:
 
 @dataclass
 class TeamWindows:
-    """One team from its pre-aggregated chunks: active agents now in it and counter sums per window."""
+    """One team: how many agents on the floor are in it now and its counter sums per window."""
 
     team: str
     agents: int
@@ -481,12 +481,14 @@ class WindowStore:
         *,
         open_state: bool = True,
         history: bool = False,
+        quiet_states: bool = False,
     ) -> list[AgentWindows]:
         """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read.
 
         The current state's time up to now is in the sums unless `open_state` is False (what is written only).
-        With `history`, each row also carries the agent's state history, and its `first_buckets` ignore time in
-        state (a reader that computes it from the history at any time needs no re-read when it moves).
+        With `history`, each row also carries the agent's state history. With `history` or `quiet_states`, its
+        `first_buckets` ignore time in state (for a reader that computes it from the history at any time, or
+        does not use it: it needs no re-read when time in state slides out of a window).
         """
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         if only is None:
@@ -498,7 +500,7 @@ class WindowStore:
         if not agents:
             return []
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
-        quiet = tuple(states.STATE_FIELDS.values()) if history else ()
+        quiet = tuple(states.STATE_FIELDS.values()) if history or quiet_states else ()
         head = self._read_head(now_ms, windows_s, quiet=quiet, history=history)
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
