@@ -72,6 +72,7 @@ class AlertEngine:
         )
         self._token = uuid.uuid4().hex  # this engine's name on the sweep lease
         self._view: FloorView | None = None  # the floor as this engine's last sweep left it
+        self._plans: dict[str | None, list[tuple[str, Rule, int]]] = {}
 
     def _queue_rules(self) -> Iterable[Rule]:
         yield from self.settings.queue_rules.values()
@@ -90,23 +91,37 @@ class AlertEngine:
         return {k.decode(): Alert.from_state(orjson.loads(v)) for k, v in raw.items()}
 
     async def slots(self, keys: Iterable[str]) -> dict[str, Alert]:
-        """The live alert slots among `keys` (absent ones left out): the cost follows the subjects, not the floor."""
+        """The live alert slots among `keys` (absent ones left out): the cost follows the subjects, not the floor.
+
+        Asked for more slots than there are live alerts (a batch touching thousands of agents, each with a slot
+        per rule), it reads the live alerts instead: whichever is smaller.
+        """
         names = sorted(set(keys))
         out: dict[str, Alert] = {}
+        if len(names) > await self.store.client.hlen(f"{self.ns}alerts"):
+            wanted = set(names)
+            return {k: a for k, a in (await self.current()).items() if k in wanted}
         for i in range(0, len(names), SLOTS_PER_CALL):
             part = names[i : i + SLOTS_PER_CALL]
             values = await self.store.client.hmget(f"{self.ns}alerts", part)
             out.update({k: Alert.from_state(orjson.loads(v)) for k, v in zip(part, values, strict=True) if v})
         return out
 
+    def _rules_of(self, team: str | None) -> list[tuple[str, Rule, int]]:
+        """(kpi, rule, window in seconds) of every rule that applies to a team's subjects, worked out once."""
+        plan = self._plans.get(team)
+        if plan is None:
+            plan = []
+            for kpi in sorted(self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys()):
+                rule = self.settings.rule_for(kpi, team)
+                if rule is not None:
+                    plan.append((kpi, rule, self.settings.window_s(rule.window)))
+            self._plans[team] = plan
+        return plan
+
     def slot_keys(self, scope: str, subject: str | None, team: str | None) -> list[str]:
         """The alert slots the rules give one subject."""
-        keys = []
-        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
-            rule = self.settings.rule_for(kpi, team)
-            if rule is not None:
-                keys.append(alert_key(scope, subject, kpi, rule.window))
-        return keys
+        return [alert_key(scope, subject, kpi, rule.window) for kpi, rule, _ in self._rules_of(team)]
 
     async def check_agents(self, agents: Iterable[str]) -> int:
         """Evaluate agent-scope rules for agents a batch touched; returns transitions published."""
@@ -289,15 +304,7 @@ class AlertEngine:
         seen: set[str] | None = None,
     ) -> int:
         n = 0
-        values_by_window: dict[int, dict[str, Any]] = {}
-        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
-            rule = self.settings.rule_for(kpi, team)
-            if rule is None:
-                continue
-            window_s = self.settings.window_s(rule.window)
-            if window_s not in values_by_window:
-                values_by_window[window_s] = w.kpis_from_sums(sums[window_s])
-            values = values_by_window[window_s]
+        for kpi, rule, window_s in self._rules_of(team):
             key = alert_key(scope, subject, kpi, rule.window)
             if seen is not None:
                 seen.add(key)
@@ -306,7 +313,7 @@ class AlertEngine:
                 rule,
                 scope=scope,
                 subject=subject,
-                value=values[kpi],
+                value=cat.BY_KEY[kpi].result(sums[window_s]),
                 samples=w.samples(sums[window_s], kpi),
                 current=cur,
                 now_ms=now_ms,
