@@ -41,8 +41,10 @@ class FloorClosed:
 
     def change(self, old: states.Tally | None, new: states.Tally | None) -> None:
         """Replace an agent's intervals `old` by `new` (either may be None)."""
-        points = _points(new)
-        for key, d in _points(old).items():
+        # A new tally usually extends the old one: only the intervals from where they part differ.
+        start = max(0, _common_prefix(old, new) - 1)
+        points = _points(new, start)
+        for key, d in _points(old, start).items():
             points[key] = points.get(key, 0) - d
         for (t, i), d in points.items():
             if d:
@@ -77,11 +79,23 @@ class FloorClosed:
                 self._buckets.pop(b, None)
 
 
-def _points(t: states.Tally | None) -> dict[tuple[int, int], int]:
+def _common_prefix(a: states.Tally | None, b: states.Tally | None) -> int:
+    """How many leading marks two tallies share (same ts and state)."""
+    if a is None or b is None:
+        return 0
+    n = min(len(a.ts), len(b.ts))
+    i = 0
+    while i < n and a.ts[i] == b.ts[i] and a.fields[i] == b.fields[i]:
+        i += 1
+    return i
+
+
+def _points(t: states.Tally | None, start: int = 0) -> dict[tuple[int, int], int]:
+    """The change points of a tally's intervals from the `start`-th on."""
     out: dict[tuple[int, int], int] = {}
     if t is None:
         return out
-    for i in range(len(t.ts) - 1):
+    for i in range(start, len(t.ts) - 1):
         if t.fields[i]:
             j = _INDEX[t.fields[i]]
             out[(t.ts[i], j)] = out.get((t.ts[i], j), 0) + 1
