@@ -117,6 +117,7 @@ class StateTime:
         self._tallies: dict[str, states.Tally] = {}
         self._members: dict[str | None, set[str]] = {}
         self._floor = FloorClosed()
+        self._edges: dict[tuple[int, int], tuple[int, int]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
         """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
@@ -144,9 +145,15 @@ class StateTime:
                     del self._members[old.team]
 
     def edges(self, now_ms: int, window_s: int) -> tuple[int, int]:
-        """[start, end) in ms of the window's buckets ending now."""
-        lo, hi = w.window_buckets(now_ms, window_s, self.tz)
-        return (lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS
+        """[start, end) in ms of the window's buckets ending now (worked out once per now and window)."""
+        key = (now_ms, window_s)
+        out = self._edges.get(key)
+        if out is None:
+            if len(self._edges) > 64:
+                self._edges.clear()
+            lo, hi = w.window_buckets(now_ms, window_s, self.tz)
+            out = self._edges[key] = ((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
+        return out
 
     def agent_ms(self, agent: str, now_ms: int, window_s: int) -> w.Sums:
         """An agent's ms per state field in the window ending now (zeros left out)."""
