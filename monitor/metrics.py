@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from callpulse.settings import Settings, window_name
 from monitor import queueview
+from monitor.exposition import render
 from monitor.floorcache import FloorCache
 from monitor.snapshot import Scores
 from streams import campaigns, queues, states
@@ -80,7 +81,7 @@ class AgentCollector:
         self._rows = self.floor.agents_at(now_ms, list(self.settings.windows_s))
         self._scores = self.floor.scores_at(now_ms, self.settings)
         try:
-            return generate_latest(self.registry)
+            return render(self.registry)
         finally:
             self._rows = None
 
@@ -151,7 +152,7 @@ class KpiCollector:
             "now_ms": now_ms,
         }
         try:
-            return generate_latest(self.registry)
+            return render(self.registry)
         finally:
             self._data = None
 

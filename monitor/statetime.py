@@ -169,11 +169,22 @@ class StateTime:
 
     def team_ms(self, team: str | None, now_ms: int, window_s: int) -> w.Sums:
         """A team's summed ms per state field in the window ending now (None: the agents with no team)."""
-        out: w.Sums = {}
+        start, end = self.edges(now_ms, window_s)
+        acc = [0] * len(CODES)
         for agent in self._members.get(team, ()):
-            for k, v in self.agent_ms(agent, now_ms, window_s).items():
-                out[k] = out.get(k, 0) + v
-        return out
+            row, tally = self._rows[agent], self._tallies.get(agent)
+            if tally is not None and tally.clip_ms <= start:
+                a, b = tally.closed_ms(start), tally.closed_ms(end)
+                for i in range(len(CODES)):
+                    acc[i] += b[i] - a[i]
+            else:
+                sums = row.sums[window_s]
+                for i, code in enumerate(CODES):
+                    acc[i] += sums.get(code, 0)
+            i_open = _INDEX.get(states.STATE_FIELDS.get(row.state or "", ""))
+            if i_open is not None and row.since_ms is not None:
+                acc[i_open] += max(0, now_ms - max(row.since_ms, start))
+        return {code: acc[i] for i, code in enumerate(CODES) if acc[i]}
 
     def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
         """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
