@@ -153,8 +153,10 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
     # monitor's own refresher follows them, as in production; each read is timed alone.
     live = asyncio.create_task(_keep_sending(feed, args.rate))
-    refresher = asyncio.create_task(monitor._refresh_loop())
-    reads0, cache_s0, t_live = monitor.floor.reads, monitor.floor.refresh_s, time.perf_counter()
+    # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
+    cache = getattr(monitor, "floor", None)
+    refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
+    reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
     try:
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
             ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
@@ -171,8 +173,8 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     out["live"] = {
         "seconds": round(live_s, 1),
         "events_per_s": args.rate,
-        "agents_read_per_s": round((monitor.floor.reads - reads0) / live_s, 1),
-        "cache_refresh_share": round((monitor.floor.refresh_s - cache_s0) / live_s, 3),
+        "agents_read_per_s": round((getattr(cache, "reads", 0) - reads0) / live_s, 1),
+        "cache_refresh_share": round((getattr(cache, "refresh_s", 0.0) - cache_s0) / live_s, 3),
     }
     await client.aclose()
     return out

@@ -19,6 +19,7 @@ gap longer than `dirty` is kept (an hour) reads the whole floor again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -125,9 +126,9 @@ class FloorCache:
             if view.put(row.agent_id, row.team, counters, row.read_us) is None:
                 continue  # an older read than the one held
             self._drop(row.agent_id)
-            kept = replace(row, version=next(self._versions))
-            self.rows[row.agent_id] = kept
-            self.state_time.put(kept, horizon_ms=now_ms - span_ms - 3_600_000)
+            # Kept with its counters only; time in state is worked out at read time (monitor/statetime.py).
+            self.rows[row.agent_id] = replace(row, version=next(self._versions), sums=counters)
+            self.state_time.put(row, horizon_ms=now_ms - span_ms - 3_600_000)
             self.by_team.setdefault(row.team, set()).add(row.agent_id)
             due = next_change_ms(
                 row.first_buckets, now_ms=now_ms, last_ts_ms=row.last_ts_ms, span_ms=span_ms, tz=self.store.tz
@@ -153,12 +154,11 @@ class FloorCache:
         """Rows for `windows_s` with time in state up to now (all agents, or `team`'s when every=False)."""
         names = self.rows if every else self.by_team.get(team, set())
         out: list[AgentWindows] = []
+        timed = self.state_time.agent_ms
         for name in sorted(names):
-            row = self.rows[name]
-            sums = {
-                ws: {**_without_states(row.sums[ws]), **self.state_time.agent_ms(name, now_ms, ws)} for ws in windows_s
-            }
-            out.append(replace(row, sums=sums))
+            row = copy.copy(self.rows[name])
+            row.sums = {ws: {**row.sums[ws], **timed(name, now_ms, ws)} for ws in windows_s}
+            out.append(row)
         return out
 
     def teams_at(self, now_ms: int, windows_s: Sequence[int], only: Sequence[str] | None = None) -> list[TeamWindows]:
@@ -197,7 +197,7 @@ class FloorCache:
             row = self.rows.get(agent)
             if row is None:
                 continue
-            sums = {**_without_states(row.sums[window_s]), **self.state_time.agent_ms(agent, now_ms, window_s)}
+            sums = {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
             points = card.points(w.kpis_from_sums(sums))
             self._scores[agent] = (points, sum(points.values()))
             if sums.get(w.EVENTS, 0) > 0:

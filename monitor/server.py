@@ -98,6 +98,7 @@ class Monitor:
         self.registry = registry or CollectorRegistry()
         # Every read (snapshots, /ws, /metrics) serves from one cache of the floor, refreshed by what changed.
         self.floor = FloorCache(self.store, settings.windows_s, settings.longest_window_s)
+        self._memo: snapshot.Memo = {}  # agents' KPI values between snapshots (monitor/snapshot.py)
         self.collector = KpiCollector(settings, self.store, self.registry, self.floor)
         self.collector.clients = lambda: len(self.clients)
         self.agent_collector = AgentCollector(settings, self.store, CollectorRegistry(), self.floor)
@@ -286,7 +287,7 @@ class Monitor:
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents,
             scored=cache.scores_at(now_ms, self.settings), state_rows=list(cache.rows.values()),
-            queue_rows=queue_rows, campaign_rows=campaign_rows,
+            queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"

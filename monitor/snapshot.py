@@ -10,6 +10,7 @@ from callpulse import catalogue
 from callpulse.scorecard import mean_score
 from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, window_name
 from monitor import queueview
+from streams import states
 from streams import windows as w
 from streams.alerts import iso, level
 from streams.queuestore import CampaignRow, QueueRow
@@ -52,6 +53,43 @@ def _levels(
     return breaches, levels
 
 
+# KPIs made of time in state (occupancy) move with the clock; the others only when an agent's row changes.
+TIMED_KPIS: tuple[catalogue.Kpi, ...] = tuple(k for k in catalogue.CATALOGUE if k.codes & states.STATE_CODES)
+_TIMED_KEYS = frozenset(k.key for k in TIMED_KPIS)
+_ORDER = {k: i for i, k in enumerate(KPI_KEYS)}
+# (agent, window) -> (row version, team, values, breaches and levels of the KPIs not made of time in state)
+Memo = dict[tuple[str, int], tuple[int, str | None, dict[str, Any], list[str], dict[str, str]]]
+
+
+def _agent_values(
+    row: AgentWindows, window_s: int, settings: Settings, watched: Watched, memo: Memo | None
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """An agent's KPI values, breaches and levels (before mutes and held alerts) in a window."""
+    sums = row.sums[window_s]
+    hit = memo.get((row.agent_id, window_s)) if memo is not None and row.version else None
+    if hit is not None and hit[0] == row.version and hit[1] == row.team:
+        values = dict(hit[2])
+        for kpi in TIMED_KPIS:
+            values[kpi.key] = kpi.result(sums)
+        breaches, levels = list(hit[3]), dict(hit[4])
+    else:
+        values = w.kpis_from_sums(sums)
+        breaches, levels = _levels(
+            settings, row.team, sums, values, set(), [p for p in watched if p[0] not in _TIMED_KEYS]
+        )
+        if memo is not None and row.version:
+            if len(memo) > 200_000:
+                memo.clear()
+            memo[(row.agent_id, window_s)] = (row.version, row.team, dict(values), list(breaches), dict(levels))
+    timed_breaches, timed_levels = _levels(
+        settings, row.team, sums, values, set(), [p for p in watched if p[0] in _TIMED_KEYS]
+    )
+    if timed_breaches:
+        breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
+        levels.update(timed_levels)
+    return values, breaches, levels
+
+
 def _rule_json(rule: Rule) -> dict[str, Any]:
     data = {k: v for k, v in asdict(rule).items() if v is not None and k != "kpi"}
     data["direction"] = rule.direction
@@ -75,13 +113,15 @@ def build(
     state_rows: Sequence[AgentWindows] | None = None,
     queue_rows: Sequence[QueueRow] = (),
     campaign_rows: Sequence[CampaignRow] = (),
+    memo: Memo | None = None,
 ) -> dict[str, Any]:
     """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
 
     `teams` and `floor` (agent count, sums per window) are kept totals; None sums them from `rows` instead.
     `include_agents=False` leaves the agent rows out (`agents=false`). Scores are `scored` when given, else
     computed from `score_rows` (default `rows`). Agents by state count `state_rows` (default `rows`): the
-    whole floor, whatever the scope.
+    whole floor, whatever the scope. `memo` keeps each agent's values between calls for rows that carry a
+    `version` (the floor cache's): only the KPIs made of time in state are worked out again while it holds.
     """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     alerts = list(alerts)
@@ -112,9 +152,10 @@ def build(
         sums = row.sums[window_s]
         if team_filter is not None and row.team != team_filter:
             continue
-        values = w.kpis_from_sums(sums)
         muted = agent_mutes.get(row.agent_id, set())
-        breaches, levels = _levels(settings, row.team, sums, values, muted, _watched(settings, row.team, watched))
+        values, breaches, levels = _agent_values(row, window_s, settings, _watched(settings, row.team, watched), memo)
+        for kpi in muted:
+            levels.pop(kpi, None)
         _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
         agents_out.append(
             {

@@ -41,8 +41,10 @@ class FloorClosed:
 
     def change(self, old: states.Tally | None, new: states.Tally | None) -> None:
         """Replace an agent's intervals `old` by `new` (either may be None)."""
-        points = _points(new)
-        for key, d in _points(old).items():
+        # A new tally usually extends the old one: only the intervals from where they part differ.
+        start = max(0, _common_prefix(old, new) - 1)
+        points = _points(new, start)
+        for key, d in _points(old, start).items():
             points[key] = points.get(key, 0) - d
         for (t, i), d in points.items():
             if d:
@@ -77,11 +79,23 @@ class FloorClosed:
                 self._buckets.pop(b, None)
 
 
-def _points(t: states.Tally | None) -> dict[tuple[int, int], int]:
+def _common_prefix(a: states.Tally | None, b: states.Tally | None) -> int:
+    """How many leading marks two tallies share (same ts and state)."""
+    if a is None or b is None:
+        return 0
+    n = min(len(a.ts), len(b.ts))
+    i = 0
+    while i < n and a.ts[i] == b.ts[i] and a.fields[i] == b.fields[i]:
+        i += 1
+    return i
+
+
+def _points(t: states.Tally | None, start: int = 0) -> dict[tuple[int, int], int]:
+    """The change points of a tally's intervals from the `start`-th on."""
     out: dict[tuple[int, int], int] = {}
     if t is None:
         return out
-    for i in range(len(t.ts) - 1):
+    for i in range(start, len(t.ts) - 1):
         if t.fields[i]:
             j = _INDEX[t.fields[i]]
             out[(t.ts[i], j)] = out.get((t.ts[i], j), 0) + 1
@@ -103,6 +117,7 @@ class StateTime:
         self._tallies: dict[str, states.Tally] = {}
         self._members: dict[str | None, set[str]] = {}
         self._floor = FloorClosed()
+        self._edges: dict[tuple[int, int], tuple[int, int]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
         """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
@@ -130,9 +145,15 @@ class StateTime:
                     del self._members[old.team]
 
     def edges(self, now_ms: int, window_s: int) -> tuple[int, int]:
-        """[start, end) in ms of the window's buckets ending now."""
-        lo, hi = w.window_buckets(now_ms, window_s, self.tz)
-        return (lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS
+        """[start, end) in ms of the window's buckets ending now (worked out once per now and window)."""
+        key = (now_ms, window_s)
+        out = self._edges.get(key)
+        if out is None:
+            if len(self._edges) > 64:
+                self._edges.clear()
+            lo, hi = w.window_buckets(now_ms, window_s, self.tz)
+            out = self._edges[key] = ((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
+        return out
 
     def agent_ms(self, agent: str, now_ms: int, window_s: int) -> w.Sums:
         """An agent's ms per state field in the window ending now (zeros left out)."""

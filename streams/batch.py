@@ -82,16 +82,6 @@ class Plan:
     timed: set[str] = field(default_factory=set)  # agents whose time in state it may change (state events)
 
 
-def customer_key(ns: str, customer_id: str) -> str:
-    """Redis key of a customer's call history (FCR)."""
-    return f"{ns}s:c:{customer_id}"
-
-
-def ticket_key(ns: str, ticket_id: str) -> str:
-    """Redis key of a ticket's creation/first reply (response time)."""
-    return f"{ns}s:t:{ticket_id}"
-
-
 def chunk_key(ns: str, agent: str, chunk: int) -> str:
     """Redis key of one agent's chunk of buckets."""
     return f"{ns}b:{agent}:{chunk}"
@@ -128,9 +118,9 @@ def state_keys(items: Sequence[Item], ns: str) -> set[str]:
         if e is None or it.result != "ok":
             continue
         if kpis.is_fcr_call(e):
-            found.add(customer_key(ns, e.customer_id))  # type: ignore[arg-type]
+            found.add(keys.customer_key(ns, e.customer_id))  # type: ignore[arg-type]
         elif e.type in ("ticket.created", "ticket.replied"):
-            found.add(ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
+            found.add(keys.ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
         elif e.type in queues.QUEUE_EVENTS:
             found.add(keys.queue_call_key(ns, e.call_id))  # type: ignore[arg-type]
         elif e.type == "agent.state":
@@ -199,10 +189,10 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
                 if e.campaign is not None:
                     _register(registry, "campaigns", e.campaign, e.ts_ms)
             if kpis.is_fcr_call(e):
-                key = customer_key(ns, e.customer_id)  # type: ignore[arg-type]
+                key = keys.customer_key(ns, e.customer_id)  # type: ignore[arg-type]
                 calls_by_key[key].append(kpis.Call(e.ts_ms, e.event_id, e.agent_id, e.resolved))  # type: ignore[arg-type]
             elif e.type in ("ticket.created", "ticket.replied"):
-                tickets_by_key[ticket_key(ns, e.ticket_id)].append(e)  # type: ignore[arg-type]
+                tickets_by_key[keys.ticket_key(ns, e.ticket_id)].append(e)  # type: ignore[arg-type]
             if e.agent_id is not None:
                 agent = e.agent_id
                 if last_ts.get(agent, -1) < e.ts_ms:

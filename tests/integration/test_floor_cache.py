@@ -3,7 +3,8 @@
 A simulated floor goes through the worker's own batch path (`Processor`) into a real redis-server. After each
 slice of events, and then at random later times with no event (buckets leave windows, agents leave the floor),
 every agent, team and floor total the cache serves must equal what reading every agent from the store at that
-moment gives (`WindowStore.read_windows`, time in state from the buckets plus the open state up to now).
+moment gives (`WindowStore.read_windows`, time in state from the buckets plus the open state up to now), and
+the snapshot's agent rows built with values kept between snapshots (`memo`) must equal rows built afresh.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import redis.asyncio as aioredis
 from callpulse.embedded import EmbeddedRedis
 from callpulse.settings import Settings
 from callpulse.simulate import generate
+from monitor import snapshot
 from monitor.floorcache import FloorCache
+from monitor.snapshot import Memo
 from streams import windows as w
 from streams.processor import Processor, Record
 from streams.store import AgentWindows, WindowStore, namespace
@@ -42,8 +45,14 @@ async def _fresh(store: WindowStore, now_ms: int, windows_s: Sequence[int], rost
     return await store.read_windows(now_ms, windows_s, only=roster) if roster else []
 
 
-def _compare(cache: FloorCache, fresh: list[AgentWindows], now_ms: int, windows_s: Sequence[int]) -> None:
-    cached = {r.agent_id: r for r in cache.agents_at(now_ms, windows_s)}
+def _compare(
+    cache: FloorCache, fresh: list[AgentWindows], now_ms: int, windows_s: Sequence[int], settings: Settings, memo: Memo
+) -> None:
+    rows = cache.agents_at(now_ms, windows_s)
+    for ws in windows_s:  # agent rows built with values kept between snapshots are the ones built afresh
+        kept = snapshot.build(rows, window_s=ws, settings=settings, now_ms=now_ms, memo=memo)["agents"]
+        assert kept == snapshot.build(fresh, window_s=ws, settings=settings, now_ms=now_ms)["agents"], ws
+    cached = {r.agent_id: r for r in rows}
     assert set(cached) == {r.agent_id for r in fresh}, now_ms
     for row in fresh:
         mine = cached[row.agent_id]
@@ -82,6 +91,7 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
     clock = {"now": time.time()}
     cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"])
     windows_s = list(settings.windows_s)
+    memo: Memo = {}
     events: list[tuple[str, dict[str, Any]]] = list(
         generate(agents=12, rate=2.0, duration_s=1800, seed=seed, start_s=clock["now"] - 1800)
     )
@@ -98,10 +108,12 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             offset += size
             clock["now"] = time.time()
             now_ms = await cache.refresh()
-            _compare(cache, await _fresh(store, now_ms, windows_s, settings.longest_window_s), now_ms, windows_s)
+            fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo)
         for _ in range(12):  # no more events: windows slide, agents leave the floor
             clock["now"] += rnd.choice([3, 11, 97, 400, 1300])
             now_ms = await cache.refresh()
-            _compare(cache, await _fresh(store, now_ms, windows_s, settings.longest_window_s), now_ms, windows_s)
+            fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo)
     finally:
         await client.aclose()
