@@ -64,9 +64,9 @@ class FloorClosed:
             if c < chunk:
                 _add_into(acc, cell)
         for b in range(chunk * w.CHUNK_BUCKETS, k):
-            cell = self._buckets.get(b)
-            if cell is not None:
-                _add_into(acc, cell)
+            part = self._buckets.get(b)
+            if part is not None:
+                _add_into(acc, part)
         n = len(CODES)
         return tuple(edge_ms * acc[i] - acc[n + i] for i in range(n))
 
