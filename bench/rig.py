@@ -51,10 +51,11 @@ class Sizes:
     catchup_seats: int = 10_000  # (9) the floor whose backlog a starting worker catches up on
     catchup_rate: float = 200.0  # (9) events/s of that floor
     floor_events: int = 30_000  # (10) per floor size in the floor-size sweep
+    reads_events: int = 1_000_000  # (11) events before the reads and memory are measured at 10,000 agents
 
 
 FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0, 3600.0)
-QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, 300.0, floor_events=15_000)
+QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, 300.0, floor_events=15_000, reads_events=100_000)
 
 
 class Bench:
