@@ -49,6 +49,7 @@ test: $(STAMP) system-deps kafka-fetch lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -73,4 +74,4 @@ constraints:
 	mv constraints.txt.new constraints.txt && rm -rf .venv-pin
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build/kafka
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build/kafka

@@ -9,8 +9,11 @@ into a fresh redis-server on a free port, then measures:
 
     python -m bench.floor --agents 10000 --events 1000000 --out /tmp/floor.json
 
-Events are spread over the last `--hours` hours (default 23, inside the 24 h horizon of `today`), so every
-one is retained.
+Events are spread at the floor's `--rate` (default 200 events/s, a 10,000-seat floor's: 1,000,000 events span
+83 minutes) or over `--hours` hours (inside the 24 h horizon of `today`, so every one is retained). The reads are
+then timed while the floor stays live: events keep arriving at `--rate` and the monitor's floor cache follows
+them in the background, as in production; `live` reports how many agents it re-read per second and the share
+of the time its refreshes took.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import json
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,8 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.phases import key_breakdown
-from callpulse.settings import Settings
+from callpulse.demo import SCORECARD_EXAMPLE
+from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
 from monitor.server import Monitor
 from streams.processor import Processor, Record
@@ -51,37 +55,50 @@ async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
     """The simulator sends no invalid events."""
 
 
-async def feed(settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> int:
-    """Send `events` simulator events (ts within the last `hours`) through the worker's batch path."""
-    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
-    proc = Processor(settings, store, _no_deadletter)
-    duration_s = hours * 3600
-    start_s = time.time() - duration_s - 60
-    offsets = {"calls": 0, "tickets": 0}
-    batch: list[Record] = []
-    sent = 0
-    for topic, event in generate(
-        agents=agents, rate=events / duration_s, duration_s=duration_s, seed=11, start_s=start_s
-    ):
-        key = event.get("agent_id") or event.get("ticket_id")
-        batch.append(Record(topic, 0, offsets[topic], key.encode() if key else None, orjson.dumps(event)))
-        offsets[topic] += 1
-        sent += 1
-        if len(batch) >= settings.batch_max:
-            await proc.process(batch)
-            batch = []
-        if sent >= events:
-            break
-    if batch:
-        await proc.process(batch)
-    return sent
+class Feed:
+    """The simulator's floor sent straight through the worker's batch path: a backlog up to now, then more."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis, *, agents: int, events: int, hours: float) -> None:
+        self.store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+        self.proc = Processor(settings, self.store, _no_deadletter)
+        self.batch_max = settings.batch_max
+        duration_s = hours * 3600
+        now_s = time.time()
+        self.rate = events / duration_s
+        # Ends a little ahead of now: what `more` sends between the timed reads (ts up to a minute ahead).
+        self.events = generate(agents=agents, rate=self.rate, duration_s=duration_s + 60, seed=11,
+                               start_s=now_s - duration_s)  # fmt: skip
+        self.offsets = {"calls": 0, "tickets": 0}
+        self.sent = 0
+
+    async def send(self, n: int) -> int:
+        """Send the next `n` events (fewer when the stream ends); returns how many were sent."""
+        batch: list[Record] = []
+        done = 0
+        for topic, event in self.events:
+            key = event.get("agent_id") or event.get("ticket_id")
+            batch.append(Record(topic, 0, self.offsets[topic], key.encode() if key else None, orjson.dumps(event)))
+            self.offsets[topic] += 1
+            done += 1
+            if len(batch) >= self.batch_max:
+                await self.proc.process(batch)
+                batch = []
+            if done >= n:
+                break
+        if batch:
+            await self.proc.process(batch)
+        self.sent += done
+        return done
 
 
-async def timed(make: Any, repeat: int) -> tuple[float, int]:
-    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes."""
+async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int]:
+    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes; `between()`
+    runs before each call, untimed (new events, so a read never just repeats the one before)."""
     times: list[float] = []
     size = 0
     for _ in range(repeat):
+        if between is not None:
+            await between()
         t0 = time.perf_counter()
         out = await make()
         body = out if isinstance(out, bytes) else orjson.dumps(out)
@@ -90,20 +107,41 @@ async def timed(make: Any, repeat: int) -> tuple[float, int]:
     return statistics.median(times), size
 
 
+async def _pause() -> None:
+    await asyncio.sleep(0.2)
+
+
+async def _keep_sending(feed: Feed, rate: float) -> None:
+    """The floor's events in real time: a tenth of a second's worth every 0.1 s."""
+    step = max(1, round(rate / 10))
+    while True:
+        t0 = time.perf_counter()
+        if not await feed.send(step):
+            return
+        await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
+
+
 async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     """Load the floor and take every figure."""
     settings = Settings(redis_url=url, topic_prefix="floor.")
+    if args.config:  # windows, rules and scorecard of a config file (default: the demo's telesales scorecard)
+        text = args.config.read_text(encoding="utf-8")
+        settings = replace(settings, config_path=str(args.config), **load_thresholds(text))
     client = aioredis.Redis.from_url(url)
     ns = namespace(settings.topic_prefix)
     mem0 = (await client.info("memory"))["used_memory"]
+    hours = args.hours if args.hours else args.events / args.rate / 3600
     t0 = time.perf_counter()
-    sent = await feed(settings, client, agents=args.agents, events=args.events, hours=args.hours)
+    feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
+    await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
+    sent = await feed.send(args.events)
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
     kinds = await key_breakdown(client, ns, sample=300)
     out: dict[str, Any] = {
         "agents": args.agents,
         "events": sent,
+        "hours": round(hours, 2),
         "load_s": round(load_s, 1),
         "load_events_per_s": round(sent / load_s),
         "redis_used_bytes": mem1 - mem0,
@@ -112,21 +150,32 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     }
     monitor = Monitor(settings, client)
     some_team = await _a_team(monitor)
-    window = args.window
-    for label, kwargs in (
-        ("full", {}),
-        ("team", {"team": some_team}),
-        ("agents_false", {"agents": False}),
-    ):
-        try:
-            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(window, **kw), args.repeat)
-        except TypeError:  # a monitor without agents=False
-            continue
-        out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
-    ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2))
-    body = await monitor.collector.scrape()
-    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-    out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+    # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
+    # monitor's own refresher follows them, as in production; each read is timed alone.
+    live = asyncio.create_task(_keep_sending(feed, args.rate))
+    # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
+    cache = getattr(monitor, "floor", None)
+    refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
+    reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
+    try:
+        for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
+            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
+            out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
+        ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
+        body = await monitor.collector.scrape()
+        series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+        out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+    finally:
+        live.cancel()
+        refresher.cancel()
+        await asyncio.gather(live, refresher, return_exceptions=True)
+    live_s = time.perf_counter() - t_live
+    out["live"] = {
+        "seconds": round(live_s, 1),
+        "events_per_s": args.rate,
+        "agents_read_per_s": round((getattr(cache, "reads", 0) - reads0) / live_s, 1),
+        "cache_refresh_share": round((getattr(cache, "refresh_s", 0.0) - cache_s0) / live_s, 3),
+    }
     await client.aclose()
     return out
 
@@ -142,10 +191,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--agents", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--hours", type=float, default=23.0)
+    parser.add_argument(
+        "--rate", type=float, default=200.0, help="the floor's events/s: the events span events/rate (default)"
+    )
+    parser.add_argument("--hours", type=float, default=0.0, help="spread the events over this many hours instead")
     parser.add_argument("--window", default="15m")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--config", type=Path, default=SCORECARD_EXAMPLE, help="settings file (windows, scorecard)")
     args = parser.parse_args(argv)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,4 +222,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -202,7 +202,7 @@ async def run_load(
                 res.alert_s.append(at - alert_pending.pop(agent))
 
     async def applied() -> int:
-        raw = await poll_client.hgetall(f"{ns}stats")
+        raw = cast("dict[bytes, bytes]", await poll_client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
         total = 0
         for k, v in raw.items():
             topic, _, result = k.decode().partition("|")

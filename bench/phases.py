@@ -10,7 +10,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -232,8 +232,9 @@ async def steady_load(
         alert_interval_s=s.alert_interval_s,
     )
     elapsed = time.perf_counter() - t0
-    stats = {k.decode(): int(v) for k, v in (await client.hgetall(f"{ns}stats")).items()}
-    out = {
+    raw = cast("dict[bytes, bytes]", await client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
+    stats = {k.decode(): int(v) for k, v in raw.items()}
+    out: dict[str, Any] = {
         "rate": res.background_rate_per_s,
         "duration_s": res.duration_s,
         "lag_n": len(res.lag_s),
@@ -275,12 +276,19 @@ KEY_KINDS = {
     "d:": "dedupe shards d:*",
     "o:": "invalid-offset marks o:*",
     "b:": "agent chunks b:*",
-    "t:": "team chunks t:*",
-    "f:": "floor chunks f:*",
-    "tm:": "team rosters tm:*",
+    "t:": "team chunks t:* (before)",
+    "f:": "floor chunks f:* (before)",
+    "tm:": "team rosters tm:* (before)",
     "s:c:": "customer states s:c:*",
     "s:t:": "ticket states s:t:*",
+    "s:q:": "queued-call states s:q:*",
+    "s:a:": "agent state histories s:a:*",
     "m:": "agent meta m:*",
+    "qb:": "queue chunks qb:*",
+    "qw:": "waiting calls qw:*",
+    "cb:": "campaign chunks cb:*",
+    "cc:": "campaign days cc:*, cz:*",
+    "cz:": "campaign days cc:*, cz:*",
 }
 
 

@@ -16,6 +16,7 @@ class Child(Proc):
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
         super().__init__(name, [], env, log_path, argv=argv)
+        self.web_port: int | None = None  # a worker's /metrics port (set by bench.rig.Bench.worker)
 
     @classmethod
     def callpulse(cls, name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> Child:

@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from bench import floorsize
+from bench import floorsize, reads
 from bench.stats import span
 
 TARGET_E2E_RATE = 25_000
@@ -120,6 +120,7 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     row10 = floorsize.summary_row(results)
     if row10 is not None:
         out.append(row10)
+    out += reads.summary_rows(results)
     return out
 
 
@@ -265,7 +266,7 @@ def findings(results: dict[str, Any]) -> str:
             "cut at offsets when `until` is given."
         )
     mem = m.get("memory") if m else None
-    if mem:
+    if m and mem:
         kinds = mem["kinds"]
         dedupe = kinds.get("dedupe marks e:*", {"keys": 0, "est_bytes": 0.0})
         keys = sum(k["keys"] for k in kinds.values())
@@ -475,6 +476,7 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
         lines += _profile_section(cu.get("profile"))
         lines.append("")
     lines += floorsize.section(results)
+    lines += reads.section(results)
     m = results.get("million")
     ident = _get(results, "e2e", "identity")
     if m:

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import redis.asyncio as aioredis
@@ -51,10 +51,11 @@ class Sizes:
     catchup_seats: int = 10_000  # (9) the floor whose backlog a starting worker catches up on
     catchup_rate: float = 200.0  # (9) events/s of that floor
     floor_events: int = 30_000  # (10) per floor size in the floor-size sweep
+    reads_events: int = 1_000_000  # (11) events before the reads and memory are measured at 10,000 agents
 
 
 FULL = Sizes(200_000, 30_000, 1_000_000, 3.0, 25.0, 200, 0.5, 15.0, 200.0, 3600.0)
-QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, 300.0, floor_events=15_000)
+QUICK = Sizes(20_000, 10_000, 50_000, 2.0, 5.0, 50, 0.5, 4.0, 30.0, 300.0, floor_events=15_000, reads_events=100_000)
 
 
 class Bench:
@@ -98,7 +99,7 @@ class Bench:
             env["PYTHONPATH"] = str(code)  # ahead of the editable install of this tree
         log_path = self.workdir / f"worker{n}.log"
         child = Child.callpulse(f"worker{n}", worker_args(settings, web_port=port), env, log_path)
-        child.web_port = port  # type: ignore[attr-defined]
+        child.web_port = port
         return self.cleanup.child(child)
 
     def cpu(self, what: EmbeddedBroker | EmbeddedRedis) -> float:
@@ -161,7 +162,7 @@ async def prefill(settings: Settings, n: int, *, agents: int, seed: int) -> dict
 
 
 async def stats_counts(client: aioredis.Redis, ns: str) -> dict[str, int]:
-    raw = await client.hgetall(f"{ns}stats")
+    raw = cast("dict[bytes, bytes]", await client.hgetall(f"{ns}stats"))  # bytes: not decode_responses
     counts = dict.fromkeys(RESULTS, 0)
     for k, v in raw.items():
         topic, _, result = k.decode().partition("|")
@@ -237,8 +238,10 @@ def scrape(port: int) -> dict[str, float]:
 
 
 async def worker_metrics(child: Child) -> dict[str, float]:
+    if child.web_port is None:
+        raise ValueError(f"{child.name} has no web port: only workers started by Bench.worker serve /metrics")
     try:
-        return await asyncio.to_thread(scrape, child.web_port)  # type: ignore[attr-defined]
+        return await asyncio.to_thread(scrape, child.web_port)
     except OSError:
         return {}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import pickle
 import random
@@ -38,7 +39,7 @@ if str(REPO) not in sys.path:
 import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
-from bench import report  # noqa: E402
+from bench import reads, report  # noqa: E402
 from bench.floorsize import FLOOR_SIZES, floor_sweep  # noqa: E402
 from bench.phases import callpulse_run, catch_up, million, naive_baseline, raw_ceiling, steady_load  # noqa: E402
 from bench.procs import Cleanup  # noqa: E402
@@ -51,7 +52,7 @@ from bench.stats import span  # noqa: E402
 # The before worker may be very slow on a busy machine: it is timed over what it does in this long.
 BEFORE_CAP_S = 150.0
 
-PARTS = ("throughput", "before", "scale", "floorsize", "load", "replay", "catchup")
+PARTS = ("throughput", "before", "scale", "floorsize", "reads", "load", "replay", "catchup")
 
 
 def _ms(x: float | None) -> str:
@@ -112,6 +113,13 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             fl = r["floor"]
             say(f"  {max(FLOOR_SIZES):,} agents vs {min(FLOOR_SIZES):,}: {fl['ratio']:.2f}x the events/s, "
                 f"{fl['cost_ratio']:.2f}x the events per CPU-second (worker + Redis)")  # fmt: skip
+
+        if "reads" in parts:
+            say(f"(11) reads and memory at {reads.AGENTS:,} agents: {s.reads_events:,} events")
+            r["reads"] = reads.measure(s.reads_events, b.workdir, REPO)
+            rd = r["reads"]
+            say(f"  {rd['bytes_per_event']:.0f} B per event; snapshot team {rd['snapshot_team']['median_ms']:,.0f} ms, "
+                f"full {rd['snapshot_full']['median_ms']:,.0f} ms")  # fmt: skip
 
         if "load" in parts:
             say("(4)(5) steady 2,000 events/s: lag and websocket alert latency")
@@ -198,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a line to add to the report (e.g. what else was running)")
     parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts (repeatable; development)")
     parser.add_argument(
+        "--reads-before",
+        metavar="JSON",
+        help="bench/floor.py's --out file from older code: its reads and memory are shown as 'before' in (11)",
+    )
+    parser.add_argument(
         "--floor-before",
         metavar="RESULTS",
         help="a saved run's results.pkl, measured on older code: its floor-size sweep is shown as 'before'",
@@ -257,8 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.floor_before:
         bench.results["floor_before"] = _floor_of(args.floor_before)
-    with open(workdir / "results.pkl", "wb") as f:
-        pickle.dump({"env": env, "results": bench.results}, f)
+    if args.reads_before:  # bench/floor.py's JSON from older code (run it there with --out)
+        bench.results["reads_before"] = json.loads(Path(args.reads_before).read_text())
+    with open(workdir / "results.pkl", "wb") as results_file:
+        pickle.dump({"env": env, "results": bench.results}, results_file)
     if interrupted:
         print(f"bench: what was measured is in {workdir / 'results.pkl'} (--render-from it)", file=sys.stderr)
         return 130

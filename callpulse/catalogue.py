@@ -195,17 +195,26 @@ class Kpi:
 
     def result(self, sums: Mapping[str, int]) -> float | int | None:
         """The KPI from summed counters; None when the denominator is 0, counts and sums never None."""
-        num = sum(int(sums.get(c, 0)) for c in self._num_codes)
-        if self.is_ratio:
-            den = sum(int(sums.get(c, 0)) for c in self._den_codes) * self._divisor
-            return None if den == 0 else self.scale * num / den
+        # Called for every KPI of every agent on each read: one counter (the usual case) is a plain lookup.
+        codes = self._num_codes
+        num = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+        if self.den:
+            codes = self._den_codes
+            den = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+            return None if den == 0 else self.scale * num / (den * self._divisor)
         if self._divisor == 1 and self.scale == 1.0:
             return num
         return self.scale * num / self._divisor
 
     def samples(self, sums: Mapping[str, int]) -> int:
         """The sample count behind the value (what `min_samples` compares with)."""
-        return sum(int(sums.get(c, 0)) for c in self._sample_codes)
+        codes = self._sample_codes
+        return sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+
+    @property
+    def codes(self) -> frozenset[str]:
+        """Every counter code the value or its sample count reads."""
+        return frozenset((*self._num_codes, *self._den_codes, *self._sample_codes))
 
 
 CATALOGUE: tuple[Kpi, ...] = (
@@ -486,6 +495,7 @@ QUEUE_LIVE: tuple[Live, ...] = (
 QUEUE_BY_KEY: dict[str, Kpi] = {k.key: k for k in QUEUE_CATALOGUE}
 QUEUE_KPI_KEYS: tuple[str, ...] = (*QUEUE_BY_KEY, *(k.key for k in QUEUE_LIVE))
 LIVE_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in QUEUE_LIVE)
+QUEUE_ALL: tuple[Kpi | Live, ...] = (*QUEUE_CATALOGUE, *QUEUE_LIVE)  # windowed, then live
 # Campaign KPIs: the agents' outbound abandonment over a campaign's buckets, rolling and 24h/30d.
 CAMPAIGN_CATALOGUE: tuple[Kpi, ...] = (BY_KEY["outbound_abandon_rate"],)
 CAMPAIGN_KPI_KEYS: tuple[str, ...] = tuple(k.key for k in CAMPAIGN_CATALOGUE)
@@ -511,6 +521,6 @@ def describe() -> list[dict[str, object]]:
             "scope": scope,
             "live": isinstance(k, Live),
         }
-        for scope, kpis in (("agent", CATALOGUE), ("queue", (*QUEUE_CATALOGUE, *QUEUE_LIVE)))
+        for scope, kpis in (("agent", CATALOGUE), ("queue", QUEUE_ALL))
         for k in kpis
     ]

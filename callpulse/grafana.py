@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -39,6 +39,7 @@ from callpulse.promql import (
 from callpulse.settings import Rule, Settings
 
 Panel = stat.Panel | timeseries.Panel
+PanelT = TypeVar("PanelT", stat.Panel, timeseries.Panel)  # the helpers return the kind of panel they are given
 _DATASOURCE = model.DataSourceRef(type_val=DATASOURCE["type"], uid=DATASOURCE["uid"])
 
 
@@ -80,7 +81,7 @@ def _target(expr: str, ref_id: str, *, legend: str = "", instant: bool = True) -
     return query.editor_mode(prometheus_model.QueryEditorMode.CODE)
 
 
-def _look(panel: Panel, kpi: str | None, *, unit: str, decimals: int, steps: list[dict[str, Any]]) -> Panel:
+def _look(panel: PanelT, kpi: str | None, *, unit: str, decimals: int, steps: list[dict[str, Any]]) -> PanelT:
     """Unit, decimals, thresholds and the '-' shown for a null ratio (absent from /metrics) instead of No data."""
     panel = panel.unit(unit).decimals(decimals).no_value("-").thresholds(_thresholds(steps)).datasource(_DATASOURCE)
     if unit == "percentunit":
@@ -90,7 +91,7 @@ def _look(panel: Panel, kpi: str | None, *, unit: str, decimals: int, steps: lis
     return panel
 
 
-def _override(panel: Panel, ref_id: str, kpi: str, steps: list[dict[str, Any]], *, name: str | None = None) -> Panel:
+def _override(panel: PanelT, ref_id: str, kpi: str, steps: list[dict[str, Any]], *, name: str | None = None) -> PanelT:
     look = KPI_LOOKS[kpi]
     props = [
         model.DynamicConfigValue(id_val="unit", value=look.unit),
@@ -180,7 +181,7 @@ def _score_stat(settings: Settings, title: str, metric: str, matchers: tuple[Mat
         return []
     expr = selector(metric, (*matchers, ("window", "=", card.window)))
     total = card.total_weight
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"color": "red", "value": None},
         {"color": "orange", "value": total / 2},
         {"color": "green", "value": total * 0.8},

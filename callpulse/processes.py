@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from callpulse.settings import WORKER_FLAGS, Settings
 
@@ -66,7 +66,7 @@ class Proc:
         self.popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
-    def start(self) -> Proc:
+    def start(self) -> Self:
         """Spawn the process in its own process group (so Ctrl-C reaches only the parent)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -128,11 +128,11 @@ class Proc:
             return ""
 
 
-def wait_until(predicate: object, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     """Poll a zero-argument callable until truthy; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(interval_s)
     raise TimeoutError(f"{what} not ready after {timeout_s:.0f} s")

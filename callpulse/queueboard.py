@@ -26,9 +26,9 @@ _UNITS = {"seconds": ("s", 0), "ratio": ("percentunit", 1), "count": ("none", 0)
 
 def _look(kpi: str) -> tuple[str, str, int]:
     """(title, Grafana unit, decimals) of a queue or campaign KPI, from the catalogue."""
-    decl = catalogue.QUEUE_BY_KEY.get(kpi) or catalogue.BY_KEY.get(kpi)
+    decl: catalogue.Kpi | catalogue.Live | None = catalogue.QUEUE_BY_KEY.get(kpi) or catalogue.BY_KEY.get(kpi)
     if decl is None:
-        decl = next(k for k in catalogue.QUEUE_LIVE if k.key == kpi)  # type: ignore[assignment]
+        decl = next(k for k in catalogue.QUEUE_LIVE if k.key == kpi)
     unit, decimals = _UNITS.get(decl.unit, ("none", 2))
     return decl.title, unit, decimals
 

@@ -165,7 +165,7 @@ def redacted_url(url: str) -> str:
     return f"{host}:{port}" if port is not None else host
 
 
-def default_rule(kpi: catalogue.Kpi) -> Rule | None:
+def default_rule(kpi: catalogue.Kpi | catalogue.Live) -> Rule | None:
     """The built-in rule of a catalogue KPI: its field target, on the bad side of its `better` direction."""
     d = kpi.default_rule
     if d is None:
@@ -184,8 +184,8 @@ DEFAULT_RULES: dict[str, Rule] = {k.key: r for k in catalogue.CATALOGUE if (r :=
 
 DEFAULT_QUEUE_RULES: dict[str, Rule] = {
     k.key: dataclasses.replace(r, window=LIVE_WINDOW) if k.key in LIVE_QUEUE_KPIS else r
-    for k in (*catalogue.QUEUE_CATALOGUE, *catalogue.QUEUE_LIVE)
-    if (r := default_rule(k)) is not None  # type: ignore[arg-type]
+    for k in catalogue.QUEUE_ALL
+    if (r := default_rule(k)) is not None
 }
 DEFAULT_CAMPAIGN_RULES: dict[str, Rule] = {
     key: r

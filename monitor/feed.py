@@ -108,8 +108,8 @@ class Client:
                 while not self.closed and (self._alerts or self._snapshot is not None):
                     if self._alerts:
                         text = self._alerts.popleft()
-                    else:
-                        text, self._snapshot = self._snapshot, None  # type: ignore[assignment]
+                    elif self._snapshot is not None:  # always, by the loop's condition
+                        text, self._snapshot = self._snapshot, None
                         if self._snapshot_version is not None:
                             self.sent_version = self._snapshot_version
                     try:

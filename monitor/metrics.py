@@ -1,27 +1,29 @@
-"""Prometheus exposition: KPI gauges, alerts and event counters read from Redis at scrape time.
+"""Prometheus exposition: KPI gauges, alerts and event counters, current at scrape time.
 
 Two collectors, each rendering the registry it is registered in (injected, never the global default):
 - `KpiCollector` for `/metrics`: team, floor, queue and pipeline series. Team and floor values come from
-  the store's pre-aggregated chunks, so its cost and size follow the number of teams, not of agents.
+  the monitor's floor cache (monitor/floorcache.py), which keeps them as agents change, so its size follows
+  the number of teams, not of agents.
 - `AgentCollector` for `/metrics/agents`: the per-agent series (`callpulse_agent_kpi`,
   `callpulse_agent_score`), one per agent, KPI and window; scrape it less often (every 30 s in our
   prometheus.yml) — at 10,000 agents it is ~150k series.
-Neither keeps anything between scrapes: `scrape()` reads the store, then renders.
+Each `scrape()` refreshes the floor cache (reading what changed since), then renders.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from callpulse.settings import Settings, window_name
 from monitor import queueview
-from monitor.snapshot import scores as snapshot_scores
+from monitor.exposition import render
+from monitor.floorcache import FloorCache
+from monitor.snapshot import Scores
 from streams import campaigns, queues, states
 from streams import windows as w
 from streams.queuestore import QueueStore
@@ -31,13 +33,12 @@ TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
 
 
-def _score_families(rows: list[Any], settings: Settings, *, agents: bool) -> Iterator[Metric]:
+def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agents: bool) -> Iterator[Metric]:
     """callpulse_agent_score (agents=True), or callpulse_team_score and callpulse_floor_score."""
     card, window_s = settings.scorecard, settings.score_window_s
     if card is None or window_s is None:
         return
     name = window_name(window_s)
-    scores = snapshot_scores(rows, settings)
     if agents:
         agent = GaugeMetricFamily(
             "callpulse_agent_score",
@@ -65,19 +66,22 @@ def _score_families(rows: list[Any], settings: Settings, *, agents: bool) -> Ite
 class AgentCollector:
     """Yields the per-agent families (`/metrics/agents`) from data fetched by the current scrape."""
 
-    def __init__(self, settings: Settings, store: WindowStore, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, store: WindowStore, registry: CollectorRegistry, floor: FloorCache) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.floor = floor
         self._rows: list[Any] | None = None
+        self._scores = Scores()
         registry.register(self)
 
     async def scrape(self) -> bytes:
-        """Read every agent on the floor now and render the exposition text."""
-        now_ms = int(time.time() * 1000)
-        self._rows = await self.store.read_windows(now_ms, list(self.settings.windows_s))
+        """Every agent on the floor now (from the floor cache, refreshed first), rendered as exposition text."""
+        now_ms = await self.floor.refresh()
+        self._rows = self.floor.agents_at(now_ms, list(self.settings.windows_s))
+        self._scores = self.floor.scores_at(now_ms, self.settings)
         try:
-            return generate_latest(self.registry)
+            return render(self.registry)
         finally:
             self._rows = None
 
@@ -96,16 +100,17 @@ class AgentCollector:
                     if value is not None:
                         agent.add_metric([row.agent_id, row.team or "", kpi, name], value)
         yield agent
-        yield from _score_families(rows, self.settings, agents=True)
+        yield from _score_families(rows, self._scores, self.settings, agents=True)
 
 
 class KpiCollector:
     """Yields callpulse_* families from data fetched by the current scrape."""
 
-    def __init__(self, settings: Settings, store: WindowStore, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: Settings, store: WindowStore, registry: CollectorRegistry, floor: FloorCache) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.floor = floor
         self.queues = QueueStore(store.client, store.ns, tz=store.tz)
         self._data: dict[str, Any] | None = None
         self.clients = lambda: 0
@@ -113,18 +118,15 @@ class KpiCollector:
 
     async def scrape(self) -> bytes:
         """Read Redis now and render the exposition text."""
-        now_ms = int(time.time() * 1000)
+        now_ms = await self.floor.refresh()
         windows_s = list(self.settings.windows_s)
-        roster_s = self.settings.longest_window_s
-        teams = await self.store.read_teams(now_ms, windows_s, roster_s)
-        floor_agents, floor_sums = await self.store.read_floor(now_ms, windows_s, roster_s)
-        score_rows: list[Any] = []
-        if self.settings.scorecard is not None and self.settings.score_window_s is not None:
-            score_rows = await self.store.read_windows(now_ms, [self.settings.score_window_s])
+        teams = self.floor.teams_at(now_ms, windows_s)
+        floor_agents, floor_sums = self.floor.floor_at(now_ms, windows_s)
+        scores = self.floor.scores_at(now_ms, self.settings)
         stats = await self.store.read_stats()
         raw_alerts = await self.store.client.hvals(f"{self.store.ns}alerts")
         settings = self.settings
-        presence = await self.queues.team_states(await self.store.active_agents(now_ms, roster_s))
+        presence = {a: (row.team, row.state) for a, row in self.floor.rows.items()}
         queue_rows = await self.queues.queues(
             now_ms,
             windows_s,
@@ -132,7 +134,9 @@ class KpiCollector:
             max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
             lookback_ms=settings.max_wait_s * 1000,
         )
-        named, floor_campaign = await self.queues.campaigns(now_ms, windows_s)
+        named, floor_campaign = await self.queues.campaigns(
+            now_ms, windows_s, settled_before_ms=self.floor.settled_before_ms(now_ms), generation=self.floor.generation
+        )
         self._data = {
             "teams": teams,
             "floor_agents": floor_agents,
@@ -140,7 +144,7 @@ class KpiCollector:
             "stats": stats,
             "alerts": raw_alerts,
             "windows": windows_s,
-            "score_rows": score_rows,
+            "scores": scores,
             "presence": presence,
             "queues": queue_rows,
             "campaigns": named,
@@ -148,7 +152,7 @@ class KpiCollector:
             "now_ms": now_ms,
         }
         try:
-            return generate_latest(self.registry)
+            return render(self.registry)
         finally:
             self._data = None
 
@@ -178,7 +182,7 @@ class KpiCollector:
                 floor.add_metric(["outbound_abandon_rate", name], value)
         yield team
         yield floor
-        yield from _score_families(data["score_rows"], self.settings, agents=False)
+        yield from _score_families([], data["scores"], self.settings, agents=False)
         yield from self._queue_families(data)
         active = GaugeMetricFamily(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]

@@ -10,6 +10,7 @@ teams, floor: states ({state: agents in it})
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +67,7 @@ def queue_section(
         values = queue_values(sums, row.waiting, row.oldest_entry_ms, now_ms)
         breaches, levels = _levels(
             values,
-            lambda kpi, q=row.queue: settings.queue_rule_for(kpi, q),  # type: ignore[misc]
+            functools.partial(settings.queue_rule_for, queue=row.queue),
             queue_samples(sums, row.waiting),
         )
         out.append(

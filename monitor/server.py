@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -35,6 +35,7 @@ from monitor import audit, openapi, snapshot
 from monitor.auth import REFUSAL, Role, may_act, role_of
 from monitor.delta import FloorView
 from monitor.feed import Client
+from monitor.floorcache import FloorCache
 from monitor.methods import ALLOWED_METHODS, MethodGuardConnection
 from monitor.metrics import AgentCollector, KpiCollector
 from streams.alerts import Alert, iso
@@ -47,6 +48,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 SNAPSHOT_HEARTBEAT_S = 2.0
+CACHE_REFRESH_S = 0.25  # the floor cache follows changes in the background: a read then has little left to fetch
 REDIS_MAX_CONNECTIONS = 64
 
 
@@ -71,6 +73,12 @@ def _agents_flag(query: Mapping[str, list[str]]) -> bool | None:
     return {"true": True, "1": True, "false": False, "0": False}.get(raw)
 
 
+def _snooze_key(field: bytes) -> tuple[str, str, str]:
+    """A snoozes hash field, written as 'kpi|scope|subject', as (kpi, scope, subject)."""
+    kpi, scope, subject = field.decode().split("|", 2)
+    return kpi, scope, subject
+
+
 def _error_event(text: str) -> str:
     """A websocket error message; `message` repeats `error` for clients of the first edition."""
     return orjson.dumps({"type": "error", "error": text, "message": text}).decode()
@@ -88,9 +96,12 @@ class Monitor:
         self.queues = QueueStore(client, self.store.ns, tz=settings.tz)
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
-        self.collector = KpiCollector(settings, self.store, self.registry)
+        # Every read (snapshots, /ws, /metrics) serves from one cache of the floor, refreshed by what changed.
+        self.floor = FloorCache(self.store, settings.windows_s, settings.longest_window_s)
+        self._memo: snapshot.Memo = {}  # agents' KPI values between snapshots (monitor/snapshot.py)
+        self.collector = KpiCollector(settings, self.store, self.registry, self.floor)
         self.collector.clients = lambda: len(self.clients)
-        self.agent_collector = AgentCollector(settings, self.store, CollectorRegistry())
+        self.agent_collector = AgentCollector(settings, self.store, CollectorRegistry(), self.floor)
         self.clients: set[Client] = set()
         self._dirty = asyncio.Event()
         self._floor_views: dict[str, FloorView] = {}  # window -> the full-floor view deltas are made against
@@ -137,10 +148,10 @@ class Monitor:
                 return _json(401, {"error": "missing or wrong token: scrape with 'Authorization: Bearer <token>'"})
             collector = self.collector if path == "/metrics" else self.agent_collector
             try:
-                body = await collector.scrape()
+                exposition = await collector.scrape()
             except redis.exceptions.RedisError as exc:
                 return _response(503, f"redis unavailable: {exc}\n".encode(), "text/plain; charset=utf-8")
-            return _response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+            return _response(200, exposition, "text/plain; version=0.0.4; charset=utf-8")
         if path.startswith("/static/"):
             return self._static(path.removeprefix("/static/"))
         if path == "/api/openapi.json":
@@ -157,7 +168,7 @@ class Monitor:
         if path == "/api/snapshot":
             query = parse_qs(url.query)
             window = (query.get("window") or [self.settings.window_names[0]])[0]
-            team = (query.get("team") or [None])[0]
+            team = query["team"][0] if query.get("team") else None
             if window not in self.settings.window_names:
                 allowed = ", ".join(self.settings.window_names)
                 return _json(400, {"error": f"window is {window!r}, must be one of {allowed}"})
@@ -233,8 +244,7 @@ class Monitor:
         acked_ids = {a.decode() for a in acked}
         snoozes: dict[tuple[str, str, str], int] = {}
         for field, until in raw_snoozes.items():
-            kpi, scope, subject = field.decode().split("|", 2)
-            snoozes[(kpi, scope, subject)] = int(until)
+            snoozes[_snooze_key(field)] = int(until)
         alerts = []
         for raw in raw_alerts:
             state = orjson.loads(raw)
@@ -256,36 +266,28 @@ class Monitor:
         return until is not None and until > now_ms
 
     async def snapshot(self, window: str, team: str | None = None, *, agents: bool = True) -> dict[str, Any]:
-        """The contract's snapshot for a window, read fresh from Redis; `team`/`agents=False` narrow its scope.
+        """The contract's snapshot for a window, current to now; `team`/`agents=False` narrow its scope.
 
-        Team and floor totals come from the store's pre-aggregated chunks, so a scoped snapshot reads the
-        team's agents at most, whatever the floor's size (with a scorecard, team and floor scores still need
-        every agent's score).
+        Served from the floor cache (monitor/floorcache.py): a refresh reads from Redis only the agents that
+        changed since the last one (by an event or by time), and team and floor totals are kept, so a scoped
+        snapshot costs what it shows, whatever the floor's size.
         """
-        now_ms = int(time.time() * 1000)
         window_s = self.settings.window_s(window)
         windows_s = self.settings.windows_for(window_s)
+        now_ms = await self.floor.refresh()
+        cache = self.floor
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
-        roster_s = self.settings.longest_window_s
-        if team is None:
-            roster = await self.store.active_agents(now_ms, roster_s) if agents else {}
-        else:
-            roster = await self.store.team_agents(team, now_ms, roster_s) if agents else {}
-        rows = await self.store.read_windows(now_ms, windows_s, only=roster) if roster else []
-        teams = await self.store.read_teams(now_ms, [window_s], roster_s, only=None if team is None else [team])
-        floor = await self.store.read_floor(now_ms, [window_s], roster_s)
-        score_rows = rows
-        if self.settings.scorecard is not None and (team is not None or not agents):
-            score_window = self.settings.score_window_s or window_s
-            everyone = await self.store.active_agents(now_ms, roster_s)
-            score_rows = await self.store.read_windows(now_ms, [score_window], only=everyone) if everyone else []
+        rows = cache.agents_at(now_ms, windows_s, team, every=team is None) if agents else []
+        teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
+        floor = cache.floor_at(now_ms, [window_s])
         queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
         alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
-            team_filter=team, teams=teams, floor=floor, include_agents=agents, score_rows=score_rows,
-            queue_rows=queue_rows, campaign_rows=campaign_rows,
+            team_filter=team, teams=teams, floor=floor, include_agents=agents,
+            scored=cache.scores_at(now_ms, self.settings), state_rows=list(cache.rows.values()),
+            queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"
@@ -300,8 +302,21 @@ class Monitor:
             max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
             lookback_ms=settings.max_wait_s * 1000,
         )
-        named, _floor = await self.queues.campaigns(now_ms, [window_s])
+        named, _floor = await self.queues.campaigns(
+            now_ms, [window_s], settled_before_ms=self.floor.settled_before_ms(now_ms), generation=self.floor.generation
+        )
         return queue_rows, named
+
+    async def _refresh_loop(self) -> None:
+        """Keep the floor cache close to the store, so a request's own refresh has little left to read."""
+        while True:
+            await asyncio.sleep(CACHE_REFRESH_S)
+            try:
+                await self.floor.refresh()
+            except redis.exceptions.RedisError as exc:
+                log.debug("floor cache refresh failed, Redis unavailable: %s", exc)
+            except Exception:
+                log.exception("floor cache refresh failed")
 
     async def _snapshot_loop(self) -> None:
         last_push = 0.0
@@ -376,12 +391,13 @@ class Monitor:
         now_ms = int(time.time() * 1000)
         try:
             acked = await self.redis.sismember(f"{self.ns}acked", msg["id"])
-            raw = await self.redis.hgetall(f"{self.ns}snoozes")
+            # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+            raw = cast("dict[bytes, bytes]", await self.redis.hgetall(f"{self.ns}snoozes"))
         except redis.exceptions.RedisError:
-            acked, raw = False, {}
-        snoozes = {tuple(k.decode().split("|", 2)): int(v) for k, v in raw.items()}
+            acked, raw = 0, {}
+        snoozes = {_snooze_key(k): int(v) for k, v in raw.items()}
         msg["acknowledged"] = bool(acked)
-        msg["muted"] = self._muted(msg, snoozes, now_ms)  # type: ignore[arg-type]
+        msg["muted"] = self._muted(msg, snoozes, now_ms)
         if msg["muted"] and msg["status"] == "firing":
             self._dirty.set()
             return
@@ -400,7 +416,7 @@ class Monitor:
         query = parse_qs(urlsplit(ws.request.path).query)
         role = role_of(self.settings, ws.request) or "viewer"  # process_request already refused a wrong token
         window = (query.get("window") or [self.settings.window_names[0]])[0]
-        team = (query.get("team") or [None])[0]
+        team = query["team"][0] if query.get("team") else None
         agents = _agents_flag(query) is not False
         client = Client(ws, window=window, team=team, max_alerts=max(16, self.settings.ws_queue_size),
                         send_timeout_s=10.0, agents=agents)  # fmt: skip
@@ -525,7 +541,11 @@ class Monitor:
             )
         except OSError as exc:
             raise bind_problem("CALLPULSE_HTTP (--http)", s.http_host, s.http_port, exc) from exc
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._snapshot_loop())]
+        self._tasks = [
+            asyncio.create_task(self._listen()),
+            asyncio.create_task(self._snapshot_loop()),
+            asyncio.create_task(self._refresh_loop()),
+        ]
         return self.server
 
     @property

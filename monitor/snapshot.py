@@ -10,22 +10,39 @@ from callpulse import catalogue
 from callpulse.scorecard import mean_score
 from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, window_name
 from monitor import queueview
+from streams import states
 from streams import windows as w
 from streams.alerts import iso, level
 from streams.queuestore import CampaignRow, QueueRow
 from streams.store import AgentWindows, TeamWindows
 
+Watched = list[tuple[str, Rule]]  # the KPIs with a rule for a subject, in catalogue order
+
+
+def _watched(settings: Settings, team: str | None, cache: dict[str | None, Watched]) -> Watched:
+    """The (kpi, rule) pairs that apply to a team's agents (team overrides first), computed once per team."""
+    out = cache.get(team)
+    if out is None:
+        out = cache[team] = [(k, r) for k in KPI_KEYS if (r := settings.rule_for(k, team)) is not None]
+    return out
+
 
 def _levels(
-    settings: Settings, team: str | None, sums: w.Sums, values: Mapping[str, Any], muted: set[str]
+    settings: Settings,
+    team: str | None,
+    sums: w.Sums,
+    values: Mapping[str, Any],
+    muted: set[str] | frozenset[str],
+    watched: Watched | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """Breached KPIs and their severity, by the thresholds (respecting min_samples); muted ones don't colour."""
     breaches: list[str] = []
     levels: dict[str, str] = {}
-    for kpi in KPI_KEYS:
-        rule = settings.rule_for(kpi, team)
+    if watched is None:
+        watched = _watched(settings, team, {})
+    for kpi, rule in watched:
         value = values.get(kpi)
-        if rule is None or value is None or w.samples(sums, kpi) < rule.min_samples:
+        if value is None or w.samples(sums, kpi) < rule.min_samples:
             continue
         hit = level(rule, value)
         if hit is None:
@@ -34,6 +51,43 @@ def _levels(
         if kpi not in muted:
             levels[kpi] = hit[0]
     return breaches, levels
+
+
+# KPIs made of time in state (occupancy) move with the clock; the others only when an agent's row changes.
+TIMED_KPIS: tuple[catalogue.Kpi, ...] = tuple(k for k in catalogue.CATALOGUE if k.codes & states.STATE_CODES)
+_TIMED_KEYS = frozenset(k.key for k in TIMED_KPIS)
+_ORDER = {k: i for i, k in enumerate(KPI_KEYS)}
+# (agent, window) -> (row version, team, values, breaches and levels of the KPIs not made of time in state)
+Memo = dict[tuple[str, int], tuple[int, str | None, dict[str, Any], list[str], dict[str, str]]]
+
+
+def _agent_values(
+    row: AgentWindows, window_s: int, settings: Settings, watched: Watched, memo: Memo | None
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """An agent's KPI values, breaches and levels (before mutes and held alerts) in a window."""
+    sums = row.sums[window_s]
+    hit = memo.get((row.agent_id, window_s)) if memo is not None and row.version else None
+    if hit is not None and hit[0] == row.version and hit[1] == row.team:
+        values = dict(hit[2])
+        for kpi in TIMED_KPIS:
+            values[kpi.key] = kpi.result(sums)
+        breaches, levels = list(hit[3]), dict(hit[4])
+    else:
+        values = w.kpis_from_sums(sums)
+        breaches, levels = _levels(
+            settings, row.team, sums, values, set(), [p for p in watched if p[0] not in _TIMED_KEYS]
+        )
+        if memo is not None and row.version:
+            if len(memo) > 200_000:
+                memo.clear()
+            memo[(row.agent_id, window_s)] = (row.version, row.team, dict(values), list(breaches), dict(levels))
+    timed_breaches, timed_levels = _levels(
+        settings, row.team, sums, values, set(), [p for p in watched if p[0] in _TIMED_KEYS]
+    )
+    if timed_breaches:
+        breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
+        levels.update(timed_levels)
+    return values, breaches, levels
 
 
 def _rule_json(rule: Rule) -> dict[str, Any]:
@@ -55,14 +109,19 @@ def build(
     floor: tuple[int, Mapping[int, w.Sums]] | None = None,
     include_agents: bool = True,
     score_rows: Sequence[AgentWindows] | None = None,
+    scored: Scores | None = None,
+    state_rows: Sequence[AgentWindows] | None = None,
     queue_rows: Sequence[QueueRow] = (),
     campaign_rows: Sequence[CampaignRow] = (),
+    memo: Memo | None = None,
 ) -> dict[str, Any]:
     """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
 
-    `teams` and `floor` (agent count, sums per window) are the store's pre-aggregated totals; None sums them
-    from `rows` instead. `include_agents=False` leaves the agent rows out (`agents=false`). `score_rows` are
-    the agents team and floor scores average over (default `rows`).
+    `teams` and `floor` (agent count, sums per window) are kept totals; None sums them from `rows` instead.
+    `include_agents=False` leaves the agent rows out (`agents=false`). Scores are `scored` when given, else
+    computed from `score_rows` (default `rows`). Agents by state count `state_rows` (default `rows`): the
+    whole floor, whatever the scope. `memo` keeps each agent's values between calls for rows that carry a
+    `version` (the floor cache's): only the KPIs made of time in state are worked out again while it holds.
     """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     alerts = list(alerts)
@@ -71,7 +130,8 @@ def build(
     team_sums: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
     team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
-    for row in rows:
+    state_rows = rows if state_rows is None else state_rows
+    for row in state_rows:
         if row.team:
             team_rows.setdefault(row.team, []).append(row)
     if teams is None:
@@ -83,13 +143,19 @@ def build(
         for t in teams:
             team_sums[t.team] = t.sums[window_s]
             team_sizes[t.team] = t.agents
+    watched: dict[str | None, Watched] = {}
+    agent_mutes: dict[str, set[str]] = {}
+    for kpi, scope, subject in snoozes:
+        if scope == "agent":
+            agent_mutes.setdefault(subject, set()).add(kpi)
     for row in rows if include_agents else ():
         sums = row.sums[window_s]
         if team_filter is not None and row.team != team_filter:
             continue
-        values = w.kpis_from_sums(sums)
-        muted = {kpi for (kpi, scope, subject) in snoozes if scope == "agent" and subject == row.agent_id}
-        breaches, levels = _levels(settings, row.team, sums, values, muted)
+        muted = agent_mutes.get(row.agent_id, set())
+        values, breaches, levels = _agent_values(row, window_s, settings, _watched(settings, row.team, watched), memo)
+        for kpi in muted:
+            levels.pop(kpi, None)
         _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
         agents_out.append(
             {
@@ -123,7 +189,7 @@ def build(
                 "muted": sorted(muted),
             }
         )
-    card_scores = scores(rows if score_rows is None else score_rows, settings)
+    card_scores = scored if scored is not None else scores(rows if score_rows is None else score_rows, settings)
     for agent in agents_out:
         if agent["agent_id"] in card_scores.agents:
             agent["points"], agent["score"] = card_scores.agents[agent["agent_id"]]
@@ -158,7 +224,7 @@ def build(
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,
-        "states": queueview.state_counts(rows),
+        "states": queueview.state_counts(state_rows),
         "queue": queue_floor,
     }
     if settings.scorecard is not None:
@@ -196,18 +262,25 @@ class Scores:
 def scores(rows: Sequence[AgentWindows], settings: Settings) -> Scores:
     """Score every agent over the scorecard's window; teams and floor average agents with an event in it."""
     card, window_s = settings.scorecard, settings.score_window_s
-    out = Scores()
     if card is None or window_s is None:
-        return out
-    eligible: dict[str | None, list[float]] = {}
+        return Scores()
+    scored: list[tuple[AgentWindows, dict[str, float], bool]] = []
     for row in rows:
         sums = row.sums.get(window_s)
-        if sums is None:
-            continue
-        points = card.points(w.kpis_from_sums(sums))
+        if sums is not None:
+            scored.append((row, card.points(w.kpis_from_sums(sums)), int(sums.get(w.EVENTS, 0)) > 0))
+    return summarise(scored)
+
+
+def summarise(scored: Iterable[tuple[AgentWindows, dict[str, float], bool]]) -> Scores:
+    """Scores from each agent's points and whether it had an event in the scorecard's window (then it counts
+    towards its team's and the floor's mean)."""
+    out = Scores()
+    eligible: dict[str | None, list[float]] = {}
+    for row, points, counted in scored:
         score = sum(points.values())
         out.agents[row.agent_id] = (points, score)
-        if int(sums.get(w.EVENTS, 0)) > 0:
+        if counted:
             eligible.setdefault(row.team, []).append(score)
     out.teams = {t: mean_score(s) for t, s in eligible.items() if t is not None}
     out.floor = mean_score(s for team_scores in eligible.values() for s in team_scores)

@@ -136,7 +136,8 @@ def evaluate(
     if current is None:
         if not enough:
             return None
-        hit = level(rule, value)  # type: ignore[arg-type]
+        assert value is not None
+        hit = level(rule, value)
         if hit is None:
             return None
         severity, threshold = hit

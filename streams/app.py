@@ -163,7 +163,8 @@ class Ingest:
                 await self.app.crash(exc)
                 raise
             await self._applied(stream, event, base, len(records), started)
-            self.alerts.changed(outcome.agents)
+            # Time in state matters to alerts only when a rule watches a KPI made of it (occupancy).
+            self.alerts.changed(outcome.agents | outcome.timed if self.alerts.engine.states_matter else outcome.agents)
 
     async def _applied(self, stream: Any, event: Any, base: str, n: int, started: float) -> None:
         """The batch is in Redis: only now may its offsets be committed (`FetchLedger`); the ack tells Faust."""
@@ -291,8 +292,8 @@ def build_app(settings: Settings, *, web_host: str = "127.0.0.1", web_port: int 
         body, status = health.healthz()
         return web.json(body, status=status)
 
-    @app.on_before_shutdown.connect
-    async def close_redis(app: faust.App, **kwargs: Any) -> None:
+    @app.on_before_shutdown.connect  # mode calls handlers as fun(sender, *args, signal=..., **kwargs)
+    async def close_redis(app: faust.App, /, *args: Any, **kwargs: Any) -> None:
         await client.aclose()
 
     return app

@@ -79,16 +79,7 @@ class Plan:
     payload: dict[str, Any]
     new_states: dict[str, tuple[int, Any]] = field(default_factory=dict)
     agents: set[str] = field(default_factory=set)  # agents whose counters this plan may change
-
-
-def customer_key(ns: str, customer_id: str) -> str:
-    """Redis key of a customer's call history (FCR)."""
-    return f"{ns}s:c:{customer_id}"
-
-
-def ticket_key(ns: str, ticket_id: str) -> str:
-    """Redis key of a ticket's creation/first reply (response time)."""
-    return f"{ns}s:t:{ticket_id}"
+    timed: set[str] = field(default_factory=set)  # agents whose time in state it may change (state events)
 
 
 def chunk_key(ns: str, agent: str, chunk: int) -> str:
@@ -127,9 +118,9 @@ def state_keys(items: Sequence[Item], ns: str) -> set[str]:
         if e is None or it.result != "ok":
             continue
         if kpis.is_fcr_call(e):
-            found.add(customer_key(ns, e.customer_id))  # type: ignore[arg-type]
+            found.add(keys.customer_key(ns, e.customer_id))  # type: ignore[arg-type]
         elif e.type in ("ticket.created", "ticket.replied"):
-            found.add(ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
+            found.add(keys.ticket_key(ns, e.ticket_id))  # type: ignore[arg-type]
         elif e.type in queues.QUEUE_EVENTS:
             found.add(keys.queue_call_key(ns, e.call_id))  # type: ignore[arg-type]
         elif e.type == "agent.state":
@@ -175,6 +166,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
     meta: dict[tuple[str, str], tuple[str, str]] = {}
     last_ts: dict[str, int] = {}
     changed: set[str] = set()
+    timed: set[str] = set()
     queue_events: dict[str, list[tuple[str, int, str, str]]] = defaultdict(list)
     marks: dict[str, list[states_mod.Mark]] = defaultdict(list)
     registry: dict[tuple[str, str], int] = {}
@@ -197,10 +189,10 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
                 if e.campaign is not None:
                     _register(registry, "campaigns", e.campaign, e.ts_ms)
             if kpis.is_fcr_call(e):
-                key = customer_key(ns, e.customer_id)  # type: ignore[arg-type]
+                key = keys.customer_key(ns, e.customer_id)  # type: ignore[arg-type]
                 calls_by_key[key].append(kpis.Call(e.ts_ms, e.event_id, e.agent_id, e.resolved))  # type: ignore[arg-type]
             elif e.type in ("ticket.created", "ticket.replied"):
-                tickets_by_key[ticket_key(ns, e.ticket_id)].append(e)  # type: ignore[arg-type]
+                tickets_by_key[keys.ticket_key(ns, e.ticket_id)].append(e)  # type: ignore[arg-type]
             if e.agent_id is not None:
                 agent = e.agent_id
                 if last_ts.get(agent, -1) < e.ts_ms:
@@ -261,7 +253,7 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         if new_h == old_h:
             continue
         agent = key[len(keys.history_key(ns, "")) :]
-        _ops(ns, states_mod.deltas(agent, old_h, new_h), unguarded, changed)
+        _ops(ns, states_mod.deltas(agent, old_h, new_h), unguarded, timed)
         new_states[key] = (version + 1, new_h)
         body = states_mod.encode(new_h).decode()
         state_writes.append([key, version, f"{version + 1}|{body}", params.bucket_ttl_s])
@@ -278,9 +270,10 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "u": unguarded,
         "m": meta_ops,
         "a": agents_flat,
-        "d": sorted(changed | last_ts.keys()),  # agents whose windows, team or presence this may change
+        "d": sorted(changed | timed | last_ts.keys()),  # agents whose windows, team or presence this may change
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
+        "cb": w.CHUNK_BUCKETS,
         "tm": params.bucket_ttl_s,
         "pa": now_ms - params.longest_ms - 1_200_000,
         "z": waiting_ops,
@@ -292,12 +285,9 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         ],
         "lk": sorted(long_keys),
         "tl": params.coarse_ttl_s,
-        # The chunks an agent changing team may still hold (retained ones, a future allowance past now).
-        "c0": w.chunk_of(w.bucket_of(now_ms - params.longest_ms - params.bucket_ttl_s * 1000)),
-        "c1": w.chunk_of(w.bucket_of(now_ms + 3_600_000)),
         "lb": [int(b * 1000) for b in LAG_BOUNDS_S],
     }
-    return Plan(payload, new_states, changed)
+    return Plan(payload, new_states, changed, timed)
 
 
 def _register(registry: dict[tuple[str, str], int], kind: str, name: str, ts_ms: int) -> None:

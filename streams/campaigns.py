@@ -97,7 +97,7 @@ def samples(s: Mapping[str, int]) -> int:
 
 def abandon_rate(s: Mapping[str, int]) -> float | None:
     """outbound_abandon_rate from counters; None with neither dropped nor connected outbound calls."""
-    return cat.BY_KEY["outbound_abandon_rate"].result(s)  # type: ignore[return-value]
+    return cat.BY_KEY["outbound_abandon_rate"].result(s)
 
 
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:

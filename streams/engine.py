@@ -11,16 +11,18 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from callpulse import catalogue as cat
 from callpulse.settings import LIVE_QUEUE_KPIS, LIVE_WINDOW, Rule, Settings
 from streams import campaigns, queues
 from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
 from streams.queuestore import QueueStore
 from streams.schedule import FloorView, next_change_ms
+from streams.states import STATE_CODES
 from streams.store import AgentWindows, WindowStore
 
 log = logging.getLogger("callpulse.alerts")
@@ -59,12 +61,18 @@ class AlertEngine:
         self.ns = store.ns
         self._cas = store.client.register_script(CAS_LUA)
         self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
+        # Whether a rule watches a KPI made of time in state (occupancy): then an agent's windows move with its
+        # state intervals leaving them, and batches that only change time in state need a check.
+        self.states_matter = any(
+            cat.BY_KEY[r.kpi].codes & STATE_CODES for r in self._all_rules() if r.kpi in cat.BY_KEY
+        )
         self.queue_store = QueueStore(store.client, store.ns, tz=store.tz)
         self.queue_windows_s = sorted(
             {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}
         )
         self._token = uuid.uuid4().hex  # this engine's name on the sweep lease
         self._view: FloorView | None = None  # the floor as this engine's last sweep left it
+        self._plans: dict[str | None, list[tuple[str, Rule, int]]] = {}
 
     def _queue_rules(self) -> Iterable[Rule]:
         yield from self.settings.queue_rules.values()
@@ -78,27 +86,42 @@ class AlertEngine:
 
     async def current(self) -> dict[str, Alert]:
         """Live alert slots from the store."""
-        raw = await self.store.client.hgetall(f"{self.ns}alerts")
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        raw = cast("dict[bytes, bytes]", await self.store.client.hgetall(f"{self.ns}alerts"))
         return {k.decode(): Alert.from_state(orjson.loads(v)) for k, v in raw.items()}
 
     async def slots(self, keys: Iterable[str]) -> dict[str, Alert]:
-        """The live alert slots among `keys` (absent ones left out): the cost follows the subjects, not the floor."""
+        """The live alert slots among `keys` (absent ones left out): the cost follows the subjects, not the floor.
+
+        Asked for more slots than there are live alerts (a batch touching thousands of agents, each with a slot
+        per rule), it reads the live alerts instead: whichever is smaller.
+        """
         names = sorted(set(keys))
         out: dict[str, Alert] = {}
+        if len(names) > await self.store.client.hlen(f"{self.ns}alerts"):
+            wanted = set(names)
+            return {k: a for k, a in (await self.current()).items() if k in wanted}
         for i in range(0, len(names), SLOTS_PER_CALL):
             part = names[i : i + SLOTS_PER_CALL]
             values = await self.store.client.hmget(f"{self.ns}alerts", part)
             out.update({k: Alert.from_state(orjson.loads(v)) for k, v in zip(part, values, strict=True) if v})
         return out
 
+    def _rules_of(self, team: str | None) -> list[tuple[str, Rule, int]]:
+        """(kpi, rule, window in seconds) of every rule that applies to a team's subjects, worked out once."""
+        plan = self._plans.get(team)
+        if plan is None:
+            plan = []
+            for kpi in sorted(self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys()):
+                rule = self.settings.rule_for(kpi, team)
+                if rule is not None:
+                    plan.append((kpi, rule, self.settings.window_s(rule.window)))
+            self._plans[team] = plan
+        return plan
+
     def slot_keys(self, scope: str, subject: str | None, team: str | None) -> list[str]:
         """The alert slots the rules give one subject."""
-        keys = []
-        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
-            rule = self.settings.rule_for(kpi, team)
-            if rule is not None:
-                keys.append(alert_key(scope, subject, kpi, rule.window))
-        return keys
+        return [alert_key(scope, subject, kpi, rule.window) for kpi, rule, _ in self._rules_of(team)]
 
     async def check_agents(self, agents: Iterable[str]) -> int:
         """Evaluate agent-scope rules for agents a batch touched; returns transitions published."""
@@ -106,7 +129,9 @@ class AlertEngine:
         if not agents or not self.rule_windows_s or not await self.store.initialised():
             return 0
         now_ms = int(self.clock() * 1000)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=agents)
+        rows = await self.store.read_windows(
+            now_ms, self.rule_windows_s, only=agents, quiet_states=not self.states_matter
+        )
         current = await self.slots(k for r in rows for k in self.slot_keys("agent", r.agent_id, r.team))
         n = 0
         for row in rows:
@@ -160,7 +185,7 @@ class AlertEngine:
     async def _sweep_all(self, generation: str) -> int:
         _, since_us = await self.store.changed_since(0)
         now_ms = int(self.clock() * 1000)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s)
+        rows = await self._read(now_ms, None)
         view = FloorView(self.rule_windows_s, generation, since_us)
         current = await self.current()
         n = 0
@@ -193,7 +218,7 @@ class AlertEngine:
         if not due and not teams and not floor_moved:
             view.since_us = since_us
             return await self._sweep_queue_side(now_ms)
-        rows = await self.store.read_windows(now_ms, self.rule_windows_s, only=due) if due else []
+        rows = await self._read(now_ms, due) if due else []
         oldest_ms = now_ms - round(self._span_s(now_ms) * 1000)
         present = {r.agent_id: r for r in rows if r.last_ts_ms > oldest_ms}
         gone = due - present.keys()
@@ -249,6 +274,13 @@ class AlertEngine:
                 n += await self._transition(alert, alert.to_state() | {"status": "resolved", "ts_ms": now_ms}, now_ms)
         return n
 
+    async def _read(self, now_ms: int, agents: Iterable[str] | None) -> list[AgentWindows]:
+        """The rule windows of `agents` (None: the floor); time in state sliding out of a window reschedules an
+        agent only when a rule watches it."""
+        return await self.store.read_windows(
+            now_ms, self.rule_windows_s, only=agents, quiet_states=not self.states_matter
+        )
+
     def _span_s(self, now_ms: int) -> float:
         return max(w.span_s(now_ms, ws, self.store.tz) for ws in self.rule_windows_s)
 
@@ -272,15 +304,7 @@ class AlertEngine:
         seen: set[str] | None = None,
     ) -> int:
         n = 0
-        values_by_window: dict[int, dict[str, Any]] = {}
-        for kpi in self.settings.rules.keys() | self.settings.team_rules.get(team or "", {}).keys():
-            rule = self.settings.rule_for(kpi, team)
-            if rule is None:
-                continue
-            window_s = self.settings.window_s(rule.window)
-            if window_s not in values_by_window:
-                values_by_window[window_s] = w.kpis_from_sums(sums[window_s])
-            values = values_by_window[window_s]
+        for kpi, rule, window_s in self._rules_of(team):
             key = alert_key(scope, subject, kpi, rule.window)
             if seen is not None:
                 seen.add(key)
@@ -289,7 +313,7 @@ class AlertEngine:
                 rule,
                 scope=scope,
                 subject=subject,
-                value=values[kpi],
+                value=cat.BY_KEY[kpi].result(sums[window_s]),
                 samples=w.samples(sums[window_s], kpi),
                 current=cur,
                 now_ms=now_ms,

@@ -120,7 +120,7 @@ def _number(raw: dict[str, Any], f: Field) -> int | float | None:
         raise _fail(f"{f.name} is {value!r}, must be {what}", raw)
     if integral and value != int(value):
         raise _fail(f"{f.name} is {value!r}, must be {what}", raw)
-    if integral and span and not f.minimum <= value <= f.maximum:  # type: ignore[operator]
+    if integral and f.minimum is not None and f.maximum is not None and not f.minimum <= value <= f.maximum:
         raise _fail(f"{f.name} is {value!r}, must be {span}", raw)
     if f.minimum is not None and value < f.minimum:
         raise _fail(f"{f.name} is {value!r}, must be >= {f.minimum:g}", raw)
@@ -155,7 +155,7 @@ def _enum(raw: dict[str, Any], f: Field) -> str | None:
         else:
             allowed = "one of " + ", ".join(sorted(f.choices))
         raise _fail(f"{f.name} is {value!r}, must be {allowed}", raw)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _value(raw: dict[str, Any], f: Field) -> Any:

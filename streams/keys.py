@@ -2,10 +2,6 @@
 
 All keys live under a namespace `cp:<topic prefix>`:
   b:<agent>:<chunk>    hash of an agent's bucket counters (`<field>.<offset>`) and chunk totals (`<field>`)
-  t:<team>:<chunk>     the same for a team: the sum of the chunks of the agents now in the team
-  f:<chunk>            the same for the floor: the sum of every agent's chunks
-  tm:<team>            sorted set: the team's agents -> their latest event ts (who is in the team)
-  teams                sorted set: team -> latest event ts of its agents
   agents               sorted set: agent -> latest event ts (who is on the floor)
   m:<agent>            team, state, since (ms) and reason, each kept with the (ts, event_id) that set it
   d:<slot>:<shard>     dedupe marks: hash of event-id digest (15 bytes) -> the records that carried the id
@@ -41,26 +37,6 @@ DEDUPE_SHARDS = 64
 def chunk_key(ns: str, agent: str, chunk: int) -> str:
     """An agent's chunk of buckets."""
     return f"{ns}b:{agent}:{chunk}"
-
-
-def team_chunk_key(ns: str, team: str, chunk: int) -> str:
-    """A team's chunk of buckets (sum over the agents now in the team)."""
-    return f"{ns}t:{team}:{chunk}"
-
-
-def floor_chunk_key(ns: str, chunk: int) -> str:
-    """The floor's chunk of buckets."""
-    return f"{ns}f:{chunk}"
-
-
-def team_roster_key(ns: str, team: str) -> str:
-    """Sorted set of a team's agents by latest event ts."""
-    return f"{ns}tm:{team}"
-
-
-def teams_key(ns: str) -> str:
-    """Sorted set of teams by their latest event ts."""
-    return f"{ns}teams"
 
 
 def dirty_key(ns: str) -> str:

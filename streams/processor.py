@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,7 +49,8 @@ class Outcome:
     invalid: int = 0
     applied: int = 0
     duplicates: int = 0
-    agents: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)  # whose counters it changed
+    timed: set[str] = field(default_factory=set)  # whose time in state it changed
     conflicts: int = 0
 
 
@@ -184,7 +186,7 @@ class Processor:
             p = batch.plan(items, states, now_ms, self.params)
             p.payload["ce"] = self.check_epoch
             p.payload["gen"] = gen or ""
-            result = await self._retry(lambda p=p: self.store.apply(p.payload), "Redis")
+            result = await self._retry(functools.partial(self.store.apply, p.payload), "Redis")
             if result.empty:
                 self.adopt_generation(None)
                 if self.on_empty is not None:
@@ -198,6 +200,7 @@ class Processor:
             if result.ok:
                 self._remember(p.new_states, gen)
                 out.applied, out.duplicates, out.agents = result.applied, result.duplicates, p.agents
+                out.timed = p.timed
                 return out
             out.conflicts += 1
             for key, raw in result.conflicts.items():

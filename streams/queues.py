@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -192,8 +193,8 @@ def encode(call: QueuedCall) -> bytes:
     )
 
 
-def _marks(raw: Sequence[Sequence[object]]) -> tuple[Mark, ...]:
-    return tuple(sorted((int(t), str(i), str(q)) for t, i, q in raw))  # type: ignore[call-overload]
+def _marks(raw: Sequence[Sequence[Any]]) -> tuple[Mark, ...]:  # JSON lists [ts_ms, event_id, queue]
+    return tuple(sorted((int(t), str(i), str(q)) for t, i, q in raw))
 
 
 def decode(raw: bytes | str) -> QueuedCall:

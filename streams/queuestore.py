@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from callpulse.settings import window_name
 from streams import campaigns, keys, queues
-from streams import windows as w
-from streams.store import READ_AGENTS_PER_CALL, READ_GROUPS_LUA
+from streams.store import READ_AGENTS_PER_CALL, READ_GROUPS_LUA, read_head
 
 Sums = dict[str, int]
 
@@ -59,9 +59,15 @@ class QueueStore:
         self.ns = ns
         self.tz = tz  # where the calendar window `today` starts
         self._read = client.register_script(READ_GROUPS_LUA)
+        # Campaign days that can no longer change (subject, day) -> hourly counters, for one store generation.
+        self._settled: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
+        self._settled_generation: str | None = None
 
     async def _names(self, kind: str, since_ms: int) -> list[str]:
-        rows = await self.client.zrangebyscore(keys.registry_key(self.ns, kind), f"({since_ms}", "+inf")
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        rows = cast(
+            "list[bytes]", await self.client.zrangebyscore(keys.registry_key(self.ns, kind), f"({since_ms}", "+inf")
+        )
         return sorted(_s(r) for r in rows)
 
     async def _window_sums(
@@ -72,12 +78,7 @@ class QueueStore:
         names = list(prefixes)
         if not names or not windows_s:
             return {n: {} for n in names}
-        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
-        lo, hi = min(b[0] for b in bounds), now_ms // w.BUCKET_MS
-        head: list[object] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(windows_s)]
-        for b in bounds:
-            head += list(b)
-        head += [len(fields), *fields]
+        head = read_head(self.ns, now_ms, windows_s, self.tz, fields)
         out: dict[str, dict[int, Sums]] = {}
         nf = len(fields)
         step = len(windows_s) * nf
@@ -106,7 +107,7 @@ class QueueStore:
         names = await self._names("queues", now_ms - longest_s * 1000 - lookback_ms)
         prefixes = {n: keys.queue_chunk_prefix(n) for n in names}
         sums = await self._window_sums(prefixes, queues.QUEUE_FIELDS, now_ms, windows_s)
-        raw: list[object] = []
+        raw: list[Any] = []
         if names:
             async with self.client.pipeline(transaction=False) as pipe:
                 for name in names:
@@ -118,15 +119,25 @@ class QueueStore:
         rows: list[QueueRow] = []
         for i, name in enumerate(names):
             count, first = raw[2 * i], raw[2 * i + 1]
-            oldest = int(first[0][1]) if first else None  # type: ignore[index]
-            rows.append(QueueRow(name, sums[name], int(count), oldest))  # type: ignore[call-overload]
+            oldest = int(first[0][1]) if first else None
+            rows.append(QueueRow(name, sums[name], int(count), oldest))
         return rows
 
     async def campaigns(
-        self, now_ms: int, windows_s: Sequence[int], coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S
+        self,
+        now_ms: int,
+        windows_s: Sequence[int],
+        coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
+        *,
+        settled_before_ms: int | None = None,
+        generation: str | None = None,
     ) -> tuple[list[CampaignRow], CampaignRow]:
         """Campaigns with a dial in the last 30 days and the floor: sums per rolling window name and for the
-        coarse windows (24h, 30d). The floor's rolling windows come from the agents' counters, not from here."""
+        coarse windows (24h, 30d). The floor's rolling windows come from the agents' counters, not from here.
+
+        Days ending before `settled_before_ms` can no longer change (any event for them is late): they are read
+        once per store `generation` and kept, so a read costs the days that still move (today, yesterday).
+        """
         names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
         prefixes = {n: keys.campaign_chunk_prefix(n) for n in names}
         fine = await self._window_sums(prefixes, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
@@ -134,19 +145,23 @@ class QueueStore:
         first_day = campaigns.coarse_buckets(now_ms, longest_coarse)[0] // 24
         days = range(first_day, campaigns.coarse_of(now_ms) // 24 + 1)
         subjects = [*names, campaigns.FLOOR]
+        if generation != self._settled_generation or settled_before_ms is None:
+            self._settled, self._settled_generation = {}, generation
+        wanted = [(sub, day) for sub in subjects for day in days if (sub, day) not in self._settled]
         async with self.client.pipeline(transaction=False) as pipe:
-            for subject in subjects:
-                for day in days:
-                    pipe.hgetall(keys.coarse_key(self.ns, subject, day))
-            raw = await pipe.execute()
+            for subject, day in wanted:
+                pipe.hgetall(keys.coarse_key(self.ns, subject, day))
+            raw = await pipe.execute() if wanted else []
+        read: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
+        for (subject, day), flat in zip(wanted, raw, strict=True):
+            read[(subject, day)] = _coarse_hours(day, flat)
+            if settled_before_ms is not None and (day + 1) * 86_400_000 < settled_before_ms:
+                self._settled[(subject, day)] = read[(subject, day)]
         rows: dict[str, CampaignRow] = {}
-        for i, subject in enumerate(subjects):
+        for subject in subjects:
             hours: dict[int, dict[str, int]] = {}
-            for j, day in enumerate(days):
-                for k, v in raw[i * len(days) + j].items():
-                    name, dot, offset = _s(k).partition(".")
-                    if dot:
-                        hours.setdefault(day * 24 + int(offset), {})[name] = int(v)
+            for day in days:
+                hours.update(self._settled.get((subject, day)) or read.get((subject, day), {}))
             row = CampaignRow(subject)
             for ws in windows_s:
                 if subject != campaigns.FLOOR:
@@ -184,3 +199,13 @@ class QueueStore:
             a: (_s(team) if team else None, _s(state) if state else None)
             for a, (team, state) in zip(names, raw, strict=True)
         }
+
+
+def _coarse_hours(day: int, flat: Mapping[bytes, bytes]) -> dict[int, dict[str, int]]:
+    """A day's hourly campaign counters (`<field>.<hour>`) by absolute hour."""
+    hours: dict[int, dict[str, int]] = {}
+    for k, v in flat.items():
+        name, dot, offset = _s(k).partition(".")
+        if dot:
+            hours.setdefault(day * 24 + int(offset), {})[name] = int(v)
+    return hours

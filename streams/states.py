@@ -36,6 +36,7 @@ STATE_FIELDS: dict[str, str] = {
     "offline": w.OFFLINE_MS,
 }
 STATES: tuple[str, ...] = tuple(STATE_FIELDS)
+STATE_CODES = frozenset(STATE_FIELDS.values())  # the counters that hold time in state
 BUSY_STATES: tuple[str, ...] = ("on_call", "wrap")
 STAFFED_STATES: tuple[str, ...] = ("available", "on_call", "wrap")
 MAX_MARKS = 400
@@ -97,14 +98,56 @@ def pieces(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     return out
 
 
+def runs(first: int, last: int) -> list[tuple[int, int]]:
+    """The full buckets first..last as run marks (bucket, per-bucket ms): each chunk the run covers gets one mark
+    where the run starts in it (+BUCKET_MS) and, if the run ends before the chunk does, one where it stops
+    (-BUCKET_MS). A run's cost is the chunks it spans, not its buckets: a night offline is ~100 marks, not 5,000.
+    """
+    out: list[tuple[int, int]] = []
+    b = first
+    while b <= last:
+        chunk_last = (w.chunk_of(b) + 1) * w.CHUNK_BUCKETS - 1
+        out.append((b, w.BUCKET_MS))
+        if last < chunk_last:
+            out.append((last + 1, -w.BUCKET_MS))
+        b = chunk_last + 1
+    return out
+
+
 def contributions(agent: str, h: History, clip_ms: int) -> dict[tuple[str, int, str], int]:
-    """Milliseconds per state per bucket of the closed intervals of `h`, counted from `clip_ms` on."""
+    """Milliseconds per state of the closed intervals of `h`, counted from `clip_ms` on.
+
+    A partly covered bucket gets its milliseconds as a bucket field (field code); the full buckets between
+    are written as runs (field code + `windows.RUN`, see `runs`), which the store expands when it reads.
+    """
     out: dict[tuple[str, int, str], int] = {}
     for m, nxt in zip(h.marks, h.marks[1:], strict=False):
-        for b, ms in pieces(max(m.ts_ms, clip_ms), nxt.ts_ms):
-            key = (agent, b, STATE_FIELDS[m.state])
-            out[key] = out.get(key, 0) + ms
+        fld = STATE_FIELDS[m.state]
+        start, end = max(m.ts_ms, clip_ms), nxt.ts_ms
+        if start >= end:
+            continue
+        b0, b1 = w.bucket_of(start), w.bucket_of(end - 1)
+        full_from = b0 if start == b0 * w.BUCKET_MS else b0 + 1
+        full_to = b1 if end == (b1 + 1) * w.BUCKET_MS else b1 - 1
+        if full_from > full_to:  # no full bucket: at most two partial ones
+            for b, ms in pieces(start, end):
+                _add(out, (agent, b, fld), ms)
+            continue
+        if full_from > b0:
+            _add(out, (agent, b0, fld), (b0 + 1) * w.BUCKET_MS - start)
+        if full_to < b1:
+            _add(out, (agent, b1, fld), end - b1 * w.BUCKET_MS)
+        for b, per_bucket in runs(full_from, full_to):
+            _add(out, (agent, b, fld + w.RUN), per_bucket)
     return out
+
+
+def _add(out: dict[tuple[str, int, str], int], key: tuple[str, int, str], ms: int) -> None:
+    total = out.get(key, 0) + ms
+    if total:
+        out[key] = total
+    else:
+        out.pop(key, None)
 
 
 def deltas(agent: str, old: History, new: History) -> list[Delta]:
@@ -128,6 +171,57 @@ def deltas(agent: str, old: History, new: History) -> list[Delta]:
         if d:
             out.append((key[0], key[1], key[2], d))
     return sorted(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """An agent's closed time in each state cumulated at each mark (from the history's clip on), so the time in
+    state of any stretch [start, end) is two lookups: what the buckets of a window hold, at any time, with no
+    read of the buckets (which change every 10 s as the window slides)."""
+
+    clip_ms: int
+    ts: tuple[int, ...]  # each mark's ts, no earlier than clip_ms
+    fields: tuple[str, ...]  # each mark's state field ('' for a state without one)
+    before: tuple[tuple[int, ...], ...]  # closed ms per STATE_FIELDS value up to each mark
+
+    def closed_ms(self, t_ms: int) -> tuple[int, ...]:
+        """Closed-interval ms per state from clip_ms to t_ms (the open interval, from the last mark, excluded)."""
+        k = bisect.bisect_right(self.ts, t_ms) - 1
+        if k < 0:
+            return _ZERO
+        base = self.before[k]
+        if k == len(self.ts) - 1 or not self.fields[k]:
+            return base
+        i = _FIELD_INDEX[self.fields[k]]
+        return (*base[:i], base[i] + t_ms - self.ts[k], *base[i + 1 :])
+
+    def window_ms(self, start_ms: int, end_ms: int) -> dict[str, int]:
+        """Closed ms per state field in [start_ms, end_ms): the written buckets of a window (start_ms >= clip_ms)."""
+        a, b = self.closed_ms(start_ms), self.closed_ms(end_ms)
+        return {f: b[i] - a[i] for i, f in enumerate(_STATE_CODES) if b[i] != a[i]}
+
+
+_STATE_CODES: tuple[str, ...] = tuple(STATE_FIELDS.values())
+_FIELD_INDEX = {f: i for i, f in enumerate(_STATE_CODES)}
+_ZERO = (0,) * len(_STATE_CODES)
+
+
+def tally(h: History) -> Tally:
+    """The cumulated closed time of a history (see Tally)."""
+    ts: list[int] = []
+    fields: list[str] = []
+    before: list[tuple[int, ...]] = []
+    acc = list(_ZERO)
+    for i, m in enumerate(h.marks):
+        t = max(m.ts_ms, h.clip_ms)
+        if i:
+            prev = fields[-1]
+            if prev:
+                acc[_FIELD_INDEX[prev]] += max(0, t - ts[-1])
+        ts.append(t)
+        fields.append(STATE_FIELDS.get(m.state, ""))
+        before.append(tuple(acc))
+    return Tally(h.clip_ms, tuple(ts), tuple(fields), tuple(before))
 
 
 def open_ms(since_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> int:

@@ -1,8 +1,8 @@
 """The Redis window store: one atomic, idempotent write per batch, pipelined window reads.
 
-The key layout is in `streams.keys` (the scripts below build the same names from the namespace). Team
-and floor chunks are summed as events are applied, so a team or the floor reads a few keys whatever the
-floor's size.
+The key layout is in `streams.keys` (the scripts below build the same names from the namespace). Team and
+floor totals are not stored: readers keep them as they read agents (monitor/floorcache.py for the monitor,
+streams/schedule.FloorView for the alert sweep), one agent's old sums out and new ones in.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -43,61 +43,40 @@ for _, s in ipairs(p.s) do
 end
 if #conflicts > 0 then return {0, conflicts} end
 local touched = {}
--- Team and floor chunks are kept as sums of agent chunks: every counter op lands in the agent's chunk, its
--- team's (the team of its latest event naming one, read before this batch's meta changes) and the floor's.
-local team_of = {}
-local function current_team(agent)
-  local t = team_of[agent]
-  if t == nil then
-    t = redis.call('HGET', ns .. 'm:' .. agent, 'team') or false
-    team_of[agent] = t
+-- Counter deltas are summed here per key and field and written once (`flush`): a batch often adds to the same
+-- fields many times (a busy agent, a queue), and each redis.call costs more than a sum. Team and floor totals
+-- are not kept here: readers sum agents as they read them (monitor/floorcache.py, streams/schedule.py).
+local pending = {}
+local function add(k, name, d)
+  local fields = pending[k]
+  if not fields then
+    fields = {}
+    pending[k] = fields
   end
-  return t
+  fields[name] = (fields[name] or 0) + d
 end
-local bprefix = #ns + 3
+local function flush()
+  for k, fields in pairs(pending) do
+    for name, d in pairs(fields) do
+      if d ~= 0 then redis.call('HINCRBY', k, name, d) end
+    end
+    touched[k] = true
+  end
+  pending = {}
+end
 local function apply(ops)
   for i = 1, #ops, 4 do
     local k = ops[i]
-    local name, field, d = ops[i + 2] .. '.' .. ops[i + 1], ops[i + 2], ops[i + 3]
-    redis.call('HINCRBY', k, name, d)
-    redis.call('HINCRBY', k, field, d)
-    touched[k] = true
-    -- Queue and campaign keys (qb:, cb:, cc:, cz:) are their own subjects: only agent chunks are summed up.
-    if string.sub(k, bprefix - 2, bprefix - 1) == 'b:' then
-      local agent, chunk = string.match(string.sub(k, bprefix), '^(.*):(%d+)$')
-      local fk = ns .. 'f:' .. chunk
-      redis.call('HINCRBY', fk, name, d)
-      redis.call('HINCRBY', fk, field, d)
-      touched[fk] = true
-      local team = current_team(agent)
-      if team then
-        local tk = ns .. 't:' .. team .. ':' .. chunk
-        redis.call('HINCRBY', tk, name, d)
-        redis.call('HINCRBY', tk, field, d)
-        touched[tk] = true
-      end
+    local field, d = ops[i + 2], ops[i + 3]
+    if string.byte(field, -1) == 62 then
+      -- A run ('<code>>'): every bucket from this offset to the chunk's end gets d; the total gets them all.
+      add(k, field .. ops[i + 1], d)
+      add(k, string.sub(field, 1, -2), d * (p.cb - ops[i + 1]))
+    else
+      add(k, field .. '.' .. ops[i + 1], d)
+      add(k, field, d)
     end
   end
-end
--- An agent changing team takes its retained chunks along: team values sum the agents now in the team.
-local function move(agent, old, new)
-  for c = p.c0, p.c1 do
-    local flat = redis.call('HGETALL', ns .. 'b:' .. agent .. ':' .. c)
-    if #flat > 0 then
-      local ok = old and (ns .. 't:' .. old .. ':' .. c)
-      local nk = ns .. 't:' .. new .. ':' .. c
-      for j = 1, #flat, 2 do
-        local v = tonumber(flat[j + 1])
-        if v ~= 0 then
-          if ok then redis.call('HINCRBY', ok, flat[j], -v) end
-          redis.call('HINCRBY', nk, flat[j], v)
-        end
-      end
-      if ok then touched[ok] = true end
-      touched[nk] = true
-    end
-  end
-  if old then redis.call('ZREM', ns .. 'tm:' .. old, agent) end
 end
 local function unhex(h)
   return (string.gsub(h, '..', function(cc) return string.char(tonumber(cc, 16)) end))
@@ -172,18 +151,13 @@ for k, at in pairs(mark_expiry) do
   redis.call('EXPIREAT', k, at, 'GT')
 end
 apply(p.u)
+flush()
 for _, s in ipairs(p.s) do
   if s[3] == '' then redis.call('DEL', s[1]) else redis.call('SET', s[1], s[3], 'EX', s[4]) end
 end
-local mprefix = #ns + 3
 for _, m in ipairs(p.m) do
   local cur = redis.call('HGET', m[1], m[2])
   if (not cur) or cur < m[4] then
-    if m[3] == 'team' then
-      local agent = string.sub(m[1], mprefix)
-      local old = redis.call('HGET', m[1], 'team') or false
-      if old ~= m[5] then move(agent, old, m[5]) end
-    end
     redis.call('HSET', m[1], m[2], m[4], m[3], m[5])
   end
   redis.call('EXPIRE', m[1], p.tm)
@@ -200,26 +174,10 @@ for _, r in ipairs(p.r or {}) do
   redis.call('ZADD', r[1], 'GT', r[3], r[2])
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
 end
-local teams_seen = {}
 for i = 1, #p.a, 2 do
-  local agent = p.a[i]
-  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], agent)
-  local team = redis.call('HGET', ns .. 'm:' .. agent, 'team')
-  if team then
-    local latest = redis.call('ZSCORE', ns .. 'agents', agent)
-    redis.call('ZADD', ns .. 'tm:' .. team, latest, agent)
-    redis.call('ZADD', ns .. 'teams', 'GT', latest, team)
-    teams_seen[team] = true
-  end
+  redis.call('ZADD', ns .. 'agents', 'GT', p.a[i + 1], p.a[i])
 end
-if #p.a > 0 then
-  redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa)
-  redis.call('ZREMRANGEBYSCORE', ns .. 'teams', '-inf', p.pa)
-  for team, _ in pairs(teams_seen) do
-    redis.call('ZREMRANGEBYSCORE', ns .. 'tm:' .. team, '-inf', p.pa)
-    redis.call('EXPIRE', ns .. 'tm:' .. team, p.tm)
-  end
-end
+if #p.a > 0 then redis.call('ZREMRANGEBYSCORE', ns .. 'agents', '-inf', p.pa) end
 for k, _ in pairs(touched) do redis.call('EXPIRE', k, p.tb) end
 for _, k in ipairs(p.lk or {}) do
   if touched[k] then redis.call('EXPIRE', k, p.tl) end
@@ -244,7 +202,9 @@ return {1, applied, dups}
 
 
 _READ_HEAD_LUA = r"""
--- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, then the subjects.
+-- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, nquiet, q1..qn,
+-- with_history (0/1), then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that
+-- follows them another way: time in state, from the agent's state history).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -254,6 +214,14 @@ for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i =
 local nf = tonumber(ARGV[i]); i = i + 1
 local fields, index = {}, {}
 for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
+local loud = {}
+for f = 1, nf do loud[f] = true end
+local nq = tonumber(ARGV[i]); i = i + 1
+for q = 1, nq do
+  if index[ARGV[i]] then loud[index[ARGV[i]]] = false end
+  i = i + 1
+end
+local with_history = ARGV[i] == '1'; i = i + 1
 -- Sum the chunks `prefix .. c` over each window: whole chunks by their totals, cut ones by their buckets.
 -- Also per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals,
 -- the chunk's first bucket: never later than the true one): when the window next changes by time alone.
@@ -274,6 +242,7 @@ local function window_sums(prefix)
       for j = 1, #flat, 2 do
         local name = flat[j]
         local dot = string.find(name, '.', 1, true)
+        local run = (not dot) and string.find(name, '>', 1, true)
         if dot then
           local f = index[string.sub(name, 1, dot - 1)]
           local b = first + tonumber(string.sub(name, dot + 1))
@@ -282,7 +251,21 @@ local function window_sums(prefix)
             for w = 1, nwin do
               if lo[w] < b and b <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
-                if v ~= 0 and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
+              end
+            end
+          end
+        elseif run then
+          -- A run: v in every bucket from its offset to the chunk's end (streams/states.py runs).
+          local f = index[string.sub(name, 1, run - 1)]
+          local b = first + tonumber(string.sub(name, run + 1))
+          local v = tonumber(flat[j + 1])
+          if f then
+            for w = 1, nwin do
+              local s, e = math.max(b, lo[w] + 1), math.min(last, hi[w])
+              if s <= e then
+                sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v * (e - s + 1)
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or s < firsts[w]) then firsts[w] = s end
               end
             end
           end
@@ -294,14 +277,17 @@ local function window_sums(prefix)
         if first > lo[w] and last <= hi[w] then inside = true end
       end
       if inside then
-        local totals = redis.call('HMGET', key, unpack(fields))
-        for w = 1, nwin do
-          if first > lo[w] and last <= hi[w] then
-            for f = 1, nf do
-              if totals[f] then
-                local v = tonumber(totals[f])
+        -- The chunk's totals are its fields without '.' or '>' (a chunk holds a few counters, not all nf:
+        -- one HGETALL is cheaper than an HMGET naming every field).
+        local flat = redis.call('HGETALL', key)
+        for j = 1, #flat, 2 do
+          local f = index[flat[j]]
+          if f then
+            local v = tonumber(flat[j + 1])
+            for w = 1, nwin do
+              if first > lo[w] and last <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
-                if v ~= 0 and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
+                if v ~= 0 and loud[f] and (firsts[w] < 0 or first < firsts[w]) then firsts[w] = first end
               end
             end
           end
@@ -318,7 +304,8 @@ READ_LUA = (
     _READ_HEAD_LUA
     + r"""
 -- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
--- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums).
+-- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums), then
+-- with_history: the agent's state history (streams/states.py encode; '' when none).
 local t = redis.call('TIME')
 out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
@@ -331,6 +318,7 @@ for a = i, #ARGV do
   out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
   for w = 1, nwin do out[#out + 1] = firsts[w] end
+  if with_history then out[#out + 1] = redis.call('GET', ns .. 's:a:' .. agent) or '' end
 end
 return out
 """
@@ -339,7 +327,7 @@ return out
 READ_GROUPS_LUA = (
     _READ_HEAD_LUA
     + r"""
--- Subjects: chunk key prefixes (a team's 't:<team>:', the floor's 'f:', a queue's 'qb:<queue>:', a
+-- Subjects: chunk key prefixes (a queue's 'qb:<queue>:', a
 -- campaign's 'cb:<campaign>:'), without ns.
 -- Returns per subject nwin * nfields sums (window-major).
 for a = i, #ARGV do
@@ -368,6 +356,27 @@ if (not cur) or cur == ARGV[1] then
 end
 return 0
 """
+
+
+def read_head(
+    ns: str,
+    now_ms: int,
+    windows_s: Sequence[int],
+    tz: tzinfo,
+    fields: Sequence[str],
+    *,
+    quiet: Sequence[str] = (),
+    history: bool = False,
+) -> list[Any]:
+    """The read scripts' leading arguments (READ_LUA, READ_GROUPS_LUA): chunk range, window bounds in buckets,
+    field names, the fields `firsts` ignores, and whether to return each agent's state history."""
+    bounds = [w.window_buckets(now_ms, ws, tz) for ws in windows_s]
+    lo = min(b_lo for b_lo, _ in bounds)
+    hi = now_ms // w.BUCKET_MS
+    head: list[Any] = [ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
+    for b_lo, b_hi in bounds:
+        head += [b_lo, b_hi]
+    return [*head, len(fields), *fields, len(quiet), *quiet, 1 if history else 0]
 
 
 def new_generation() -> str:
@@ -404,11 +413,14 @@ class AgentWindows:
     first_buckets: dict[int, int | None] = field(default_factory=dict)
     # Redis's time of the read (µs): the applies scored in `dirty` up to it are in these sums.
     read_us: int = field(default=0, compare=False)
+    # Set by a reader that keeps rows between reads (monitor.floorcache): equal versions, equal written sums.
+    version: int = field(default=0, compare=False)
+    history: states.History | None = field(default=None, compare=False)  # read_windows(history=True)
 
 
 @dataclass
 class TeamWindows:
-    """One team from its pre-aggregated chunks: active agents now in it and counter sums per window."""
+    """One team: how many agents on the floor are in it now and its counter sums per window."""
 
     team: str
     agents: int
@@ -429,7 +441,6 @@ class WindowStore:
         self.tz = tz  # where the calendar window `today` starts
         self._apply = client.register_script(APPLY_LUA)
         self._read = client.register_script(READ_LUA)
-        self._read_groups = client.register_script(READ_GROUPS_LUA)
         self._mark_rebuilt = client.register_script(MARK_REBUILT_LUA)
         self._lease = client.register_script(LEASE_LUA)
 
@@ -438,7 +449,8 @@ class WindowStore:
         keys = list(keys)
         if not keys:
             return {}
-        values = await self.client.mget(keys)
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        values = cast("list[bytes | None]", await self.client.mget(keys))
         return dict(zip(keys, values, strict=True))
 
     async def apply(self, payload: Mapping[str, Any]) -> ApplyResult:
@@ -459,12 +471,25 @@ class WindowStore:
         rows = await self.client.zrangebyscore(
             f"{self.ns}agents", f"({now_ms - round(window_s * 1000)}", "+inf", withscores=True
         )
-        return {_s(agent): int(score) for agent, score in rows}
+        return {_s(agent): int(score) for agent, score in cast("list[tuple[bytes, float]]", rows)}  # withscores pairs
 
     async def read_windows(
-        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
+        self,
+        now_ms: int,
+        windows_s: Sequence[int],
+        only: Iterable[str] | None = None,
+        *,
+        open_state: bool = True,
+        history: bool = False,
+        quiet_states: bool = False,
     ) -> list[AgentWindows]:
-        """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read."""
+        """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read.
+
+        The current state's time up to now is in the sums unless `open_state` is False (what is written only).
+        With `history`, each row also carries the agent's state history. With `history` or `quiet_states`, its
+        `first_buckets` ignore time in state (for a reader that computes it from the history at any time, or
+        does not use it: it needs no re-read when time in state slides out of a window).
+        """
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         if only is None:
             agents = await self.active_agents(now_ms, max(w.span_s(now_ms, ws, self.tz) for ws in windows_s))
@@ -475,7 +500,8 @@ class WindowStore:
         if not agents:
             return []
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
-        head = self._read_head(now_ms, windows_s)
+        quiet = tuple(states.STATE_FIELDS.values()) if history or quiet_states else ()
+        head = self._read_head(now_ms, windows_s, quiet=quiet, history=history)
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
         # One script call per group, in turn: each blocks Redis only briefly, so batch writes slip in between.
@@ -483,7 +509,7 @@ class WindowStore:
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
         nwin = len(bounds)
-        step = READ_META + nwin * nf + nwin
+        step = READ_META + nwin * nf + nwin + (1 if history else 0)
         for group, reply in zip(groups, results, strict=True):
             read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
@@ -494,10 +520,12 @@ class WindowStore:
                     ws: dict(zip(w.FIELDS, row[READ_META + j * nf : READ_META + (j + 1) * nf], strict=True))
                     for j, ws in enumerate(windows_s)
                 }
-                for ws, window_sums in sums.items():  # the current state counts up to now
+                for ws, window_sums in sums.items() if open_state else ():  # the current state counts up to now
                     states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
                 tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
+                # The history is stored as 'version|json' (a versioned state, streams/batch.py).
+                kept = states.decode(bytes(tail[nwin]).partition(b"|")[2]) if history and tail[nwin] else None
                 out.append(
                     AgentWindows(
                         agent,
@@ -509,6 +537,7 @@ class WindowStore:
                         reason or None,
                         firsts,
                         read_us,
+                        history=kept,
                     )
                 )
         return out
@@ -528,97 +557,10 @@ class WindowStore:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
         return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
 
-    def _read_head(self, now_ms: int, windows_s: Sequence[int]) -> list[Any]:
-        """The read scripts' leading arguments: chunk range, window bounds in buckets, field names."""
-        bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
-        lo = min(b_lo for b_lo, _ in bounds)
-        hi = now_ms // w.BUCKET_MS
-        head: list[Any] = [self.ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
-        for b_lo, b_hi in bounds:
-            head += [b_lo, b_hi]
-        return [*head, len(w.FIELDS), *w.FIELDS]
-
-    async def read_groups(
-        self, now_ms: int, windows_s: Sequence[int], prefixes: Sequence[str]
-    ) -> list[dict[int, w.Sums]]:
-        """Sums per window for pre-aggregated chunk prefixes (`t:<team>:`, `f:`), in the order given."""
-        if not prefixes:
-            return []
-        head = self._read_head(now_ms, windows_s)
-        nf = len(w.FIELDS)
-        out: list[dict[int, w.Sums]] = []
-        for i in range(0, len(prefixes), READ_AGENTS_PER_CALL):
-            group = prefixes[i : i + READ_AGENTS_PER_CALL]
-            flat = await self._read_groups(args=[*head, *group])
-            step = len(windows_s) * nf
-            for k in range(len(group)):
-                row = flat[k * step : (k + 1) * step]
-                out.append(
-                    {ws: dict(zip(w.FIELDS, row[j * nf : (j + 1) * nf], strict=True)) for j, ws in enumerate(windows_s)}
-                )
-        return out
-
-    async def read_floor(self, now_ms: int, windows_s: Sequence[int], roster_s: float) -> tuple[int, dict[int, w.Sums]]:
-        """The floor: agents with an event in the last `roster_s` seconds, and its sums per window."""
-        roster = await self.active_agents(now_ms, roster_s)
-        (sums,) = await self.read_groups(now_ms, windows_s, ["f:"])
-        for team_open in (await self.open_state_sums(roster, now_ms, windows_s)).values():
-            for ws, open_sums in team_open.items():
-                w.add_sums(sums[ws], open_sums)
-        return len(roster), sums
-
-    async def read_teams(
-        self, now_ms: int, windows_s: Sequence[int], roster_s: float, only: Sequence[str] | None = None
-    ) -> list[TeamWindows]:
-        """Teams with an agent active in the last `roster_s` seconds (all, or those in `only`), with sums."""
-        since = f"({now_ms - round(roster_s * 1000)}"
-        if only is None:
-            names = sorted(_s(t) for t in await self.client.zrangebyscore(keys.teams_key(self.ns), since, "+inf"))
-        else:
-            names = sorted(set(only))
-        async with self.client.pipeline(transaction=False) as pipe:
-            for team in names:
-                pipe.zcount(keys.team_roster_key(self.ns, team), since, "+inf")
-            counts = await pipe.execute() if names else []
-        present = [(t, int(n)) for t, n in zip(names, counts, strict=True) if n]
-        sums = await self.read_groups(now_ms, windows_s, [f"t:{t}:" for t, _ in present])
-        if only is None:
-            members = await self.active_agents(now_ms, roster_s)
-        else:
-            members = {a: ts for t in names for a, ts in (await self.team_agents(t, now_ms, roster_s)).items()}
-        open_by_team = await self.open_state_sums(members, now_ms, windows_s)
-        for (t, _), team_sums in zip(present, sums, strict=True):
-            for ws, open_sums in open_by_team.get(t, {}).items():
-                w.add_sums(team_sums[ws], open_sums)
-        return [TeamWindows(t, n, s) for (t, n), s in zip(present, sums, strict=True)]
-
-    async def open_state_sums(
-        self, agents: Iterable[str], now_ms: int, windows_s: Sequence[int]
-    ) -> dict[str | None, dict[int, w.Sums]]:
-        """The current states' time up to now, per team (None: no team) and window: what an agent's read adds to
-        its chunks (states.add_open), for totals read from team and floor chunks. One HMGET per agent."""
-        names = list(agents)
-        if not names:
-            return {}
-        async with self.client.pipeline(transaction=False) as pipe:
-            for a in names:
-                pipe.hmget(keys.meta_key(self.ns, a), "team", "state", "since")
-            raw = await pipe.execute()
-        out: dict[str | None, dict[int, w.Sums]] = {}
-        for team, state, since in raw:
-            if not state or not since:
-                continue
-            per_window = out.setdefault(_s(team) if team else None, {ws: {} for ws in windows_s})
-            for ws in windows_s:
-                states.add_open(per_window[ws], _s(state), int(since), now_ms, ws, self.tz)  # type: ignore[arg-type]
-        return out
-
-    async def team_agents(self, team: str, now_ms: int, roster_s: float) -> dict[str, int]:
-        """A team's agents with an event in the last `roster_s` seconds -> their latest event ts."""
-        rows = await self.client.zrangebyscore(
-            keys.team_roster_key(self.ns, team), f"({now_ms - round(roster_s * 1000)}", "+inf", withscores=True
-        )
-        return {_s(agent): int(score) for agent, score in rows}
+    def _read_head(
+        self, now_ms: int, windows_s: Sequence[int], *, quiet: Sequence[str] = (), history: bool = False
+    ) -> list[Any]:
+        return read_head(self.ns, now_ms, windows_s, self.tz, w.FIELDS, quiet=quiet, history=history)
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""

@@ -55,6 +55,9 @@ AVAILABLE_MS, ON_CALL_MS, WRAP_MS, BREAK_MS, OFFLINE_MS = (
     cat.code(n) for n in ("available_ms", "on_call_ms", "wrap_ms", "break_ms", "offline_ms")
 )
 FIELDS: tuple[str, ...] = cat.FIELDS
+# A field name ending in RUN holds a run: from its bucket to the end of its chunk, every bucket gets the value
+# (time in state over long intervals, streams/states.py); the chunk total counts it once per bucket.
+RUN = ">"
 
 Sums = dict[str, int]
 
@@ -122,7 +125,8 @@ def add_sums(into: Sums, other: Mapping[str, int]) -> Sums:
 def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sums:
     """Sum the counters of buckets lo < b <= hi from chunk hashes (chunk index -> raw hash fields).
 
-    A chunk hash holds `<field>` (chunk total) and `<field>.<offset>` (one bucket) entries.
+    A chunk hash holds `<field>` (chunk total), `<field>.<offset>` (one bucket) and `<field>><offset>` (a run:
+    every bucket from the offset to the chunk's end) entries. The read script (streams/store.py) does the same.
     """
     sums = empty_sums()
     for chunk, fields in chunks.items():
@@ -132,16 +136,26 @@ def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sum
             continue
         whole = first > lo and last <= hi
         for name, raw in fields.items():
-            dot = name.find(".")
+            dot, run = name.find("."), name.find(RUN)
             if whole:
-                if dot < 0:
+                if dot < 0 and run < 0:
                     sums[name] = sums.get(name, 0) + int(raw)
             elif dot >= 0:
                 b = first + int(name[dot + 1 :])
                 if lo < b <= hi:
                     key = name[:dot]
                     sums[key] = sums.get(key, 0) + int(raw)
+            elif run >= 0:
+                n = len(run_buckets(first + int(name[run + 1 :]), lo, hi))
+                key = name[:run]
+                sums[key] = sums.get(key, 0) + n * int(raw)
     return sums
+
+
+def run_buckets(start: int, lo: int = -(2**62), hi: int = 2**62) -> range:
+    """The buckets a run from bucket `start` covers (to the end of its chunk), within lo < b <= hi."""
+    end = (chunk_of(start) + 1) * CHUNK_BUCKETS - 1
+    return range(max(start, lo + 1), min(end, hi) + 1)
 
 
 def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:

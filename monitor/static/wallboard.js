@@ -331,19 +331,29 @@
       kpis.append(cells[k].root);
     }
     const flags = h("div", "tile-flags");
+    // Three parts so a long reason gives way (ellipsis) while the state and the time in state stay whole.
     const stateLine = h("div", "tile-state");
+    const stateName = h("span", "tile-state-name");
+    const stateReason = h("span", "tile-state-reason");
+    const stateTime = h("span", "tile-state-time");
+    stateLine.append(stateName, stateReason, stateTime);
     root.append(head, kpis, flags, stateLine);
-    return { root, refs: { badge, cells, flags, glyph, score, stateLine }, cache: {}, agent: null };
+    return { root, refs: { badge, cells, flags, glyph, score, stateLine, stateName, stateReason, stateTime }, cache: {},
+      agent: null };
   }
 
   // "BREAK · lunch · 17:32": the state, its reason and how long the agent has been in it, counting up.
-  function stateText(a) {
+  // The full state and reason are the line's tooltip, for a reason cut short on a small tile.
+  function updateStateLine(t, a) {
+    const c = t.cache, r = t.refs;
     const state = a.state || "offline";
-    let text = (STATE_LABELS[state] || state).toUpperCase();
-    if (a.reason) text += " · " + a.reason;
+    const name = (STATE_LABELS[state] || state).toUpperCase();
+    const reason = a.reason ? " · " + a.reason : "";
     const since = parseTs(a.state_since);
-    if (!Number.isNaN(since)) text += " · " + fmtDuration((serverNow() - since) / 1000);
-    return text;
+    setText(r.stateName, c, "stateName", name);
+    setText(r.stateReason, c, "stateReason", reason);
+    setText(r.stateTime, c, "stateTime", Number.isNaN(since) ? "" : " · " + fmtDuration((serverNow() - since) / 1000));
+    setAttr(r.stateLine, c, "stateTitle", "title", name + reason);
   }
 
   function updateTile(t, a) {
@@ -360,7 +370,7 @@
     setAttr(t.refs.badge, c, "state", "data-state", state);
     setText(t.refs.badge, c, "stateText", STATE_LABELS[state] || state);
     setAttr(t.refs.stateLine, c, "stateAttr", "data-state", state);
-    setText(t.refs.stateLine, c, "stateLine", stateText(a));
+    updateStateLine(t, a);
     t.agent = a;
     setText(t.refs.score, c, "score", isNum(a.score) ? fmtScore(a.score) : "");
     setAttr(t.refs.score, c, "scoreTitle", "title", isNum(a.score) ? "scorecard points" : "");
@@ -648,18 +658,35 @@
       el.queues.append(frag);
     }
     renderStates(floorStates);
-    updateQueueMore();
     const any = shown.length > 0 || !!floorStates;
     if (el.queues.hidden === any) { el.queues.hidden = !any; fitGrid(); }
+    fitQueueStrip();
   }
   const queueMore = h("div", "queue-more");
-  function updateQueueMore() {
-    const right = el.queues.getBoundingClientRect().right;
-    let hidden = 0;
-    for (const c of queueCards.values()) if (c.root.getBoundingClientRect().right > right + 1) hidden++;
-    const text = hidden ? "+" + hidden + " more queue" + (hidden === 1 ? "" : "s") : "";
+  function moreQueuesText(n) { return n ? "+" + n + " more queue" + (n === 1 ? "" : "s") : ""; }
+  // The strip shows the queue cards that fit whole (the most urgent, as they come first) and leaves the rest off;
+  // "+N more queues" counts those and takes a place of its own at the end, so it never covers a card.
+  function fitQueueStrip() {
+    const cards = [];
+    for (const node of el.queues.children) if (node.classList.contains("queue-card")) cards.push(node);
+    let fit = cards.length;
+    if (!el.queues.hidden && cards.length) {
+      const style = getComputedStyle(el.queues);
+      const gap = parseFloat(style.columnGap) || 0;
+      const room = el.queues.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight)
+        - statesCard.root.offsetWidth - gap - 1;   // 1 px for sub-pixel rounding
+      const cardW = parseFloat(getComputedStyle(cards[0]).minWidth) || cards[0].offsetWidth;
+      if (cards.length * cardW + (cards.length - 1) * gap > room) {
+        // Measure the badge with its longest text: then fewer hidden cards never make it outgrow its place.
+        queueMore.textContent = moreQueuesText(cards.length);
+        queueMore.hidden = false;
+        fit = Math.max(0, Math.floor((room - queueMore.offsetWidth) / (cardW + gap)));
+      }
+    }
+    cards.forEach((node, i) => { const off = i >= fit; if (node.hidden !== off) node.hidden = off; });
+    const text = moreQueuesText(cards.length - fit);
     if (queueMore.textContent !== text) queueMore.textContent = text;
-    queueMore.hidden = !hidden;
+    queueMore.hidden = !text;
   }
   function tickQueues() {
     for (const c of queueCards.values()) if (c.q) updateQueueCard(c);
@@ -686,7 +713,7 @@
 
   // Time in state on every tile counts up between snapshots.
   function tickTiles() {
-    for (const t of tiles.values()) if (t.agent) setText(t.refs.stateLine, t.cache, "stateLine", stateText(t.agent));
+    for (const t of tiles.values()) if (t.agent) updateStateLine(t, t.agent);
   }
 
   // ---- team cards ----------------------------------------------------------
@@ -696,7 +723,8 @@
     const head = h("div", "team-head");
     const name = h("span", "team-name", team);
     const count = h("span", "team-count");
-    const flags = h("span", "tile-flags");
+    // Breach flags have a column of their own in the head (see .team-head), so they never crowd the agent count.
+    const flags = h("div", "tile-flags team-flags");
     const score = h("span", "tile-score");
     head.append(name, flags, score, count);
     const kpis = h("div", "team-kpis");
@@ -1316,7 +1344,7 @@
     if (active !== lastSnoozeCheck || escalating) { lastSnoozeCheck = active; scheduleRender(); }
   }, 1000);
 
-  window.addEventListener("resize", fitGrid);
+  window.addEventListener("resize", () => { fitGrid(); fitQueueStrip(); });
   if (typeof ResizeObserver === "function") new ResizeObserver(() => fitGrid()).observe(el.grid);
 
   if (teamFilter) {

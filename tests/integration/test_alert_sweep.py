@@ -38,11 +38,11 @@ class CountingStore(WindowStore):
         self.reads: list[set[str] | None] = []
 
     async def read_windows(
-        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None
+        self, now_ms: int, windows_s: Sequence[int], only: Iterable[str] | None = None, **options: Any
     ) -> list[AgentWindows]:
         only = None if only is None else set(only)
         self.reads.append(only)
-        return await super().read_windows(now_ms, windows_s, only)
+        return await super().read_windows(now_ms, windows_s, only, **options)
 
 
 class Clock:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from callpulse.embedded import EmbeddedRedis
 from callpulse.settings import Settings, load_thresholds
 from monitor import snapshot
+from monitor.floorcache import FloorCache
 from streams.processor import Outcome, Processor, Record
 from streams.store import AgentWindows, TeamWindows, WindowStore, namespace
 from streams.windows import TODAY
@@ -319,11 +320,12 @@ async def read(client: aioredis.Redis, settings: Settings = SETTINGS, now_ms: in
 async def read_totals(
     client: aioredis.Redis, settings: Settings = SETTINGS, now_ms: int = NOW_MS
 ) -> tuple[list[TeamWindows], tuple[int, dict[int, Any]]]:
-    """The store's pre-aggregated team and floor totals for every window."""
+    """Team and floor totals for every window as the monitor's floor cache keeps them (one agent at a time)."""
     store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: now_ms / 1000)
+    await cache.refresh()
     windows_s = list(settings.windows_s)
-    teams = await store.read_teams(now_ms, windows_s, settings.longest_window_s)
-    return teams, await store.read_floor(now_ms, windows_s, settings.longest_window_s)
+    return cache.teams_at(now_ms, windows_s), cache.floor_at(now_ms, windows_s)
 
 
 def roster_since(settings: Settings, now: float) -> float:
@@ -368,7 +370,7 @@ def test_any_trace_in_any_order_and_batching_gives_the_reference_kpis(
             want = reference.expected(delivered, NOW, window_s, repeat_s=REPEAT_S, since=since,
                                       late_before=NOW - SETTINGS.longest_window_s)  # fmt: skip
             assert reference.diff_snapshot(snap, want) == [], f"window {window_s}"
-            # The store's incrementally kept team and floor totals give the same teams and floor.
+            # The floor cache's incrementally kept team and floor totals give the same teams and floor.
             kept = snapshot.build(rows, window_s=window_s, settings=SETTINGS, now_ms=NOW_MS, teams=teams, floor=floor)
             assert (kept["teams"], kept["floor"]) == (snap["teams"], snap["floor"]), f"window {window_s}"
 

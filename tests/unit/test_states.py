@@ -33,7 +33,9 @@ class Agent:
         lo, hi = w.window_buckets(now_ms, window_s)
         sums: Counter[str] = Counter()
         for (b, fld), v in self.counters.items():
-            if lo < b <= hi:
+            if fld.endswith(w.RUN):
+                sums[fld[:-1]] += v * len(w.run_buckets(b, lo, hi))
+            elif lo < b <= hi:
                 sums[fld] += v
         cur = self.history.current
         return st.state_seconds(sums, cur.state if cur else None, cur.ts_ms if cur else None, now_ms, window_s)
@@ -207,3 +209,36 @@ def test_random_shuffled_histories_match_the_oracle() -> None:
             want = reference.state_seconds(raw, now_ms / 1000, window_s)["a1"]
             got = a.seconds(now_ms, window_s)
             assert all(reference.close(got[s], want[s]) for s in reference.STATES), (window_s, got, want)
+
+
+def test_a_long_interval_costs_the_chunks_it_spans_not_its_buckets() -> None:
+    a = Agent()
+    a.arrive(mark("s1", T0 + 3_000, "offline"), mark("s2", T0 + 14 * 3_600_000 + 7_000, "available"))
+    writes = list(a.counters)
+    chunks = 14 * 3_600_000 // (w.BUCKET_MS * w.CHUNK_BUCKETS)
+    assert len(writes) <= chunks + 4  # a run mark per chunk, the partial first and last buckets, one run stop
+    assert a.seconds(T0 + 14 * 3_600_000 + 7_000, 8 * 3600)["offline"] == 8 * 3600 - 3.0
+
+
+def test_tally_gives_the_written_buckets_of_any_window_from_the_history() -> None:
+    rnd = random.Random(7)
+    for _ in range(200):
+        a = Agent()
+        marks = [
+            mark(f"s{i}", T0 + rnd.randrange(0, 3 * 3_600_000), rnd.choice(st.STATES))
+            for i in range(rnd.randrange(1, 12))
+        ]
+        for m in marks:
+            a.arrive(m)
+        tally = st.tally(a.history)
+        for _ in range(10):
+            lo = w.bucket_of(T0) + rnd.randrange(-100, 1200)
+            hi = lo + rnd.randrange(1, 1200)
+            want: Counter[str] = Counter()
+            for (b, fld), v in a.counters.items():
+                if fld.endswith(w.RUN):
+                    want[fld[:-1]] += v * len(w.run_buckets(b, lo, hi))
+                elif lo < b <= hi:
+                    want[fld] += v
+            got = tally.window_ms((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
+            assert {k: v for k, v in want.items() if v} == got

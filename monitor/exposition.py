@@ -1,0 +1,42 @@
+"""The Prometheus text format for callpulse's own metric families, fast enough for ~100,000 samples a scrape.
+
+prometheus_client's `generate_latest` validates and escapes every label name of every sample (about 30 µs a
+sample in 0.26): at 10,000 agents `/metrics/agents` spent seconds there. Our families use fixed, valid metric and
+label names, so only label values need escaping; the output is the same text (`tests/unit/test_exposition.py`
+compares the two). Families with OpenMetrics-only samples (`_created`, `_gsum`, `_gcount`) are not produced
+by callpulse and are refused here.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+_TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary", "unknown": "untyped"}
+
+
+def _escape_value(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """Every family the registry's collectors yield, as Prometheus text format 0.0.4."""
+    out: list[str] = []
+    for metric in registry.collect():
+        mtype = _TYPES.get(metric.type)
+        if mtype is None:
+            raise ValueError(f"metric {metric.name}: type {metric.type!r} is not rendered here; use generate_latest")
+        name = metric.name + "_total" if metric.type == "counter" else metric.name
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {mtype}\n")
+        for s in metric.samples:
+            if s.name.endswith(("_created", "_gsum", "_gcount")) and s.name != name:
+                raise ValueError(f"metric {metric.name}: OpenMetrics sample {s.name} is not rendered here")
+            if s.labels:
+                labels = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(s.labels.items()))
+                out.append(f"{s.name}{{{labels}}} {floatToGoString(s.value)}\n")
+            else:
+                out.append(f"{s.name} {floatToGoString(s.value)}\n")
+    return "".join(out).encode()

@@ -1,0 +1,231 @@
+"""The floor as this monitor last read it, kept current by what changed rather than re-read for every request.
+
+A full snapshot of 10,000 agents would read every agent's windows from Redis each second, and team and floor
+values would read every team's chunks. The cache reads the whole floor once, then on each refresh only
+
+- the agents an apply touched since its last refresh (the store's `dirty` set, scored by Redis's clock: an
+  apply that runs during a refresh is seen by the next one, never missed), and
+- the agents whose windows move by time alone: a 10-second bucket leaving a window, `today` at midnight, an
+  agent's last event leaving the longest window (a schedule of each agent's next change, streams.schedule).
+
+Team and floor totals are kept by taking an agent's old sums out and its new ones in (exact integers,
+streams.schedule.FloorView). What the store holds is cached; the current state's time up to now is added when
+a view is asked for (`at`), so state time and occupancy move with the clock while nothing is re-read.
+
+A new store generation (Redis lost its data and was rebuilt), a refresh with no generation (rebuilding), or a
+gap longer than `dirty` is kept (an hour) reads the whole floor again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+
+from callpulse import catalogue as cat
+from callpulse.scorecard import mean_score
+from callpulse.settings import Settings
+from monitor.snapshot import Scores
+from monitor.statetime import STATE_CODES, StateTime
+from streams import windows as w
+from streams.schedule import FloorView, next_change_ms
+from streams.store import AgentWindows, TeamWindows, WindowStore
+
+DIRTY_KEPT_US = 3_000_000_000  # re-read everything when the last refresh is older than this (dirty keeps 1 h)
+
+
+class FloorCache:
+    """Every agent on the floor with its written sums per window, team and floor totals; see the module doc."""
+
+    def __init__(
+        self, store: WindowStore, windows_s: Sequence[int], roster_s: int, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.store = store
+        self.windows_s = tuple(windows_s)
+        self.roster_s = roster_s  # on the floor: an event in this many seconds (the settings' longest window)
+        self.clock = clock
+        self.rows: dict[str, AgentWindows] = {}
+        self.by_team: dict[str | None, set[str]] = {}
+        self.view: FloorView | None = None
+        self.state_time = StateTime(store.tz)
+        self._versions = itertools.count(1)
+        self._lock = asyncio.Lock()
+        # Scorecard results kept between reads: an agent is scored again only when its row changed.
+        self._scores: dict[str, tuple[dict[str, float], float]] = {}  # agent -> (points, score)
+        self._counted: dict[str | None, dict[str, float]] = {}  # team -> {agent: score} of agents with an event
+        self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
+        self._rescore: set[str] = set()
+        self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
+        self.refresh_s = 0.0  # time spent in refreshes so far
+
+    @property
+    def generation(self) -> str | None:
+        """The store generation the cache was read in (None before the first refresh)."""
+        return self.view.generation if self.view is not None else None
+
+    def settled_before_ms(self, now_ms: int) -> int:
+        """Counters for times before this can no longer change: any event for them is late."""
+        return now_ms - self.roster_s * 1000 - 600_000
+
+    async def refresh(self) -> int:
+        """Bring the cache up to now; returns the now (ms) its rows are current to."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            try:
+                return await self._refresh()
+            finally:
+                self.refresh_s += time.perf_counter() - t0
+
+    async def _refresh(self) -> int:
+        generation = await self.store.generation()
+        now_ms = int(self.clock() * 1000)
+        view = self.view
+        if view is None or generation is None or view.generation != generation:
+            await self._read_all(now_ms, generation or "")
+            return now_ms
+        changed, since_us = await self.store.changed_since(view.since_us)
+        if since_us - view.since_us > DIRTY_KEPT_US:  # `dirty` may have lost some of what changed since
+            await self._read_all(now_ms, generation)
+            return now_ms
+        due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
+        due |= set(view.schedule.pop_due(now_ms))
+        rows = await self._read(now_ms, due) if due else []
+        present = [r for r in rows if r.last_ts_ms > now_ms - self.roster_s * 1000]
+        for agent in due - {r.agent_id for r in present}:
+            view.remove(agent)
+            self._drop(agent)
+        self._put(present, now_ms)
+        view.since_us = since_us
+        return now_ms
+
+    async def _read_all(self, now_ms: int, generation: str) -> None:
+        _, since_us = await self.store.changed_since(2**62)  # Redis's time before the read: nothing is missed
+        roster = await self.store.active_agents(now_ms, self.roster_s)
+        rows = await self._read(now_ms, roster) if roster else []
+        self.rows, self.by_team = {}, {}
+        self.state_time = StateTime(self.store.tz)
+        self._scores, self._counted, self._counted_in, self._rescore = {}, {}, {}, set()
+        self.view = FloorView(self.windows_s, generation, since_us)
+        self._put(rows, now_ms)
+
+    async def _read(self, now_ms: int, agents: Iterable[str]) -> list[AgentWindows]:
+        # Time in state comes from each agent's state history (any window, any time), so an agent is due again
+        # by time only when an event's counts leave a window: its `first_buckets` ignore time in state.
+        return await self.store.read_windows(now_ms, self.windows_s, only=agents, open_state=False, history=True)
+
+    def _put(self, rows: Iterable[AgentWindows], now_ms: int) -> None:
+        view = self.view
+        assert view is not None
+        span_ms = self.roster_s * 1000
+        for row in rows:
+            self.reads += 1
+            counters = {ws: _without_states(row.sums[ws]) for ws in self.windows_s}
+            if view.put(row.agent_id, row.team, counters, row.read_us) is None:
+                continue  # an older read than the one held
+            self._drop(row.agent_id)
+            # Kept with its counters only; time in state is worked out at read time (monitor/statetime.py).
+            self.rows[row.agent_id] = replace(row, version=next(self._versions), sums=counters)
+            self.state_time.put(row, horizon_ms=now_ms - span_ms - 3_600_000)
+            self.by_team.setdefault(row.team, set()).add(row.agent_id)
+            due = next_change_ms(
+                row.first_buckets, now_ms=now_ms, last_ts_ms=row.last_ts_ms, span_ms=span_ms, tz=self.store.tz
+            )
+            view.schedule.set(row.agent_id, due)
+
+    def _drop(self, agent: str) -> None:
+        self._rescore.add(agent)
+        self.state_time.drop(agent)
+        old = self.rows.pop(agent, None)
+        if old is not None:
+            members = self.by_team.get(old.team)
+            if members is not None:
+                members.discard(agent)
+                if not members:
+                    del self.by_team[old.team]
+
+    # --- views at now: the written counters plus time in state up to now ----------------------------------
+
+    def agents_at(
+        self, now_ms: int, windows_s: Sequence[int], team: str | None = None, *, every: bool = True
+    ) -> list[AgentWindows]:
+        """Rows for `windows_s` with time in state up to now (all agents, or `team`'s when every=False)."""
+        names = self.rows if every else self.by_team.get(team, set())
+        out: list[AgentWindows] = []
+        timed = self.state_time.agent_ms
+        for name in sorted(names):
+            row = copy.copy(self.rows[name])
+            row.sums = {ws: {**row.sums[ws], **timed(name, now_ms, ws)} for ws in windows_s}
+            out.append(row)
+        return out
+
+    def teams_at(self, now_ms: int, windows_s: Sequence[int], only: Sequence[str] | None = None) -> list[TeamWindows]:
+        """Teams on the floor (all, or those in `only`) with their totals and their agents' time in state to now."""
+        view = self.view
+        if view is None:
+            return []
+        names = sorted(view.teams) if only is None else [t for t in only if t in view.teams]
+        out: list[TeamWindows] = []
+        for team in names:
+            sums = {ws: _plus(view.teams[team][ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
+            out.append(TeamWindows(team, view.team_size(team), sums))
+        return out
+
+    def floor_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[int, dict[int, w.Sums]]:
+        """The floor: how many agents are on it and its totals with time in state to now."""
+        view = self.view
+        if view is None:
+            return 0, {ws: w.empty_sums() for ws in windows_s}
+        return len(self.rows), {ws: _plus(view.floor[ws], self.state_time.floor_ms(now_ms, ws)) for ws in windows_s}
+
+    def scores_at(self, now_ms: int, settings: Settings) -> Scores:
+        """Every agent's scorecard points over its window, and team and floor means of the agents with an event in
+        it. Only agents whose rows changed since the last call are scored again, unless the scorecard reads time
+        in state, which moves with the clock: then every agent is.
+        """
+        card, window_s = settings.scorecard, settings.score_window_s
+        if card is None or window_s is None:
+            return Scores()
+        todo = set(self.rows) | self._rescore if _timed(settings) else self._rescore  # every row put is in _rescore
+        self._rescore = set()
+        for agent in todo:
+            self._scores.pop(agent, None)
+            if agent in self._counted_in:
+                self._counted[self._counted_in.pop(agent)].pop(agent, None)
+            row = self.rows.get(agent)
+            if row is None:
+                continue
+            sums = {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
+            points = card.points(w.kpis_from_sums(sums))
+            self._scores[agent] = (points, sum(points.values()))
+            if sums.get(w.EVENTS, 0) > 0:
+                self._counted.setdefault(row.team, {})[agent] = self._scores[agent][1]
+                self._counted_in[agent] = row.team
+        for team in [t for t, members in self._counted.items() if not members]:
+            del self._counted[team]
+        return Scores(
+            agents=self._scores,
+            teams={t: mean_score(m.values()) for t, m in self._counted.items() if t is not None},
+            floor=mean_score(s for m in self._counted.values() for s in m.values()),
+        )
+
+
+def _without_states(sums: w.Sums) -> w.Sums:
+    """Counters other than time in state, zeros left out."""
+    return {k: v for k, v in sums.items() if v and k not in STATE_CODES}
+
+
+def _plus(totals: w.Sums, part: w.Sums) -> w.Sums:
+    """A copy of `totals` with `part` added."""
+    out = dict(totals)
+    for k, v in part.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _timed(settings: Settings) -> bool:
+    """Whether the scorecard reads time in state (then scores move with the clock and are never reused)."""
+    card = settings.scorecard
+    return card is not None and any(cat.BY_KEY[k.kpi].codes & STATE_CODES for k in card.kpis)

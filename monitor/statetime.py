@@ -1,0 +1,206 @@
+"""Time in state per agent, team and floor for any window at any moment, from the agents' state histories.
+
+The store writes closed intervals of time in state into 10-second buckets, so a window's seconds in state change
+every 10 s as buckets leave it: re-reading them would put every agent of the floor on the floor cache's
+schedule every 10 s. The history (streams/states.py) holds the same intervals, so the buckets of a window
+(lo, hi] are `Tally.window_ms((lo + 1) * 10 s, (hi + 1) * 10 s)`, exactly, plus the open interval up to now
+(as states.add_open). A team sums its members; the floor keeps its closed time as change points summed per
+bucket and chunk (`FloorClosed`), so its cost follows what changes. Where an agent's history does not reach
+back to a window's start (an agent flapping more than states.MAX_MARKS times in the longest window), its own
+row and team use the buckets as last read instead; the floor keeps the history's view.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+from streams import states
+from streams import windows as w
+from streams.store import AgentWindows
+
+STATE_CODES = states.STATE_CODES
+CODES: tuple[str, ...] = tuple(states.STATE_FIELDS.values())
+_INDEX = {f: i for i, f in enumerate(CODES)}
+_ZERO = (0,) * len(CODES)
+
+
+class FloorClosed:
+    """The floor's closed time in state as a function of time, kept as agents' tallies change.
+
+    Each closed interval is two change points: from its start one more agent is in its state, from its end one
+    fewer. Summed per 10 s bucket (and per chunk of buckets) as Σd and Σd·t, the closed ms up to a bucket edge
+    T = k * BUCKET_MS is T * Σd - Σd·t over the points before T: a query reads a chunk's worth of sums, and an
+    agent's new tally changes only the points it adds or removes. Points older than the longest window are
+    folded into a base, so the sums stay bounded.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[int]] = {}  # bucket -> [Σd per state..., Σd·t per state...]
+        self._chunks: dict[int, list[int]] = {}
+        self._base = [0] * (2 * len(CODES))
+
+    def change(self, old: states.Tally | None, new: states.Tally | None) -> None:
+        """Replace an agent's intervals `old` by `new` (either may be None)."""
+        # A new tally usually extends the old one: only the intervals from where they part differ.
+        start = max(0, _common_prefix(old, new) - 1)
+        points = _points(new, start)
+        for key, d in _points(old, start).items():
+            points[key] = points.get(key, 0) - d
+        for (t, i), d in points.items():
+            if d:
+                for cell in (
+                    self._buckets.setdefault(t // w.BUCKET_MS, [0] * (2 * len(CODES))),
+                    self._chunks.setdefault(w.chunk_of(t // w.BUCKET_MS), [0] * (2 * len(CODES))),
+                ):
+                    cell[i] += d
+                    cell[len(CODES) + i] += d * t
+
+    def closed_ms(self, edge_ms: int) -> tuple[int, ...]:
+        """Closed ms per state up to `edge_ms`, a bucket edge."""
+        k = edge_ms // w.BUCKET_MS
+        acc = list(self._base)
+        chunk = w.chunk_of(k)
+        for c, cell in self._chunks.items():
+            if c < chunk:
+                _add_into(acc, cell)
+        for b in range(chunk * w.CHUNK_BUCKETS, k):
+            part = self._buckets.get(b)
+            if part is not None:
+                _add_into(acc, part)
+        n = len(CODES)
+        return tuple(edge_ms * acc[i] - acc[n + i] for i in range(n))
+
+    def prune(self, before_ms: int) -> None:
+        """Fold the points of chunks wholly before `before_ms` into the base (no query reaches back that far)."""
+        first = w.chunk_of(before_ms // w.BUCKET_MS)
+        for c in [c for c in self._chunks if c < first]:
+            _add_into(self._base, self._chunks.pop(c))
+            for b in range(c * w.CHUNK_BUCKETS, (c + 1) * w.CHUNK_BUCKETS):
+                self._buckets.pop(b, None)
+
+
+def _common_prefix(a: states.Tally | None, b: states.Tally | None) -> int:
+    """How many leading marks two tallies share (same ts and state)."""
+    if a is None or b is None:
+        return 0
+    n = min(len(a.ts), len(b.ts))
+    i = 0
+    while i < n and a.ts[i] == b.ts[i] and a.fields[i] == b.fields[i]:
+        i += 1
+    return i
+
+
+def _points(t: states.Tally | None, start: int = 0) -> dict[tuple[int, int], int]:
+    """The change points of a tally's intervals from the `start`-th on."""
+    out: dict[tuple[int, int], int] = {}
+    if t is None:
+        return out
+    for i in range(start, len(t.ts) - 1):
+        if t.fields[i]:
+            j = _INDEX[t.fields[i]]
+            out[(t.ts[i], j)] = out.get((t.ts[i], j), 0) + 1
+            out[(t.ts[i + 1], j)] = out.get((t.ts[i + 1], j), 0) - 1
+    return out
+
+
+def _add_into(acc: list[int], cell: list[int]) -> None:
+    for i, v in enumerate(cell):
+        acc[i] += v
+
+
+class StateTime:
+    """The floor's agents (their tallies and current states) and each team's summed tally, kept as rows change."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self._rows: dict[str, AgentWindows] = {}
+        self._tallies: dict[str, states.Tally] = {}
+        self._members: dict[str | None, set[str]] = {}
+        self._floor = FloorClosed()
+        self._edges: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
+        """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
+        old = self._tallies.get(row.agent_id)
+        self.drop(row.agent_id, keep_floor=True)
+        self._rows[row.agent_id] = row
+        new = states.tally(row.history) if row.history is not None else None
+        if new is not None:
+            self._tallies[row.agent_id] = new
+        self._floor.change(old, new)
+        self._floor.prune(horizon_ms)
+        self._members.setdefault(row.team, set()).add(row.agent_id)
+
+    def drop(self, agent: str, *, keep_floor: bool = False) -> None:
+        """Forget an agent (it left the floor, or is put again)."""
+        old = self._rows.pop(agent, None)
+        tally = self._tallies.pop(agent, None)
+        if not keep_floor:
+            self._floor.change(tally, None)
+        if old is not None:
+            members = self._members.get(old.team)
+            if members is not None:
+                members.discard(agent)
+                if not members:
+                    del self._members[old.team]
+
+    def edges(self, now_ms: int, window_s: int) -> tuple[int, int]:
+        """[start, end) in ms of the window's buckets ending now (worked out once per now and window)."""
+        key = (now_ms, window_s)
+        out = self._edges.get(key)
+        if out is None:
+            if len(self._edges) > 64:
+                self._edges.clear()
+            lo, hi = w.window_buckets(now_ms, window_s, self.tz)
+            out = self._edges[key] = ((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
+        return out
+
+    def agent_ms(self, agent: str, now_ms: int, window_s: int) -> w.Sums:
+        """An agent's ms per state field in the window ending now (zeros left out)."""
+        row = self._rows[agent]
+        start, end = self.edges(now_ms, window_s)
+        tally = self._tallies.get(agent)
+        if tally is not None and tally.clip_ms <= start:
+            ms = tally.window_ms(start, end)
+        else:
+            ms = {k: v for k, v in row.sums[window_s].items() if v and k in STATE_CODES}
+        _add_open(ms, row, start, now_ms)
+        return ms
+
+    def team_ms(self, team: str | None, now_ms: int, window_s: int) -> w.Sums:
+        """A team's summed ms per state field in the window ending now (None: the agents with no team)."""
+        start, end = self.edges(now_ms, window_s)
+        acc = [0] * len(CODES)
+        for agent in self._members.get(team, ()):
+            row, tally = self._rows[agent], self._tallies.get(agent)
+            if tally is not None and tally.clip_ms <= start:
+                a, b = tally.closed_ms(start), tally.closed_ms(end)
+                for i in range(len(CODES)):
+                    acc[i] += b[i] - a[i]
+            else:
+                sums = row.sums[window_s]
+                for i, code in enumerate(CODES):
+                    acc[i] += sums.get(code, 0)
+            i_open = _INDEX.get(states.STATE_FIELDS.get(row.state or "", ""))
+            if i_open is not None and row.since_ms is not None:
+                acc[i_open] += max(0, now_ms - max(row.since_ms, start))
+        return {code: acc[i] for i, code in enumerate(CODES) if acc[i]}
+
+    def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
+        """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
+        and every agent's open state (a plain loop over the floor's current states)."""
+        start, end = self.edges(now_ms, window_s)
+        a, b = self._floor.closed_ms(start), self._floor.closed_ms(end)
+        out = {f: b[i] - a[i] for i, f in enumerate(CODES) if b[i] != a[i]}
+        for row in self._rows.values():
+            _add_open(out, row, start, now_ms)
+        return out
+
+
+def _add_open(ms: w.Sums, row: AgentWindows, start_ms: int, now_ms: int) -> None:
+    """The current state's time from the window's start (or its own) up to now, into `ms` (as states.add_open)."""
+    field = states.STATE_FIELDS.get(row.state or "")
+    if field is not None and row.since_ms is not None:
+        open_ms = now_ms - max(row.since_ms, start_ms)
+        if open_ms > 0:
+            ms[field] = ms.get(field, 0) + open_ms

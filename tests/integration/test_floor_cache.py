@@ -1,0 +1,119 @@
+"""The monitor's floor cache agrees with a fresh read of the store, as events arrive and as time passes.
+
+A simulated floor goes through the worker's own batch path (`Processor`) into a real redis-server. After each
+slice of events, and then at random later times with no event (buckets leave windows, agents leave the floor),
+every agent, team and floor total the cache serves must equal what reading every agent from the store at that
+moment gives (`WindowStore.read_windows`, time in state from the buckets plus the open state up to now), and
+the snapshot's agent rows built with values kept between snapshots (`memo`) must equal rows built afresh.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from callpulse.embedded import EmbeddedRedis
+from callpulse.settings import Settings
+from callpulse.simulate import generate
+from monitor import snapshot
+from monitor.floorcache import FloorCache
+from monitor.snapshot import Memo
+from streams import windows as w
+from streams.processor import Processor, Record
+from streams.store import AgentWindows, WindowStore, namespace
+
+pytestmark = pytest.mark.integration
+
+
+async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
+    raise AssertionError(f"dead-lettered: {dead}")
+
+
+def _nonzero(sums: w.Sums) -> dict[str, int]:
+    return {k: int(v) for k, v in sums.items() if v}
+
+
+async def _fresh(store: WindowStore, now_ms: int, windows_s: Sequence[int], roster_s: int) -> list[AgentWindows]:
+    roster = await store.active_agents(now_ms, roster_s)
+    return await store.read_windows(now_ms, windows_s, only=roster) if roster else []
+
+
+def _compare(
+    cache: FloorCache, fresh: list[AgentWindows], now_ms: int, windows_s: Sequence[int], settings: Settings, memo: Memo
+) -> None:
+    rows = cache.agents_at(now_ms, windows_s)
+    for ws in windows_s:  # agent rows built with values kept between snapshots are the ones built afresh
+        kept = snapshot.build(rows, window_s=ws, settings=settings, now_ms=now_ms, memo=memo)["agents"]
+        assert kept == snapshot.build(fresh, window_s=ws, settings=settings, now_ms=now_ms)["agents"], ws
+    cached = {r.agent_id: r for r in rows}
+    assert set(cached) == {r.agent_id for r in fresh}, now_ms
+    for row in fresh:
+        mine = cached[row.agent_id]
+        assert (mine.team, mine.state, mine.since_ms) == (row.team, row.state, row.since_ms)
+        for ws in windows_s:
+            assert _nonzero(mine.sums[ws]) == _nonzero(row.sums[ws]), (row.agent_id, ws, now_ms)
+    by_team: dict[str, list[AgentWindows]] = {}
+    for row in fresh:
+        if row.team:
+            by_team.setdefault(row.team, []).append(row)
+    teams = {t.team: t for t in cache.teams_at(now_ms, windows_s)}
+    assert set(teams) == set(by_team)
+    for team, members in by_team.items():
+        assert teams[team].agents == len(members)
+        for ws in windows_s:
+            assert _nonzero(teams[team].sums[ws]) == _nonzero(w.total(m.sums[ws] for m in members)), (team, ws)
+    agents, floor = cache.floor_at(now_ms, windows_s)
+    assert agents == len(fresh)
+    for ws in windows_s:
+        assert _nonzero(floor[ws]) == _nonzero(w.total(r.sums[ws] for r in fresh)), ws
+
+
+@pytest.mark.parametrize(
+    ("seed", "windows"), [(1, (900, 3600, w.TODAY)), (2, (900, 3600, 28800, w.TODAY)), (3, (900, 3600))]
+)
+async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
+    redis_server: EmbeddedRedis, topic_prefix: str, seed: int, windows: tuple[int, ...]
+) -> None:
+    rnd = random.Random(seed)
+    settings = Settings(kafka="127.0.0.1:9", redis_url=redis_server.url, topic_prefix=str(topic_prefix))
+    settings = replace(settings, windows_s=windows)  # without `today` agents leave the floor after an hour
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    await store.mark_initialised()
+    processor = Processor(settings, store, _no_deadletter)
+    clock = {"now": time.time()}
+    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"])
+    windows_s = list(settings.windows_s)
+    memo: Memo = {}
+    events: list[tuple[str, dict[str, Any]]] = list(
+        generate(agents=12, rate=2.0, duration_s=1800, seed=seed, start_s=clock["now"] - 1800)
+    )
+    rnd.shuffle(events)  # any order: late events split state intervals and revise FCR
+    try:
+        offset = 0
+        while offset < len(events):
+            size = rnd.randrange(20, 400)
+            records = [
+                Record(topic, 0, offset + i, None, orjson.dumps(event))
+                for i, (topic, event) in enumerate(events[offset : offset + size])
+            ]
+            await processor.process(records)
+            offset += size
+            clock["now"] = time.time()
+            now_ms = await cache.refresh()
+            fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo)
+        for _ in range(12):  # no more events: windows slide, agents leave the floor
+            clock["now"] += rnd.choice([3, 11, 97, 400, 1300])
+            now_ms = await cache.refresh()
+            fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo)
+    finally:
+        await client.aclose()

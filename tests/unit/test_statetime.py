@@ -1,0 +1,46 @@
+"""Unit tests of the floor's time in state: kept as change points, equal to the sum of its agents' tallies."""
+
+from __future__ import annotations
+
+import random
+
+from monitor.statetime import CODES, FloorClosed
+from streams import states as st
+
+T0 = 1_704_067_200_000
+
+
+def history(rnd: random.Random, n: int) -> st.History:
+    marks = [st.Mark(T0 + rnd.randrange(0, 7_200_000), f"e{i}", rnd.choice(st.STATES)) for i in range(n)]
+    return st.merge(st.History(), marks, T0 - 1)
+
+
+def test_the_floors_closed_time_is_the_sum_of_its_agents_at_every_bucket_edge() -> None:
+    rnd = random.Random(3)
+    floor = FloorClosed()
+    held: dict[int, st.Tally] = {}
+    for _ in range(300):
+        agent = rnd.randrange(12)
+        new = st.tally(history(rnd, rnd.randrange(1, 15))) if rnd.random() < 0.85 else None
+        floor.change(held.pop(agent, None), new)
+        if new is not None:
+            held[agent] = new
+        edge = T0 + rnd.randrange(-6, 730) * 10_000
+        want = [sum(x.closed_ms(edge)[i] for x in held.values()) for i in range(len(CODES))]
+        assert list(floor.closed_ms(edge)) == want
+
+
+def test_pruned_points_still_count_in_later_edges() -> None:
+    rnd = random.Random(5)
+    floor = FloorClosed()
+    tallies = [st.tally(history(rnd, 10)) for _ in range(5)]
+    for t in tallies:
+        floor.change(None, t)
+    edge = T0 + 7_300_000
+    before = floor.closed_ms(edge)
+    floor.prune(T0 + 3_600_000)
+    assert floor.closed_ms(edge) == before
+
+
+def test_an_empty_floor_has_no_time_in_state() -> None:
+    assert FloorClosed().closed_ms(T0) == (0,) * len(CODES)
