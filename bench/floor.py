@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,26 @@ class Feed:
         duration_s = hours * 3600
         now_s = time.time()
         self.rate = events / duration_s
-        # Ends a little ahead of now: what `more` sends between the timed reads (ts up to a minute ahead).
-        self.events = generate(agents=agents, rate=self.rate, duration_s=duration_s + 60, seed=11,
+        # The stream goes on for an hour past now: the live part sends each event when the clock reaches its ts.
+        self.events = generate(agents=agents, rate=self.rate, duration_s=duration_s + 3600, seed=11,
                                start_s=now_s - duration_s)  # fmt: skip
+        self.pending: tuple[str, dict[str, Any]] | None = None
         self.offsets = {"calls": 0, "tickets": 0}
         self.sent = 0
 
-    async def send(self, n: int) -> int:
-        """Send the next `n` events (fewer when the stream ends); returns how many were sent."""
+    async def send(self, n: int, *, until_s: float | None = None) -> int:
+        """Send the next `n` events, stopping at the first with a ts after `until_s`; returns how many were sent."""
         batch: list[Record] = []
         done = 0
-        for topic, event in self.events:
+        while done < n:
+            nxt = self.pending or next(self.events, None)
+            self.pending = None
+            if nxt is None:
+                break
+            topic, event = nxt
+            if until_s is not None and _ts_s(event["ts"]) > until_s:
+                self.pending = nxt
+                break
             key = event.get("agent_id") or event.get("ticket_id")
             batch.append(Record(topic, 0, self.offsets[topic], key.encode() if key else None, orjson.dumps(event)))
             self.offsets[topic] += 1
@@ -83,12 +93,15 @@ class Feed:
             if len(batch) >= self.batch_max:
                 await self.proc.process(batch)
                 batch = []
-            if done >= n:
-                break
         if batch:
             await self.proc.process(batch)
         self.sent += done
         return done
+
+
+def _ts_s(ts: float | str) -> float:
+    """Epoch seconds of an event ts (the simulator writes numbers or RFC 3339 strings)."""
+    return datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else float(ts)
 
 
 async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int]:
@@ -111,13 +124,11 @@ async def _pause() -> None:
     await asyncio.sleep(0.2)
 
 
-async def _keep_sending(feed: Feed, rate: float) -> None:
-    """The floor's events in real time: a tenth of a second's worth every 0.1 s."""
-    step = max(1, round(rate / 10))
+async def _keep_sending(feed: Feed) -> None:
+    """The floor's events in real time: every 0.1 s, those whose ts the clock has reached."""
     while True:
         t0 = time.perf_counter()
-        if not await feed.send(step):
-            return
+        await feed.send(10**9, until_s=time.time())
         await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
 
 
@@ -134,7 +145,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
     await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
-    sent = await feed.send(args.events)
+    sent = await feed.send(args.events, until_s=time.time())
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
     kinds = await key_breakdown(client, ns, sample=300)
@@ -152,7 +163,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     some_team = await _a_team(monitor)
     # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
     # monitor's own refresher follows them, as in production; each read is timed alone.
-    live = asyncio.create_task(_keep_sending(feed, args.rate))
+    live = asyncio.create_task(_keep_sending(feed))
     # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
     cache = getattr(monitor, "floor", None)
     refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))

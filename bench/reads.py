@@ -89,7 +89,7 @@ def section(results: dict[str, Any]) -> list[str]:
         "Bytes per event by key kind (MEMORY USAGE on a sample of each kind, times its keys):",
         "",
         "| key kind | " + " | ".join(f"{label}: keys | B/event" for label, _ in runs) + " |",
-        "|---|" + "---|" * len(runs),
+        "|---|" + "---|---|" * len(runs),
     ]
     kinds = sorted(
         {k for _, x in runs for k in x["kinds"]}, key=lambda k: -r["kinds"].get(k, {}).get("bytes_per_event", 0)
