@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from callpulse import catalogue as cat
 from callpulse.scorecard import mean_score
 from callpulse.settings import Settings
 from monitor.snapshot import Scores
 from monitor.statetime import STATE_CODES, StateTime
+from streams import states
 from streams import windows as w
 from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, TeamWindows, WindowStore
@@ -228,4 +228,4 @@ def _plus(totals: w.Sums, part: w.Sums) -> w.Sums:
 def _timed(settings: Settings) -> bool:
     """Whether the scorecard reads time in state (then scores move with the clock and are never reused)."""
     card = settings.scorecard
-    return card is not None and any(cat.BY_KEY[k.kpi].codes & STATE_CODES for k in card.kpis)
+    return card is not None and any(k.kpi in states.TIMED_KEYS for k in card.kpis)

@@ -54,8 +54,7 @@ def _levels(
 
 
 # KPIs made of time in state (occupancy) move with the clock; the others only when an agent's row changes.
-TIMED_KPIS: tuple[catalogue.Kpi, ...] = tuple(k for k in catalogue.CATALOGUE if k.codes & states.STATE_CODES)
-_TIMED_KEYS = frozenset(k.key for k in TIMED_KPIS)
+TIMED_KPIS, _TIMED_KEYS = states.TIMED_KPIS, states.TIMED_KEYS
 _ORDER = {k: i for i, k in enumerate(KPI_KEYS)}
 # (agent, window) -> (row version, team, values, breaches and levels of the KPIs not made of time in state)
 Memo = dict[tuple[str, int], tuple[int, str | None, dict[str, Any], list[str], dict[str, str]]]

@@ -22,7 +22,7 @@ from streams import windows as w
 from streams.alerts import Alert, alert_key, evaluate
 from streams.queuestore import QueueStore
 from streams.schedule import FloorView, next_change_ms
-from streams.states import STATE_CODES
+from streams.states import TIMED_KEYS
 from streams.store import AgentWindows, WindowStore
 
 log = logging.getLogger("callpulse.alerts")
@@ -63,9 +63,7 @@ class AlertEngine:
         self.rule_windows_s = sorted({settings.window_s(r.window) for r in self._all_rules()})
         # Whether a rule watches a KPI made of time in state (occupancy): then an agent's windows move with its
         # state intervals leaving them, and batches that only change time in state need a check.
-        self.states_matter = any(
-            cat.BY_KEY[r.kpi].codes & STATE_CODES for r in self._all_rules() if r.kpi in cat.BY_KEY
-        )
+        self.states_matter = any(r.kpi in TIMED_KEYS for r in self._all_rules())
         self.queue_store = QueueStore(store.client, store.ns, tz=store.tz)
         self.queue_windows_s = sorted(
             {settings.window_s(r.window) for r in self._queue_rules() if r.window != LIVE_WINDOW}

@@ -26,6 +26,7 @@ from datetime import UTC, tzinfo
 
 import orjson
 
+from callpulse import catalogue as cat
 from streams import windows as w
 
 STATE_FIELDS: dict[str, str] = {
@@ -37,6 +38,9 @@ STATE_FIELDS: dict[str, str] = {
 }
 STATES: tuple[str, ...] = tuple(STATE_FIELDS)
 STATE_CODES = frozenset(STATE_FIELDS.values())  # the counters that hold time in state
+# KPIs made of time in state (occupancy): they move with the clock, the others only with events.
+TIMED_KPIS: tuple[cat.Kpi, ...] = tuple(k for k in cat.CATALOGUE if k.codes & STATE_CODES)
+TIMED_KEYS = frozenset(k.key for k in TIMED_KPIS)
 BUSY_STATES: tuple[str, ...] = ("on_call", "wrap")
 STAFFED_STATES: tuple[str, ...] = ("available", "on_call", "wrap")
 MAX_MARKS = 400
