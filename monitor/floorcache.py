@@ -27,10 +27,13 @@ from dataclasses import replace
 
 from callpulse.scorecard import mean_score
 from callpulse.settings import Settings
+from monitor import subjects
+from monitor.groupcache import GroupCache
 from monitor.snapshot import Scores
 from monitor.statetime import STATE_CODES, StateTime
 from streams import states
 from streams import windows as w
+from streams.rangeread import Ask, RangeRead, RangeReader
 from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, TeamWindows, WindowStore
 
@@ -41,9 +44,16 @@ class FloorCache:
     """Every agent on the floor with its written sums per window, team and floor totals; see the module doc."""
 
     def __init__(
-        self, store: WindowStore, windows_s: Sequence[int], roster_s: int, *, clock: Callable[[], float] = time.time
+        self,
+        store: WindowStore,
+        windows_s: Sequence[int],
+        roster_s: int,
+        *,
+        clock: Callable[[], float] = time.time,
+        groups: GroupCache | None = None,
     ) -> None:
         self.store = store
+        self.groups = groups  # queues and campaigns, refreshed with the agents
         self.windows_s = tuple(windows_s)
         self.roster_s = roster_s  # on the floor: an event in this many seconds (the settings' longest window)
         self.clock = clock
@@ -58,7 +68,13 @@ class FloorCache:
         self._counted: dict[str | None, dict[str, float]] = {}  # team -> {agent: score} of agents with an event
         self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
         self._rescore: set[str] = set()
+        # Each agent's window sums as last read, in the parts that let a refresh read only what moved.
+        self._kept: dict[str, subjects.Kept] = {}
+        self._history: dict[str, tuple[int, states.History]] = {}  # agent -> (version, its state history)
+        self.reader = RangeReader(store.client, store.ns, w.FIELDS, quiet=tuple(STATE_CODES))
         self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
+        self.whole_reads = 0  # of which read whole: new on the floor, a new day, or written late (`late_reads`)
+        self.late_reads = 0
         self.refresh_s = 0.0  # time spent in refreshes so far
 
     @property
@@ -75,7 +91,10 @@ class FloorCache:
         async with self._lock:
             t0 = time.perf_counter()
             try:
-                return await self._refresh()
+                now_ms = await self._refresh()
+                if self.groups is not None and self.view is not None:
+                    await self.groups.refresh(now_ms, self.view.generation)
+                return now_ms
             finally:
                 self.refresh_s += time.perf_counter() - t0
 
@@ -102,19 +121,57 @@ class FloorCache:
         return now_ms
 
     async def _read_all(self, now_ms: int, generation: str) -> None:
-        _, since_us = await self.store.changed_since(2**62)  # Redis's time before the read: nothing is missed
+        since_us = await self.store.redis_time_us()  # Redis's time before the read: nothing is missed
         roster = await self.store.active_agents(now_ms, self.roster_s)
+        self.rows, self.by_team, self._kept, self._history = {}, {}, {}, {}
         rows = await self._read(now_ms, roster) if roster else []
-        self.rows, self.by_team = {}, {}
         self.state_time = StateTime(self.store.tz)
         self._scores, self._counted, self._counted_in, self._rescore = {}, {}, {}, set()
         self.view = FloorView(self.windows_s, generation, since_us)
         self._put(rows, now_ms)
 
     async def _read(self, now_ms: int, agents: Iterable[str]) -> list[AgentWindows]:
-        # Time in state comes from each agent's state history (any window, any time), so an agent is due again
-        # by time only when an event's counts leave a window: its `first_buckets` ignore time in state.
-        return await self.store.read_windows(now_ms, self.windows_s, only=agents, open_state=False, history=True)
+        """Bring each agent's kept sums to now, reading only the buckets that moved (monitor/subjects.py); an agent
+        with a write to its old chunks since its last read is read whole."""
+        names = sorted(agents)
+        steps = {a: subjects.plan(self._kept.get(a), now_ms, self.windows_s, self.store.tz) for a in names}
+        rows: list[AgentWindows] = []
+        for _ in range(2):
+            asks = [Ask(a, steps[a].ranges, history_version=self._history.get(a, (0, None))[0]) for a in names]
+            self.whole_reads += sum(1 for a in names if steps[a].full)
+            again: list[str] = []
+            for read in await self.reader.read(asks):
+                kept = subjects.settle(steps[read.name], self._kept.get(read.name), read)
+                if kept is None:
+                    again.append(read.name)
+                    continue
+                self._kept[read.name] = kept
+                rows.append(self._row(read, kept))
+            if not again:
+                break
+            names = again
+            self.late_reads += len(again)
+            steps = {a: subjects.plan(None, now_ms, self.windows_s, self.store.tz) for a in names}
+        return rows
+
+    def _row(self, read: RangeRead, kept: subjects.Kept) -> AgentWindows:
+        if read.history is not None:
+            self._history[read.name] = (read.history_version, read.history)
+        elif read.history_version == 0:
+            self._history.pop(read.name, None)
+        firsts = kept.firsts()
+        return AgentWindows(
+            read.name,
+            read.team,
+            read.state,
+            read.last_ts_ms if read.last_ts_ms is not None else 0,
+            kept.sums(),
+            read.since_ms,
+            read.reason,
+            firsts,
+            read.read_us,
+            history=self._history.get(read.name, (0, None))[1],
+        )
 
     def _put(self, rows: Iterable[AgentWindows], now_ms: int) -> None:
         view = self.view
@@ -125,7 +182,7 @@ class FloorCache:
             counters = {ws: _without_states(row.sums[ws]) for ws in self.windows_s}
             if view.put(row.agent_id, row.team, counters, row.read_us) is None:
                 continue  # an older read than the one held
-            self._drop(row.agent_id)
+            self._drop(row.agent_id, keep_sums=True)
             # Kept with its counters only; time in state is worked out at read time (monitor/statetime.py).
             self.rows[row.agent_id] = replace(row, version=next(self._versions), sums=counters)
             self.state_time.put(row, horizon_ms=now_ms - span_ms - 3_600_000)
@@ -135,9 +192,12 @@ class FloorCache:
             )
             view.schedule.set(row.agent_id, due)
 
-    def _drop(self, agent: str) -> None:
+    def _drop(self, agent: str, *, keep_sums: bool = False) -> None:
         self._rescore.add(agent)
         self.state_time.drop(agent)
+        if not keep_sums:
+            self._kept.pop(agent, None)
+            self._history.pop(agent, None)
         old = self.rows.pop(agent, None)
         if old is not None:
             members = self.by_team.get(old.team)

@@ -26,7 +26,6 @@ from monitor.floorcache import FloorCache
 from monitor.snapshot import Scores
 from streams import campaigns, queues, states
 from streams import windows as w
-from streams.queuestore import QueueStore
 from streams.store import WindowStore, lag_histogram
 
 TOPICS = ("calls", "tickets")
@@ -111,7 +110,6 @@ class KpiCollector:
         self.store = store
         self.registry = registry
         self.floor = floor
-        self.queues = QueueStore(store.client, store.ns, tz=store.tz)
         self._data: dict[str, Any] | None = None
         self.clients = lambda: 0
         registry.register(self)
@@ -127,15 +125,11 @@ class KpiCollector:
         raw_alerts = await self.store.client.hvals(f"{self.store.ns}alerts")
         settings = self.settings
         presence = {a: (row.team, row.state) for a, row in self.floor.rows.items()}
-        queue_rows = await self.queues.queues(
-            now_ms,
-            windows_s,
-            longest_s=settings.longest_window_s,
-            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
-            lookback_ms=settings.max_wait_s * 1000,
-        )
-        named, floor_campaign = await self.queues.campaigns(
-            now_ms, windows_s, settled_before_ms=self.floor.settled_before_ms(now_ms), generation=self.floor.generation
+        groups = self.floor.groups
+        assert groups is not None, "the monitor's floor cache keeps its queues and campaigns"
+        queue_rows = groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000)
+        named, floor_campaign = await groups.campaigns_at(
+            now_ms, windows_s, settled_before_ms=self.floor.settled_before_ms(now_ms)
         )
         self._data = {
             "teams": teams,

@@ -36,6 +36,7 @@ from monitor.auth import REFUSAL, Role, may_act, role_of
 from monitor.delta import FloorView
 from monitor.feed import Client
 from monitor.floorcache import FloorCache
+from monitor.groupcache import GroupCache
 from monitor.methods import ALLOWED_METHODS, MethodGuardConnection
 from monitor.metrics import AgentCollector, KpiCollector
 from streams.alerts import Alert, iso
@@ -97,7 +98,11 @@ class Monitor:
         self.ns = self.store.ns
         self.registry = registry or CollectorRegistry()
         # Every read (snapshots, /ws, /metrics) serves from one cache of the floor, refreshed by what changed.
-        self.floor = FloorCache(self.store, settings.windows_s, settings.longest_window_s)
+        groups = GroupCache(
+            self.store, settings.windows_s, longest_s=settings.longest_window_s, lookback_ms=settings.max_wait_s * 1000
+        )
+        self.floor = FloorCache(self.store, settings.windows_s, settings.longest_window_s, groups=groups)
+        self.groups = groups
         self._memo: snapshot.Memo = {}  # agents' KPI values between snapshots (monitor/snapshot.py)
         self.collector = KpiCollector(settings, self.store, self.registry, self.floor)
         self.collector.clients = lambda: len(self.clients)
@@ -295,15 +300,9 @@ class Monitor:
 
     async def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
         settings = self.settings
-        queue_rows = await self.queues.queues(
-            now_ms,
-            [window_s],
-            longest_s=settings.longest_window_s,
-            max_wait_ms=lambda q: settings.queue(q).max_wait_s * 1000,
-            lookback_ms=settings.max_wait_s * 1000,
-        )
-        named, _floor = await self.queues.campaigns(
-            now_ms, [window_s], settled_before_ms=self.floor.settled_before_ms(now_ms), generation=self.floor.generation
+        queue_rows = self.groups.queues_at(now_ms, [window_s], lambda q: settings.queue(q).max_wait_s * 1000)
+        named, _floor = await self.groups.campaigns_at(
+            now_ms, [window_s], settled_before_ms=self.floor.settled_before_ms(now_ms)
         )
         return queue_rows, named
 

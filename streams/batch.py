@@ -274,6 +274,8 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         "te": params.dedupe_ttl_s,
         "tb": params.bucket_ttl_s,
         "cb": w.CHUNK_BUCKETS,
+        "bm": w.BUCKET_MS,
+        "lt": keys.LATE_CHUNKS,
         "tm": params.bucket_ttl_s,
         "pa": now_ms - params.longest_ms - 1_200_000,
         "z": waiting_ops,

@@ -16,6 +16,10 @@ All keys live under a namespace `cp:<topic prefix>`:
   stats                event counters by topic|result and the event-lag histogram
   dirty                sorted set: agent -> Redis time (µs) of the last apply that touched it (the alert sweep's
                        input: it reads only these and the agents whose windows move by time)
+  gdirty               sorted set: a queue's or campaign's chunk prefix (`qb:<queue>:`, `cb:<campaign>:`) -> Redis
+                       time (µs) of the last apply that wrote its chunks or waiting calls (the monitor's cache)
+  late                 hash: chunk prefix (`b:<agent>:`, `qb:<queue>:`, `cb:<campaign>:`) -> Redis time (µs) of
+                       the last write to one of its chunks older than LATE_CHUNKS before now's
   notified:<alert id>  set of the webhook indexes told of an alert episode (streams/notify.py), gone on resolve
   epoch, seq, replay-lock, sweep-lease, alerts, acked, snoozes, alert-log   store and alert state
 Channels: changed, alert-feed, ui.
@@ -31,6 +35,9 @@ from __future__ import annotations
 import hashlib
 
 DEDUPE_SLOT_MS = 60_000
+# A write to a chunk more than this many chunks before now's marks its subject in `late`: a reader that keeps
+# sums re-reads only the chunks from LATE_CHUNKS + 1 before now's, and reads a late-marked subject whole.
+LATE_CHUNKS = 2
 DEDUPE_SHARDS = 64
 
 
@@ -128,3 +135,13 @@ def coarse_key(ns: str, campaign: str, day: int) -> str:
 def registry_key(ns: str, kind: str) -> str:
     """The sorted set of queues or campaigns ('queues' | 'campaigns') -> latest event ts."""
     return f"{ns}{kind}"
+
+
+def late_key(ns: str) -> str:
+    """Hash of chunk prefixes -> Redis time (µs) of the last write to one of their old chunks."""
+    return f"{ns}late"
+
+
+def group_dirty_key(ns: str) -> str:
+    """Sorted set of queue and campaign chunk prefixes by the Redis time (µs) an apply last wrote them."""
+    return f"{ns}gdirty"

@@ -62,6 +62,7 @@ class QueueStore:
         # Campaign days that can no longer change (subject, day) -> hourly counters, for one store generation.
         self._settled: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
         self._settled_generation: str | None = None
+        self._days: dict[tuple[str, int], dict[int, dict[str, int]]] = {}  # days that still move, with `reread`
 
     async def _names(self, kind: str, since_ms: int) -> list[str]:
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
@@ -131,23 +132,40 @@ class QueueStore:
         *,
         settled_before_ms: int | None = None,
         generation: str | None = None,
+        fine: Mapping[str, dict[int, Sums]] | None = None,
+        reread: set[str] | None = None,
     ) -> tuple[list[CampaignRow], CampaignRow]:
         """Campaigns with a dial in the last 30 days and the floor: sums per rolling window name and for the
         coarse windows (24h, 30d). The floor's rolling windows come from the agents' counters, not from here.
 
         Days ending before `settled_before_ms` can no longer change (any event for them is late): they are read
         once per store `generation` and kept, so a read costs the days that still move (today, yesterday).
+        A caller that follows the writes (monitor/groupcache.py) passes the campaigns' `fine` sums and the
+        subjects written since its last call (`reread`, campaigns.FLOOR for the floor): then every day is kept
+        and only those subjects' days that still move are read again.
         """
-        names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
-        prefixes = {n: keys.campaign_chunk_prefix(n) for n in names}
-        fine = await self._window_sums(prefixes, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
+        if fine is None:
+            names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
+            prefixes = {n: keys.campaign_chunk_prefix(n) for n in names}
+            fine = await self._window_sums(prefixes, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
+        else:
+            names = sorted(fine)
         longest_coarse = max(coarse.values(), default=0)
         first_day = campaigns.coarse_buckets(now_ms, longest_coarse)[0] // 24
         days = range(first_day, campaigns.coarse_of(now_ms) // 24 + 1)
         subjects = [*names, campaigns.FLOOR]
         if generation != self._settled_generation or settled_before_ms is None:
-            self._settled, self._settled_generation = {}, generation
-        wanted = [(sub, day) for sub in subjects for day in days if (sub, day) not in self._settled]
+            self._settled, self._settled_generation, self._days = {}, generation, {}
+        if reread is None:
+            self._days = {}
+        else:
+            self._days = {k: v for k, v in self._days.items() if k[0] not in reread and k[1] >= first_day}
+        wanted = [
+            (sub, day)
+            for sub in subjects
+            for day in days
+            if (sub, day) not in self._settled and (sub, day) not in self._days
+        ]
         async with self.client.pipeline(transaction=False) as pipe:
             for subject, day in wanted:
                 pipe.hgetall(keys.coarse_key(self.ns, subject, day))
@@ -157,11 +175,15 @@ class QueueStore:
             read[(subject, day)] = _coarse_hours(day, flat)
             if settled_before_ms is not None and (day + 1) * 86_400_000 < settled_before_ms:
                 self._settled[(subject, day)] = read[(subject, day)]
+            elif reread is not None:
+                self._days[(subject, day)] = read[(subject, day)]
         rows: dict[str, CampaignRow] = {}
         for subject in subjects:
             hours: dict[int, dict[str, int]] = {}
             for day in days:
-                hours.update(self._settled.get((subject, day)) or read.get((subject, day), {}))
+                hours.update(
+                    self._settled.get((subject, day)) or read.get((subject, day)) or self._days.get((subject, day), {})
+                )
             row = CampaignRow(subject)
             for ws in windows_s:
                 if subject != campaigns.FLOOR:

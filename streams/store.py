@@ -43,6 +43,32 @@ for _, s in ipairs(p.s) do
 end
 if #conflicts > 0 then return {0, conflicts} end
 local touched = {}
+-- Readers that keep window sums between reads (monitor/floorcache.py) re-read only the chunks near now: a write
+-- to an older chunk marks its subject in `late` (they then read it whole), and a write to a queue's or
+-- campaign's chunks or waiting calls marks it in `gdirty` (as `dirty` does agents), by Redis time (µs).
+local clock = redis.call('TIME')
+local mark_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local late_chunk = math.floor(math.floor(mark_us / 1000 / p.bm) / p.cb) - p.lt
+local nsl = #ns
+local marked_late = false
+local function mark_chunk(k)
+  local kind = string.sub(k, nsl + 1, nsl + 3)
+  if kind == 'cc:' or kind == 'cz:' then
+    -- a campaign's (or the floor's) hours: its readers re-read the day
+    local campaign = string.match(string.sub(k, nsl + 4), '^(.*):%d+$')
+    redis.call('ZADD', ns .. 'gdirty', mark_us, campaign and ('cb:' .. campaign .. ':') or 'cz:')
+    return
+  end
+  local group = kind == 'qb:' or kind == 'cb:'
+  if not group and string.sub(kind, 1, 2) ~= 'b:' then return end
+  local prefix, c = string.match(string.sub(k, nsl + 1), '^(.*:)(%d+)$')
+  if not c then return end
+  if group then redis.call('ZADD', ns .. 'gdirty', mark_us, prefix) end
+  if tonumber(c) < late_chunk then
+    redis.call('HSET', ns .. 'late', prefix, mark_us)
+    marked_late = true
+  end
+end
 -- Counter deltas are summed here per key and field and written once (`flush`): a batch often adds to the same
 -- fields many times (a busy agent, a queue), and each redis.call costs more than a sum. Team and floor totals
 -- are not kept here: readers sum agents as they read them (monitor/floorcache.py, streams/schedule.py).
@@ -61,6 +87,7 @@ local function flush()
       if d ~= 0 then redis.call('HINCRBY', k, name, d) end
     end
     touched[k] = true
+    mark_chunk(k)
   end
   pending = {}
 end
@@ -166,6 +193,7 @@ end
 -- waited past max_wait (their hang-up never came) are dropped an hour later.
 for _, z in ipairs(p.z or {}) do
   if z[3] < 0 then redis.call('ZREM', z[1], z[2]) else redis.call('ZADD', z[1], z[3], z[2]) end
+  redis.call('ZADD', ns .. 'gdirty', mark_us, 'qb:' .. string.sub(z[1], nsl + 4) .. ':')
   redis.call('ZREMRANGEBYSCORE', z[1], '-inf', p.wp)
   redis.call('EXPIRE', z[1], p.tz)
 end
@@ -188,6 +216,8 @@ if p.d and #p.d > 0 then
   for _, a in ipairs(p.d) do redis.call('ZADD', dk, now_us, a) end
   redis.call('ZREMRANGEBYSCORE', dk, '-inf', now_us - 3600000000)
 end
+redis.call('ZREMRANGEBYSCORE', ns .. 'gdirty', '-inf', now_us - 3600000000)
+if marked_late then redis.call('EXPIRE', ns .. 'late', p.tb) end
 local sk = ns .. 'stats'
 for f, n in pairs(stats) do redis.call('HINCRBY', sk, f, n) end
 for i, n in pairs(lag) do redis.call('HINCRBY', sk, 'lag|' .. i, n) end
@@ -201,31 +231,12 @@ return {1, applied, dups}
 """
 
 
-_READ_HEAD_LUA = r"""
--- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, nquiet, q1..qn,
--- with_history (0/1), then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that
--- follows them another way: time in state, from the agent's state history).
-local ns = ARGV[1]
-local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local nwin = tonumber(ARGV[5])
-local lo, hi = {}, {}
-local i = 6
-for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i = i + 2 end
-local nf = tonumber(ARGV[i]); i = i + 1
-local fields, index = {}, {}
-for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
-local loud = {}
-for f = 1, nf do loud[f] = true end
-local nq = tonumber(ARGV[i]); i = i + 1
-for q = 1, nq do
-  if index[ARGV[i]] then loud[index[ARGV[i]]] = false end
-  i = i + 1
-end
-local with_history = ARGV[i] == '1'; i = i + 1
--- Sum the chunks `prefix .. c` over each window: whole chunks by their totals, cut ones by their buckets.
+_WINDOW_SUMS_LUA = r"""
+-- Sum the chunks `prefix .. c` (c0..c1) over each window (lo[w], hi[w]] (upvalues: nf, index, loud, cb):
+-- whole chunks by their totals, cut ones by their buckets.
 -- Also per window the first bucket in it that holds a count (-1 when none; for a chunk read by its totals,
 -- the chunk's first bucket: never later than the true one): when the window next changes by time alone.
-local function window_sums(prefix)
+local function window_sums(prefix, lo, hi, nwin, c0, c1)
   local sums = {}
   for k = 1, nwin * nf do sums[k] = 0 end
   local firsts = {}
@@ -297,8 +308,37 @@ local function window_sums(prefix)
   end
   return sums, firsts
 end
+"""
+
+
+_READ_HEAD_LUA = (
+    r"""
+-- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, nquiet, q1..qn,
+-- with_history (0/1), then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that
+-- follows them another way: time in state, from the agent's state history).
+local ns = ARGV[1]
+local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local nwin = tonumber(ARGV[5])
+local lo, hi = {}, {}
+local i = 6
+for w = 1, nwin do lo[w] = tonumber(ARGV[i]); hi[w] = tonumber(ARGV[i + 1]); i = i + 2 end
+local nf = tonumber(ARGV[i]); i = i + 1
+local fields, index = {}, {}
+for f = 1, nf do fields[f] = ARGV[i]; index[ARGV[i]] = f; i = i + 1 end
+local loud = {}
+for f = 1, nf do loud[f] = true end
+local nq = tonumber(ARGV[i]); i = i + 1
+for q = 1, nq do
+  if index[ARGV[i]] then loud[index[ARGV[i]]] = false end
+  i = i + 1
+end
+local with_history = ARGV[i] == '1'; i = i + 1
+"""
+    + _WINDOW_SUMS_LUA
+    + r"""
 local out = {}
 """
+)
 
 READ_LUA = (
     _READ_HEAD_LUA
@@ -311,7 +351,7 @@ out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
   local agent = ARGV[a]
   local meta = redis.call('HMGET', ns .. 'm:' .. agent, 'team', 'state', 'since', 'reason')
-  local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':')
+  local sums, firsts = window_sums(ns .. 'b:' .. agent .. ':', lo, hi, nwin, c0, c1)
   out[#out + 1] = meta[1] or ''
   out[#out + 1] = meta[2] or ''
   out[#out + 1] = meta[3] or ''
@@ -331,7 +371,7 @@ READ_GROUPS_LUA = (
 -- campaign's 'cb:<campaign>:'), without ns.
 -- Returns per subject nwin * nfields sums (window-major).
 for a = i, #ARGV do
-  local sums = window_sums(ns .. ARGV[a])
+  local sums = window_sums(ns .. ARGV[a], lo, hi, nwin, c0, c1)
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
 end
 return out
@@ -552,6 +592,11 @@ class WindowStore:
             pipe.zrangebyscore(keys.dirty_key(self.ns), since_us, "+inf", withscores=True)
             (secs, micros), rows = await pipe.execute()
         return {_s(a): int(score) for a, score in rows}, int(secs) * 1_000_000 + int(micros)
+
+    async def redis_time_us(self) -> int:
+        """Redis's clock now (µs): the clock `dirty` is scored by."""
+        secs, micros = await self.client.time()
+        return int(secs) * 1_000_000 + int(micros)
 
     async def hold_lease(self, name: str, token: str, ttl_ms: int) -> bool:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""

@@ -1,4 +1,5 @@
-"""The monitor's floor cache agrees with a fresh read of the store, as events arrive and as time passes.
+"""The monitor's floor cache (agents, queues, campaigns) agrees with a fresh read of the store, as events arrive and
+as time passes.
 
 A simulated floor goes through the worker's own batch path (`Processor`) into a real redis-server. After each
 slice of events, and then at random later times with no event (buckets leave windows, agents leave the floor),
@@ -24,9 +25,11 @@ from callpulse.settings import Settings
 from callpulse.simulate import generate
 from monitor import snapshot
 from monitor.floorcache import FloorCache
+from monitor.groupcache import GroupCache
 from monitor.snapshot import Memo
 from streams import windows as w
 from streams.processor import Processor, Record
+from streams.queuestore import QueueStore
 from streams.store import AgentWindows, WindowStore, namespace
 
 pytestmark = pytest.mark.integration
@@ -75,6 +78,25 @@ def _compare(
         assert _nonzero(floor[ws]) == _nonzero(w.total(r.sums[ws] for r in fresh)), ws
 
 
+async def _compare_groups(cache: FloorCache, now_ms: int, windows_s: Sequence[int], settings: Settings) -> None:
+    """Queues and campaigns from the cache equal a fresh read of every queue and campaign."""
+    groups = cache.groups
+    assert groups is not None
+    fresh_store = QueueStore(cache.store.client, cache.store.ns, tz=settings.tz)
+
+    def max_wait(q: str) -> int:
+        return settings.queue(q).max_wait_s * 1000
+
+    fresh = await fresh_store.queues(
+        now_ms, windows_s, longest_s=settings.longest_window_s, max_wait_ms=max_wait,
+        lookback_ms=settings.max_wait_s * 1000,
+    )  # fmt: skip
+    assert groups.queues_at(now_ms, windows_s, max_wait) == fresh, now_ms
+    named, floor = await fresh_store.campaigns(now_ms, windows_s)
+    kept = await groups.campaigns_at(now_ms, windows_s, settled_before_ms=cache.settled_before_ms(now_ms))
+    assert kept == (named, floor), now_ms
+
+
 @pytest.mark.parametrize(
     ("seed", "windows"), [(1, (900, 3600, w.TODAY)), (2, (900, 3600, 28800, w.TODAY)), (3, (900, 3600))]
 )
@@ -89,7 +111,10 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
     await store.mark_initialised()
     processor = Processor(settings, store, _no_deadletter)
     clock = {"now": time.time()}
-    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"])
+    groups = GroupCache(
+        store, settings.windows_s, longest_s=settings.longest_window_s, lookback_ms=settings.max_wait_s * 1000
+    )
+    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"], groups=groups)
     windows_s = list(settings.windows_s)
     memo: Memo = {}
     events: list[tuple[str, dict[str, Any]]] = list(
@@ -110,10 +135,12 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo)
-        for _ in range(12):  # no more events: windows slide, agents leave the floor
-            clock["now"] += rnd.choice([3, 11, 97, 400, 1300])
+            await _compare_groups(cache, now_ms, windows_s, settings)
+        for _ in range(24):  # no more events: windows slide (in and past chunks), agents leave the floor
+            clock["now"] += rnd.choice([3, 11, 97, 400, 601, 1300, 3599])
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo)
+            await _compare_groups(cache, now_ms, windows_s, settings)
     finally:
         await client.aclose()

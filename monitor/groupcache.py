@@ -1,0 +1,168 @@
+"""The floor's queues and campaigns as this monitor last read them, kept current by what changed.
+
+Like the floor cache's agents (monitor/floorcache.py): each queue's and campaign's window sums are kept in the
+parts of monitor/subjects.py and read again only when an apply wrote them (`gdirty`, scored by Redis's clock)
+or when a window's start passes one of their counts (a schedule); a queue's waiting calls are read again when
+an apply changed them. Every read (snapshots, /ws, /metrics) then costs what it shows, not a read of every
+queue and campaign.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from typing import cast
+
+from monitor import subjects
+from streams import campaigns, keys, queues
+from streams.queuestore import CampaignRow, QueueRow, QueueStore
+from streams.rangeread import Ask, RangeReader
+from streams.schedule import Schedule, next_change_ms
+from streams.store import WindowStore
+
+_ROSTER = {"qb": "queues", "cb": "campaigns"}
+_NEVER = 10**13
+
+
+class GroupCache:
+    """Queues (`qb:<queue>:`) and campaigns (`cb:<campaign>:`) by chunk prefix, with their sums per window."""
+
+    def __init__(self, store: WindowStore, windows_s: Sequence[int], *, longest_s: int, lookback_ms: int) -> None:
+        self.store = store
+        self.windows_s = tuple(windows_s)
+        self.longest_s = longest_s  # a queue is listed while it had an event in the longest window...
+        self.lookback_ms = lookback_ms  # ...or this long before it (a caller may still wait)
+        self.store_reads = QueueStore(store.client, store.ns, tz=store.tz)
+        self._readers = {
+            "qb": RangeReader(store.client, store.ns, queues.QUEUE_FIELDS),
+            "cb": RangeReader(store.client, store.ns, campaigns.CAMPAIGN_FIELDS),
+        }
+        self._kept: dict[str, subjects.Kept] = {}
+        self._last_ts: dict[str, int] = {}
+        self._waiting: dict[str, list[int]] = {}  # queue -> entry ts of its waiting calls, sorted
+        self._schedule = Schedule()
+        self._coarse_dirty: set[str] = {campaigns.FLOOR}  # campaign subjects whose hours to read again
+        self._generation: str | None = None
+        self._since_us = 0
+
+    async def refresh(self, now_ms: int, generation: str) -> None:
+        """Bring the groups up to now (called under the floor cache's refresh lock, with its now)."""
+        if generation != self._generation:
+            self._kept, self._waiting, self._last_ts, self._schedule = {}, {}, {}, Schedule()
+            self._coarse_dirty, self._since_us = {campaigns.FLOOR}, 0
+            self._generation = generation
+        since_us = await self.store.redis_time_us()
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        written = cast(
+            "list[bytes]",
+            await self.store.client.zrangebyscore(keys.group_dirty_key(self.store.ns), self._since_us, "+inf"),
+        )
+        roster: dict[str, int] = {}
+        for kind, since in (
+            ("qb", now_ms - self.longest_s * 1000 - self.lookback_ms),
+            ("cb", now_ms - campaigns.COARSE_KEEP_S * 1000),
+        ):
+            rows = cast(
+                "list[tuple[bytes, float]]",
+                await self.store.client.zrangebyscore(
+                    keys.registry_key(self.store.ns, _ROSTER[kind]), f"({since}", "+inf", withscores=True
+                ),
+            )
+            for name, score in rows:
+                roster[f"{kind}:{_s(name)}:"] = int(score)
+        for prefix in [p for p in self._kept if p not in roster]:
+            self._forget(prefix)
+        dirty = {_s(p) for p in written}
+        self._coarse_dirty |= {p[3:-1] if p != "cz:" else campaigns.FLOOR for p in dirty if p[:3] in ("cb:", "cz:")}
+        due = (dirty & roster.keys()) | {p for p in roster if p not in self._kept}
+        due |= {p for p in self._schedule.pop_due(now_ms) if p in roster}
+        self._last_ts = roster
+        await self._read(now_ms, sorted(due))
+        await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
+        self._since_us = since_us
+
+    async def _read(self, now_ms: int, due: Sequence[str]) -> None:
+        tz = self.store.tz
+        for kind, reader in self._readers.items():
+            names = [p for p in due if p.startswith(kind + ":")]
+            for _ in range(2):
+                steps = {p: subjects.plan(self._kept.get(p), now_ms, self.windows_s, tz) for p in names}
+                again: list[str] = []
+                for read in await reader.read([Ask(p, steps[p].ranges, agent=False) for p in names]):
+                    kept = subjects.settle(steps[read.name], self._kept.get(read.name), read)
+                    if kept is None:  # written late since the last read: read it whole
+                        self._kept.pop(read.name, None)
+                        again.append(read.name)
+                        continue
+                    self._kept[read.name] = kept
+                    # leaving the roster is the registry's to say (read each refresh); events ahead of now count
+                    due_ms = next_change_ms(
+                        kept.firsts(), now_ms=now_ms, last_ts_ms=self._last_ts[read.name], span_ms=_NEVER, tz=tz
+                    )
+                    self._schedule.set(read.name, due_ms)
+                if not again:
+                    break
+                names = again
+
+    async def _read_waiting(self, prefixes: Sequence[str]) -> None:
+        if not prefixes:
+            return
+        since = "-inf"  # every waiting call still in the set (the apply script drops those long past max wait)
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for prefix in prefixes:
+                pipe.zrangebyscore(keys.waiting_key(self.store.ns, prefix[3:-1]), since, "+inf", withscores=True)
+            raw = await pipe.execute()
+        for prefix, rows in zip(prefixes, raw, strict=True):
+            self._waiting[prefix] = sorted(int(score) for _, score in rows)
+
+    def _forget(self, prefix: str) -> None:
+        self._kept.pop(prefix, None)
+        self._waiting.pop(prefix, None)
+        self._schedule.drop(prefix)
+
+    def queues_at(self, now_ms: int, windows_s: Sequence[int], max_wait_ms: Callable[[str], int]) -> list[QueueRow]:
+        """The listed queues with their sums for `windows_s` and the calls waiting now (within max wait)."""
+        rows: list[QueueRow] = []
+        for prefix in sorted(p for p in self._kept if p.startswith("qb:")):
+            name, kept = prefix[3:-1], self._kept[prefix]
+            sums = kept.sums()
+            entries = self._waiting.get(prefix, [])
+            i = bisect.bisect_right(entries, now_ms - max_wait_ms(name))
+            waiting = entries[i:]
+            rows.append(
+                QueueRow(
+                    name,
+                    {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s},
+                    len(waiting),
+                    waiting[0] if waiting else None,
+                )
+            )
+        return rows
+
+    async def campaigns_at(
+        self, now_ms: int, windows_s: Sequence[int], *, settled_before_ms: int
+    ) -> tuple[list[CampaignRow], CampaignRow]:
+        """The campaigns with their rolling sums (kept here) and coarse windows (days read again when written)."""
+        fine = {
+            p[3:-1]: {ws: _full(k.sums()[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
+            for p, k in self._kept.items()
+            if p.startswith("cb:")
+        }
+        reread, self._coarse_dirty = self._coarse_dirty, set()
+        return await self.store_reads.campaigns(
+            now_ms,
+            windows_s,
+            settled_before_ms=settled_before_ms,
+            generation=self._generation,
+            fine=fine,
+            reread=reread,
+        )
+
+
+def _full(sums: dict[str, int], fields: Sequence[str]) -> dict[str, int]:
+    """Every field, zeros included (as a full read gives)."""
+    return {f: sums.get(f, 0) for f in fields}
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
