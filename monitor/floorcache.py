@@ -24,8 +24,9 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from fractions import Fraction
+from typing import Any
 
-from callpulse.scorecard import mean_score
 from callpulse.settings import Settings
 from monitor import subjects
 from monitor.groupcache import GroupCache
@@ -37,6 +38,7 @@ from streams.rangeread import Ask, RangeRead, RangeReader
 from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, TeamWindows, WindowStore
 
+_FLOOR = object()  # the key of the whole floor's state counts
 DIRTY_KEPT_US = 3_000_000_000  # re-read everything when the last refresh is older than this (dirty keeps 1 h)
 
 
@@ -68,6 +70,9 @@ class FloorCache:
         self._counted: dict[str | None, dict[str, float]] = {}  # team -> {agent: score} of agents with an event
         self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
         self._rescore: set[str] = set()
+        self._score_sums: dict[object, tuple[Fraction, int]] = {}  # team (or _FLOOR) -> (Σ scores counted, n)
+        self._score_means: dict[Any, float] = {}
+        self._states: dict[object, dict[str | None, int]] = {}  # team (or _FLOOR) -> state -> agents in it
         # Each agent's window sums as last read, in the parts that let a refresh read only what moved.
         self._kept: dict[str, subjects.Kept] = {}
         self._history: dict[str, tuple[int, states.History]] = {}  # agent -> (version, its state history)
@@ -123,10 +128,11 @@ class FloorCache:
     async def _read_all(self, now_ms: int, generation: str) -> None:
         since_us = await self.store.redis_time_us()  # Redis's time before the read: nothing is missed
         roster = await self.store.active_agents(now_ms, self.roster_s)
-        self.rows, self.by_team, self._kept, self._history = {}, {}, {}, {}
+        self.rows, self.by_team, self._kept, self._history, self._states = {}, {}, {}, {}, {}
         rows = await self._read(now_ms, roster) if roster else []
         self.state_time = StateTime(self.store.tz)
         self._scores, self._counted, self._counted_in, self._rescore = {}, {}, {}, set()
+        self._score_sums, self._score_means = {}, {}
         self.view = FloorView(self.windows_s, generation, since_us)
         self._put(rows, now_ms)
 
@@ -185,6 +191,7 @@ class FloorCache:
             self._drop(row.agent_id, keep_sums=True)
             # Kept with its counters only; time in state is worked out at read time (monitor/statetime.py).
             self.rows[row.agent_id] = replace(row, version=next(self._versions), sums=counters)
+            self._count_state(row, 1)
             self.state_time.put(row, horizon_ms=now_ms - span_ms - 3_600_000)
             self.by_team.setdefault(row.team, set()).add(row.agent_id)
             due = next_change_ms(
@@ -200,11 +207,21 @@ class FloorCache:
             self._history.pop(agent, None)
         old = self.rows.pop(agent, None)
         if old is not None:
+            self._count_state(old, -1)
             members = self.by_team.get(old.team)
             if members is not None:
                 members.discard(agent)
                 if not members:
                     del self.by_team[old.team]
+
+    def _count_state(self, row: AgentWindows, d: int) -> None:
+        for counts in (self._states.setdefault(row.team, {}), self._states.setdefault(_FLOOR, {})):
+            counts[row.state] = counts.get(row.state, 0) + d
+
+    def state_counts(self, team: str | None) -> dict[str, int]:
+        """Agents in each state now: a team's, or the whole floor's for None (every state, 0 when none)."""
+        counts = self._states.get(_FLOOR if team is None else team, {})
+        return {s: counts.get(s, 0) for s in states.STATES}
 
     # --- views at now: the written counters plus time in state up to now ----------------------------------
 
@@ -250,10 +267,14 @@ class FloorCache:
             return Scores()
         todo = set(self.rows) | self._rescore if _timed(settings) else self._rescore  # every row put is in _rescore
         self._rescore = set()
+        # Team and floor means from exact sums (Fraction: a float's exact value), kept as agents are scored again:
+        # a read costs the agents that changed, and a mean is the correctly rounded mean of its agents' scores.
+        teams = self._score_means
         for agent in todo:
             self._scores.pop(agent, None)
             if agent in self._counted_in:
-                self._counted[self._counted_in.pop(agent)].pop(agent, None)
+                team = self._counted_in.pop(agent)
+                self._score_add(team, -Fraction(self._counted[team].pop(agent)), -1)
             row = self.rows.get(agent)
             if row is None:
                 continue
@@ -263,13 +284,26 @@ class FloorCache:
             if sums.get(w.EVENTS, 0) > 0:
                 self._counted.setdefault(row.team, {})[agent] = self._scores[agent][1]
                 self._counted_in[agent] = row.team
+                self._score_add(row.team, Fraction(self._scores[agent][1]), 1)
         for team in [t for t, members in self._counted.items() if not members]:
             del self._counted[team]
+        floor_sum, floor_n = self._score_sums.get(_FLOOR, (Fraction(0), 0))
         return Scores(
             agents=self._scores,
-            teams={t: mean_score(m.values()) for t, m in self._counted.items() if t is not None},
-            floor=mean_score(s for m in self._counted.values() for s in m.values()),
+            teams={t: v for t, v in teams.items() if t is not None and t is not _FLOOR},
+            floor=float(floor_sum / floor_n) if floor_n else None,
         )
+
+    def _score_add(self, team: str | None, score: Fraction, n: int) -> None:
+        for key in (team, _FLOOR):
+            total, count = self._score_sums.get(key, (Fraction(0), 0))
+            total, count = total + score, count + n
+            if count:
+                self._score_sums[key] = (total, count)
+                self._score_means[key] = float(total / count)
+            else:
+                self._score_sums.pop(key, None)
+                self._score_means.pop(key, None)
 
 
 def _without_states(sums: w.Sums) -> w.Sums:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from monitor import subjects
 from streams import campaigns, keys, queues
@@ -22,6 +22,7 @@ from streams.store import WindowStore
 
 _ROSTER = {"qb": "queues", "cb": "campaigns"}
 _NEVER = 10**13
+_GDIRTY_KEPT_MS = 3_000_000  # the apply script keeps gdirty marks an hour
 
 
 class GroupCache:
@@ -40,16 +41,20 @@ class GroupCache:
         self._kept: dict[str, subjects.Kept] = {}
         self._last_ts: dict[str, int] = {}
         self._waiting: dict[str, list[int]] = {}  # queue -> entry ts of its waiting calls, sorted
+        self._rows: dict[str, tuple[subjects.Kept, Any, Any]] = {}  # rows built from a kept subject, while it holds
         self._schedule = Schedule()
         self._coarse_dirty: set[str] = {campaigns.FLOOR}  # campaign subjects whose hours to read again
         self._generation: str | None = None
         self._since_us = 0
+        self._listed = False  # the registries were read whole (then followed by what gdirty names)
+        self._refreshed_ms = 0
 
     async def refresh(self, now_ms: int, generation: str) -> None:
         """Bring the groups up to now (called under the floor cache's refresh lock, with its now)."""
-        if generation != self._generation:
-            self._kept, self._waiting, self._last_ts, self._schedule = {}, {}, {}, Schedule()
-            self._coarse_dirty, self._since_us = {campaigns.FLOOR}, 0
+        if generation != self._generation or now_ms - self._refreshed_ms > _GDIRTY_KEPT_MS:
+            # a new store generation, or gdirty (an hour) may have lost some of what changed: read everything
+            self._kept, self._waiting, self._last_ts, self._schedule, self._rows = {}, {}, {}, Schedule(), {}
+            self._coarse_dirty, self._since_us, self._listed = {campaigns.FLOOR}, 0, False
             self._generation = generation
         since_us = await self.store.redis_time_us()
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
@@ -57,29 +62,44 @@ class GroupCache:
             "list[bytes]",
             await self.store.client.zrangebyscore(keys.group_dirty_key(self.store.ns), self._since_us, "+inf"),
         )
-        roster: dict[str, int] = {}
-        for kind, since in (
-            ("qb", now_ms - self.longest_s * 1000 - self.lookback_ms),
-            ("cb", now_ms - campaigns.COARSE_KEEP_S * 1000),
-        ):
-            rows = cast(
-                "list[tuple[bytes, float]]",
-                await self.store.client.zrangebyscore(
-                    keys.registry_key(self.store.ns, _ROSTER[kind]), f"({since}", "+inf", withscores=True
-                ),
-            )
-            for name, score in rows:
-                roster[f"{kind}:{_s(name)}:"] = int(score)
+        dirty = {_s(p) for p in written}
+        roster = await self._roster(now_ms, dirty)
         for prefix in [p for p in self._kept if p not in roster]:
             self._forget(prefix)
-        dirty = {_s(p) for p in written}
         self._coarse_dirty |= {p[3:-1] if p != "cz:" else campaigns.FLOOR for p in dirty if p[:3] in ("cb:", "cz:")}
         due = (dirty & roster.keys()) | {p for p in roster if p not in self._kept}
         due |= {p for p in self._schedule.pop_due(now_ms) if p in roster}
         self._last_ts = roster
         await self._read(now_ms, sorted(due))
         await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
-        self._since_us = since_us
+        self._since_us, self._refreshed_ms = since_us, now_ms
+
+    async def _roster(self, now_ms: int, dirty: set[str]) -> dict[str, int]:
+        """The listed queues and campaigns -> their latest event ts: the registries read whole on a new generation,
+        then only the entries of those written since (an apply that moves a registry entry marks it in gdirty)."""
+        floors = {
+            "qb": now_ms - self.longest_s * 1000 - self.lookback_ms,
+            "cb": now_ms - campaigns.COARSE_KEEP_S * 1000,
+        }
+        roster = dict(self._last_ts)
+        if not self._listed:
+            for kind, since in floors.items():
+                rows = cast(
+                    "list[tuple[bytes, float]]",
+                    await self.store.client.zrangebyscore(
+                        keys.registry_key(self.store.ns, _ROSTER[kind]), f"({since}", "+inf", withscores=True
+                    ),
+                )
+                roster.update((f"{kind}:{_s(name)}:", int(score)) for name, score in rows)
+            self._listed = True
+        else:
+            for kind in floors:
+                names = sorted(p for p in dirty if p.startswith(kind + ":"))
+                if names:
+                    registry = keys.registry_key(self.store.ns, _ROSTER[kind])
+                    scores = await self.store.client.zmscore(registry, [p[3:-1] for p in names])
+                    roster.update((p, int(sc)) for p, sc in zip(names, scores, strict=True) if sc is not None)
+        return {p: ts for p, ts in roster.items() if ts > floors[p[:2]]}
 
     async def _read(self, now_ms: int, due: Sequence[str]) -> None:
         tz = self.store.tz
@@ -117,6 +137,7 @@ class GroupCache:
 
     def _forget(self, prefix: str) -> None:
         self._kept.pop(prefix, None)
+        self._rows.pop(prefix, None)
         self._waiting.pop(prefix, None)
         self._schedule.drop(prefix)
 
@@ -125,29 +146,34 @@ class GroupCache:
         rows: list[QueueRow] = []
         for prefix in sorted(p for p in self._kept if p.startswith("qb:")):
             name, kept = prefix[3:-1], self._kept[prefix]
-            sums = kept.sums()
             entries = self._waiting.get(prefix, [])
             i = bisect.bisect_right(entries, now_ms - max_wait_ms(name))
-            waiting = entries[i:]
-            rows.append(
-                QueueRow(
-                    name,
-                    {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s},
-                    len(waiting),
-                    waiting[0] if waiting else None,
-                )
-            )
+            waiting = len(entries) - i, entries[i] if i < len(entries) else None
+            # the same row object while nothing in it changed: the snapshot reuses what it worked out from it
+            key = (tuple(windows_s), waiting)
+            held = self._rows.get(prefix)
+            if held is None or held[0] is not kept or held[1] != key:
+                sums = kept.sums()
+                row = QueueRow(name, {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s}, *waiting)
+                held = self._rows[prefix] = (kept, key, row)
+            rows.append(held[2])
         return rows
 
     async def campaigns_at(
         self, now_ms: int, windows_s: Sequence[int], *, settled_before_ms: int
     ) -> tuple[list[CampaignRow], CampaignRow]:
         """The campaigns with their rolling sums (kept here) and coarse windows (days read again when written)."""
-        fine = {
-            p[3:-1]: {ws: _full(k.sums()[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
-            for p, k in self._kept.items()
-            if p.startswith("cb:")
-        }
+        fine: dict[str, dict[int, dict[str, int]]] = {}
+        tokens: dict[str, object] = {}
+        for prefix, kept in self._kept.items():
+            if prefix.startswith("cb:"):
+                key = tuple(windows_s)
+                held = self._rows.get(prefix)
+                if held is None or held[0] is not kept or held[1] != key:
+                    sums = kept.sums()
+                    row = {ws: _full(sums[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
+                    held = self._rows[prefix] = (kept, key, row)
+                fine[prefix[3:-1]] = tokens[prefix[3:-1]] = held[2]
         reread, self._coarse_dirty = self._coarse_dirty, set()
         return await self.store_reads.campaigns(
             now_ms,
@@ -156,6 +182,7 @@ class GroupCache:
             generation=self._generation,
             fine=fine,
             reread=reread,
+            tokens=tokens,
         )
 
 

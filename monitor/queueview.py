@@ -38,6 +38,12 @@ def _levels(values: Mapping[str, Any], rule_for: Callable[[str], Rule | None], s
     return breaches, out
 
 
+def _in_order(order: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """`keys` in the order of `order` (once each)."""
+    wanted = set(keys)
+    return list(dict.fromkeys(k for k in order if k in wanted))
+
+
 def queue_values(sums: Mapping[str, int], waiting: int, oldest_entry_ms: int | None, now_ms: int) -> dict[str, Any]:
     """A queue's KPIs: the windowed ones from its sums, `waiting` and `longest_wait_seconds` at now."""
     values = queues.kpis_from_sums(sums)
@@ -57,29 +63,56 @@ def queue_samples(sums: Mapping[str, int], waiting: int) -> Callable[[str], int]
     return samples
 
 
+# Entries worked out from a row, kept while the caller hands in the same row object (the monitor's caches keep a
+# row while nothing in it changed): ('queue' | 'campaign', name, window) -> (row, what else it depends on, entry).
+# The entries are shared between snapshots: nothing may change them.
+SectionMemo = dict[tuple[str, str, int], tuple[object, Any, dict[str, Any]]]
+
+
+def _memo_get(memo: SectionMemo | None, key: tuple[str, str, int], row: object, token: Any) -> dict[str, Any] | None:
+    held = memo.get(key) if memo is not None else None
+    return held[2] if held is not None and held[0] is row and held[1] == token else None
+
+
 def queue_section(
-    rows: Sequence[QueueRow], *, window_s: int, settings: Settings, now_ms: int
+    rows: Sequence[QueueRow],
+    *,
+    window_s: int,
+    settings: Settings,
+    now_ms: int,
+    memo: SectionMemo | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(queues, floor totals) for the snapshot."""
     out: list[dict[str, Any]] = []
     for row in rows:
         sums = row.sums.get(window_s, {})
-        values = queue_values(sums, row.waiting, row.oldest_entry_ms, now_ms)
-        breaches, levels = _levels(
-            values,
-            functools.partial(settings.queue_rule_for, queue=row.queue),
-            queue_samples(sums, row.waiting),
-        )
+        rule_for = functools.partial(settings.queue_rule_for, queue=row.queue)
+        samples = queue_samples(sums, row.waiting)
+        # the windowed KPIs and their levels are kept while the row object is the same; the live ones (waiting,
+        # longest wait) are worked out at now
+        key = ("queue", row.queue, window_s)
+        held = _memo_get(memo, key, row, None)
+        if held is None:
+            every = queues.kpis_from_sums(sums)
+            windowed = {k: v for k, v in every.items() if k not in LIVE_QUEUE_KPIS}
+            breaches, levels = _levels(windowed, rule_for, samples)
+            held = {"order": [*every, "waiting", "longest_wait_seconds"], "kpis": windowed, "breaches": breaches,
+                    "levels": levels}  # fmt: skip
+            if memo is not None:
+                memo[key] = (row, None, held)
+        longest = None if row.oldest_entry_ms is None else max(0, now_ms - row.oldest_entry_ms) / 1000
+        live = {"waiting": row.waiting, "longest_wait_seconds": longest}
+        live_breaches, live_levels = _levels(live, rule_for, samples)
         out.append(
             {
                 "queue": row.queue,
-                "kpis": {k: v for k, v in values.items() if k not in LIVE_QUEUE_KPIS},
+                "kpis": held["kpis"],
                 "waiting": row.waiting,
-                "longest_wait_seconds": values["longest_wait_seconds"],
+                "longest_wait_seconds": live["longest_wait_seconds"],
                 "oldest_entry": iso(row.oldest_entry_ms) if row.oldest_entry_ms is not None else None,
                 "sl_threshold_s": settings.queue(row.queue).sl_threshold_s,
-                "breaches": breaches,
-                "levels": levels,
+                "breaches": _in_order(held["order"], [*held["breaches"], *live_breaches]),
+                "levels": {**held["levels"], **live_levels},
             }
         )
     total = w.total(r.sums.get(window_s, {}) for r in rows)
@@ -102,11 +135,18 @@ def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
     return campaigns.kpis_from_sums(row.sums.get(window, {}))
 
 
-def campaign_section(rows: Sequence[CampaignRow], *, window_s: int, settings: Settings) -> list[dict[str, Any]]:
+def campaign_section(
+    rows: Sequence[CampaignRow], *, window_s: int, settings: Settings, memo: SectionMemo | None = None
+) -> list[dict[str, Any]]:
     """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d."""
     name = window_name(window_s)
     out: list[dict[str, Any]] = []
     for row in rows:
+        key = ("campaign", row.campaign, window_s)
+        entry = _memo_get(memo, key, row, None)
+        if entry is not None:
+            out.append(entry)
+            continue
         breaches: list[str] = []
         levels: dict[str, str] = {}
         for kpi, rule in settings.campaign_rules.items():
@@ -127,6 +167,8 @@ def campaign_section(rows: Sequence[CampaignRow], *, window_s: int, settings: Se
                 "levels": levels,
             }
         )
+        if memo is not None:
+            memo[key] = (row, None, out[-1])
     return out
 
 

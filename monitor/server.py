@@ -31,7 +31,7 @@ from callpulse.binding import bind_problem
 from callpulse.connections import redis_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
-from monitor import audit, openapi, snapshot
+from monitor import audit, openapi, queueview, snapshot
 from monitor.auth import REFUSAL, Role, may_act, role_of
 from monitor.delta import FloorView
 from monitor.feed import Client
@@ -104,6 +104,7 @@ class Monitor:
         self.floor = FloorCache(self.store, settings.windows_s, settings.longest_window_s, groups=groups)
         self.groups = groups
         self._memo: snapshot.Memo = {}  # agents' KPI values between snapshots (monitor/snapshot.py)
+        self._sections: queueview.SectionMemo = {}  # queue and campaign entries between snapshots
         self.collector = KpiCollector(settings, self.store, self.registry, self.floor)
         self.collector.clients = lambda: len(self.clients)
         self.agent_collector = AgentCollector(settings, self.store, CollectorRegistry(), self.floor)
@@ -291,8 +292,8 @@ class Monitor:
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents,
-            scored=cache.scores_at(now_ms, self.settings), state_rows=list(cache.rows.values()),
-            queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo,
+            scored=cache.scores_at(now_ms, self.settings), state_counts=cache.state_counts,
+            queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo, sections=self._sections,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if await self._rebuilding() else "live"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,6 +113,8 @@ def build(
     queue_rows: Sequence[QueueRow] = (),
     campaign_rows: Sequence[CampaignRow] = (),
     memo: Memo | None = None,
+    sections: queueview.SectionMemo | None = None,
+    state_counts: Callable[[str | None], dict[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The snapshot for one window; `snoozes` maps (kpi, 'agent'|'team', subject) to until (ms).
 
@@ -130,9 +132,16 @@ def build(
     team_sizes: dict[str, int] = {}
     team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
     state_rows = rows if state_rows is None else state_rows
-    for row in state_rows:
-        if row.team:
-            team_rows.setdefault(row.team, []).append(row)
+    if state_counts is None:  # counted here from the rows (a caller that keeps counts passes `state_counts`)
+        for row in state_rows:
+            if row.team:
+                team_rows.setdefault(row.team, []).append(row)
+
+    def counts_of(team: str | None) -> dict[str, int]:
+        if state_counts is not None:
+            return state_counts(team)
+        return queueview.state_counts(state_rows if team is None else team_rows.get(team, []))
+
     if teams is None:
         for row in rows:
             if row.team:
@@ -181,7 +190,7 @@ def build(
             {
                 "team": team,
                 "agents": team_sizes[team],
-                "states": queueview.state_counts(team_rows.get(team, [])),
+                "states": counts_of(team),
                 "kpis": values,
                 "breaches": breaches,
                 "levels": levels,
@@ -203,11 +212,16 @@ def build(
     floor_breaches, floor_levels = _levels(settings, None, floor_sums, floor_values, set())
     floor_alerts = alert_levels.get(("floor", ""), {})
     _hold_alert_levels(floor_levels, {k: v for k, v in floor_alerts.items() if k in floor_values}, set())
-    queues_out, queue_floor = queueview.queue_section(queue_rows, window_s=window_s, settings=settings, now_ms=now_ms)
+    queues_out, queue_floor = queueview.queue_section(
+        queue_rows, window_s=window_s, settings=settings, now_ms=now_ms, memo=sections
+    )
+    # memoised entries are shared: the alert levels held below go into copies
+    queues_out = [{**q, "levels": dict(q["levels"])} for q in queues_out]
     for q in queues_out:
         _hold_alert_levels(q["levels"], alert_levels.get(("queue", q["queue"]), {}), set())
     _hold_alert_levels(queue_floor["levels"], {k: v for k, v in floor_alerts.items() if k in QUEUE_KPI_KEYS}, set())
-    campaigns_out = queueview.campaign_section(campaign_rows, window_s=window_s, settings=settings)
+    campaigns_out = queueview.campaign_section(campaign_rows, window_s=window_s, settings=settings, memo=sections)
+    campaigns_out = [{**c, "levels": dict(c["levels"])} for c in campaigns_out]
     for c in campaigns_out:
         _hold_alert_levels(c["levels"], alert_levels.get(("campaign", c["campaign"]), {}), set())
     alerts_out = [
@@ -223,7 +237,7 @@ def build(
         "kpis": floor_values,
         "breaches": floor_breaches,
         "levels": floor_levels,
-        "states": queueview.state_counts(state_rows),
+        "states": counts_of(None),
         "queue": queue_floor,
     }
     if settings.scorecard is not None:

@@ -12,6 +12,9 @@ row and team use the buckets as last read instead; the floor keeps the history's
 
 from __future__ import annotations
 
+import bisect
+import itertools
+from collections.abc import Callable
 from datetime import tzinfo
 
 from streams import states
@@ -108,6 +111,35 @@ def _add_into(acc: list[int], cell: list[int]) -> None:
         acc[i] += v
 
 
+class OpenSince:
+    """When each agent in one state entered it, sorted: the floor's open time in that state from any window start
+    to now in O(log n) (`open_ms`), instead of a loop over the floor."""
+
+    def __init__(self) -> None:
+        self._since: list[int] = []
+        self._prefix: list[int] | None = None
+
+    def add(self, since_ms: int) -> None:
+        bisect.insort(self._since, since_ms)
+        self._prefix = None
+
+    def remove(self, since_ms: int) -> None:
+        i = bisect.bisect_left(self._since, since_ms)
+        if i < len(self._since) and self._since[i] == since_ms:
+            del self._since[i]
+            self._prefix = None
+
+    def open_ms(self, start_ms: int, now_ms: int) -> int:
+        """Σ over the agents of now - max(since, start), for those who entered before now (as _add_open)."""
+        if self._prefix is None:
+            self._prefix = [0, *itertools.accumulate(self._since)]
+        i = bisect.bisect_left(self._since, start_ms)
+        j = bisect.bisect_left(self._since, now_ms)
+        if j < i:  # a window starting after now holds no open time
+            return 0
+        return i * max(0, now_ms - start_ms) + (j - i) * now_ms - (self._prefix[j] - self._prefix[i])
+
+
 class StateTime:
     """The floor's agents (their tallies and current states) and each team's summed tally, kept as rows change."""
 
@@ -117,6 +149,7 @@ class StateTime:
         self._tallies: dict[str, states.Tally] = {}
         self._members: dict[str | None, set[str]] = {}
         self._floor = FloorClosed()
+        self._open = {f: OpenSince() for f in CODES}
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
@@ -124,6 +157,7 @@ class StateTime:
         old = self._tallies.get(row.agent_id)
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
+        self._open_change(row, OpenSince.add)
         new = states.tally(row.history) if row.history is not None else None
         if new is not None:
             self._tallies[row.agent_id] = new
@@ -134,6 +168,8 @@ class StateTime:
     def drop(self, agent: str, *, keep_floor: bool = False) -> None:
         """Forget an agent (it left the floor, or is put again)."""
         old = self._rows.pop(agent, None)
+        if old is not None:
+            self._open_change(old, OpenSince.remove)
         tally = self._tallies.pop(agent, None)
         if not keep_floor:
             self._floor.change(tally, None)
@@ -143,6 +179,11 @@ class StateTime:
                 members.discard(agent)
                 if not members:
                     del self._members[old.team]
+
+    def _open_change(self, row: AgentWindows, change: Callable[[OpenSince, int], None]) -> None:
+        field = states.STATE_FIELDS.get(row.state or "")
+        if field is not None and row.since_ms is not None:
+            change(self._open[field], row.since_ms)
 
     def edges(self, now_ms: int, window_s: int) -> tuple[int, int]:
         """[start, end) in ms of the window's buckets ending now (worked out once per now and window)."""
@@ -188,12 +229,14 @@ class StateTime:
 
     def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
         """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
-        and every agent's open state (a plain loop over the floor's current states)."""
+        and every agent's open state (from the sorted times they entered it)."""
         start, end = self.edges(now_ms, window_s)
         a, b = self._floor.closed_ms(start), self._floor.closed_ms(end)
         out = {f: b[i] - a[i] for i, f in enumerate(CODES) if b[i] != a[i]}
-        for row in self._rows.values():
-            _add_open(out, row, start, now_ms)
+        for f, held in self._open.items():
+            open_ms = held.open_ms(start, now_ms)
+            if open_ms:
+                out[f] = out.get(f, 0) + open_ms
         return out
 
 

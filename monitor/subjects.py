@@ -47,10 +47,14 @@ class Kept:
     first_old: dict[int, int | None]
     first_recent: dict[int, int | None]
     read_us: int  # Redis time of the read: the old part holds every write before it
+    _sums: dict[int, Sums] | None = field(default=None, repr=False, compare=False)
 
     def sums(self) -> dict[int, Sums]:
-        """Per window, the counters (nonzero ones)."""
-        return {ws: _plus(self.old[ws], self.recent[ws]) for ws in self.lo}
+        """Per window, the counters (nonzero ones); worked out once (a Kept is replaced, never changed: callers
+        must not change what this returns)."""
+        if self._sums is None:
+            self._sums = {ws: _plus(self.old[ws], self.recent[ws]) for ws in self.lo}
+        return self._sums
 
     def firsts(self) -> dict[int, int | None]:
         """Per window, the first bucket holding a count, or an earlier one (None: none)."""

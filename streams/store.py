@@ -200,6 +200,8 @@ end
 -- Queues and campaigns on the floor -> their latest event ts.
 for _, r in ipairs(p.r or {}) do
   redis.call('ZADD', r[1], 'GT', r[3], r[2])
+  local group = (string.sub(r[1], nsl + 1) == 'queues') and 'qb:' or 'cb:'
+  redis.call('ZADD', ns .. 'gdirty', mark_us, group .. r[2] .. ':')
   redis.call('ZREMRANGEBYSCORE', r[1], '-inf', r[4])
 end
 for i = 1, #p.a, 2 do
