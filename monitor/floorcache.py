@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 from callpulse.settings import Settings
 from monitor import subjects
@@ -218,6 +218,14 @@ class FloorCache:
         for counts in (self._states.setdefault(row.team, {}), self._states.setdefault(_FLOOR, {})):
             counts[row.state] = counts.get(row.state, 0) + d
 
+    def state_counts_by_team(self) -> dict[str | None, dict[str, int]]:
+        """Agents in each state now, per team with agents on the floor (None: the agents with no team)."""
+        out: dict[str | None, dict[str, int]] = {}
+        for key, counts in self._states.items():
+            if key is not _FLOOR and any(counts.values()):
+                out[cast("str | None", key)] = {s: counts.get(s, 0) for s in states.STATES}
+        return out
+
     def state_counts(self, team: str | None) -> dict[str, int]:
         """Agents in each state now: a team's, or the whole floor's for None (every state, 0 when none)."""
         counts = self._states.get(_FLOOR if team is None else team, {})
@@ -247,7 +255,7 @@ class FloorCache:
         out: list[TeamWindows] = []
         for team in names:
             sums = {ws: _plus(view.teams[team][ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
-            out.append(TeamWindows(team, view.team_size(team), sums))
+            out.append(TeamWindows(team, view.team_size(team), sums, view.teams[team]))
         return out
 
     def floor_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[int, dict[int, w.Sums]]:

@@ -111,6 +111,7 @@ class KpiCollector:
         self.registry = registry
         self.floor = floor
         self._data: dict[str, Any] | None = None
+        self._team_memo: dict[tuple[str, int], tuple[w.Sums, dict[str, float | int | None]]] = {}
         self.clients = lambda: 0
         registry.register(self)
 
@@ -124,7 +125,7 @@ class KpiCollector:
         stats = await self.store.read_stats()
         raw_alerts = await self.store.client.hvals(f"{self.store.ns}alerts")
         settings = self.settings
-        presence = {a: (row.team, row.state) for a, row in self.floor.rows.items()}
+        presence = self.floor.state_counts_by_team()
         groups = self.floor.groups
         assert groups is not None, "the monitor's floor cache keeps its queues and campaigns"
         queue_rows = groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000)
@@ -161,9 +162,10 @@ class KpiCollector:
         floor = GaugeMetricFamily(
             "callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"]
         )
+        counters = self.floor.view.teams if self.floor.view is not None else {}
         for t in data["teams"]:
             for ws in data["windows"]:
-                for kpi, value in w.kpis_from_sums(t.sums[ws]).items():
+                for kpi, value in self._team_values(t.team, ws, counters.get(t.team, {}).get(ws), t.sums[ws]).items():
                     if value is not None:
                         team.add_metric([t.team, kpi, window_name(ws)], value)
         for ws in data["windows"]:
@@ -221,6 +223,22 @@ class KpiCollector:
         agents.add_metric([], data["floor_agents"])
         yield agents
 
+    def _team_values(
+        self, team: str, window_s: int, counters: w.Sums | None, sums: w.Sums
+    ) -> dict[str, float | int | None]:
+        """A team's KPIs: those of its counters kept while the counters are the same, those made of time in state
+        (which moves with the clock) worked out again."""
+        held = self._team_memo.get((team, window_s))
+        if counters is None or held is None or held[0] != counters:
+            values = w.kpis_from_sums(sums)
+            if counters is not None:
+                self._team_memo[(team, window_s)] = (dict(counters), values)
+            return values
+        values = dict(held[1])
+        for kpi in states.TIMED_KPIS:
+            values[kpi.key] = kpi.result(sums)
+        return values
+
     def _queue_families(self, data: dict[str, Any]) -> Iterator[Metric]:
         """Queue KPIs, waiting calls and longest wait, agents by state, campaign KPIs."""
         queue_kpi = GaugeMetricFamily(
@@ -247,12 +265,9 @@ class KpiCollector:
         in_state = GaugeMetricFamily(
             "callpulse_agents_in_state", "Agents in each state now, by team", labels=["team", "state"]
         )
-        by_team: dict[str, list[str | None]] = {}
-        for team_name, state in data["presence"].values():
-            by_team.setdefault(team_name or "", []).append(state)
-        for team_name, members in sorted(by_team.items()):
-            for state, n in states.counts_by_state(members).items():
-                in_state.add_metric([team_name, state], n)
+        for team_name, counts in sorted(data["presence"].items(), key=lambda tc: tc[0] or ""):
+            for state, n in counts.items():
+                in_state.add_metric([team_name or "", state], n)
         yield in_state
         campaign = GaugeMetricFamily(
             "callpulse_campaign_kpi",

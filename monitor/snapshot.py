@@ -89,6 +89,46 @@ def _agent_values(
     return values, breaches, levels
 
 
+def _team_values(
+    team: str,
+    window_s: int,
+    sums: w.Sums,
+    counters: w.Sums | None,
+    settings: Settings,
+    muted: set[str],
+    watched: Watched,
+    memo: queueview.SectionMemo | None,
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """A team's KPI values, breaches and levels; with its `counters` and a memo, those not made of time in state are
+    reused while the counters and mutes are as before (a team's time in state moves with the clock)."""
+    key = ("team", team, window_s)
+    held = memo.get(key) if memo is not None and counters is not None else None
+    token = (sorted(muted),)
+    if held is not None and held[1] == token and held[2]["counters"] == counters:
+        values = dict(held[2]["values"])
+        for kpi in TIMED_KPIS:
+            values[kpi.key] = kpi.result(sums)
+        breaches, levels = list(held[2]["breaches"]), dict(held[2]["levels"])
+    else:
+        values = w.kpis_from_sums(sums)
+        breaches, levels = _levels(settings, team, sums, values, muted, [p for p in watched if p[0] not in _TIMED_KEYS])
+        if memo is not None and counters is not None:
+            entry = {
+                "counters": dict(counters),
+                "values": dict(values),
+                "breaches": list(breaches),
+                "levels": dict(levels),
+            }
+            memo[key] = (None, token, entry)
+    timed_breaches, timed_levels = _levels(
+        settings, team, sums, values, muted, [p for p in watched if p[0] in _TIMED_KEYS]
+    )
+    if timed_breaches:
+        breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
+        levels.update(timed_levels)
+    return values, breaches, levels
+
+
 def _rule_json(rule: Rule) -> dict[str, Any]:
     data = {k: v for k, v in asdict(rule).items() if v is not None and k != "kpi"}
     data["direction"] = rule.direction
@@ -129,6 +169,7 @@ def build(
     alert_levels = _alert_levels(alerts)
     agents_out: list[dict[str, Any]] = []
     team_sums: dict[str, w.Sums] = {}
+    team_counters: dict[str, w.Sums] = {}
     team_sizes: dict[str, int] = {}
     team_rows: dict[str, list[AgentWindows]] = {}  # the agent rows read, for counts of agents by state
     state_rows = rows if state_rows is None else state_rows
@@ -151,6 +192,8 @@ def build(
         for t in teams:
             team_sums[t.team] = t.sums[window_s]
             team_sizes[t.team] = t.agents
+            if t.counters is not None:
+                team_counters[t.team] = t.counters[window_s]
     watched: dict[str | None, Watched] = {}
     agent_mutes: dict[str, set[str]] = {}
     for kpi, scope, subject in snoozes:
@@ -182,9 +225,10 @@ def build(
         if team_filter is not None and team != team_filter:
             continue
         sums = team_sums[team]
-        values = w.kpis_from_sums(sums)
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
-        breaches, levels = _levels(settings, team, sums, values, muted)
+        values, breaches, levels = _team_values(
+            team, window_s, sums, team_counters.get(team), settings, muted, _watched(settings, team, watched), sections
+        )
         _hold_alert_levels(levels, alert_levels.get(("team", team), {}), muted)
         teams_out.append(
             {

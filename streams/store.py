@@ -467,6 +467,9 @@ class TeamWindows:
     team: str
     agents: int
     sums: dict[int, w.Sums]
+    # The counters alone (no time in state) when the reader keeps them: equal counters, equal KPIs not made of
+    # time in state (the snapshot reuses those).
+    counters: dict[int, w.Sums] | None = None
 
 
 def namespace(topic_prefix: str) -> str:

@@ -26,6 +26,7 @@ from callpulse.simulate import generate
 from monitor import snapshot
 from monitor.floorcache import FloorCache
 from monitor.groupcache import GroupCache
+from monitor.queueview import SectionMemo
 from monitor.snapshot import Memo
 from streams import windows as w
 from streams.processor import Processor, Record
@@ -49,12 +50,23 @@ async def _fresh(store: WindowStore, now_ms: int, windows_s: Sequence[int], rost
 
 
 def _compare(
-    cache: FloorCache, fresh: list[AgentWindows], now_ms: int, windows_s: Sequence[int], settings: Settings, memo: Memo
+    cache: FloorCache,
+    fresh: list[AgentWindows],
+    now_ms: int,
+    windows_s: Sequence[int],
+    settings: Settings,
+    memo: Memo,
+    sections: SectionMemo,
 ) -> None:
     rows = cache.agents_at(now_ms, windows_s)
-    for ws in windows_s:  # agent rows built with values kept between snapshots are the ones built afresh
-        kept = snapshot.build(rows, window_s=ws, settings=settings, now_ms=now_ms, memo=memo)["agents"]
-        assert kept == snapshot.build(fresh, window_s=ws, settings=settings, now_ms=now_ms)["agents"], ws
+    for ws in windows_s:  # snapshots built from the cache, with what it keeps between them, are the ones built afresh
+        kept = snapshot.build(
+            rows, window_s=ws, settings=settings, now_ms=now_ms, memo=memo, sections=sections,
+            teams=cache.teams_at(now_ms, [ws]), floor=cache.floor_at(now_ms, [ws]), state_counts=cache.state_counts,
+        )  # fmt: skip
+        afresh = snapshot.build(fresh, window_s=ws, settings=settings, now_ms=now_ms)
+        for part in ("agents", "teams", "floor"):
+            assert kept[part] == afresh[part], (part, ws)
     cached = {r.agent_id: r for r in rows}
     assert set(cached) == {r.agent_id for r in fresh}, now_ms
     for row in fresh:
@@ -117,6 +129,7 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
     cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"], groups=groups)
     windows_s = list(settings.windows_s)
     memo: Memo = {}
+    sections: SectionMemo = {}
     events: list[tuple[str, dict[str, Any]]] = list(
         generate(agents=12, rate=2.0, duration_s=1800, seed=seed, start_s=clock["now"] - 1800)
     )
@@ -134,13 +147,13 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             clock["now"] = time.time()
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
-            _compare(cache, fresh, now_ms, windows_s, settings, memo)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
         for _ in range(24):  # no more events: windows slide (in and past chunks), agents leave the floor
             clock["now"] += rnd.choice([3, 11, 97, 400, 601, 1300, 3599])
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
-            _compare(cache, fresh, now_ms, windows_s, settings, memo)
+            _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
     finally:
         await client.aclose()
