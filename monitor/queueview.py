@@ -111,7 +111,9 @@ def queue_section(
                 "longest_wait_seconds": live["longest_wait_seconds"],
                 "oldest_entry": iso(row.oldest_entry_ms) if row.oldest_entry_ms is not None else None,
                 "sl_threshold_s": settings.queue(row.queue).sl_threshold_s,
-                "breaches": _in_order(held["order"], [*held["breaches"], *live_breaches]),
+                "breaches": _in_order(held["order"], [*held["breaches"], *live_breaches])
+                if live_breaches
+                else list(held["breaches"]),
                 "levels": {**held["levels"], **live_levels},
             }
         )

@@ -20,11 +20,23 @@ Watched = list[tuple[str, Rule]]  # the KPIs with a rule for a subject, in catal
 
 
 def _watched(settings: Settings, team: str | None, cache: dict[str | None, Watched]) -> Watched:
-    """The (kpi, rule) pairs that apply to a team's agents (team overrides first), computed once per team."""
+    """The (kpi, rule) pairs that apply to a team's agents (team overrides first), computed once per team and
+    settings (kept between snapshots: `cache` is this call's, the settings' own outlives it)."""
     out = cache.get(team)
     if out is None:
-        out = cache[team] = [(k, r) for k in KPI_KEYS if (r := settings.rule_for(k, team)) is not None]
+        kept = _WATCHED.get(id(settings))
+        if kept is None or kept[0] is not settings:
+            if len(_WATCHED) > 8:
+                _WATCHED.clear()
+            kept = _WATCHED[id(settings)] = (settings, {})
+        out = kept[1].get(team)
+        if out is None:
+            out = kept[1][team] = [(k, r) for k in KPI_KEYS if (r := settings.rule_for(k, team)) is not None]
+        cache[team] = out
     return out
+
+
+_WATCHED: dict[int, tuple[Settings, dict[str | None, Watched]]] = {}  # id(settings) -> (settings, team -> pairs)
 
 
 def _levels(

@@ -150,6 +150,8 @@ class StateTime:
         self._members: dict[str | None, set[str]] = {}
         self._floor = FloorClosed()
         self._open = {f: OpenSince() for f in CODES}
+        self._team_open: dict[str | None, dict[int, OpenSince]] = {}  # team -> state index -> its members' entries
+        self._closed: dict[str | None, dict[tuple[int, int, int], tuple[int, ...]]] = {}  # team -> window edges -> ms
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
@@ -158,6 +160,7 @@ class StateTime:
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
+        self._closed.pop(row.team, None)
         new = states.tally(row.history) if row.history is not None else None
         if new is not None:
             self._tallies[row.agent_id] = new
@@ -170,6 +173,7 @@ class StateTime:
         old = self._rows.pop(agent, None)
         if old is not None:
             self._open_change(old, OpenSince.remove)
+            self._closed.pop(old.team, None)
         tally = self._tallies.pop(agent, None)
         if not keep_floor:
             self._floor.change(tally, None)
@@ -184,6 +188,8 @@ class StateTime:
         field = states.STATE_FIELDS.get(row.state or "")
         if field is not None and row.since_ms is not None:
             change(self._open[field], row.since_ms)
+            team = self._team_open.setdefault(row.team, {})
+            change(team.setdefault(_INDEX[field], OpenSince()), row.since_ms)
 
     def edges(self, now_ms: int, window_s: int) -> tuple[int, int]:
         """[start, end) in ms of the window's buckets ending now (worked out once per now and window)."""
@@ -211,6 +217,19 @@ class StateTime:
     def team_ms(self, team: str | None, now_ms: int, window_s: int) -> w.Sums:
         """A team's summed ms per state field in the window ending now (None: the agents with no team)."""
         start, end = self.edges(now_ms, window_s)
+        acc = list(self._team_closed(team, window_s, start, end))
+        for i, held in self._team_open.get(team, {}).items():
+            acc[i] += held.open_ms(start, now_ms)
+        return {code: acc[i] for i, code in enumerate(CODES) if acc[i]}
+
+    def _team_closed(self, team: str | None, window_s: int, start: int, end: int) -> tuple[int, ...]:
+        """A team's closed time per state in [start, end): summed over its members once per window edges, and
+        again only when one of its members changes (`put`, `drop`)."""
+        held = self._closed.setdefault(team, {})
+        key = (window_s, start, end)
+        out = held.get(key)
+        if out is not None:
+            return out
         acc = [0] * len(CODES)
         for agent in self._members.get(team, ()):
             row, tally = self._rows[agent], self._tallies.get(agent)
@@ -222,10 +241,10 @@ class StateTime:
                 sums = row.sums[window_s]
                 for i, code in enumerate(CODES):
                     acc[i] += sums.get(code, 0)
-            i_open = _INDEX.get(states.STATE_FIELDS.get(row.state or "", ""))
-            if i_open is not None and row.since_ms is not None:
-                acc[i_open] += max(0, now_ms - max(row.since_ms, start))
-        return {code: acc[i] for i, code in enumerate(CODES) if acc[i]}
+        if len(held) > 16:  # edges of past moments
+            held.clear()
+        out = held[key] = tuple(acc)
+        return out
 
     def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
         """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
