@@ -9,7 +9,10 @@ by callpulse and are refused here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 _TYPES = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary", "unknown": "untyped"}
@@ -21,10 +24,39 @@ def _escape_value(value: str) -> str:
     return value
 
 
+class TextGauge:
+    """A gauge family for tens of thousands of samples: each sample is written as its text line when added (no
+    Sample objects), in the same text `render` gives a GaugeMetricFamily (labels sorted by name)."""
+
+    type = "gauge"
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name = name
+        self.documentation = documentation
+        order = sorted(range(len(labels)), key=lambda i: labels[i])
+        self._order = order
+        inner = ",".join(f'{labels[i]}="{{{n}}}"' for n, i in enumerate(order))
+        self._format = (name + "{{" + inner + "}} {value}\n") if labels else (name + " {value}\n")
+        self.lines: list[str] = []
+
+    def add_metric(self, values: Sequence[str], value: float) -> None:
+        """One sample: label values in the order of `labels`, and its value."""
+        ordered = [_escape_value(values[i]) for i in self._order]
+        self.lines.append(self._format.format(*ordered, value=floatToGoString(value)))
+
+
+Family = Metric | TextGauge  # what callpulse's collectors yield
+
+
 def render(registry: CollectorRegistry) -> bytes:
     """Every family the registry's collectors yield, as Prometheus text format 0.0.4."""
     out: list[str] = []
     for metric in registry.collect():
+        if isinstance(metric, TextGauge):
+            doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+            out.append(f"# HELP {metric.name} {doc}\n# TYPE {metric.name} gauge\n")
+            out.extend(metric.lines)
+            continue
         mtype = _TYPES.get(metric.type)
         if mtype is None:
             raise ValueError(f"metric {metric.name}: type {metric.type!r} is not rendered here; use generate_latest")

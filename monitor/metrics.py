@@ -17,11 +17,11 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from callpulse.settings import Settings, window_name
 from monitor import queueview
-from monitor.exposition import render
+from monitor.exposition import Family, TextGauge, render
 from monitor.floorcache import FloorCache
 from monitor.snapshot import Scores
 from streams import campaigns, queues, states
@@ -32,14 +32,14 @@ TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
 
 
-def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agents: bool) -> Iterator[Metric]:
+def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agents: bool) -> Iterator[Family]:
     """callpulse_agent_score (agents=True), or callpulse_team_score and callpulse_floor_score."""
     card, window_s = settings.scorecard, settings.score_window_s
     if card is None or window_s is None:
         return
     name = window_name(window_s)
     if agents:
-        agent = GaugeMetricFamily(
+        agent = TextGauge(
             "callpulse_agent_score",
             "Scorecard points of an agent (of the scorecard's total)",
             labels=["agent", "team", "window"],
@@ -49,9 +49,9 @@ def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agen
                 agent.add_metric([row.agent_id, row.team or "", name], scores.agents[row.agent_id][1])
         yield agent
         return
-    team = GaugeMetricFamily("callpulse_team_score", "Mean score of a team's agents with an event in the window",
+    team = TextGauge("callpulse_team_score", "Mean score of a team's agents with an event in the window",
                              labels=["team", "window"])  # fmt: skip
-    floor = GaugeMetricFamily("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
+    floor = TextGauge("callpulse_floor_score", "Mean score of the floor's agents with an event in the window",
                               labels=["window"])  # fmt: skip
     for team_name, value in sorted(scores.teams.items()):
         if value is not None:
@@ -72,7 +72,7 @@ class AgentCollector:
         self.floor = floor
         self._rows: list[Any] | None = None
         self._scores = Scores()
-        registry.register(self)
+        registry.register(self)  # type: ignore[arg-type]  # it also yields TextGauge (monitor.exposition renders it)
 
     async def scrape(self) -> bytes:
         """Every agent on the floor now (from the floor cache, refreshed first), rendered as exposition text."""
@@ -84,12 +84,12 @@ class AgentCollector:
         finally:
             self._rows = None
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         """prometheus_client hook: yield the families for the data of this scrape."""
         rows = self._rows
         if rows is None:
             return
-        agent = GaugeMetricFamily(
+        agent = TextGauge(
             "callpulse_agent_kpi", "KPI per agent and rolling window", labels=["agent", "team", "kpi", "window"]
         )
         names = {ws: window_name(ws) for ws in self.settings.windows_s}
@@ -113,7 +113,7 @@ class KpiCollector:
         self._data: dict[str, Any] | None = None
         self._team_memo: dict[tuple[str, int], tuple[w.Sums, dict[str, float | int | None]]] = {}
         self.clients = lambda: 0
-        registry.register(self)
+        registry.register(self)  # type: ignore[arg-type]  # it also yields TextGauge (monitor.exposition renders it)
 
     async def scrape(self) -> bytes:
         """Read Redis now and render the exposition text."""
@@ -151,17 +151,13 @@ class KpiCollector:
         finally:
             self._data = None
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[Family]:
         """prometheus_client hook: yield the families for the data of this scrape."""
         data = self._data
         if data is None:
             return
-        team = GaugeMetricFamily(
-            "callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"]
-        )
-        floor = GaugeMetricFamily(
-            "callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"]
-        )
+        team = TextGauge("callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"])
+        floor = TextGauge("callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"])
         counters = self.floor.view.teams if self.floor.view is not None else {}
         for t in data["teams"]:
             for ws in data["windows"]:
@@ -180,7 +176,7 @@ class KpiCollector:
         yield floor
         yield from _score_families([], data["scores"], self.settings, agents=False)
         yield from self._queue_families(data)
-        active = GaugeMetricFamily(
+        active = TextGauge(
             "callpulse_alerts_active", "Firing alerts by KPI, severity and scope", labels=["kpi", "severity", "scope"]
         )
         counts: dict[tuple[str, str, str], int] = {}
@@ -239,13 +235,13 @@ class KpiCollector:
             values[kpi.key] = kpi.result(sums)
         return values
 
-    def _queue_families(self, data: dict[str, Any]) -> Iterator[Metric]:
+    def _queue_families(self, data: dict[str, Any]) -> Iterator[Family]:
         """Queue KPIs, waiting calls and longest wait, agents by state, campaign KPIs."""
-        queue_kpi = GaugeMetricFamily(
+        queue_kpi = TextGauge(
             "callpulse_queue_kpi", "Queue KPI per queue and rolling window", labels=["queue", "kpi", "window"]
         )
-        waiting = GaugeMetricFamily("callpulse_queue_waiting", "Calls waiting in the queue now", labels=["queue"])
-        longest = GaugeMetricFamily(
+        waiting = TextGauge("callpulse_queue_waiting", "Calls waiting in the queue now", labels=["queue"])
+        longest = TextGauge(
             "callpulse_queue_longest_wait_seconds",
             "Seconds the longest-waiting caller has waited now (absent when nobody waits)",
             labels=["queue"],
@@ -262,14 +258,12 @@ class KpiCollector:
         yield queue_kpi
         yield waiting
         yield longest
-        in_state = GaugeMetricFamily(
-            "callpulse_agents_in_state", "Agents in each state now, by team", labels=["team", "state"]
-        )
+        in_state = TextGauge("callpulse_agents_in_state", "Agents in each state now, by team", labels=["team", "state"])
         for team_name, counts in sorted(data["presence"].items(), key=lambda tc: tc[0] or ""):
             for state, n in counts.items():
                 in_state.add_metric([team_name or "", state], n)
         yield in_state
-        campaign = GaugeMetricFamily(
+        campaign = TextGauge(
             "callpulse_campaign_kpi",
             "Outbound KPIs per dialer campaign over the rolling windows and the regulators' 24h and 30d",
             labels=["campaign", "kpi", "window"],

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from monitor.exposition import render
+from monitor.exposition import TextGauge, render
 
 
 class Families:
@@ -45,3 +45,15 @@ def test_an_openmetrics_only_sample_is_refused_with_its_name() -> None:
     counter.add_metric(["1"], 1, created=5.0)
     with pytest.raises(ValueError, match="callpulse_x_created"):
         render(registry(counter))
+
+
+def test_a_text_gauge_renders_as_the_same_gauge_family_does() -> None:
+    labels = ["team", "kpi", "window"]
+    rows = [(['te"am\\x\n', "aht_seconds", "15m"], 312.5), (["b{1}", "occupancy", "today"], 0.8333333333333334),
+            (["c", "nan", "1h"], float("nan")), (["d", "calls", "8h"], 12)]  # fmt: skip
+    family = GaugeMetricFamily("callpulse_team_kpi", "KPI per team\\n and window", labels=labels)
+    text = TextGauge("callpulse_team_kpi", "KPI per team\\n and window", labels)
+    for values, value in rows:
+        family.add_metric(values, value)
+        text.add_metric(values, value)
+    assert render(registry(text)) == generate_latest(registry(family))  # type: ignore[arg-type]
