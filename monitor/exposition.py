@@ -41,8 +41,11 @@ class TextGauge:
 
     def add_metric(self, values: Sequence[str], value: float) -> None:
         """One sample: label values in the order of `labels`, and its value."""
-        ordered = [_escape_value(values[i]) for i in self._order]
-        self.lines.append(self._format.format(*ordered, value=floatToGoString(value)))
+        self.lines.append(self.line(values, value))
+
+    def line(self, values: Sequence[str], value: float) -> str:
+        """A sample's text line (add it to `lines` yourself: a caller may keep lines between scrapes)."""
+        return self._format.format(*[_escape_value(values[i]) for i in self._order], value=floatToGoString(value))
 
 
 Family = Metric | TextGauge  # what callpulse's collectors yield

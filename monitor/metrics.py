@@ -19,6 +19,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from callpulse import catalogue
 from callpulse.settings import Settings, window_name
 from monitor import queueview
 from monitor.exposition import Family, TextGauge, render
@@ -30,6 +31,9 @@ from streams.store import WindowStore, lag_histogram
 
 TOPICS = ("calls", "tickets")
 RESULTS = ("ok", "duplicate", "invalid", "late")
+
+
+_AGENT_KPIS = tuple(k.key for k in catalogue.CATALOGUE)  # the order kpis_from_sums gives
 
 
 def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agents: bool) -> Iterator[Family]:
@@ -111,7 +115,7 @@ class KpiCollector:
         self.registry = registry
         self.floor = floor
         self._data: dict[str, Any] | None = None
-        self._team_memo: dict[tuple[str, int], tuple[w.Sums, dict[str, float | int | None]]] = {}
+        self._team_memo: dict[tuple[str, int], tuple[w.Sums, dict[str, str]]] = {}  # (team, window) -> lines
         self.clients = lambda: 0
         registry.register(self)  # type: ignore[arg-type]  # it also yields TextGauge (monitor.exposition renders it)
 
@@ -159,11 +163,12 @@ class KpiCollector:
         team = TextGauge("callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"])
         floor = TextGauge("callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"])
         counters = self.floor.view.teams if self.floor.view is not None else {}
+        names = {ws: window_name(ws) for ws in data["windows"]}
         for t in data["teams"]:
             for ws in data["windows"]:
-                for kpi, value in self._team_values(t.team, ws, counters.get(t.team, {}).get(ws), t.sums[ws]).items():
-                    if value is not None:
-                        team.add_metric([t.team, kpi, window_name(ws)], value)
+                team.lines += self._team_lines(
+                    team, t.team, ws, names[ws], counters.get(t.team, {}).get(ws), t.sums[ws]
+                )
         for ws in data["windows"]:
             for kpi, value in w.kpis_from_sums(data["floor"][ws]).items():
                 if value is not None:
@@ -219,21 +224,27 @@ class KpiCollector:
         agents.add_metric([], data["floor_agents"])
         yield agents
 
-    def _team_values(
-        self, team: str, window_s: int, counters: w.Sums | None, sums: w.Sums
-    ) -> dict[str, float | int | None]:
-        """A team's KPIs: those of its counters kept while the counters are the same, those made of time in state
-        (which moves with the clock) worked out again."""
+    def _team_lines(
+        self, family: TextGauge, team: str, window_s: int, name: str, counters: w.Sums | None, sums: w.Sums
+    ) -> list[str]:
+        """A team's KPI lines in one window: those of its counters kept while the counters are the same, those
+        made of time in state (which moves with the clock) worked out again."""
         held = self._team_memo.get((team, window_s))
         if counters is None or held is None or held[0] != counters:
-            values = w.kpis_from_sums(sums)
+            lines = {
+                kpi: family.line([team, kpi, name], value)
+                for kpi, value in w.kpis_from_sums(sums).items()
+                if value is not None and kpi not in states.TIMED_KEYS
+            }
+            held = (dict(counters) if counters is not None else {}, lines)
             if counters is not None:
-                self._team_memo[(team, window_s)] = (dict(counters), values)
-            return values
-        values = dict(held[1])
+                self._team_memo[(team, window_s)] = held
+        lines = dict(held[1])
         for kpi in states.TIMED_KPIS:
-            values[kpi.key] = kpi.result(sums)
-        return values
+            value = kpi.result(sums)
+            if value is not None:
+                lines[kpi.key] = family.line([team, kpi.key, name], value)
+        return [lines[k] for k in _AGENT_KPIS if k in lines]
 
     def _queue_families(self, data: dict[str, Any]) -> Iterator[Family]:
         """Queue KPIs, waiting calls and longest wait, agents by state, campaign KPIs."""
