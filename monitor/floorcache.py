@@ -200,9 +200,11 @@ class FloorCache:
             view.schedule.set(row.agent_id, due)
 
     def _drop(self, agent: str, *, keep_sums: bool = False) -> None:
+        """Forget an agent's row (it left the floor), or (`keep_sums`) only its row, which is put again: its kept
+        sums, history and time in state stay for the new row (StateTime.put replaces what changed)."""
         self._rescore.add(agent)
-        self.state_time.drop(agent)
         if not keep_sums:
+            self.state_time.drop(agent)
             self._kept.pop(agent, None)
             self._history.pop(agent, None)
         old = self.rows.pop(agent, None)

@@ -157,15 +157,19 @@ class StateTime:
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
         """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
         old = self._tallies.get(row.agent_id)
+        before = self._rows.get(row.agent_id)
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
         self._closed.pop(row.team, None)
-        new = states.tally(row.history) if row.history is not None else None
-        if new is not None:
-            self._tallies[row.agent_id] = new
-        self._floor.change(old, new)
-        self._floor.prune(horizon_ms)
+        if before is not None and row.history is not None and row.history is before.history and old is not None:
+            self._tallies[row.agent_id] = old  # the same history (its version did not move): the same tally
+        else:
+            new = states.tally(row.history) if row.history is not None else None
+            if new is not None:
+                self._tallies[row.agent_id] = new
+            self._floor.change(old, new)
+            self._floor.prune(horizon_ms)
         self._members.setdefault(row.team, set()).add(row.agent_id)
 
     def drop(self, agent: str, *, keep_floor: bool = False) -> None:

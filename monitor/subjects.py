@@ -70,20 +70,40 @@ class Step:
     edge: int
     day_ms: int
     lo: dict[int, int]
-    ranges: list[Range] = field(default_factory=list)
-    roles: list[tuple[str, int]] = field(default_factory=list)
+    ranges: list[Range] = field(default_factory=list)  # each range once (windows often share one)
+    roles: list[tuple[str, int, int]] = field(default_factory=list)  # (role, window, index in ranges)
 
     def want(self, role: str, window_s: int, lo: int, hi: int) -> None:
         if lo < hi:
-            self.ranges.append((lo, hi))
-            self.roles.append((role, window_s))
+            if (lo, hi) in self.ranges:
+                i = self.ranges.index((lo, hi))
+            else:
+                i = len(self.ranges)
+                self.ranges.append((lo, hi))
+            self.roles.append((role, window_s, i))
+
+
+_AT: dict[tuple[int, tuple[int, ...], tzinfo], tuple[int, int, dict[int, tuple[int, int]]]] = {}
+
+
+def _at(now_ms: int, windows_s: Sequence[int], tz: tzinfo) -> tuple[int, int, dict[int, tuple[int, int]]]:
+    """(edge, local day start, window bounds) at now: worked out once for every subject a refresh reads."""
+    key = (now_ms, tuple(windows_s), tz)
+    out = _AT.get(key)
+    if out is None:
+        if len(_AT) > 16:
+            _AT.clear()
+        out = _AT[key] = (
+            recent_edge(now_ms),
+            w.day_start_ms(now_ms, tz),
+            {ws: w.window_buckets(now_ms, ws, tz) for ws in windows_s},
+        )
+    return out
 
 
 def plan(kept: Kept | None, now_ms: int, windows_s: Sequence[int], tz: tzinfo) -> Step:
     """The ranges that bring `kept` to now (or read the subject whole: nothing kept, or a new day)."""
-    edge = recent_edge(now_ms)
-    day_ms = w.day_start_ms(now_ms, tz)
-    bounds = {ws: w.window_buckets(now_ms, ws, tz) for ws in windows_s}
+    edge, day_ms, bounds = _at(now_ms, windows_s, tz)
     lows = {ws: lo for ws, (lo, _) in bounds.items()}
     new_day = kept is not None and w.TODAY in bounds and kept.day_ms != day_ms
     if kept is None or new_day or set(kept.lo) != set(windows_s):
@@ -107,10 +127,7 @@ def plan(kept: Kept | None, now_ms: int, windows_s: Sequence[int], tz: tzinfo) -
 def settle(step: Step, kept: Kept | None, read: RangeRead) -> Kept | None:
     """`kept` brought to the read (or built from it, for a full step); None when the read shows the old part may
     be wrong (a late write since the last read): read the subject whole then."""
-    parts = {
-        role: (sums, first, rng)
-        for role, rng, sums, first in zip(step.roles, step.ranges, read.sums, read.firsts, strict=True)
-    }
+    parts = {(role, ws): (read.sums[i], read.firsts[i], step.ranges[i]) for role, ws, i in step.roles}
     recent = {ws: dict(parts[("recent", ws)][0]) if ("recent", ws) in parts else {} for ws in step.lo}
     first_recent = {ws: parts[("recent", ws)][1] if ("recent", ws) in parts else None for ws in step.lo}
     if step.full:
