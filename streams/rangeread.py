@@ -27,7 +27,7 @@ RANGES_LUA = (
 -- lo1, hi1, ... (buckets lo < b <= hi). Returns Redis's time (µs), then per subject: for an agent team, state,
 -- since, reason, latest event ts, dirty score, history version, the history ('' when the reader holds that
 -- version); for a group its gdirty score; then its late mark, then per range {first bucket or -1, f, v, ...}
--- with the nonzero sums by field number.
+-- with the nonzero sums by field number (from 0).
 local ns = ARGV[1]
 local cb = tonumber(ARGV[2])
 local nf = tonumber(ARGV[3])
@@ -81,7 +81,7 @@ while i <= #ARGV do
       for f = 1, nf do
         local v = sums[(r - 1) * nf + f]
         if v ~= 0 then
-          row[#row + 1] = f
+          row[#row + 1] = f - 1
           row[#row + 1] = v
         end
       end
@@ -171,7 +171,7 @@ class RangeReader:
             for row in reply[pos : pos + len(ask.ranges)]:
                 first = int(row[0])
                 firsts.append(None if first < 0 else first)
-                sums.append({fields[int(row[j]) - 1]: int(row[j + 1]) for j in range(1, len(row), 2)})
+                sums.append({fields[f]: v for f, v in zip(row[1::2], row[2::2], strict=True)})
             pos += len(ask.ranges)
             read = RangeRead(ask.name, sums, firsts, _us(late), _us(dirty), read_us)
             if ask.agent:
