@@ -131,10 +131,26 @@ class FloorView:
         old = self.members.get(agent)
         self.members[agent] = new
         self.read_us[agent] = read_us
-        if old is not None:
-            self._add(old, -1)
-        self._add(new, 1)
+        if old is not None and old.team == team:
+            self._add_change(old, new)  # the same team: only what changed moves (a re-read changes a few counts)
+        else:
+            if old is not None:
+                self._add(old, -1)
+            self._add(new, 1)
         return {t for t in (old.team if old else None, team) if t is not None}
+
+    def _add_change(self, old: Member, new: Member) -> None:
+        totals = self.teams.get(new.team) if new.team is not None else None
+        for ws in self.windows_s:
+            before, after = old.sums[ws], new.sums[ws]
+            delta = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+            for k, v in before.items():
+                if v and k not in after:
+                    delta[k] = -v
+            if delta:
+                if totals is not None:
+                    _add_scaled(totals[ws], delta, 1)
+                _add_scaled(self.floor[ws], delta, 1)
 
     def remove(self, agent: str) -> set[str]:
         """Take an agent off the floor; returns its team (empty set if it had none or was not on it)."""
