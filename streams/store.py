@@ -251,6 +251,11 @@ local function window_sums(prefix, lo, hi, nwin, c0, c1)
     end
     local key = prefix .. c
     if cut then
+      -- only the windows that reach into this chunk are looked at for each of its fields
+      local near = {}
+      for w = 1, nwin do
+        if lo[w] < last and hi[w] >= first then near[#near + 1] = w end
+      end
       local flat = redis.call('HGETALL', key)
       for j = 1, #flat, 2 do
         local name = flat[j]
@@ -261,7 +266,7 @@ local function window_sums(prefix, lo, hi, nwin, c0, c1)
           local b = first + tonumber(string.sub(name, dot + 1))
           local v = tonumber(flat[j + 1])
           if f then
-            for w = 1, nwin do
+            for _, w in ipairs(near) do
               if lo[w] < b and b <= hi[w] then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v
                 if v ~= 0 and loud[f] and (firsts[w] < 0 or b < firsts[w]) then firsts[w] = b end
@@ -274,7 +279,7 @@ local function window_sums(prefix, lo, hi, nwin, c0, c1)
           local b = first + tonumber(string.sub(name, run + 1))
           local v = tonumber(flat[j + 1])
           if f then
-            for w = 1, nwin do
+            for _, w in ipairs(near) do
               local s, e = math.max(b, lo[w] + 1), math.min(last, hi[w])
               if s <= e then
                 sums[(w - 1) * nf + f] = sums[(w - 1) * nf + f] + v * (e - s + 1)
