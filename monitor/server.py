@@ -313,6 +313,8 @@ class Monitor:
             await asyncio.sleep(CACHE_REFRESH_S)
             try:
                 await self.floor.refresh()
+            except redis.exceptions.ResponseError:
+                log.exception("floor cache refresh failed: Redis refused a read")  # a bug, not an outage
             except redis.exceptions.RedisError as exc:
                 log.debug("floor cache refresh failed, Redis unavailable: %s", exc)
             except Exception:
