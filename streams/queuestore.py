@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 
 from callpulse.settings import window_name
 from streams import campaigns, keys, queues
-from streams.store import READ_AGENTS_PER_CALL, READ_GROUPS_LUA, read_head
+from streams.lua import READ_GROUPS_LUA
+from streams.store import READ_AGENTS_PER_CALL, read_head
 
 Sums = dict[str, int]
 

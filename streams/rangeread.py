@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from streams import states
 from streams import windows as w
-from streams.store import _WINDOW_SUMS_LUA
+from streams.lua import WINDOW_SUMS_LUA
 
 RANGES_LUA = (
     r"""
@@ -42,7 +42,7 @@ for q = 1, nq do
   if f then loud[f] = false end
 end
 """
-    + _WINDOW_SUMS_LUA
+    + WINDOW_SUMS_LUA
     + r"""
 local t = redis.call('TIME')
 local out = {tonumber(t[1]) * 1000000 + tonumber(t[2])}

@@ -126,7 +126,7 @@ def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sum
     """Sum the counters of buckets lo < b <= hi from chunk hashes (chunk index -> raw hash fields).
 
     A chunk hash holds `<field>` (chunk total), `<field>.<offset>` (one bucket) and `<field>><offset>` (a run:
-    every bucket from the offset to the chunk's end) entries. The read script (streams/store.py) does the same.
+    every bucket from the offset to the chunk's end) entries. The read script (streams/lua.py) does the same.
     """
     sums = empty_sums()
     for chunk, fields in chunks.items():
