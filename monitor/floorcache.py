@@ -139,26 +139,17 @@ class FloorCache:
     async def _read(self, now_ms: int, agents: Iterable[str]) -> list[AgentWindows]:
         """Bring each agent's kept sums to now, reading only the buckets that moved (monitor/subjects.py); an agent
         with a write to its old chunks since its last read is read whole."""
-        names = sorted(agents)
-        steps = {a: subjects.plan(self._kept.get(a), now_ms, self.windows_s, self.store.tz) for a in names}
-        rows: list[AgentWindows] = []
-        for _ in range(2):
-            asks = [Ask(a, steps[a].ranges, history_version=self._history.get(a, (0, None))[0]) for a in names]
-            self.whole_reads += sum(1 for a in names if steps[a].full)
-            again: list[str] = []
-            for read in await self.reader.read(asks):
-                kept = subjects.settle(steps[read.name], self._kept.get(read.name), read)
-                if kept is None:
-                    again.append(read.name)
-                    continue
-                self._kept[read.name] = kept
-                rows.append(self._row(read, kept))
-            if not again:
-                break
-            names = again
-            self.late_reads += len(again)
-            steps = {a: subjects.plan(None, now_ms, self.windows_s, self.store.tz) for a in names}
-        return rows
+        history = self._history
+
+        def ask(agent: str, step: subjects.Step) -> Ask:
+            return Ask(agent, step.ranges, history_version=history.get(agent, (0, None))[0])
+
+        read, whole, late = await subjects.bring_to_now(
+            self.reader, self._kept, sorted(agents), now_ms, self.windows_s, self.store.tz, ask
+        )
+        self.whole_reads += whole
+        self.late_reads += late
+        return [self._row(r, kept) for r, kept in read]
 
     def _row(self, read: RangeRead, kept: subjects.Kept) -> AgentWindows:
         if read.history is not None:

@@ -105,24 +105,15 @@ class GroupCache:
         tz = self.store.tz
         for kind, reader in self._readers.items():
             names = [p for p in due if p.startswith(kind + ":")]
-            for _ in range(2):
-                steps = {p: subjects.plan(self._kept.get(p), now_ms, self.windows_s, tz) for p in names}
-                again: list[str] = []
-                for read in await reader.read([Ask(p, steps[p].ranges, agent=False) for p in names]):
-                    kept = subjects.settle(steps[read.name], self._kept.get(read.name), read)
-                    if kept is None:  # written late since the last read: read it whole
-                        self._kept.pop(read.name, None)
-                        again.append(read.name)
-                        continue
-                    self._kept[read.name] = kept
-                    # leaving the roster is the registry's to say (read each refresh); events ahead of now count
-                    due_ms = next_change_ms(
-                        kept.firsts(), now_ms=now_ms, last_ts_ms=self._last_ts[read.name], span_ms=_NEVER, tz=tz
-                    )
-                    self._schedule.set(read.name, due_ms)
-                if not again:
-                    break
-                names = again
+            read, _, _ = await subjects.bring_to_now(
+                reader, self._kept, names, now_ms, self.windows_s, tz, lambda p, step: Ask(p, step.ranges, agent=False)
+            )
+            for r, kept in read:
+                # leaving the roster is the registry's to say (read each refresh); events ahead of now count
+                due_ms = next_change_ms(
+                    kept.firsts(), now_ms=now_ms, last_ts_ms=self._last_ts[r.name], span_ms=_NEVER, tz=tz
+                )
+                self._schedule.set(r.name, due_ms)
 
     async def _read_waiting(self, prefixes: Sequence[str]) -> None:
         if not prefixes:

@@ -1,6 +1,7 @@
 """One subject's window sums (an agent, a queue, a campaign) kept between reads and moved by what changed.
 
-Pure: no Redis, no clock. A window ending at now holds the buckets lo < b <= hi (streams.windows). The sums
+Pure but for `bring_to_now`, which runs a read through the reader it is given; no clock. A window ending at now
+holds the buckets lo < b <= hi (streams.windows). The sums
 are kept in two parts split at an edge bucket E: the old part, buckets lo < b <= E, and the recent part,
 b > E, with E at least LATE_CHUNKS + 1 chunks before now's (`recent_edge`). A write to a chunk that old marks
 the subject `late` (the apply script), so an old part changes only
@@ -19,13 +20,13 @@ windows next change by time alone (streams.schedule.next_change_ms).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from streams import keys
 from streams import windows as w
-from streams.rangeread import Range, RangeRead
+from streams.rangeread import Ask, Range, RangeRead, RangeReader
 
 Sums = w.Sums
 
@@ -154,6 +155,38 @@ def settle(step: Step, kept: Kept | None, read: RangeRead) -> Kept | None:
             sums, first = {}, None
         old[ws], first_old[ws] = sums, first
     return Kept(step.edge, step.day_ms, dict(step.lo), old, recent, first_old, first_recent, read.read_us)
+
+
+async def bring_to_now(
+    reader: RangeReader,
+    kept: dict[str, Kept],
+    names: Sequence[str],
+    now_ms: int,
+    windows_s: Sequence[int],
+    tz: tzinfo,
+    ask: Callable[[str, Step], Ask],
+) -> tuple[list[tuple[RangeRead, Kept]], int, int]:
+    """Bring each subject's `kept` sums to now (updated in place) with one read of what moved (`ask` makes a
+    subject's read from its step); a subject written late since its last read is read whole in a second read.
+    Returns each subject's read and new sums, and how many were read whole and how many read again."""
+    out: list[tuple[RangeRead, Kept]] = []
+    whole = again_n = 0
+    steps = {n: plan(kept.get(n), now_ms, windows_s, tz) for n in names}
+    for _ in range(2):
+        whole += sum(1 for n in names if steps[n].full)
+        again: list[str] = []
+        for read in await reader.read([ask(n, steps[n]) for n in names]):
+            new = settle(steps[read.name], kept.get(read.name), read)
+            if new is None:
+                again.append(read.name)
+                continue
+            kept[read.name] = new
+            out.append((read, new))
+        if not again:
+            break
+        names, again_n = again, again_n + len(again)
+        steps = {n: plan(None, now_ms, windows_s, tz) for n in names}
+    return out, whole, again_n
 
 
 def _plus(a: Mapping[str, int], b: Mapping[str, int]) -> Sums:
