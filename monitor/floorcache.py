@@ -247,8 +247,11 @@ class FloorCache:
         names = sorted(view.teams) if only is None else [t for t in only if t in view.teams]
         out: list[TeamWindows] = []
         for team in names:
-            sums = {ws: _plus(view.teams[team][ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
-            out.append(TeamWindows(team, view.team_size(team), sums, view.teams[team]))
+            # A copy: the refresh loop moves the view's totals in place while a request that was served them
+            # awaits its other reads (a memo keyed on moved counters would keep the values of the old ones).
+            counters = {ws: dict(view.teams[team][ws]) for ws in windows_s}
+            sums = {ws: _plus(counters[ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
+            out.append(TeamWindows(team, view.team_size(team), sums, counters))
         return out
 
     def floor_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[int, dict[int, w.Sums]]:
@@ -290,7 +293,7 @@ class FloorCache:
             del self._counted[team]
         floor_sum, floor_n = self._score_sums.get(_FLOOR, (Fraction(0), 0))
         return Scores(
-            agents=self._scores,
+            agents=dict(self._scores),  # a copy: the next call changes the kept one while this one is in use
             teams={t: v for t, v in teams.items() if t is not None and t is not _FLOOR},
             floor=float(floor_sum / floor_n) if floor_n else None,
         )

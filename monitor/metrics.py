@@ -162,13 +162,11 @@ class KpiCollector:
             return
         team = TextGauge("callpulse_team_kpi", "KPI per team and rolling window", labels=["team", "kpi", "window"])
         floor = TextGauge("callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"])
-        counters = self.floor.view.teams if self.floor.view is not None else {}
         names = {ws: window_name(ws) for ws in data["windows"]}
         for t in data["teams"]:
             for ws in data["windows"]:
-                team.lines += self._team_lines(
-                    team, t.team, ws, names[ws], counters.get(t.team, {}).get(ws), t.sums[ws]
-                )
+                counters = t.counters.get(ws) if t.counters is not None else None
+                team.lines += self._team_lines(team, t.team, ws, names[ws], counters, t.sums[ws])
         for ws in data["windows"]:
             for kpi, value in w.kpis_from_sums(data["floor"][ws]).items():
                 if value is not None:

@@ -10,10 +10,12 @@ the snapshot's agent rows built with values kept between snapshots (`memo`) must
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callpulse.embedded import EmbeddedRedis
-from callpulse.settings import Settings
+from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
 from monitor import snapshot
 from monitor.floorcache import FloorCache
@@ -155,5 +157,53 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
+    finally:
+        await client.aclose()
+
+
+async def test_what_the_floor_cache_served_holds_still_while_the_cache_moves_on(
+    redis_server: EmbeddedRedis, topic_prefix: str
+) -> None:
+    # A request (a snapshot, a /metrics scrape) reads the cache, awaits Redis for its other parts, and only then
+    # builds its reply; the refresh loop moves the cache on meanwhile. What the request was served must not change
+    # under it, or a reply mixes two moments (and a memo keyed on the moved counters keeps the old values).
+    settings = Settings(kafka="127.0.0.1:9", redis_url=redis_server.url, topic_prefix=str(topic_prefix))
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    await store.mark_initialised()
+    processor = Processor(settings, store, _no_deadletter)
+    groups = GroupCache(
+        store, settings.windows_s, longest_s=settings.longest_window_s, lookback_ms=settings.max_wait_s * 1000
+    )
+    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, groups=groups)
+    example = Path(__file__).resolve().parents[2] / "callpulse" / "scorecard.example.toml"
+    scored = settings.replace(config_path=str(example), **load_thresholds(example.read_text(encoding="utf-8")))
+    windows_s = list(settings.windows_s)
+    now = time.time()
+    events = [
+        Record(topic, 0, i, None, orjson.dumps(event))
+        for i, (topic, event) in enumerate(generate(agents=12, rate=2.0, duration_s=1200, seed=7, start_s=now - 1200))
+    ]
+    try:
+        await processor.process(events[: len(events) // 2])
+        now_ms = await cache.refresh()
+
+        async def served() -> Any:
+            return (
+                cache.teams_at(now_ms, windows_s),
+                cache.floor_at(now_ms, windows_s),
+                cache.agents_at(now_ms, windows_s),
+                cache.state_counts_by_team(),
+                cache.scores_at(now_ms, scored),
+                groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000),
+                await groups.campaigns_at(now_ms, windows_s, settled_before_ms=cache.settled_before_ms(now_ms)),
+            )
+
+        first = await served()
+        held = copy.deepcopy(first)
+        await processor.process(events[len(events) // 2 :])
+        await cache.refresh()
+        assert await served() != held, "the second half of the shift changed nothing: the test proves nothing"
+        assert first == held
     finally:
         await client.aclose()
