@@ -25,6 +25,7 @@ import json
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -92,6 +93,7 @@ class Feed:
             done += 1
             if len(batch) >= self.batch_max:
                 await self.proc.process(batch)
+                PROGRESS.note(f"sent {self.sent + done} events")
                 batch = []
         if batch:
             await self.proc.process(batch)
@@ -104,12 +106,46 @@ def _ts_s(ts: float | str) -> float:
     return datetime.fromisoformat(ts).timestamp() if isinstance(ts, str) else float(ts)
 
 
+class Progress:
+    """When the bench last got on; a watchdog reports a stall (every task's stack, Redis's refused commands)."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+        self.step = "start"
+
+    def note(self, step: str) -> None:
+        """The bench got on to `step`."""
+        self.at, self.step = time.monotonic(), step
+
+
+PROGRESS = Progress()
+
+
+async def _watchdog(client: aioredis.Redis, stall_s: float) -> None:
+    """Fail the run with what every task is waiting on when nothing got on for `stall_s` seconds."""
+    while True:
+        await asyncio.sleep(min(10.0, stall_s))
+        idle = time.monotonic() - PROGRESS.at
+        if idle < stall_s:
+            continue
+        print(f"bench stalled: nothing got on for {idle:.0f} s after {PROGRESS.step!r}; tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            task.print_stack(file=sys.stderr)
+        with contextlib.suppress(Exception):
+            print(f"redis errorstats: {await client.info('errorstats')}", file=sys.stderr)
+            stats = await client.info("commandstats")
+            failed = {k: v for k, v in stats.items() if v.get("failed_calls") or v.get("rejected_calls")}
+            print(f"redis commands that failed: {failed}", file=sys.stderr)
+        raise RuntimeError(f"bench stalled after {PROGRESS.step!r} (stacks above)")
+
+
 async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int]:
     """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes; `between()`
     runs before each call, untimed (new events, so a read never just repeats the one before)."""
     times: list[float] = []
     size = 0
     for _ in range(repeat):
+        PROGRESS.note(f"timed call {len(times) + 1} of {repeat}")
         if between is not None:
             await between()
         t0 = time.perf_counter()
@@ -133,7 +169,22 @@ async def _keep_sending(feed: Feed) -> None:
 
 
 async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    """Load the floor and take every figure."""
+    """Load the floor and take every figure, failing with every task's stack if it stalls."""
+    client = aioredis.Redis.from_url(url)
+    measuring = asyncio.create_task(_measure(args, url))
+    watchdog = asyncio.create_task(_watchdog(client, args.stall_s))
+    try:
+        await asyncio.wait({measuring, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        if watchdog.done():
+            measuring.cancel()
+            watchdog.result()  # raises the stall
+        return measuring.result()
+    finally:
+        watchdog.cancel()
+        await client.aclose()
+
+
+async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     settings = Settings(redis_url=url, topic_prefix="floor.")
     if args.config:  # windows, rules and scorecard of a config file (default: the demo's telesales scorecard)
         text = args.config.read_text(encoding="utf-8")
@@ -145,9 +196,11 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
     await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
+    PROGRESS.note("loading the floor")
     sent = await feed.send(args.events, until_s=time.time())
     load_s = time.perf_counter() - t0
     mem1 = (await client.info("memory"))["used_memory"]
+    PROGRESS.note("Redis memory by key kind")
     kinds = await key_breakdown(client, ns, sample=300)
     out: dict[str, Any] = {
         "agents": args.agents,
@@ -160,6 +213,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "kinds": {k: {"keys": v["keys"], "bytes_per_event": round(v["est_bytes"] / sent, 1)} for k, v in kinds.items()},
     }
     monitor = Monitor(settings, client)
+    PROGRESS.note("the monitor's first snapshot")
     some_team = await _a_team(monitor)
     # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
     # monitor's own refresher follows them, as in production; each read is timed alone.
@@ -173,6 +227,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
             ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
             out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
         ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
+        PROGRESS.note("the last scrape")
         body = await monitor.collector.scrape()
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
@@ -209,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--window", default="15m")
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--stall-s", type=float, default=300.0, help="fail with every task's stack after this long idle"
+    )
     parser.add_argument("--config", type=Path, default=SCORECARD_EXAMPLE, help="settings file (windows, scorecard)")
     args = parser.parse_args(argv)
     port = free_port()
