@@ -21,11 +21,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from callpulse import catalogue
 from callpulse.settings import Settings, window_name
-from monitor import queueview
+from monitor import queueview, untimed
 from monitor.exposition import Family, TextGauge, render
 from monitor.floorcache import FloorCache
 from monitor.snapshot import Scores
-from streams import campaigns, queues, states
+from streams import campaigns, queues
 from streams import windows as w
 from streams.store import WindowStore, lag_histogram
 
@@ -34,6 +34,15 @@ RESULTS = ("ok", "duplicate", "invalid", "late")
 
 
 _AGENT_KPIS = tuple(k.key for k in catalogue.CATALOGUE)  # the order kpis_from_sums gives
+
+
+def _untimed_lines(family: TextGauge, labels: list[str], window: str, sums: w.Sums) -> dict[str, str]:
+    """The text lines of the KPIs of `sums` not made of time in state, by KPI."""
+    return {
+        kpi: family.line([*labels, kpi, window], value)
+        for kpi, value in w.kpis_from_sums(sums).items()
+        if value is not None and not untimed.is_timed(kpi)
+    }
 
 
 def _score_families(rows: list[Any], scores: Scores, settings: Settings, *, agents: bool) -> Iterator[Family]:
@@ -115,7 +124,7 @@ class KpiCollector:
         self.registry = registry
         self.floor = floor
         self._data: dict[str, Any] | None = None
-        self._team_memo: dict[tuple[str, int], tuple[w.Sums, dict[str, str]]] = {}  # (team, window) -> lines
+        self._team_memo: untimed.Held = {}  # (team, window) -> the lines of KPIs not made of time in state
         self.clients = lambda: 0
         registry.register(self)  # type: ignore[arg-type]  # it also yields TextGauge (monitor.exposition renders it)
 
@@ -225,23 +234,15 @@ class KpiCollector:
     def _team_lines(
         self, family: TextGauge, team: str, window_s: int, name: str, counters: w.Sums | None, sums: w.Sums
     ) -> list[str]:
-        """A team's KPI lines in one window: those of its counters kept while the counters are the same, those
-        made of time in state (which moves with the clock) worked out again."""
-        held = self._team_memo.get((team, window_s))
-        if counters is None or held is None or held[0] != counters:
-            lines = {
-                kpi: family.line([team, kpi, name], value)
-                for kpi, value in w.kpis_from_sums(sums).items()
-                if value is not None and kpi not in states.TIMED_KEYS
-            }
-            held = (dict(counters) if counters is not None else {}, lines)
-            if counters is not None:
-                self._team_memo[(team, window_s)] = held
-        lines = dict(held[1])
-        for kpi in states.TIMED_KPIS:
-            value = kpi.result(sums)
+        """A team's KPI lines in one window: those of its counters kept while the counters are the same
+        (monitor/untimed.py), those made of time in state (which moves with the clock) worked out again."""
+        held = untimed.kept(
+            self._team_memo, (team, window_s), counters, lambda: _untimed_lines(family, [team], name, sums)
+        )
+        lines = dict(held)
+        for kpi, value in untimed.timed_values(sums).items():
             if value is not None:
-                lines[kpi.key] = family.line([team, kpi.key, name], value)
+                lines[kpi] = family.line([team, kpi, name], value)
         return [lines[k] for k in _AGENT_KPIS if k in lines]
 
     def _queue_families(self, data: dict[str, Any]) -> Iterator[Family]:

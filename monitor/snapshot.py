@@ -9,8 +9,7 @@ from typing import Any
 from callpulse import catalogue
 from callpulse.scorecard import mean_score
 from callpulse.settings import KPI_KEYS, QUEUE_KPI_KEYS, Rule, Settings, window_name
-from monitor import queueview
-from streams import states
+from monitor import queueview, untimed
 from streams import windows as w
 from streams.alerts import iso, level
 from streams.queuestore import CampaignRow, QueueRow
@@ -65,76 +64,36 @@ def _levels(
     return breaches, levels
 
 
-# KPIs made of time in state (occupancy) move with the clock; the others only when an agent's row changes.
-TIMED_KPIS, _TIMED_KEYS = states.TIMED_KPIS, states.TIMED_KEYS
 _ORDER = {k: i for i, k in enumerate(KPI_KEYS)}
-# (agent, window) -> (row version, team, values, breaches and levels of the KPIs not made of time in state)
-Memo = dict[tuple[str, int], tuple[int, str | None, dict[str, Any], list[str], dict[str, str]]]
+Memo = untimed.Held  # what agents' and teams' counters make, kept between snapshots (monitor/untimed.py)
 
 
-def _agent_values(
-    row: AgentWindows, window_s: int, settings: Settings, watched: Watched, memo: Memo | None
+def _untimed_levels(
+    settings: Settings, team: str | None, sums: w.Sums, muted: set[str], watched: Watched
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
-    """An agent's KPI values, breaches and levels (before mutes and held alerts) in a window."""
-    sums = row.sums[window_s]
-    hit = memo.get((row.agent_id, window_s)) if memo is not None and row.version else None
-    if hit is not None and hit[0] == row.version and hit[1] == row.team:
-        values = dict(hit[2])
-        for kpi in TIMED_KPIS:
-            values[kpi.key] = kpi.result(sums)
-        breaches, levels = list(hit[3]), dict(hit[4])
-    else:
-        values = w.kpis_from_sums(sums)
-        breaches, levels = _levels(
-            settings, row.team, sums, values, set(), [p for p in watched if p[0] not in _TIMED_KEYS]
-        )
-        if memo is not None and row.version:
-            if len(memo) > 200_000:
-                memo.clear()
-            memo[(row.agent_id, window_s)] = (row.version, row.team, dict(values), list(breaches), dict(levels))
-    timed_breaches, timed_levels = _levels(
-        settings, row.team, sums, values, set(), [p for p in watched if p[0] in _TIMED_KEYS]
-    )
-    if timed_breaches:
-        breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
-        levels.update(timed_levels)
+    """A subject's KPI values, and the breaches and levels of those not made of time in state."""
+    values = w.kpis_from_sums(sums)
+    breaches, levels = _levels(settings, team, sums, values, muted, [p for p in watched if not untimed.is_timed(p[0])])
     return values, breaches, levels
 
 
-def _team_values(
-    team: str,
-    window_s: int,
+def _kpi_values(
+    key: tuple[str, str, int],
+    token: Any,
+    team: str | None,
     sums: w.Sums,
-    counters: w.Sums | None,
     settings: Settings,
     muted: set[str],
     watched: Watched,
-    memo: queueview.SectionMemo | None,
+    memo: Memo | None,
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
-    """A team's KPI values, breaches and levels; with its `counters` and a memo, those not made of time in state are
-    reused while the counters and mutes are as before (a team's time in state moves with the clock)."""
-    key = ("team", team, window_s)
-    held = memo.get(key) if memo is not None and counters is not None else None
-    token = (sorted(muted),)
-    if held is not None and held[1] == token and held[2]["counters"] == counters:
-        values = dict(held[2]["values"])
-        for kpi in TIMED_KPIS:
-            values[kpi.key] = kpi.result(sums)
-        breaches, levels = list(held[2]["breaches"]), dict(held[2]["levels"])
-    else:
-        values = w.kpis_from_sums(sums)
-        breaches, levels = _levels(settings, team, sums, values, muted, [p for p in watched if p[0] not in _TIMED_KEYS])
-        if memo is not None and counters is not None:
-            entry = {
-                "counters": dict(counters),
-                "values": dict(values),
-                "breaches": list(breaches),
-                "levels": dict(levels),
-            }
-            memo[key] = (None, token, entry)
-    timed_breaches, timed_levels = _levels(
-        settings, team, sums, values, muted, [p for p in watched if p[0] in _TIMED_KEYS]
-    )
+    """A subject's KPI values, breaches and levels in a window (before held alerts). Those not made of time in
+    state are kept in `memo` under `key` while `token` holds; those made of it are worked out from `sums`."""
+    held = untimed.kept(memo, key, token, lambda: _untimed_levels(settings, team, sums, muted, watched))
+    values = {**held[0], **untimed.timed_values(sums)}
+    breaches, levels = list(held[1]), dict(held[2])
+    timed = [p for p in watched if untimed.is_timed(p[0])]
+    timed_breaches, timed_levels = _levels(settings, team, sums, values, muted, timed)
     if timed_breaches:
         breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
         levels.update(timed_levels)
@@ -173,8 +132,9 @@ def build(
     `teams` and `floor` (agent count, sums per window) are kept totals; None sums them from `rows` instead.
     `include_agents=False` leaves the agent rows out (`agents=false`). Scores are `scored` when given, else
     computed from `score_rows` (default `rows`). Agents by state count `state_rows` (default `rows`): the
-    whole floor, whatever the scope. `memo` keeps each agent's values between calls for rows that carry a
-    `version` (the floor cache's): only the KPIs made of time in state are worked out again while it holds.
+    whole floor, whatever the scope. `memo` keeps agents' and teams' values between calls, for rows that carry a
+    `version` and teams that carry `counters` (the floor cache's): only the KPIs made of time in state are worked
+    out again while they hold (monitor/untimed.py).
     """
     snoozes = {k: v for k, v in (snoozes or {}).items() if v > now_ms}
     alerts = list(alerts)
@@ -216,7 +176,16 @@ def build(
         if team_filter is not None and row.team != team_filter:
             continue
         muted = agent_mutes.get(row.agent_id, set())
-        values, breaches, levels = _agent_values(row, window_s, settings, _watched(settings, row.team, watched), memo)
+        values, breaches, levels = _kpi_values(
+            ("agent", row.agent_id, window_s),
+            (row.version, row.team) if row.version else None,  # the floor cache's rows: same version, same counters
+            row.team,
+            sums,
+            settings,
+            set(),
+            _watched(settings, row.team, watched),
+            memo,
+        )
         for kpi in muted:
             levels.pop(kpi, None)
         _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
@@ -238,8 +207,16 @@ def build(
             continue
         sums = team_sums[team]
         muted = {kpi for (kpi, scope, subject) in snoozes if scope == "team" and subject == team}
-        values, breaches, levels = _team_values(
-            team, window_s, sums, team_counters.get(team), settings, muted, _watched(settings, team, watched), sections
+        counters = team_counters.get(team)
+        values, breaches, levels = _kpi_values(
+            ("team", team, window_s),
+            (counters, sorted(muted)) if counters is not None else None,  # teams_at's copy, changed by nobody
+            team,
+            sums,
+            settings,
+            muted,
+            _watched(settings, team, watched),
+            memo,
         )
         _hold_alert_levels(levels, alert_levels.get(("team", team), {}), muted)
         teams_out.append(
