@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from callpulse import catalogue
@@ -70,9 +71,13 @@ class Scorecard:
 
 
 def mean_score(scores: Iterable[float]) -> float | None:
-    """A team's or the floor's score: the mean of its (eligible) agents' scores; None with no agent."""
-    scores = list(scores)
-    return sum(scores) / len(scores) if scores else None
+    """A team's or the floor's score: the mean of its (eligible) agents' scores; None with no agent.
+
+    Summed exactly (Fraction: a float's exact value), so the mean is correctly rounded and does not depend on the
+    order of the agents: the monitor's floor cache keeps the same mean from running exact sums.
+    """
+    exact = [Fraction(s) for s in scores]
+    return float(sum(exact, Fraction(0)) / len(exact)) if exact else None
 
 
 def _number(value: Any, name: str, *, positive: bool) -> float:

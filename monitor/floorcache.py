@@ -23,9 +23,8 @@ import copy
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any, cast
 
 from callpulse.settings import Settings
 from monitor import subjects
@@ -38,7 +37,6 @@ from streams.rangeread import Ask, RangeRead, RangeReader
 from streams.schedule import FloorView, next_change_ms
 from streams.store import AgentWindows, TeamWindows, WindowStore
 
-_FLOOR = object()  # the key of the whole floor's state counts
 DIRTY_KEPT_US = 3_000_000_000  # re-read everything when the last refresh is older than this (dirty keeps 1 h)
 
 
@@ -70,9 +68,10 @@ class FloorCache:
         self._counted: dict[str | None, dict[str, float]] = {}  # team -> {agent: score} of agents with an event
         self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
         self._rescore: set[str] = set()
-        self._score_sums: dict[object, tuple[Fraction, int]] = {}  # team (or _FLOOR) -> (Σ scores counted, n)
-        self._score_means: dict[Any, float] = {}
-        self._states: dict[object, dict[str | None, int]] = {}  # team (or _FLOOR) -> state -> agents in it
+        self._team_scores: dict[str | None, _Mean] = {}  # team -> the scores of its agents counted
+        self._floor_score = _Mean()
+        self._team_states: dict[str | None, dict[str | None, int]] = {}  # team -> state -> agents in it
+        self._floor_states: dict[str | None, int] = {}
         # Each agent's window sums as last read, in the parts that let a refresh read only what moved.
         self._kept: dict[str, subjects.Kept] = {}
         self._history: dict[str, tuple[int, states.History]] = {}  # agent -> (version, its state history)
@@ -128,11 +127,12 @@ class FloorCache:
     async def _read_all(self, now_ms: int, generation: str) -> None:
         since_us = await self.store.redis_time_us()  # Redis's time before the read: nothing is missed
         roster = await self.store.active_agents(now_ms, self.roster_s)
-        self.rows, self.by_team, self._kept, self._history, self._states = {}, {}, {}, {}, {}
+        self.rows, self.by_team, self._kept, self._history = {}, {}, {}, {}
+        self._team_states, self._floor_states = {}, {}
         rows = await self._read(now_ms, roster) if roster else []
         self.state_time = StateTime(self.store.tz)
         self._scores, self._counted, self._counted_in, self._rescore = {}, {}, {}, set()
-        self._score_sums, self._score_means = {}, {}
+        self._team_scores, self._floor_score = {}, _Mean()
         self.view = FloorView(self.windows_s, generation, since_us)
         self._put(rows, now_ms)
 
@@ -208,20 +208,20 @@ class FloorCache:
                     del self.by_team[old.team]
 
     def _count_state(self, row: AgentWindows, d: int) -> None:
-        for counts in (self._states.setdefault(row.team, {}), self._states.setdefault(_FLOOR, {})):
+        for counts in (self._team_states.setdefault(row.team, {}), self._floor_states):
             counts[row.state] = counts.get(row.state, 0) + d
 
     def state_counts_by_team(self) -> dict[str | None, dict[str, int]]:
         """Agents in each state now, per team with agents on the floor (None: the agents with no team)."""
         out: dict[str | None, dict[str, int]] = {}
-        for key, counts in self._states.items():
-            if key is not _FLOOR and any(counts.values()):
-                out[cast("str | None", key)] = {s: counts.get(s, 0) for s in states.STATES}
+        for team, counts in self._team_states.items():
+            if any(counts.values()):
+                out[team] = {s: counts.get(s, 0) for s in states.STATES}
         return out
 
     def state_counts(self, team: str | None) -> dict[str, int]:
         """Agents in each state now: a team's, or the whole floor's for None (every state, 0 when none)."""
-        counts = self._states.get(_FLOOR if team is None else team, {})
+        counts = self._floor_states if team is None else self._team_states.get(team, {})
         return {s: counts.get(s, 0) for s in states.STATES}
 
     # --- views at now: the written counters plus time in state up to now ----------------------------------
@@ -273,7 +273,6 @@ class FloorCache:
         self._rescore = set()
         # Team and floor means from exact sums (Fraction: a float's exact value), kept as agents are scored again:
         # a read costs the agents that changed, and a mean is the correctly rounded mean of its agents' scores.
-        teams = self._score_means
         for agent in todo:
             self._scores.pop(agent, None)
             if agent in self._counted_in:
@@ -291,23 +290,33 @@ class FloorCache:
                 self._score_add(row.team, Fraction(self._scores[agent][1]), 1)
         for team in [t for t, members in self._counted.items() if not members]:
             del self._counted[team]
-        floor_sum, floor_n = self._score_sums.get(_FLOOR, (Fraction(0), 0))
         return Scores(
             agents=dict(self._scores),  # a copy: the next call changes the kept one while this one is in use
-            teams={t: v for t, v in teams.items() if t is not None and t is not _FLOOR},
-            floor=float(floor_sum / floor_n) if floor_n else None,
+            teams={t: mean.value for t, mean in self._team_scores.items() if t is not None},
+            floor=self._floor_score.value,
         )
 
     def _score_add(self, team: str | None, score: Fraction, n: int) -> None:
-        for key in (team, _FLOOR):
-            total, count = self._score_sums.get(key, (Fraction(0), 0))
-            total, count = total + score, count + n
-            if count:
-                self._score_sums[key] = (total, count)
-                self._score_means[key] = float(total / count)
-            else:
-                self._score_sums.pop(key, None)
-                self._score_means.pop(key, None)
+        mean = self._team_scores.setdefault(team, _Mean())
+        mean.add(score, n)
+        if not mean.n:
+            del self._team_scores[team]
+        self._floor_score.add(score, n)
+
+
+@dataclass
+class _Mean:
+    """A running mean of scores from their exact sum (Fraction: a float's exact value), so correctly rounded."""
+
+    total: Fraction = Fraction(0)
+    n: int = 0
+    value: float | None = None
+
+    def add(self, score: Fraction, n: int) -> None:
+        """Count `n` more scores (negative: fewer) that sum to `score`."""
+        self.total += score
+        self.n += n
+        self.value = float(self.total / self.n) if self.n else None
 
 
 def _without_states(sums: w.Sums) -> w.Sums:

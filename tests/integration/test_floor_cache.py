@@ -36,6 +36,7 @@ from streams.queuestore import QueueStore
 from streams.store import AgentWindows, WindowStore, namespace
 
 pytestmark = pytest.mark.integration
+EXAMPLE = Path(__file__).resolve().parents[2] / "callpulse" / "scorecard.example.toml"
 
 
 async def _no_deadletter(dead: Sequence[tuple[Record, str]]) -> None:
@@ -67,6 +68,14 @@ def _compare(
             teams=cache.teams_at(now_ms, [ws]), floor=cache.floor_at(now_ms, [ws]), state_counts=cache.state_counts,
         )  # fmt: skip
         afresh = snapshot.build(fresh, window_s=ws, settings=settings, now_ms=now_ms)
+        # scores worked out again only for the agents that changed, team and floor means from running exact sums
+        kept["scores"] = snapshot.build(
+            rows, window_s=ws, settings=settings, now_ms=now_ms, include_agents=False,
+            scored=cache.scores_at(now_ms, settings), teams=cache.teams_at(now_ms, [ws]),
+        )  # fmt: skip
+        team_scores = {t["team"]: t["score"] for t in kept["scores"]["teams"]}
+        assert team_scores == {t["team"]: t["score"] for t in afresh["teams"]}, ("team scores", ws)
+        assert kept["scores"]["floor"]["score"] == afresh["floor"]["score"], ("floor score", ws)
         for part in ("agents", "teams", "floor"):
             assert kept[part] == afresh[part], (part, ws)
     cached = {r.agent_id: r for r in rows}
@@ -111,14 +120,22 @@ async def _compare_groups(cache: FloorCache, now_ms: int, windows_s: Sequence[in
     assert kept == (named, floor), now_ms
 
 
+# The example's telesales scorecard over the last hour; with occupancy (time in state) every agent is scored again
+# at every read, without it only the agents that changed.
+SCORED = (EXAMPLE.read_text(encoding="utf-8")).replace('window = "today"', 'window = "1h"')
+SCORED_TIMED = SCORED + "[scorecard.kpi.occupancy]\nweight = 5\ntarget = 0.8\n"
+
+
 @pytest.mark.parametrize(
-    ("seed", "windows"), [(1, (900, 3600, w.TODAY)), (2, (900, 3600, 28800, w.TODAY)), (3, (900, 3600))]
+    ("seed", "windows", "card"),
+    [(1, (900, 3600, w.TODAY), SCORED), (2, (900, 3600, 28800, w.TODAY), SCORED_TIMED), (3, (900, 3600), SCORED)],
 )
 async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
-    redis_server: EmbeddedRedis, topic_prefix: str, seed: int, windows: tuple[int, ...]
+    redis_server: EmbeddedRedis, topic_prefix: str, seed: int, windows: tuple[int, ...], card: str
 ) -> None:
     rnd = random.Random(seed)
     settings = Settings(kafka="127.0.0.1:9", redis_url=redis_server.url, topic_prefix=str(topic_prefix))
+    settings = replace(settings, **load_thresholds(card))
     settings = replace(settings, windows_s=windows)  # without `today` agents leave the floor after an hour
     client = aioredis.Redis.from_url(redis_server.url)
     store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
@@ -176,8 +193,7 @@ async def test_what_the_floor_cache_served_holds_still_while_the_cache_moves_on(
         store, settings.windows_s, longest_s=settings.longest_window_s, lookback_ms=settings.max_wait_s * 1000
     )
     cache = FloorCache(store, settings.windows_s, settings.longest_window_s, groups=groups)
-    example = Path(__file__).resolve().parents[2] / "callpulse" / "scorecard.example.toml"
-    scored = settings.replace(config_path=str(example), **load_thresholds(example.read_text(encoding="utf-8")))
+    scored = settings.replace(**load_thresholds(EXAMPLE.read_text(encoding="utf-8")))
     windows_s = list(settings.windows_s)
     now = time.time()
     events = [
