@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from monitor import subjects
+from monitor.campaigndays import CampaignDays
 from streams import campaigns, keys, queues
 from streams.queuestore import CampaignRow, QueueRow, QueueStore
 from streams.rangeread import Ask, RangeReader
@@ -33,7 +34,7 @@ class GroupCache:
         self.windows_s = tuple(windows_s)
         self.longest_s = longest_s  # a queue is listed while it had an event in the longest window...
         self.lookback_ms = lookback_ms  # ...or this long before it (a caller may still wait)
-        self.store_reads = QueueStore(store.client, store.ns, tz=store.tz)
+        self._days = CampaignDays(QueueStore(store.client, store.ns, tz=store.tz))  # the campaigns' 24h and 30d
         self._readers = {
             "qb": RangeReader(store.client, store.ns, queues.QUEUE_FIELDS),
             "cb": RangeReader(store.client, store.ns, campaigns.CAMPAIGN_FIELDS),
@@ -166,15 +167,10 @@ class GroupCache:
                     held = self._rows[prefix] = (kept, key, row)
                 fine[prefix[3:-1]] = tokens[prefix[3:-1]] = held[2]
         reread, self._coarse_dirty = self._coarse_dirty, set()
-        return await self.store_reads.campaigns(
-            now_ms,
-            windows_s,
-            settled_before_ms=settled_before_ms,
-            generation=self._generation,
-            fine=fine,
-            reread=reread,
-            tokens=tokens,
-        )
+        return await self._days.rows(
+            now_ms, windows_s, fine, reread=reread, settled_before_ms=settled_before_ms,
+            generation=self._generation, tokens=tokens,
+        )  # fmt: skip
 
 
 def _full(sums: dict[str, int], fields: Sequence[str]) -> dict[str, int]:

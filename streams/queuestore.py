@@ -60,13 +60,6 @@ class QueueStore:
         self.ns = ns
         self.tz = tz  # where the calendar window `today` starts
         self._read = client.register_script(READ_GROUPS_LUA)
-        # Campaign days that can no longer change (subject, day) -> hourly counters, for one store generation.
-        self._settled: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
-        self._settled_generation: str | None = None
-        self._days: dict[tuple[str, int], dict[int, dict[str, int]]] = {}  # days that still move, with `reread`
-        self._complete: dict[str, tuple[int, int, str | None]] = {}  # subject -> days it holds all of
-        self._day_reads: dict[str, int] = {}  # subject -> how many of its day reads so far (a row is as they were)
-        self._rows: dict[str, tuple[object, tuple[Any, ...], CampaignRow]] = {}  # rows built, by `tokens`
 
     async def _names(self, kind: str, since_ms: int) -> list[str]:
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
@@ -129,91 +122,30 @@ class QueueStore:
         return rows
 
     async def campaigns(
-        self,
-        now_ms: int,
-        windows_s: Sequence[int],
-        coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
-        *,
-        settled_before_ms: int | None = None,
-        generation: str | None = None,
-        fine: Mapping[str, dict[int, Sums]] | None = None,
-        reread: set[str] | None = None,
-        tokens: Mapping[str, object] | None = None,
+        self, now_ms: int, windows_s: Sequence[int], coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S
     ) -> tuple[list[CampaignRow], CampaignRow]:
         """Campaigns with a dial in the last 30 days and the floor: sums per rolling window name and for the
         coarse windows (24h, 30d). The floor's rolling windows come from the agents' counters, not from here.
-
-        Days ending before `settled_before_ms` can no longer change (any event for them is late): they are read
-        once per store `generation` and kept, so a read costs the days that still move (today, yesterday).
-        A caller that follows the writes (monitor/groupcache.py) passes the campaigns' `fine` sums and the
-        subjects written since its last call (`reread`, campaigns.FLOOR for the floor): then every day is kept
-        and only those subjects' days that still move are read again. With `tokens` (per campaign, an object that
-        is the same while its fine sums are), a campaign whose sums, days and hour of now are as at the last call
-        gets the same row object back (a reader may reuse what it worked out from it).
-        """
-        if fine is None:
-            names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
-            prefixes = {n: keys.campaign_chunk_prefix(n) for n in names}
-            fine = await self._window_sums(prefixes, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
-        else:
-            names = sorted(fine)
-        longest_coarse = max(coarse.values(), default=0)
-        first_day = campaigns.coarse_buckets(now_ms, longest_coarse)[0] // 24
-        days = range(first_day, campaigns.coarse_of(now_ms) // 24 + 1)
+        (The monitor keeps what it read between calls: monitor/campaigndays.py.)"""
+        names = await self._names("campaigns", now_ms - campaigns.COARSE_KEEP_S * 1000)
+        prefixes = {n: keys.campaign_chunk_prefix(n) for n in names}
+        fine = await self._window_sums(prefixes, campaigns.CAMPAIGN_FIELDS, now_ms, windows_s)
+        days = coarse_days(now_ms, coarse)
         subjects = [*names, campaigns.FLOOR]
-        if generation != self._settled_generation or settled_before_ms is None:
-            self._settled, self._settled_generation, self._days = {}, generation, {}
-        if reread is None:
-            self._days = {}
-        else:
-            self._days = {k: v for k, v in self._days.items() if k[0] not in reread and k[1] >= first_day}
-        # a subject whose every day is held (and not written since) needs no look at its days
-        span = (days.start, days.stop, generation)
-        wanted = [
-            (sub, day)
+        read = await self.campaign_days([(sub, day) for sub in subjects for day in days])
+        rows = [
+            campaign_row(sub, fine.get(sub, {}), [read[(sub, day)] for day in days], now_ms, windows_s, coarse)
             for sub in subjects
-            if reread is None or sub in reread or self._complete.get(sub) != span
-            for day in days
-            if (sub, day) not in self._settled and (sub, day) not in self._days
         ]
-        self._complete = {sub: span for sub in subjects} if reread is not None else {}
+        return rows[:-1], rows[-1]
+
+    async def campaign_days(self, wanted: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[int, Sums]]:
+        """The hourly counters of each (campaign or campaigns.FLOOR, day) asked for, by absolute hour."""
         async with self.client.pipeline(transaction=False) as pipe:
             for subject, day in wanted:
                 pipe.hgetall(keys.coarse_key(self.ns, subject, day))
             raw = await pipe.execute() if wanted else []
-        read: dict[tuple[str, int], dict[int, dict[str, int]]] = {}
-        for (subject, day), flat in zip(wanted, raw, strict=True):
-            self._day_reads[subject] = self._day_reads.get(subject, 0) + 1
-            read[(subject, day)] = _coarse_hours(day, flat)
-            if settled_before_ms is not None and (day + 1) * 86_400_000 < settled_before_ms:
-                self._settled[(subject, day)] = read[(subject, day)]
-            elif reread is not None:
-                self._days[(subject, day)] = read[(subject, day)]
-        rows: dict[str, CampaignRow] = {}
-        memo, self._rows = self._rows, {}
-        for subject in subjects:
-            token = tokens.get(subject) if tokens is not None else None
-            key = (tuple(windows_s), campaigns.coarse_of(now_ms), self._day_reads.get(subject), generation)
-            held = memo.get(subject)
-            if tokens is not None and held is not None and held[0] is token and held[1] == key:
-                self._rows[subject], rows[subject] = held, held[2]
-                continue
-            hours: dict[int, dict[str, int]] = {}
-            for day in days:
-                hours.update(
-                    self._settled.get((subject, day)) or read.get((subject, day)) or self._days.get((subject, day), {})
-                )
-            row = CampaignRow(subject)
-            for ws in windows_s:
-                if subject != campaigns.FLOOR:
-                    row.sums[window_name(ws)] = fine[subject][ws]
-            for name, ws in coarse.items():
-                row.sums[name] = campaigns.sum_coarse(hours, now_ms, ws)
-            rows[subject] = row
-            if tokens is not None:
-                self._rows[subject] = (token, key, row)
-        floor = rows.pop(campaigns.FLOOR)
-        return list(rows.values()), floor
+        return {(subject, day): _coarse_hours(day, flat) for (subject, day), flat in zip(wanted, raw, strict=True)}
 
     async def presence(self, agents: Iterable[str]) -> dict[str, Presence]:
         """Since when and why each agent is in its current state (None when no agent.state was seen)."""
@@ -242,6 +174,33 @@ class QueueStore:
             a: (_s(team) if team else None, _s(state) if state else None)
             for a, (team, state) in zip(names, raw, strict=True)
         }
+
+
+def coarse_days(now_ms: int, coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S) -> range:
+    """The days (since the epoch, UTC) the coarse windows reach at `now_ms`."""
+    first_day = campaigns.coarse_buckets(now_ms, max(coarse.values(), default=0))[0] // 24
+    return range(first_day, campaigns.coarse_of(now_ms) // 24 + 1)
+
+
+def campaign_row(
+    subject: str,
+    fine: Mapping[int, Sums],
+    days: Iterable[Mapping[int, Sums]],
+    now_ms: int,
+    windows_s: Sequence[int],
+    coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
+) -> CampaignRow:
+    """A campaign's row (the floor's for campaigns.FLOOR) from its rolling sums and its days' hourly counters."""
+    hours: dict[int, Sums] = {}
+    for day in days:
+        hours.update(day)
+    row = CampaignRow(subject)
+    if subject != campaigns.FLOOR:  # the floor's rolling windows come from the agents' counters
+        for ws in windows_s:
+            row.sums[window_name(ws)] = fine[ws]
+    for name, ws in coarse.items():
+        row.sums[name] = campaigns.sum_coarse(hours, now_ms, ws)
+    return row
 
 
 def _coarse_hours(day: int, flat: Mapping[bytes, bytes]) -> dict[int, dict[str, int]]:
