@@ -563,10 +563,24 @@
   }
 
   function rotatePage() {
-    if (page.count <= 1 || Date.now() - page.since < rotateMs) return;
-    page = Object.assign({}, page, { index: (page.index + 1) % page.count, since: Date.now() });
+    if (Date.now() - page.since >= rotateMs) turnPage(1);
+  }
+
+  // By hand, from a keyboard at the screen: → or PageDown the next page, ← or PageUp the one before; the page
+  // chosen then stays its full ?rotate= time.
+  function turnPage(step) {
+    if (page.count <= 1) return;
+    page = Object.assign({}, page, { index: (page.index + step + page.count) % page.count, since: Date.now() });
     applyPage();
   }
+
+  document.addEventListener("keydown", (e) => {
+    if (e.target instanceof HTMLInputElement || e.target instanceof HTMLTextAreaElement) return;
+    const step = { ArrowRight: 1, PageDown: 1, ArrowLeft: -1, PageUp: -1 }[e.key];
+    if (!step) return;
+    e.preventDefault();
+    turnPage(step);
+  });
 
   // ---- queue strip -----------------------------------------------------------
   // One card per queue (and the floor's totals when there are several): calls waiting, the longest wait counting
