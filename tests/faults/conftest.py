@@ -1,8 +1,8 @@
 """The fault matrix's recorder: each test fills its row, and the session writes docs/reliability.md at the end.
 
 A test names its row with `@pytest.mark.fault_row(N)` and adds figures through the `row` fixture
-(`row.figure("recover_s", 4.2)`); pass/fail comes from the test's own report. When at least one row ran, the
-session rewrites the table: rows that did not run this time say "not run".
+(`row.figure("recover_s", 4.2)`); pass/fail comes from the test's own report. When every row ran, the session
+rewrites the table (with CALLPULSE_MATRIX_PARTIAL=1 also after a partial run: rows that did not run say "not run").
 """
 
 from __future__ import annotations
@@ -196,6 +196,10 @@ def _first_line(report: pytest.TestReport) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     matrix = session.config.stash.get(matrix_key, None)
     if matrix is None or not matrix.ran:
+        return
+    if any(r.result == "not run" for r in matrix.rows.values()) and not os.environ.get("CALLPULSE_MATRIX_PARTIAL"):
+        # A developer running a few rows must not replace the page of the last whole run with "not run" rows.
+        print(f"\nfault matrix: rows did not run, so {DOC} is left as it was (CALLPULSE_MATRIX_PARTIAL=1 writes it)")
         return
     path = session.config.rootpath / DOC
     path.parent.mkdir(parents=True, exist_ok=True)
