@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import orjson
@@ -44,6 +45,7 @@ class LoadResult:
     backlog_at_end: int = 0  # events sent but not yet applied when the measured window closed
     lag_lost: int = 0
     alert_s: list[float] = field(default_factory=list)
+    alert_eval_s: list[float] = field(default_factory=list)  # probe sent -> the alert's ts (the worker's evaluation)
     alert_lost: int = 0
     ws_messages: int = 0
     ws_snapshot_bytes: int = 0
@@ -199,7 +201,9 @@ async def run_load(
             msg = orjson.loads(message)
             agent = msg.get("agent_id")
             if msg.get("status") == "firing" and msg.get("kpi") == "aht_seconds" and agent in alert_pending:
-                res.alert_s.append(at - alert_pending.pop(agent))
+                sent = alert_pending.pop(agent)
+                res.alert_s.append(at - sent)
+                res.alert_eval_s.append(datetime.fromisoformat(msg["ts"]).timestamp() - sent)
 
     async def applied() -> int:
         raw = cast("dict[bytes, bytes]", await poll_client.hgetall(f"{ns}stats"))  # bytes: not decode_responses

@@ -253,6 +253,8 @@ async def steady_load(
         "alert_p50": percentile(res.alert_s, 0.5),
         "alert_p99": percentile(res.alert_s, 0.99),
         "alert_max": max(res.alert_s) if res.alert_s else None,
+        "alert_eval_p50": percentile(res.alert_eval_s, 0.5),
+        "alert_eval_p99": percentile(res.alert_eval_s, 0.99),
         "hist_p50": histogram_quantile(stats, 0.5),
         "hist_p99": histogram_quantile(stats, 0.99),
         "hist_n": stats.get("lag|n", 0),

@@ -446,7 +446,9 @@ def render(env: dict[str, Any], results: dict[str, Any]) -> str:
             f"{_ms(ld['alert_max'])} over {ld['alert_n']} probes ({ld['alert_lost']} never seen). Every "
             f"{sizes.alert_interval_s} s, five connected 900 s calls for a fresh agent `alertprobe-N` are sent at once "
             "(AHT 900 s > 480 s with min_samples 5); the clock starts when the fifth is handed to the producer and "
-            'stops when `{"type":"alert","status":"firing","agent_id":"alertprobe-N"}` arrives.'
+            'stops when `{"type":"alert","status":"firing","agent_id":"alertprobe-N"}` arrives. Of that, from the '
+            f"send to the alert's own `ts` (when the worker evaluated it): p50 {_ms(ld.get('alert_eval_p50'))}, "
+            f"p99 {_ms(ld.get('alert_eval_p99'))}; the rest is the monitor's hand-over to the websocket."
         )
         lines.append(
             f"- CPU in use during the load: worker {ld['worker_cpu_share']:.2f}, "

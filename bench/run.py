@@ -127,6 +127,8 @@ async def run_all(b: Bench, parts: Sequence[str] = PARTS) -> None:
             ld = r["load"]
             say(f"  lag p50 {_ms(ld['lag_p50'])} p99 {_ms(ld['lag_p99'])} ({ld['lag_lost']} lost)")
             say(f"  alert p50 {_ms(ld['alert_p50'])} p99 {_ms(ld['alert_p99'])} ({ld['alert_lost']} lost)")
+            say(f"    of which sent -> evaluated by the worker: p50 {_ms(ld.get('alert_eval_p50'))} "
+                f"p99 {_ms(ld.get('alert_eval_p99'))}")  # fmt: skip
             say(f"  broker ack p99 {_ms(ld['ack_p99'])}, readable p99 {_ms(ld['visible_p99'])}")
             say(f"  backlog at the end {ld['backlog_at_end']:,}; worker CPU {ld['worker_cpu_share']:.2f}")
             if before is not None:
