@@ -74,7 +74,7 @@ class FloorCache:
         self._floor_states: dict[str | None, int] = {}
         # Each agent's window sums as last read, in the parts that let a refresh read only what moved.
         self._kept: dict[str, subjects.Kept] = {}
-        self._history: dict[str, tuple[int, states.History]] = {}  # agent -> (version, its state history)
+        self._history: dict[str, tuple[int, states.Tally]] = {}  # agent -> (history version, its tally)
         self.reader = RangeReader(store.client, store.ns, w.FIELDS, quiet=tuple(STATE_CODES))
         self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
         self.whole_reads = 0  # of which read whole: new on the floor, a new day, or written late (`late_reads`)
@@ -142,7 +142,8 @@ class FloorCache:
         history = self._history
 
         def ask(agent: str, step: subjects.Step) -> Ask:
-            return Ask(agent, step.ranges, history_version=history.get(agent, (0, None))[0])
+            version, tally = history.get(agent, (0, None))
+            return Ask(agent, step.ranges, history_version=version, tally=tally)
 
         read, whole, late = await subjects.bring_to_now(
             self.reader, self._kept, sorted(agents), now_ms, self.windows_s, self.store.tz, ask
@@ -152,8 +153,8 @@ class FloorCache:
         return [self._row(r, kept) for r, kept in read]
 
     def _row(self, read: RangeRead, kept: subjects.Kept) -> AgentWindows:
-        if read.history is not None:
-            self._history[read.name] = (read.history_version, read.history)
+        if read.tally is not None:
+            self._history[read.name] = (read.history_version, read.tally)
         elif read.history_version == 0:
             self._history.pop(read.name, None)
         firsts = kept.firsts()
@@ -167,7 +168,7 @@ class FloorCache:
             read.reason,
             firsts,
             read.read_us,
-            history=self._history.get(read.name, (0, None))[1],
+            tally=self._history.get(read.name, (0, None))[1],
         )
 
     def _put(self, rows: Iterable[AgentWindows], now_ms: int) -> None:

@@ -45,7 +45,7 @@ class FloorClosed:
     def change(self, old: states.Tally | None, new: states.Tally | None) -> None:
         """Replace an agent's intervals `old` by `new` (either may be None)."""
         # A new tally usually extends the old one: only the intervals from where they part differ.
-        start = max(0, _common_prefix(old, new) - 1)
+        start = max(0, states.shared_marks(old, new.ts, new.fields) - 1) if new is not None else 0
         points = _points(new, start)
         for key, d in _points(old, start).items():
             points[key] = points.get(key, 0) - d
@@ -80,17 +80,6 @@ class FloorClosed:
             _add_into(self._base, self._chunks.pop(c))
             for b in range(c * w.CHUNK_BUCKETS, (c + 1) * w.CHUNK_BUCKETS):
                 self._buckets.pop(b, None)
-
-
-def _common_prefix(a: states.Tally | None, b: states.Tally | None) -> int:
-    """How many leading marks two tallies share (same ts and state)."""
-    if a is None or b is None:
-        return 0
-    n = min(len(a.ts), len(b.ts))
-    i = 0
-    while i < n and a.ts[i] == b.ts[i] and a.fields[i] == b.fields[i]:
-        i += 1
-    return i
 
 
 def _points(t: states.Tally | None, start: int = 0) -> dict[tuple[int, int], int]:
@@ -155,19 +144,16 @@ class StateTime:
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
-        """Hold an agent's row as read (with its history); `horizon_ms`: no window reaches back before it."""
+        """Hold an agent's row as read (with its history's tally); `horizon_ms`: no window reaches back before it."""
         old = self._tallies.get(row.agent_id)
-        before = self._rows.get(row.agent_id)
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
         self._closed.pop(row.team, None)
-        if before is not None and row.history is not None and row.history is before.history and old is not None:
-            self._tallies[row.agent_id] = old  # the same history (its version did not move): the same tally
-        else:
-            new = states.tally(row.history) if row.history is not None else None
-            if new is not None:
-                self._tallies[row.agent_id] = new
+        new = row.tally
+        if new is not None:
+            self._tallies[row.agent_id] = new
+        if new is not old:  # the same tally object: its history's version did not move
             self._floor.change(old, new)
             self._floor.prune(horizon_ms)
         self._members.setdefault(row.team, set()).add(row.agent_id)

@@ -107,6 +107,8 @@ class Ask:
     ranges: list[Range]
     agent: bool = True
     history_version: int = 0  # the state-history version the reader holds (agents): its history is not resent
+    # that version's tally: a newer history is cumulated again only after the marks both share
+    tally: states.Tally | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -125,7 +127,8 @@ class RangeRead:
     reason: str | None = None
     last_ts_ms: int | None = None  # None: not on the floor's roster
     history_version: int = 0
-    history: states.History | None = field(default=None, compare=False)  # None: the version held, or none
+    # The state history's tally (time in state at any moment); None: the version held, or no history.
+    tally: states.Tally | None = field(default=None, compare=False)
 
 
 class RangeReader:
@@ -182,7 +185,7 @@ class RangeReader:
                 read.last_ts_ms = int(float(last)) if last else None
                 read.history_version = int(version) if version else 0
                 # stored as 'version|json' (a versioned state, streams/batch.py)
-                read.history = states.decode(bytes(raw).partition(b"|")[2]) if raw else None
+                read.tally = states.tally_of(bytes(raw).partition(b"|")[2], ask.tally) if raw else None
             out.append(read)
         return out
 

@@ -212,20 +212,45 @@ _ZERO = (0,) * len(_STATE_CODES)
 
 def tally(h: History) -> Tally:
     """The cumulated closed time of a history (see Tally)."""
-    ts: list[int] = []
-    fields: list[str] = []
-    before: list[tuple[int, ...]] = []
-    acc = list(_ZERO)
-    for i, m in enumerate(h.marks):
-        t = max(m.ts_ms, h.clip_ms)
-        if i:
-            prev = fields[-1]
-            if prev:
-                acc[_FIELD_INDEX[prev]] += max(0, t - ts[-1])
-        ts.append(t)
-        fields.append(STATE_FIELDS.get(m.state, ""))
+    return _tally(h.clip_ms, [(m.ts_ms, m.state) for m in h.marks])
+
+
+def tally_of(raw: bytes | str, prior: Tally | None = None) -> Tally:
+    """The tally of a stored history (`encode`'s JSON), with no Mark built: what a reader of time in state needs.
+
+    The same as `tally(decode(raw))`, several times faster (the monitor reads a history at each state change).
+    With the tally of an earlier version of the same history (`prior`), only the marks after the ones both
+    share are cumulated again: a history mostly grows at its end.
+    """
+    clip, marks = orjson.loads(raw)
+    marks.sort()  # stored sorted; lists order as Marks do (ts, event_id, state, reason)
+    return _tally(int(clip), [(int(t), str(s)) for t, _, s, _ in marks], prior)
+
+
+def _tally(clip_ms: int, marks: Sequence[tuple[int, str]], prior: Tally | None = None) -> Tally:
+    ts = [max(t, clip_ms) for t, _ in marks]
+    fields = [STATE_FIELDS.get(state, "") for _, state in marks]
+    k = shared_marks(prior, ts, fields)  # cumulated values depend on the (clipped) ts and fields before them only
+    before: list[tuple[int, ...]] = list(prior.before[:k]) if prior is not None and k else []
+    acc = list(before[-1]) if before else list(_ZERO)
+    for i in range(len(before), len(ts)):
+        if i and fields[i - 1]:
+            acc[_FIELD_INDEX[fields[i - 1]]] += max(0, ts[i] - ts[i - 1])
         before.append(tuple(acc))
-    return Tally(h.clip_ms, tuple(ts), tuple(fields), tuple(before))
+    return Tally(clip_ms, tuple(ts), tuple(fields), tuple(before))
+
+
+def shared_marks(prior: Tally | None, ts: Sequence[int], fields: Sequence[str]) -> int:
+    """How many leading marks (ts and state field) a tally shares with the marks `ts`, `fields` (0 for None)."""
+    if prior is None:
+        return 0
+    n = min(len(prior.ts), len(ts))
+    if tuple(ts[:n]) == prior.ts[:n] and tuple(fields[:n]) == prior.fields[:n]:
+        return n  # the common case, compared in C: marks only added at the end
+    i = 0
+    while i < n and ts[i] == prior.ts[i] and fields[i] == prior.fields[i]:
+        i += 1
+    return i
 
 
 def open_ms(since_ms: int, now_ms: int, window_s: int, tz: tzinfo = UTC) -> int:
@@ -279,7 +304,8 @@ def encode(h: History) -> bytes:
 def decode(raw: bytes | str) -> History:
     """Read a history back from the store."""
     clip, marks = orjson.loads(raw)
-    return History(tuple(sorted(Mark(int(t), str(i), str(s), r) for t, i, s, r in marks)), int(clip))
+    marks.sort()  # stored sorted (a C-level check); lists order as Marks do (ts, event_id, state, reason)
+    return History(tuple(Mark(int(t), str(i), str(s), r) for t, i, s, r in marks), int(clip))
 
 
 def counts_by_state(states: Sequence[str | None]) -> dict[str, int]:

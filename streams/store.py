@@ -83,7 +83,8 @@ class AgentWindows:
     read_us: int = field(default=0, compare=False)
     # Set by a reader that keeps rows between reads (monitor.floorcache): equal versions, equal written sums.
     version: int = field(default=0, compare=False)
-    history: states.History | None = field(default=None, compare=False)  # read_windows(history=True)
+    # The state history's tally (read_windows(history=True), the floor cache): time in state at any moment.
+    tally: states.Tally | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -196,7 +197,7 @@ class WindowStore:
                 tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
                 # The history is stored as 'version|json' (a versioned state, streams/batch.py).
-                kept = states.decode(bytes(tail[nwin]).partition(b"|")[2]) if history and tail[nwin] else None
+                kept = states.tally_of(bytes(tail[nwin]).partition(b"|")[2]) if history and tail[nwin] else None
                 out.append(
                     AgentWindows(
                         agent,
@@ -208,7 +209,7 @@ class WindowStore:
                         reason or None,
                         firsts,
                         read_us,
-                        history=kept,
+                        tally=kept,
                     )
                 )
         return out

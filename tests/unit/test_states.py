@@ -231,6 +231,8 @@ def test_tally_gives_the_written_buckets_of_any_window_from_the_history() -> Non
         for m in marks:
             a.arrive(m)
         tally = st.tally(a.history)
+        assert st.tally_of(st.encode(a.history)) == tally  # the monitor's tally straight from the stored JSON
+        assert st.decode(st.encode(a.history)) == a.history
         for _ in range(10):
             lo = w.bucket_of(T0) + rnd.randrange(-100, 1200)
             hi = lo + rnd.randrange(1, 1200)
@@ -242,3 +244,20 @@ def test_tally_gives_the_written_buckets_of_any_window_from_the_history() -> Non
                     want[fld] += v
             got = tally.window_ms((lo + 1) * w.BUCKET_MS, (hi + 1) * w.BUCKET_MS)
             assert {k: v for k, v in want.items() if v} == got
+
+
+def test_a_tally_built_on_the_previous_versions_tally_equals_one_built_afresh() -> None:
+    # The monitor cumulates only the marks after those a history shares with the version it held: marks added at
+    # the end, late marks in the middle, and pruning (a moved clip) must all give the tally of the whole history.
+    rnd = random.Random(11)
+    for _ in range(200):
+        a = Agent(live_from_ms=T0 + rnd.choice([0, 3_600_000]), max_marks=rnd.choice([3, 8, st.MAX_MARKS]))
+        held = None
+        t = T0
+        for i in range(rnd.randrange(1, 20)):
+            t += rnd.randrange(0, 900_000)
+            late = rnd.random() < 0.2
+            a.arrive(mark(f"s{i}", t - rnd.randrange(0, 3_600_000) if late else t, rnd.choice(st.STATES)))
+            fresh = st.tally(a.history)
+            assert st.tally_of(st.encode(a.history), held) == fresh
+            held = fresh
