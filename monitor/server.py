@@ -49,6 +49,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 SNAPSHOT_HEARTBEAT_S = 2.0
+PUBSUB_BATCH = 500  # pub/sub messages handled together at most
 CACHE_REFRESH_S = 0.25  # the floor cache follows changes in the background: a read then has little left to fetch
 REDIS_MAX_CONNECTIONS = 64
 
@@ -372,15 +373,15 @@ class Monitor:
                 delay = 0.2
                 self._dirty.set()
                 async for message in pubsub.listen():
-                    if message["type"] != "message":
-                        continue
-                    channel = message["channel"].decode()
-                    if channel.endswith("changed"):
-                        self._dirty.set()
-                    elif channel.endswith("alert-feed"):
-                        await self._on_alert(orjson.loads(message["data"]))
-                    else:
-                        self._broadcast(message["data"].decode())
+                    # What else has arrived goes with it: the alerts among them cost one Redis round trip together,
+                    # so a busy floor's alerts do not queue up behind one another's reads.
+                    batch = [message]
+                    while len(batch) < PUBSUB_BATCH:
+                        more = await pubsub.get_message(timeout=0.0)
+                        if more is None:
+                            break
+                        batch.append(more)
+                    await self._on_messages(batch)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("Redis pub/sub lost (%s); reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
@@ -389,16 +390,39 @@ class Monitor:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    async def _on_alert(self, msg: dict[str, Any]) -> None:
+    async def _on_messages(self, batch: list[dict[str, Any]]) -> None:
+        """Pub/sub messages in the order they came: changes wake the snapshot loop, alerts go out with whether they
+        are acknowledged and muted (read once for all of them), UI messages (acks, snoozes) go out as they are."""
+        messages = [(m["channel"].decode(), m["data"]) for m in batch if m["type"] == "message"]
+        alerts = [orjson.loads(data) for channel, data in messages if channel.endswith("alert-feed")]
+        acked, snoozes = await self._alert_marks([a["id"] for a in alerts]) if alerts else (set(), {})
         now_ms = int(time.time() * 1000)
+        pending = iter(alerts)
+        for channel, data in messages:
+            if channel.endswith("changed"):
+                self._dirty.set()
+            elif channel.endswith("alert-feed"):
+                self._on_alert(next(pending), acked, snoozes, now_ms)
+            else:
+                self._broadcast(data.decode())
+
+    async def _alert_marks(self, ids: list[str]) -> tuple[set[str], dict[tuple[str, str, str], int]]:
+        """Which of these alerts are acknowledged, and the snoozes now: one round trip."""
         try:
-            acked = await self.redis.sismember(f"{self.ns}acked", msg["id"])
-            # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
-            raw = cast("dict[bytes, bytes]", await self.redis.hgetall(f"{self.ns}snoozes"))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.smismember(f"{self.ns}acked", ids)
+                pipe.hgetall(f"{self.ns}snoozes")
+                flags, raw = await pipe.execute()
         except redis.exceptions.RedisError:
-            acked, raw = 0, {}
-        snoozes = {_snooze_key(k): int(v) for k, v in raw.items()}
-        msg["acknowledged"] = bool(acked)
+            return set(), {}
+        # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
+        snoozes = {_snooze_key(k): int(v) for k, v in cast("dict[bytes, bytes]", raw).items()}
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}, snoozes
+
+    def _on_alert(
+        self, msg: dict[str, Any], acked: set[str], snoozes: dict[tuple[str, str, str], int], now_ms: int
+    ) -> None:
+        msg["acknowledged"] = msg["id"] in acked
         msg["muted"] = self._muted(msg, snoozes, now_ms)
         if msg["muted"] and msg["status"] == "firing":
             self._dirty.set()
