@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -70,13 +71,18 @@ class Client:
 
     def push_event(self, text: str) -> None:
         """Queue an alert/ack/snooze message; never dropped, so overflowing disconnects the client."""
-        if self.closed:
+        self.push_events([text])
+
+    def push_events(self, texts: Sequence[str]) -> None:
+        """Queue messages that arrived together, in order. Never dropped: a client still holding `max_alerts`
+        unsent from before is too slow and is disconnected; a burst of any size is fine for one that keeps up."""
+        if self.closed or not texts:
             return
         if len(self._alerts) >= self.max_alerts:
             log.warning("websocket client %s is %d messages behind; disconnecting it", self.remote, len(self._alerts))
             self.drop(1008, "client too slow")
             return
-        self._alerts.append(text)
+        self._alerts.extend(texts)
         self._wake.set()
 
     @property

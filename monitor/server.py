@@ -398,13 +398,16 @@ class Monitor:
         acked, snoozes = await self._alert_marks([a["id"] for a in alerts]) if alerts else (set(), {})
         now_ms = int(time.time() * 1000)
         pending = iter(alerts)
+        out: list[str] = []  # to every client, in order, together (a burst is not a slow client)
         for channel, data in messages:
             if channel.endswith("changed"):
                 self._dirty.set()
             elif channel.endswith("alert-feed"):
-                self._on_alert(next(pending), acked, snoozes, now_ms)
+                out += self._on_alert(next(pending), acked, snoozes, now_ms)
             else:
-                self._broadcast(data.decode())
+                out.append(data.decode())
+        for c in list(self.clients):
+            c.push_events(out)
 
     async def _alert_marks(self, ids: list[str]) -> tuple[set[str], dict[tuple[str, str, str], int]]:
         """Which of these alerts are acknowledged, and the snoozes now: one round trip."""
@@ -421,14 +424,12 @@ class Monitor:
 
     def _on_alert(
         self, msg: dict[str, Any], acked: set[str], snoozes: dict[tuple[str, str, str], int], now_ms: int
-    ) -> None:
+    ) -> list[str]:
+        """An alert with its marks: the message for clients (none for a muted firing; snapshots show it)."""
         msg["acknowledged"] = msg["id"] in acked
         msg["muted"] = self._muted(msg, snoozes, now_ms)
-        if msg["muted"] and msg["status"] == "firing":
-            self._dirty.set()
-            return
-        self._broadcast(orjson.dumps(msg).decode())
         self._dirty.set()
+        return [] if msg["muted"] and msg["status"] == "firing" else [orjson.dumps(msg).decode()]
 
     def _broadcast(self, text: str) -> None:
         for c in list(self.clients):

@@ -20,12 +20,15 @@ from typing import Any
 
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from callpulse.kafka import ensure_topics
 from callpulse.settings import Settings, load_thresholds
+from streams.alerts import iso
+from streams.store import namespace
 from tests.helpers import async_wait_for
 from tests.integration import tracegen
 
@@ -440,3 +443,38 @@ async def test_snooze_is_broadcast_and_reflected_in_snapshot(settings: Settings,
         assert "aht_seconds" in agent["breaches"] and "aht_seconds" not in agent["levels"], agent
         await b.wait(lambda f: any(s.get("snoozes") for s in f.of_type("snapshot")),
                      what="a pushed snapshot carrying the snooze")  # fmt: skip
+
+
+async def test_a_burst_of_alert_transitions_reaches_clients_in_order_with_their_marks(
+    settings: Settings, stack: Any
+) -> None:
+    # A busy floor publishes many transitions at once: the monitor hands them over together (one read of the
+    # acknowledged and snooze marks for all), in the order they were published, each with its own marks.
+    stack.monitor(settings)
+    ns = namespace(settings.topic_prefix)
+    client = aioredis.Redis.from_url(settings.redis_url)
+    now_ms = int(time.time() * 1000)
+    burst = [
+        {"type": "alert", "id": f"al-{i}", "status": "firing" if i % 3 else "resolved", "kpi": "aht_seconds",
+         "scope": "agent", "agent_id": f"ag-burst-{i}", "window": "15m", "value": 600.0 + i, "threshold": 480.0,
+         "severity": "warning", "ts": iso(now_ms), "since": iso(now_ms)}
+        for i in range(120)
+    ]  # fmt: skip
+    try:
+        await client.sadd(f"{ns}acked", *[a["id"] for a in burst[::7]])
+        await client.hset(f"{ns}snoozes", "aht_seconds|agent|ag-burst-5", now_ms + 600_000)
+        async with Feed(feed_url(settings)) as feed:
+            await feed.wait(lambda f: f.of_type("snapshot"), what="the initial snapshot")
+            async with client.pipeline(transaction=False) as pipe:
+                for alert in burst:
+                    pipe.publish(f"{ns}alert-feed", orjson.dumps(alert))
+                await pipe.execute()
+            # a snoozed agent's firing alert is not pushed (it shows muted in snapshots)
+            want = [a["id"] for a in burst if a["agent_id"] != "ag-burst-5"]
+            got = await feed.wait(lambda f: len(f.of_type("alert")) >= len(want) and f.of_type("alert"),
+                                  what="every alert of the burst")  # fmt: skip
+        assert [a["id"] for a in got] == want
+        assert {a["id"] for a in got if a["acknowledged"]} == {a["id"] for a in burst[::7]} - {"al-5"}
+        assert not any(a["muted"] for a in got)
+    finally:
+        await client.aclose()
