@@ -400,9 +400,9 @@ def test_prometheus_scrapes_rules_load_and_every_panel_has_data(
 
     wait_for(alerts_agree, timeout_s=15, interval_s=0.5, message="callpulse_alerts_active = the snapshot's alerts")
 
-    # Variables from the data: a real team, and one of its agents, from the snapshot of the longest window
-    # (the agents /metrics exports).
-    snap = _snapshot(settings, settings.window_names[-1])
+    # Variables from the data: a real team, and one of its agents, from the snapshot of the widest rolling window
+    # (the agents /metrics exports; `today` would miss the shift's agents for a while after midnight).
+    snap = _snapshot(settings, max((n for n in settings.window_names if n != "today"), key=settings.window_s))
     teams = sorted(t["team"] for t in snap["teams"])
     assert len(teams) == 3, teams
     members = {team: sorted(a["agent_id"] for a in snap["agents"] if a["team"] == team) for team in teams}
