@@ -303,8 +303,8 @@ end
 _READ_HEAD_LUA = (
     r"""
 -- ARGV: ns, first_chunk, last_chunk, chunk_buckets, nwin, lo1, hi1, ..., nfields, f1..fn, nquiet, q1..qn,
--- with_history (0/1), then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that
--- follows them another way: time in state, from the agent's state history).
+-- then the subjects. Quiet fields count in the sums but not for `firsts` (a reader that follows them another
+-- way, or does not use them: time in state).
 local ns = ARGV[1]
 local c0, c1, cb = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwin = tonumber(ARGV[5])
@@ -321,7 +321,6 @@ for q = 1, nq do
   if index[ARGV[i]] then loud[index[ARGV[i]]] = false end
   i = i + 1
 end
-local with_history = ARGV[i] == '1'; i = i + 1
 """
     + WINDOW_SUMS_LUA
     + r"""
@@ -333,8 +332,7 @@ READ_LUA = (
     _READ_HEAD_LUA
     + r"""
 -- Subjects: agents. Returns Redis's time of the read (µs), then per agent: team, state, since (ms), reason,
--- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums), then
--- with_history: the agent's state history (streams/states.py encode; '' when none).
+-- nwin * nfields sums (window-major), then per window the first bucket holding a count (see window_sums).
 local t = redis.call('TIME')
 out[1] = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for a = i, #ARGV do
@@ -347,7 +345,6 @@ for a = i, #ARGV do
   out[#out + 1] = meta[4] or ''
   for k = 1, nwin * nf do out[#out + 1] = sums[k] end
   for w = 1, nwin do out[#out + 1] = firsts[w] end
-  if with_history then out[#out + 1] = redis.call('GET', ns .. 's:a:' .. agent) or '' end
 end
 return out
 """

@@ -34,17 +34,16 @@ def read_head(
     fields: Sequence[str],
     *,
     quiet: Sequence[str] = (),
-    history: bool = False,
 ) -> list[Any]:
     """The read scripts' leading arguments (READ_LUA, READ_GROUPS_LUA): chunk range, window bounds in buckets,
-    field names, the fields `firsts` ignores, and whether to return each agent's state history."""
+    field names and the fields `firsts` ignores."""
     bounds = [w.window_buckets(now_ms, ws, tz) for ws in windows_s]
     lo = min(b_lo for b_lo, _ in bounds)
     hi = now_ms // w.BUCKET_MS
     head: list[Any] = [ns, w.chunk_of(lo + 1), w.chunk_of(hi), w.CHUNK_BUCKETS, len(bounds)]
     for b_lo, b_hi in bounds:
         head += [b_lo, b_hi]
-    return [*head, len(fields), *fields, len(quiet), *quiet, 1 if history else 0]
+    return [*head, len(fields), *fields, len(quiet), *quiet]
 
 
 def new_generation() -> str:
@@ -83,7 +82,7 @@ class AgentWindows:
     read_us: int = field(default=0, compare=False)
     # Set by a reader that keeps rows between reads (monitor.floorcache): equal versions, equal written sums.
     version: int = field(default=0, compare=False)
-    # The state history's tally (read_windows(history=True), the floor cache): time in state at any moment.
+    # The state history's tally (set by the floor cache, monitor/floorcache.py): time in state at any moment.
     tally: states.Tally | None = field(default=None, compare=False)
 
 
@@ -152,15 +151,13 @@ class WindowStore:
         only: Iterable[str] | None = None,
         *,
         open_state: bool = True,
-        history: bool = False,
         quiet_states: bool = False,
     ) -> list[AgentWindows]:
         """Active agents (all, or those in `only`) with counter sums for each window, in one pipelined read.
 
         The current state's time up to now is in the sums unless `open_state` is False (what is written only).
-        With `history`, each row also carries the agent's state history. With `history` or `quiet_states`, its
-        `first_buckets` ignore time in state (for a reader that computes it from the history at any time, or
-        does not use it: it needs no re-read when time in state slides out of a window).
+        With `quiet_states`, its `first_buckets` ignore time in state (for a reader that does not use it: it needs
+        no re-read when time in state slides out of a window).
         """
         bounds = [w.window_buckets(now_ms, ws, self.tz) for ws in windows_s]
         if only is None:
@@ -172,8 +169,8 @@ class WindowStore:
         if not agents:
             return []
         # Summed inside Redis: whole chunks by their totals, the chunks a window edge cuts by their buckets.
-        quiet = tuple(states.STATE_FIELDS.values()) if history or quiet_states else ()
-        head = self._read_head(now_ms, windows_s, quiet=quiet, history=history)
+        quiet = tuple(states.STATE_FIELDS.values()) if quiet_states else ()
+        head = self._read_head(now_ms, windows_s, quiet=quiet)
         names = sorted(agents)
         groups = [names[i : i + READ_AGENTS_PER_CALL] for i in range(0, len(names), READ_AGENTS_PER_CALL)]
         # One script call per group, in turn: each blocks Redis only briefly, so batch writes slip in between.
@@ -181,7 +178,7 @@ class WindowStore:
         out: list[AgentWindows] = []
         nf = len(w.FIELDS)
         nwin = len(bounds)
-        step = READ_META + nwin * nf + nwin + (1 if history else 0)
+        step = READ_META + nwin * nf + nwin
         for group, reply in zip(groups, results, strict=True):
             read_us, flat = int(reply[0]), reply[1:]
             for k, agent in enumerate(group):
@@ -196,8 +193,6 @@ class WindowStore:
                     states.add_open(window_sums, state or None, since_ms, now_ms, ws, self.tz)
                 tail = row[READ_META + nwin * nf :]
                 firsts = {ws: (None if int(tail[j]) < 0 else int(tail[j])) for j, ws in enumerate(windows_s)}
-                # The history is stored as 'version|json' (a versioned state, streams/batch.py).
-                kept = states.tally_of(bytes(tail[nwin]).partition(b"|")[2]) if history and tail[nwin] else None
                 out.append(
                     AgentWindows(
                         agent,
@@ -209,7 +204,6 @@ class WindowStore:
                         reason or None,
                         firsts,
                         read_us,
-                        tally=kept,
                     )
                 )
         return out
@@ -234,10 +228,8 @@ class WindowStore:
         """Take the lease `name` if free, or renew it if `token` holds it; False while another holds it."""
         return bool(await self._lease(keys=[f"{self.ns}{name}"], args=[token, ttl_ms]))
 
-    def _read_head(
-        self, now_ms: int, windows_s: Sequence[int], *, quiet: Sequence[str] = (), history: bool = False
-    ) -> list[Any]:
-        return read_head(self.ns, now_ms, windows_s, self.tz, w.FIELDS, quiet=quiet, history=history)
+    def _read_head(self, now_ms: int, windows_s: Sequence[int], *, quiet: Sequence[str] = ()) -> list[Any]:
+        return read_head(self.ns, now_ms, windows_s, self.tz, w.FIELDS, quiet=quiet)
 
     async def initialised(self) -> bool:
         """Whether this Redis holds callpulse data (False after a restart without persistence)."""
