@@ -398,7 +398,7 @@ class Monitor:
         acked, snoozes = await self._alert_marks([a["id"] for a in alerts]) if alerts else (set(), {})
         now_ms = int(time.time() * 1000)
         pending = iter(alerts)
-        out: list[str] = []  # to every client, in order, together (a burst is not a slow client)
+        out: list[str] = []
         for channel, data in messages:
             if channel.endswith("changed"):
                 self._dirty.set()
@@ -406,8 +406,7 @@ class Monitor:
                 out += self._on_alert(next(pending), acked, snoozes, now_ms)
             else:
                 out.append(data.decode())
-        for c in list(self.clients):
-            c.push_events(out)
+        self._broadcast(*out)
 
     async def _alert_marks(self, ids: list[str]) -> tuple[set[str], dict[tuple[str, str, str], int]]:
         """Which of these alerts are acknowledged, and the snoozes now: one round trip."""
@@ -431,9 +430,10 @@ class Monitor:
         self._dirty.set()
         return [] if msg["muted"] and msg["status"] == "firing" else [orjson.dumps(msg).decode()]
 
-    def _broadcast(self, text: str) -> None:
+    def _broadcast(self, *texts: str) -> None:
+        """Messages to every client, in order, together (a burst is not a slow client: Client.push_events)."""
         for c in list(self.clients):
-            c.push_event(text)
+            c.push_events(texts)
 
     # --- websocket ----------------------------------------------------------------------
 
