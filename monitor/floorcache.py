@@ -74,7 +74,7 @@ class FloorCache:
         self._floor_states: dict[str | None, int] = {}
         # Each agent's window sums as last read, in the parts that let a refresh read only what moved.
         self._kept: dict[str, subjects.Kept] = {}
-        self._history: dict[str, tuple[int, states.Tally]] = {}  # agent -> (history version, its tally)
+        self._tallies: dict[str, tuple[int, states.Tally]] = {}  # agent -> (its state history's version, its tally)
         self.reader = RangeReader(store.client, store.ns, w.FIELDS, quiet=tuple(STATE_CODES))
         self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
         self.whole_reads = 0  # of which read whole: new on the floor, a new day, or written late (`late_reads`)
@@ -127,7 +127,7 @@ class FloorCache:
     async def _read_all(self, now_ms: int, generation: str) -> None:
         since_us = await self.store.redis_time_us()  # Redis's time before the read: nothing is missed
         roster = await self.store.active_agents(now_ms, self.roster_s)
-        self.rows, self.by_team, self._kept, self._history = {}, {}, {}, {}
+        self.rows, self.by_team, self._kept, self._tallies = {}, {}, {}, {}
         self._team_states, self._floor_states = {}, {}
         rows = await self._read(now_ms, roster) if roster else []
         self.state_time = StateTime(self.store.tz)
@@ -139,10 +139,10 @@ class FloorCache:
     async def _read(self, now_ms: int, agents: Iterable[str]) -> list[AgentWindows]:
         """Bring each agent's kept sums to now, reading only the buckets that moved (monitor/subjects.py); an agent
         with a write to its old chunks since its last read is read whole."""
-        history = self._history
+        tallies = self._tallies
 
         def ask(agent: str, step: subjects.Step) -> Ask:
-            version, tally = history.get(agent, (0, None))
+            version, tally = tallies.get(agent, (0, None))
             return Ask(agent, step.ranges, history_version=version, tally=tally)
 
         read, whole, late = await subjects.bring_to_now(
@@ -154,9 +154,9 @@ class FloorCache:
 
     def _row(self, read: RangeRead, kept: subjects.Kept) -> AgentWindows:
         if read.tally is not None:
-            self._history[read.name] = (read.history_version, read.tally)
+            self._tallies[read.name] = (read.history_version, read.tally)
         elif read.history_version == 0:
-            self._history.pop(read.name, None)
+            self._tallies.pop(read.name, None)
         firsts = kept.firsts()
         return AgentWindows(
             read.name,
@@ -168,7 +168,7 @@ class FloorCache:
             read.reason,
             firsts,
             read.read_us,
-            tally=self._history.get(read.name, (0, None))[1],
+            tally=self._tallies.get(read.name, (0, None))[1],
         )
 
     def _put(self, rows: Iterable[AgentWindows], now_ms: int) -> None:
@@ -198,7 +198,7 @@ class FloorCache:
         if not keep_sums:
             self.state_time.drop(agent)
             self._kept.pop(agent, None)
-            self._history.pop(agent, None)
+            self._tallies.pop(agent, None)
         old = self.rows.pop(agent, None)
         if old is not None:
             self._count_state(old, -1)
