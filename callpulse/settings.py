@@ -224,6 +224,8 @@ class Settings:
     kafka_ca: str | None = None
     redis_ca: str | None = None
     windows_s: tuple[int, ...] = (900, 3600, 28800, windows.TODAY)  # rolling lengths, then windows.TODAY if on
+    # The windows of /metrics' team series ([windows] team_metrics); None: the two shortest (team_metrics_s).
+    team_metrics_windows_s: tuple[int, ...] | None = None
     timezone: str = "UTC"  # the floor's IANA time zone: where `today` starts
     repeat_window_s: int = 86400
     hysteresis: float = 0.05
@@ -279,6 +281,15 @@ class Settings:
     def score_window_s(self) -> int | None:
         """The window the scorecard scores, or None without a scorecard."""
         return None if self.scorecard is None else self.window_s(self.scorecard.window)
+
+    @property
+    def team_metrics_s(self) -> tuple[int, ...]:
+        """The windows `/metrics` gives `callpulse_team_kpi` in: `[windows] team_metrics`, by default the two
+        shortest (15m and 1h, those the team dashboards and rules read). Each window costs one series per team and
+        KPI (1,000 teams: ~1.7 MB); the snapshot API serves every window whatever this says."""
+        if self.team_metrics_windows_s is not None:
+            return self.team_metrics_windows_s
+        return self.windows_s[:2]
 
     def windows_for(self, window_s: int) -> list[int]:
         """The windows a snapshot of `window_s` reads: that one, and the scorecard's."""
@@ -367,6 +378,16 @@ def _parse_rule(
     return rule
 
 
+def _team_metrics(raw: Any, windows_s: tuple[int, ...], names: tuple[str, ...]) -> tuple[int, ...]:
+    """`[windows] team_metrics`: a list of configured window names, in the windows' order."""
+    if not isinstance(raw, list) or not raw or any(n not in names for n in raw):
+        raise SettingsError(
+            f"windows.team_metrics is {raw!r}, must be a non-empty list of configured windows ({', '.join(names)}), "
+            "e.g. ['15m', '1h']"
+        )
+    return tuple(s for s, n in zip(windows_s, names, strict=True) if n in raw)
+
+
 def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
     """Parse the thresholds TOML into Settings fields (windows, repeat window, rules, team rules)."""
     try:
@@ -382,9 +403,10 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
     out: dict[str, Any] = {}
     windows_table = data.get("windows", {})
     for key in windows_table:
-        if key not in ("rolling", "calendar", "timezone", "repeat_window"):
+        if key not in ("rolling", "calendar", "timezone", "repeat_window", "team_metrics"):
             raise SettingsError(
-                f"{source}: windows.{key}: unknown key, must be 'rolling', 'calendar', 'timezone' or 'repeat_window'"
+                f"{source}: windows.{key}: unknown key, must be 'rolling', 'calendar', 'timezone', 'repeat_window' "
+                "or 'team_metrics'"
             )
     rolling_s = tuple(w for w in Settings.windows_s if w != windows.TODAY)
     if "rolling" in windows_table:
@@ -405,6 +427,8 @@ def load_thresholds(text: str, *, source: str = "config") -> dict[str, Any]:
     if "repeat_window" in windows_table:
         out["repeat_window_s"] = parse_duration(windows_table["repeat_window"], name="windows.repeat_window")
     names = tuple(window_name(s) for s in out["windows_s"])
+    if "team_metrics" in windows_table:
+        out["team_metrics_windows_s"] = _team_metrics(windows_table["team_metrics"], out["windows_s"], names)
     alerts = data.get("alerts", {})
     for key, value in alerts.items():
         if key != "hysteresis":

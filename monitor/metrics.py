@@ -132,7 +132,7 @@ class KpiCollector:
         """Read Redis now and render the exposition text."""
         now_ms = await self.floor.refresh()
         windows_s = list(self.settings.windows_s)
-        teams = self.floor.teams_at(now_ms, windows_s)
+        teams = self.floor.teams_at(now_ms, self.settings.team_metrics_s)
         floor_agents, floor_sums = self.floor.floor_at(now_ms, windows_s)
         scores = self.floor.scores_at(now_ms, self.settings)
         stats = await self.store.read_stats()
@@ -173,7 +173,7 @@ class KpiCollector:
         floor = TextGauge("callpulse_floor_kpi", "KPI for the floor and rolling window", labels=["kpi", "window"])
         names = {ws: window_name(ws) for ws in data["windows"]}
         for t in data["teams"]:
-            for ws in data["windows"]:
+            for ws in self.settings.team_metrics_s:
                 counters = t.counters.get(ws) if t.counters is not None else None
                 team.lines += self._team_lines(team, t.team, ws, names[ws], counters, t.sums[ws])
         for ws in data["windows"]:

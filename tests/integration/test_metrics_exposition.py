@@ -7,6 +7,8 @@ them in time; an in-process `Monitor` on a free port serves the exposition that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -20,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callpulse import catalogue
 from callpulse.embedded import EmbeddedRedis
-from callpulse.settings import Settings
+from callpulse.settings import Settings, load_thresholds
 from monitor.server import Monitor
 from streams import windows as w
 from streams.batch import LAG_BOUNDS_S
@@ -92,9 +94,14 @@ class Floor:
 @pytest.fixture
 async def floor(redis_server: EmbeddedRedis) -> AsyncIterator[Floor]:
     # Rolling windows only (calendar = []): the scenario puts its old and late calls around the 8 h edge.
-    settings = Settings(
-        redis_url=redis_server.url, http_host="127.0.0.1", http_port=0, topic_prefix="x-", windows_s=(900, 3600, 28800)
-    )
+    async with _floor(redis_server, "x-") as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _floor(redis_server: EmbeddedRedis, prefix: str, **config: Any) -> AsyncIterator[Floor]:
+    settings = Settings(redis_url=redis_server.url, http_host="127.0.0.1", http_port=0, topic_prefix=prefix)
+    settings = dataclasses.replace(settings, **{"windows_s": (900, 3600, 28800), **config})
     client = aioredis.Redis.from_url(redis_server.url)
     monitor = Monitor(settings, client)
     await monitor.start()
@@ -136,6 +143,10 @@ def _kpis(samples: Samples, metric: str, **labels: str) -> dict[tuple[str, str],
 
 def _every_window(values: dict[str, float]) -> dict[tuple[str, str], float]:
     return {(kpi, window): value for kpi, value in values.items() for window in WINDOWS}
+
+
+def _in_windows(values: dict[tuple[str, str], float], windows: Sequence[str]) -> dict[tuple[str, str], float]:
+    return {(kpi, window): value for (kpi, window), value in values.items() if window in windows}
 
 
 async def _shift(floor: Floor) -> None:
@@ -191,12 +202,24 @@ async def test_null_kpis_are_absent_and_true_zeros_are_present(floor: Floor) -> 
     expected["complaint_rate"] = 0.0  # no complaint in one interaction
     assert helper == _every_window(expected)
 
-    assert _kpis(samples, "callpulse_team_kpi", team="sales") == dialer
-    assert _kpis(samples, "callpulse_team_kpi", team="support") == helper
+    # Team series come in the two shortest windows by default ([windows] team_metrics).
+    assert _kpis(samples, "callpulse_team_kpi", team="sales") == _in_windows(dialer, ("15m", "1h"))
+    assert _kpis(samples, "callpulse_team_kpi", team="support") == _in_windows(helper, ("15m", "1h"))
     # The floor sums numerators and denominators: AHT from the one connected call, connect rate 0 of 1 dial.
     floor_expected = {**expected, "connect_rate": 0.0, "dials": 1.0}
     assert _kpis(samples, "callpulse_floor_kpi") == _every_window(floor_expected)
     assert not [s for s in samples if s[0].endswith("_kpi") and s[1]["kpi"] in ("csat", "escalation_rate")]
+
+
+async def test_team_series_come_in_the_windows_team_metrics_names(redis_server: EmbeddedRedis) -> None:
+    config = load_thresholds('[windows]\nrolling = ["15m", "1h", "8h"]\ncalendar = []\nteam_metrics = ["15m", "8h"]')
+    async with _floor(redis_server, "tm-", **config) as floor:
+        await _shift(floor)
+        samples = await floor.scrape()
+    windows = {lab["window"] for lab, _ in _named(samples, "callpulse_team_kpi")}
+    assert windows == {"15m", "8h"}
+    # The floor's series keep every window.
+    assert {lab["window"] for lab, _ in _named(samples, "callpulse_floor_kpi")} == set(WINDOWS)
 
 
 async def test_an_agent_without_an_event_in_the_longest_window_drops_out(floor: Floor) -> None:

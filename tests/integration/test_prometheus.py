@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from callpulse import provisioning, simulate
 from callpulse.embedded import free_port
 from callpulse.processes import Proc
-from callpulse.settings import Settings, load_thresholds
+from callpulse.settings import Settings, load_thresholds, window_name
 from tests.conftest import Stack
 from tests.helpers import wait_for
 
@@ -205,6 +205,7 @@ def _snapshot_gauges(settings: Settings, known: Mapping[str, set[str]]) -> Gauge
     """
     counts = {"calls_handled": 0, "dials": 0}
     out: Gauges = {}
+    team_windows = {window_name(s) for s in settings.team_metrics_s}  # [windows] team_metrics
     for window in settings.window_names:
         snap = _snapshot(settings, window)
         subjects = {
@@ -212,6 +213,8 @@ def _snapshot_gauges(settings: Settings, known: Mapping[str, set[str]]) -> Gauge
             "team": {t["team"]: t["kpis"] for t in snap["teams"]},
             "floor": {"": snap["floor"]["kpis"]},
         }
+        if window not in team_windows:
+            del subjects["team"]
         for scope, by_subject in subjects.items():
             for subject in known[scope] | set(by_subject):
                 for kpi, value in by_subject.get(subject, counts).items():

@@ -454,3 +454,20 @@ def test_unknown_calendar_window_is_refused() -> None:
 def test_a_rule_may_watch_today() -> None:
     rules = load_thresholds('[kpi.dials]\nwarning_below = 80\nwindow = "today"\n')["rules"]
     assert rules["dials"] == Rule("dials", warning_below=80, window="today")
+
+
+def test_team_metrics_windows_default_to_the_two_shortest() -> None:
+    assert Settings().team_metrics_s == (900, 3600)
+    assert Settings(**load_thresholds('[windows]\nrolling = ["5m"]\n')).team_metrics_s == (300, TODAY)
+
+
+def test_team_metrics_windows_are_kept_in_the_windows_order() -> None:
+    config = load_thresholds('[windows]\nteam_metrics = ["today", "15m"]\n')
+    assert Settings(**config).team_metrics_s == (900, TODAY)
+
+
+def test_team_metrics_window_not_configured_names_the_windows() -> None:
+    assert error('[windows]\nteam_metrics = ["30m"]\n') == (
+        "windows.team_metrics is ['30m'], must be a non-empty list of configured windows (15m, 1h, 8h, today), "
+        "e.g. ['15m', '1h']"
+    )
