@@ -38,6 +38,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.phases import key_breakdown
+from callpulse import gcpolicy
 from callpulse.demo import SCORECARD_EXAMPLE
 from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
@@ -221,6 +222,7 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
     cache = getattr(monitor, "floor", None)
     refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
+    heap = asyncio.create_task(gcpolicy.keep())  # as `callpulse monitor` does (monitor.server.serve_forever)
     reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
     try:
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
@@ -234,7 +236,8 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     finally:
         live.cancel()
         refresher.cancel()
-        await asyncio.gather(live, refresher, return_exceptions=True)
+        heap.cancel()
+        await asyncio.gather(live, refresher, heap, return_exceptions=True)
     live_s = time.perf_counter() - t_live
     out["live"] = {
         "seconds": round(live_s, 1),

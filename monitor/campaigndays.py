@@ -25,6 +25,7 @@ class CampaignDays:
         self.reads = reads
         self._generation: str | None = None
         self._settled: dict[Day, dict[int, Sums]] = {}  # days that can no longer change, for the generation
+        self._start: int | None = None  # the first day of the coarse windows when _settled was last pruned
         self._moving: dict[Day, dict[int, Sums]] = {}  # days that still may (today, yesterday)
         self._complete: dict[str, tuple[int, int, str | None]] = {}  # subject -> the days it holds all of
         self._day_reads: dict[str, int] = {}  # subject -> its day reads so far (a row is as they were)
@@ -52,7 +53,8 @@ class CampaignDays:
         subjects = [*sorted(fine), campaigns.FLOOR]
         if generation != self._generation:
             self._settled, self._moving, self._generation = {}, {}, generation
-        self._settled = {k: v for k, v in self._settled.items() if k[1] >= days.start}
+        if days.start != self._start:  # a day left the 30 days: let its settled hashes go (once a day)
+            self._settled, self._start = {k: v for k, v in self._settled.items() if k[1] >= days.start}, days.start
         self._moving = {k: v for k, v in self._moving.items() if k[0] not in reread and k[1] >= days.start}
         span = (days.start, days.stop, generation)
         wanted = [

@@ -65,6 +65,7 @@ class FloorCache:
         self._lock = asyncio.Lock()
         # Scorecard results kept between reads: an agent is scored again only when its row changed.
         self._scores: dict[str, tuple[dict[str, float], float]] = {}  # agent -> (points, score)
+        self._scored_from: dict[str, tuple[str | None, w.Sums]] = {}  # agent -> (team, counters) it was scored from
         self._counted: dict[str | None, dict[str, float]] = {}  # team -> {agent: score} of agents with an event
         self._counted_in: dict[str, str | None] = {}  # agent -> the team it is counted in
         self._rescore: set[str] = set()
@@ -132,6 +133,7 @@ class FloorCache:
         rows = await self._read(now_ms, roster) if roster else []
         self.state_time = StateTime(self.store.tz)
         self._scores, self._counted, self._counted_in, self._rescore = {}, {}, {}, set()
+        self._scored_from = {}
         self._team_scores, self._floor_score = {}, _Mean()
         self.view = FloorView(self.windows_s, generation, since_us)
         self._put(rows, now_ms)
@@ -270,21 +272,28 @@ class FloorCache:
         card, window_s = settings.scorecard, settings.score_window_s
         if card is None or window_s is None:
             return Scores()
-        todo = set(self.rows) | self._rescore if _timed(settings) else self._rescore  # every row put is in _rescore
+        timed = _timed(settings)
+        todo = set(self.rows) | self._rescore if timed else self._rescore  # every row put is in _rescore
         self._rescore = set()
+        scored_from = self._scored_from
+        keys = [k.kpi for k in card.kpis]
         # Team and floor means from exact sums (Fraction: a float's exact value), kept as agents are scored again:
         # a read costs the agents that changed, and a mean is the correctly rounded mean of its agents' scores.
         for agent in todo:
+            row = self.rows.get(agent)
+            if not timed and row is not None and scored_from.get(agent) == (row.team, row.sums[window_s]):
+                continue  # read again, but its counters in the scorecard's window (and its team) did not move
+            scored_from.pop(agent, None)
             self._scores.pop(agent, None)
             if agent in self._counted_in:
                 team = self._counted_in.pop(agent)
                 self._score_add(team, -Fraction(self._counted[team].pop(agent)), -1)
-            row = self.rows.get(agent)
             if row is None:
                 continue
             sums = {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
-            points = card.points(w.kpis_from_sums(sums))
+            points = card.points(w.kpis_from_sums(sums, keys))
             self._scores[agent] = (points, sum(points.values()))
+            scored_from[agent] = (row.team, row.sums[window_s])
             if sums.get(w.EVENTS, 0) > 0:
                 self._counted.setdefault(row.team, {})[agent] = self._scores[agent][1]
                 self._counted_in[agent] = row.team

@@ -27,6 +27,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError
 from websockets.http11 import Request, Response
 
+from callpulse import gcpolicy
 from callpulse.binding import bind_problem
 from callpulse.connections import redis_options
 from callpulse.exceptions import SettingsError
@@ -610,6 +611,7 @@ async def serve_forever(settings: Settings) -> None:
     client = aioredis.Redis(connection_pool=pool)
     monitor = Monitor(settings, client)
     await monitor.start()
+    heap = asyncio.create_task(gcpolicy.keep())  # the floor cache's heap: no full collection every few seconds
     log.info("monitor serving http://%s:%d/ (snapshot /api/snapshot, feed /ws, /metrics)", settings.http_host,
              monitor.port)  # fmt: skip
     stop = asyncio.Event()
@@ -618,6 +620,7 @@ async def serve_forever(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("monitor stopping: closing %d clients", len(monitor.clients))
+    heap.cancel()
     await monitor.stop()
     await client.aclose()
     await pool.aclose()

@@ -248,15 +248,10 @@ def build(
     queues_out, queue_floor = queueview.queue_section(
         queue_rows, window_s=window_s, settings=settings, now_ms=now_ms, memo=sections
     )
-    # memoised entries are shared: the alert levels held below go into copies
-    queues_out = [{**q, "levels": dict(q["levels"])} for q in queues_out]
-    for q in queues_out:
-        _hold_alert_levels(q["levels"], alert_levels.get(("queue", q["queue"]), {}), set())
+    queues_out = [_held_levels(q, alert_levels.get(("queue", q["queue"]))) for q in queues_out]
     _hold_alert_levels(queue_floor["levels"], {k: v for k, v in floor_alerts.items() if k in QUEUE_KPI_KEYS}, set())
     campaigns_out = queueview.campaign_section(campaign_rows, window_s=window_s, settings=settings, memo=sections)
-    campaigns_out = [{**c, "levels": dict(c["levels"])} for c in campaigns_out]
-    for c in campaigns_out:
-        _hold_alert_levels(c["levels"], alert_levels.get(("campaign", c["campaign"]), {}), set())
+    campaigns_out = [_held_levels(c, alert_levels.get(("campaign", c["campaign"]))) for c in campaigns_out]
     alerts_out = [
         a
         for a in alerts
@@ -367,6 +362,16 @@ def _hold_alert_levels(levels: dict[str, str], firing: Mapping[str, str], muted:
     for kpi, severity in firing.items():
         if kpi not in muted:
             levels[kpi] = severity
+
+
+def _held_levels(entry: dict[str, Any], firing: Mapping[str, str] | None) -> dict[str, Any]:
+    """A queue's or campaign's entry with its firing alerts' levels held (`_hold_alert_levels`): a copy when it
+    has any, as the entries are memoised and shared between snapshots, else the entry itself."""
+    if not firing:
+        return entry
+    out = {**entry, "levels": dict(entry["levels"])}
+    _hold_alert_levels(out["levels"], firing, set())
+    return out
 
 
 def _agent_in(alert: Mapping[str, Any], rows: Sequence[AgentWindows], team: str) -> bool:

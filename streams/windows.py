@@ -158,8 +158,10 @@ def run_buckets(start: int, lo: int = -(2**62), hi: int = 2**62) -> range:
     return range(max(start, lo + 1), min(end, hi) + 1)
 
 
-def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
-    """Every catalogue KPI from one counter set; a zero denominator gives None, counts give 0."""
+def kpis_from_sums(s: Mapping[str, int], only: Iterable[str] | None = None) -> dict[str, float | int | None]:
+    """Every catalogue KPI (or those in `only`) from one counter set; a zero denominator gives None, counts give 0."""
+    if only is not None:
+        return {key: cat.BY_KEY[key].result(s) for key in only}
     return {k.key: k.result(s) for k in cat.CATALOGUE}
 
 
