@@ -146,6 +146,10 @@ class StateTime:
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
         """Hold an agent's row as read (with its history's tally); `horizon_ms`: no window reaches back before it."""
         old = self._tallies.get(row.agent_id)
+        held = self._rows.get(row.agent_id)
+        if held is not None and row.tally is old and _same_intervals(held, row):
+            self._rows[row.agent_id] = row  # read again for its counters (a bucket left a window): time in state,
+            return  # its team's and the floor's, is as it was, and so are the kept sums and sorted entries
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
@@ -247,6 +251,16 @@ class StateTime:
             if open_ms:
                 out[f] = out.get(f, 0) + open_ms
         return out
+
+
+def _same_intervals(held: AgentWindows, row: AgentWindows) -> bool:
+    """Whether two reads of an agent (with the same tally) give the same time in state: same team, current state
+    and its start, and the same state sums per window (used where the history does not reach a window's start)."""
+    if (held.team, held.state, held.since_ms) != (row.team, row.state, row.since_ms):
+        return False
+    if held.sums.keys() != row.sums.keys():
+        return False
+    return all(held.sums[ws].get(c) == sums.get(c) for ws, sums in row.sums.items() for c in STATE_CODES)
 
 
 def _add_open(ms: w.Sums, row: AgentWindows, start_ms: int, now_ms: int) -> None:
