@@ -291,11 +291,6 @@ class Settings:
             return self.team_metrics_windows_s
         return self.windows_s[:2]
 
-    def windows_for(self, window_s: int) -> list[int]:
-        """The windows a snapshot of `window_s` reads: that one, and the scorecard's."""
-        score = self.score_window_s
-        return [window_s] if score is None or score == window_s else [window_s, score]
-
     def topic(self, name: str) -> str:
         """Return the full topic name for 'calls', 'tickets', 'alerts' or 'deadletter'."""
         return f"{self.topic_prefix}{name}"

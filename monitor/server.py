@@ -281,12 +281,12 @@ class Monitor:
         snapshot costs what it shows, whatever the floor's size.
         """
         window_s = self.settings.window_s(window)
-        windows_s = self.settings.windows_for(window_s)
         now_ms = await self.floor.refresh()
         cache = self.floor
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
-        # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it.
-        rows = cache.agents_at(now_ms, windows_s, team, every=team is None) if agents else []
+        # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it. Rows hold the
+        # snapshot's window only: scores come from the cache's own (scores_at).
+        rows = cache.agents_at(now_ms, [window_s], team, every=team is None) if agents else []
         teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
         floor = cache.floor_at(now_ms, [window_s])
         queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)

@@ -7,6 +7,7 @@ value is back across the warning threshold by the hysteresis margin, or the samp
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ class Alert:
         return cls(**data)
 
 
+@functools.lru_cache(maxsize=65536)  # a snapshot formats every agent's state_since: mostly the same times again
 def iso(ms: int) -> str:
     """Epoch milliseconds as RFC 3339 UTC."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
