@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
@@ -310,17 +310,18 @@ class Monitor:
         return queue_rows, named
 
     async def _refresh_loop(self) -> None:
-        """Keep the floor cache close to the store, so a request's own refresh has little left to read."""
-        while True:
-            await asyncio.sleep(CACHE_REFRESH_S)
-            try:
-                await self.floor.refresh()
-            except redis.exceptions.ResponseError:
-                log.exception("floor cache refresh failed: Redis refused a read")  # a bug, not an outage
-            except redis.exceptions.RedisError as exc:
-                log.debug("floor cache refresh failed, Redis unavailable: %s", exc)
-            except Exception:
-                log.exception("floor cache refresh failed")
+        """Keep the floor cache close to the store, so a request's own refresh has little left to read, and read
+        ahead the agents due at the next bucket edge (alongside: requests and refreshes go on meanwhile)."""
+        ahead: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(CACHE_REFRESH_S)
+                await _logged("floor cache refresh", self.floor.refresh())
+                if ahead is None or ahead.done():
+                    ahead = asyncio.create_task(_logged("floor cache read ahead", self.floor.read_ahead()))
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def _snapshot_loop(self) -> None:
         last_push = 0.0
@@ -596,6 +597,18 @@ class Monitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:
+    """Run a background step of the floor cache; log how it failed, if it did (the next step tries again)."""
+    try:
+        await step
+    except redis.exceptions.ResponseError:
+        log.exception("%s failed: Redis refused a read", what)  # a bug, not an outage
+    except redis.exceptions.RedisError as exc:
+        log.debug("%s failed, Redis unavailable: %s", what, exc)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -71,6 +71,14 @@ class Schedule:
         """Forget `agent` (it left the floor)."""
         self._due.pop(agent, None)
 
+    def next_due_ms(self) -> int | None:
+        """When the next agent is due (None: none is)."""
+        return min(self._due.values(), default=None)
+
+    def due_between(self, after_ms: int, until_ms: int) -> list[str]:
+        """Agents due after `after_ms` and at or before `until_ms`, left in the schedule."""
+        return [agent for agent, t in self._due.items() if after_ms < t <= until_ms]
+
     def pop_due(self, now_ms: int) -> list[str]:
         """Agents due at or before now, removed from the schedule."""
         out: list[str] = []

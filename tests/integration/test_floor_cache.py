@@ -126,6 +126,23 @@ SCORED = (EXAMPLE.read_text(encoding="utf-8")).replace('window = "today"', 'wind
 SCORED_TIMED = SCORED + "[scorecard.kpi.occupancy]\nweight = 5\ntarget = 0.8\n"
 
 
+async def _maybe_read_ahead(cache: FloorCache, clock: dict[str, float], rnd: random.Random) -> float | None:
+    """Half the time, read ahead a moment before a bucket edge, as the monitor's loop does (the edge where the next
+    agent's windows change by time, else the next one), and return a time past the edge to move the clock to:
+    mostly in the edge's bucket, where the refresh takes what was read ahead and still holds, sometimes later,
+    where it must take none of it. None: no read ahead."""
+    if rnd.random() < 0.5:
+        return None
+    due_ms = cache.view.schedule.next_due_ms() if cache.view is not None else None
+    if due_ms is not None and due_ms > clock["now"] * 1000:
+        edge_s = due_ms / 1000  # a bucket edge
+    else:
+        edge_s = (int(clock["now"] * 1000) // w.BUCKET_MS + 1) * w.BUCKET_MS / 1000
+    clock["now"] = max(clock["now"], edge_s - rnd.uniform(0.1, 3.9))
+    await cache.read_ahead()
+    return max(clock["now"], edge_s + rnd.choice([rnd.uniform(0, 9.9), rnd.uniform(10, 30)]))
+
+
 @pytest.mark.parametrize(
     ("seed", "windows", "card"),
     [(1, (900, 3600, w.TODAY), SCORED), (2, (900, 3600, 28800, w.TODAY), SCORED_TIMED), (3, (900, 3600), SCORED)],
@@ -161,19 +178,24 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
                 Record(topic, 0, offset + i, None, orjson.dumps(event))
                 for i, (topic, event) in enumerate(events[offset : offset + size])
             ]
+            after = await _maybe_read_ahead(cache, clock, rnd)  # then the events: applies after a read ahead
             await processor.process(records)
             offset += size
-            clock["now"] = time.time()
+            if after is not None and rnd.random() < 0.5:
+                await cache.refresh()  # before the edge: the agents the events touched are read again
+            clock["now"] = max(time.time(), after or clock["now"])  # never back: a read ahead may be past real time
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
         for _ in range(24):  # no more events: windows slide (in and past chunks), agents leave the floor
-            clock["now"] += rnd.choice([3, 11, 97, 400, 601, 1300, 3599])
+            after = await _maybe_read_ahead(cache, clock, rnd)
+            clock["now"] = after if after is not None else clock["now"] + rnd.choice([3, 11, 97, 400, 601, 1300, 3599])
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
+        assert cache.ahead_used > 0  # refreshes took reads ahead (and the comparisons held)
     finally:
         await client.aclose()
 
