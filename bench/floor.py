@@ -13,7 +13,8 @@ Events are spread at the floor's `--rate` (default 200 events/s, a 10,000-seat f
 83 minutes) or over `--hours` hours (inside the 24 h horizon of `today`, so every one is retained). The reads are
 then timed while the floor stays live: events keep arriving at `--rate` and the monitor's floor cache follows
 them in the background, as in production; `live` reports how many agents it re-read per second and the share
-of the time its refreshes took.
+of the time its refreshes took. The events come from a child process (`--feed`), as from a worker in
+production: the monitor's event loop is its own.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.phases import key_breakdown
-from callpulse import gcpolicy
+
+try:
+    from callpulse import gcpolicy
+except ImportError:  # older code, measured for "before" (its monitor had no heap policy)
+    gcpolicy = None  # type: ignore[assignment]
 from callpulse.demo import SCORECARD_EXAMPLE
 from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
@@ -185,21 +190,80 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await client.aclose()
 
 
-async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
+def _settings(args: argparse.Namespace, url: str) -> Settings:
     settings = Settings(redis_url=url, topic_prefix="floor.")
     if args.config:  # windows, rules and scorecard of a config file (default: the demo's telesales scorecard)
         text = args.config.read_text(encoding="utf-8")
         settings = replace(settings, config_path=str(args.config), **load_thresholds(text))
+    return settings
+
+
+def _hours(args: argparse.Namespace) -> float:
+    return float(args.hours if args.hours else args.events / args.rate / 3600)
+
+
+async def feed_floor(args: argparse.Namespace, url: str) -> None:
+    """The child's part (`--feed`): load the floor, print `loaded <events> <seconds>`, wait for a line on stdin,
+    then send the floor's events in real time until killed. A process of its own, as the worker is in
+    production, so the monitor's event loop and CPU share are its own."""
+    client = aioredis.Redis.from_url(url)
+    feed = Feed(_settings(args, url), client, agents=args.agents, events=args.events, hours=_hours(args))
+    await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < args.events:
+        n = await feed.send(min(feed.batch_max, args.events - sent), until_s=time.time())
+        if not n:
+            break
+        sent += n
+        print(f"sent {sent}", flush=True)
+    print(f"loaded {sent} {time.perf_counter() - t0:.3f}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await _keep_sending(feed)
+
+
+async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    settings = _settings(args, url)
     client = aioredis.Redis.from_url(url)
     ns = namespace(settings.topic_prefix)
     mem0 = (await client.info("memory"))["used_memory"]
-    hours = args.hours if args.hours else args.events / args.rate / 3600
-    t0 = time.perf_counter()
-    feed = Feed(settings, client, agents=args.agents, events=args.events, hours=hours)
-    await feed.store.mark_initialised()  # as a worker does on start (its windows are complete)
+    hours = _hours(args)
     PROGRESS.note("loading the floor")
-    sent = await feed.send(args.events, until_s=time.time())
-    load_s = time.perf_counter() - t0
+    cmd = [sys.executable, "-m", "bench.floor", "--feed", url, *_feed_args(args)]
+    feeder = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    try:
+        return await _measure_fed(args, settings, client, ns, mem0, hours, feeder)
+    finally:
+        if feeder.returncode is None:
+            feeder.kill()
+        await feeder.wait()
+        await client.aclose()
+
+
+def _feed_args(args: argparse.Namespace) -> list[str]:
+    out = ["--agents", str(args.agents), "--events", str(args.events), "--rate", str(args.rate)]
+    out += ["--hours", str(args.hours), "--config", str(args.config)] if args.config else ["--hours", str(args.hours)]
+    return out
+
+
+async def _measure_fed(
+    args: argparse.Namespace,
+    settings: Settings,
+    client: aioredis.Redis,
+    ns: str,
+    mem0: int,
+    hours: float,
+    feeder: asyncio.subprocess.Process,
+) -> dict[str, Any]:
+    assert feeder.stdout is not None and feeder.stdin is not None
+    while True:
+        line = (await feeder.stdout.readline()).decode().split()
+        if not line:
+            raise RuntimeError(f"the feeding process ended (exit {await feeder.wait()}) before loading the floor")
+        PROGRESS.note(" ".join(line))
+        if line[0] == "loaded":
+            sent, load_s = int(line[1]), float(line[2])
+            break
     mem1 = (await client.info("memory"))["used_memory"]
     PROGRESS.note("Redis memory by key kind")
     kinds = await key_breakdown(client, ns, sample=300)
@@ -216,13 +280,15 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
     monitor = Monitor(settings, client)
     PROGRESS.note("the monitor's first snapshot")
     some_team = await _a_team(monitor)
-    # Reads while the floor is live: events keep arriving at the floor's rate (in tenths of a second) and the
-    # monitor's own refresher follows them, as in production; each read is timed alone.
-    live = asyncio.create_task(_keep_sending(feed))
+    # Reads while the floor is live: the feeding process sends events at the floor's rate (in tenths of a second)
+    # and the monitor's own refresher follows them, as in production; each read is timed alone.
+    feeder.stdin.write(b"live\n")
+    await feeder.stdin.drain()
     # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
     cache = getattr(monitor, "floor", None)
     refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
-    heap = asyncio.create_task(gcpolicy.keep())  # as `callpulse monitor` does (monitor.server.serve_forever)
+    # as `callpulse monitor` does (monitor.server.serve_forever); code from before the heap policy has none
+    heap = asyncio.create_task(gcpolicy.keep() if gcpolicy is not None else asyncio.sleep(0))
     reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
     try:
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
@@ -234,10 +300,10 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
     finally:
-        live.cancel()
+        feeder.kill()
         refresher.cancel()
         heap.cancel()
-        await asyncio.gather(live, refresher, heap, return_exceptions=True)
+        await asyncio.gather(refresher, heap, return_exceptions=True)
     live_s = time.perf_counter() - t_live
     out["live"] = {
         "seconds": round(live_s, 1),
@@ -245,7 +311,6 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "agents_read_per_s": round((getattr(cache, "reads", 0) - reads0) / live_s, 1),
         "cache_refresh_share": round((getattr(cache, "refresh_s", 0.0) - cache_s0) / live_s, 3),
     }
-    await client.aclose()
     return out
 
 
@@ -271,7 +336,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--stall-s", type=float, default=300.0, help="fail with every task's stack after this long idle"
     )
     parser.add_argument("--config", type=Path, default=SCORECARD_EXAMPLE, help="settings file (windows, scorecard)")
+    parser.add_argument("--feed", metavar="REDIS_URL", help=argparse.SUPPRESS)  # the feeding child (feed_floor)
     args = parser.parse_args(argv)
+    if args.feed:
+        asyncio.run(feed_floor(args, args.feed))
+        return
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         redis = subprocess.Popen(

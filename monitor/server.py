@@ -600,7 +600,11 @@ class Monitor:
 
 
 async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:
-    """Run a background step of the floor cache; log how it failed, if it did (the next step tries again)."""
+    """Run a background step of the floor cache; log how it failed, if it did (the next step tries again).
+
+    A cancel stays a cancel: redis-py may turn one that lands inside a command into an error of its own, which
+    would be logged here and the loop would go on, never to end (`Task.cancelling()` still says it was asked).
+    """
     try:
         await step
     except redis.exceptions.ResponseError:
@@ -609,6 +613,9 @@ async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:
         log.debug("%s failed, Redis unavailable: %s", what, exc)
     except Exception:
         log.exception("%s failed", what)
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def serve_forever(settings: Settings) -> None:

@@ -1,0 +1,48 @@
+"""The monitor's background steps (floor cache refresh, read ahead): errors are logged and the loop goes on, but
+a cancel is never lost, even when a library turns it into an error of its own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.exceptions
+
+from monitor.server import _logged
+
+
+async def _fails_with(exc: BaseException) -> None:
+    raise exc
+
+
+async def _turns_cancel_into_connection_error(started: asyncio.Event) -> None:
+    """What redis-py may do when a cancel lands inside a command: raise its own error instead."""
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        raise redis.exceptions.ConnectionError("Connection closed by server.") from None
+
+
+async def test_an_error_of_a_step_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    await _logged("floor cache refresh", _fails_with(redis.exceptions.ResponseError("NOSCRIPT")))
+    await _logged("floor cache refresh", _fails_with(ValueError("bad row")))
+    assert [r.getMessage() for r in caplog.records] == [
+        "floor cache refresh failed: Redis refused a read",
+        "floor cache refresh failed",
+    ]
+
+
+async def test_a_cancel_a_library_turned_into_its_own_error_still_ends_the_loop() -> None:
+    started = asyncio.Event()
+
+    async def loop() -> None:
+        await _logged("floor cache refresh", _turns_cancel_into_connection_error(started))
+        for _ in range(3):  # steps that end at once: a loop that lost the cancel ends here, and the test fails
+            await _logged("floor cache refresh", asyncio.sleep(0))
+
+    task = asyncio.create_task(loop())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
