@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 
 from callpulse import gcpolicy
 from callpulse.binding import bind_problem
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.connections import redis_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
@@ -341,11 +342,13 @@ class Monitor:
             try:
                 await self._push_snapshots()
             except redis.exceptions.RedisError as exc:
+                reraise_if_cancelling()
                 log.warning("snapshot refresh failed, Redis unavailable: %s", exc)
                 # Boards must not keep a green "live" pill over numbers that stopped moving.
                 status = {"type": "status", "redis": False, "message": f"Redis unavailable ({exc})"}
                 self._broadcast(orjson.dumps(status).decode())
             except Exception:
+                reraise_if_cancelling()
                 log.exception("snapshot refresh failed")
 
     async def _push_snapshots(self) -> None:
@@ -385,6 +388,7 @@ class Monitor:
                         batch.append(more)
                     await self._on_messages(batch)
             except (redis.exceptions.RedisError, OSError) as exc:
+                reraise_if_cancelling()
                 log.warning("Redis pub/sub lost (%s); reconnecting in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -613,9 +617,7 @@ async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:
         log.debug("%s failed, Redis unavailable: %s", what, exc)
     except Exception:
         log.exception("%s failed", what)
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+    reraise_if_cancelling()
 
 
 async def serve_forever(settings: Settings) -> None:

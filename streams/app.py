@@ -20,6 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.connections import faust_credentials, redis_options
 from callpulse.exceptions import ShuttingDown
 from callpulse.settings import Settings
@@ -119,6 +120,7 @@ class AlertChecks:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reraise_if_cancelling()
                 log.warning("alert check failed for %d agents: %s", len(agents), exc)
                 self.pending.update(agents)
                 await asyncio.sleep(0.5)
@@ -209,10 +211,12 @@ async def alert_sweep(
             await rebuild()
         await engine.sweep()
     except REDIS_ERRORS as exc:
+        reraise_if_cancelling()
         health.sweep_failed_on_redis()
         log.warning("alert sweep failed, Redis unavailable: %s", exc)
         return
     except Exception as exc:
+        reraise_if_cancelling()
         log.warning("alert sweep failed: %s", exc)
         return
     health.sweep_succeeded()

@@ -68,7 +68,7 @@ class Item:
     event: Event | None
     dedupe_key: str
     result: str  # ok | late | invalid
-    source: str = "-"  # the record that carried it, 'c:<partition>:<offset>': reading it again is no duplicate
+    source: str = "-"  # the record that carried it (keys.record_mark): reading it again is no duplicate
     dedupe_field: str | None = None  # the event id's digest (hex) in the shard hash `dedupe_key`; None: plain key
 
 

@@ -16,6 +16,7 @@ from typing import Any, cast
 import orjson
 
 from callpulse import catalogue as cat
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.settings import LIVE_QUEUE_KPIS, LIVE_WINDOW, Rule, Settings
 from streams import campaigns, queues
 from streams import windows as w
@@ -430,5 +431,6 @@ class AlertEngine:
         try:
             await self.publish(new)
         except Exception:
+            reraise_if_cancelling()
             log.exception("could not publish alert %s to the alerts topic", new.id)
         return 1

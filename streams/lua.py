@@ -111,9 +111,9 @@ local function mark_read(g, f)
 end
 local function mark_append(g, f, cur, src)
   if f then
-    redis.call('HSET', g[1], f, cur .. string.sub(src, 2))
+    redis.call('HSET', g[1], f, cur .. '|' .. src)
   else
-    redis.call('APPEND', g[1], string.sub(src, 2))
+    redis.call('APPEND', g[1], '|' .. src)
   end
 end
 local t = redis.call('TIME')
@@ -125,9 +125,9 @@ local lag_sum, lag_n = 0, 0
 local bounds = p.lb
 local applied, dups = 0, 0
 for _, g in ipairs(p.g) do
-  -- The mark lists the records ('|c:3:17|') that carried this id: the first counts, another record is a
-  -- duplicate, and the same record read again (after a crash or a rebuild) counts nothing.
-  local src = '|' .. g[6] .. '|'
+  -- The mark lists the records (keys.record_mark, joined by '|') that carried this id: the first counts,
+  -- another record is a duplicate, and the same record read again (after a crash or a rebuild) counts nothing.
+  local src = g[6]
   local fresh, f = mark_new(g, src)
   if fresh then
     apply(g[5])
@@ -147,7 +147,7 @@ for _, g in ipairs(p.g) do
     end
   elseif g[3] ~= 'invalid' then
     local cur = mark_read(g, f)
-    if not string.find(cur, src, 1, true) then
+    if not string.find('|' .. cur .. '|', '|' .. src .. '|', 1, true) then
       mark_append(g, f, cur, src)
       local f = g[2] .. '|duplicate'
       stats[f] = (stats[f] or 0) + 1

@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.settings import SEVERITIES, Settings, Webhook
 from streams import notices
 from streams.store import WindowStore
@@ -250,6 +251,7 @@ class Notifier:
                     try:
                         await self.route(message)
                     except Exception:
+                        reraise_if_cancelling()
                         log.exception("could not route alert %s to the webhooks", message.get("id"))
             finally:
                 for task in tasks:
@@ -288,6 +290,7 @@ class Notifier:
         try:
             return await self.team_of(str(message.get("agent_id")))
         except Exception as exc:
+            reraise_if_cancelling()
             log.warning("could not read agent %s's team for its notification: %s", message.get("agent_id"), exc)
             return None
 
@@ -295,6 +298,7 @@ class Notifier:
         try:
             return await self.memory.told(alert_id)
         except Exception as exc:
+            reraise_if_cancelling()
             log.warning("could not read which webhooks heard of alert %s: %s", alert_id, exc)
             return set()
 
@@ -306,6 +310,7 @@ class Notifier:
             elif chosen:
                 await self.memory.note(alert_id, chosen)
         except Exception as exc:
+            reraise_if_cancelling()
             log.warning("could not record which webhooks heard of alert %s: %s", alert_id, exc)
 
 

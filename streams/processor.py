@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import redis.exceptions
 
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
 from streams import batch, events, keys, queues
@@ -148,7 +149,7 @@ class Processor:
                 dead.append((r, f"internal error decoding event: {exc!r}"))
                 items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
                 continue
-            source = f"{r.topic[0]}:{r.partition}:{r.offset}"
+            source = keys.record_mark(r.topic, r.partition, r.offset)
             mark, digest = keys.dedupe_mark(ns, e.event_id, e.ts_ms)
             result = batch.classify(e, now_ms, longest_ms)
             items.append(batch.Item(r.topic, e, mark, result, source, digest))
@@ -236,6 +237,7 @@ class Processor:
             except redis.exceptions.NoScriptError:
                 continue
             except Exception as exc:
+                reraise_if_cancelling()
                 if what == "Redis" and not isinstance(exc, (*REDIS_ERRORS, OSError, redis.exceptions.ResponseError)):
                     raise
                 if self.redis_down_since is None and what == "Redis":

@@ -222,9 +222,8 @@ def tally_of(raw: bytes | str, prior: Tally | None = None) -> Tally:
     With the tally of an earlier version of the same history (`prior`), only the marks after the ones both
     share are cumulated again: a history mostly grows at its end.
     """
-    clip, marks = orjson.loads(raw)
-    marks.sort()  # stored sorted; lists order as Marks do (ts, event_id, state, reason)
-    return _tally(int(clip), [(int(t), str(s)) for t, _, s, _ in marks], prior)
+    clip, rows = _stored_rows(raw)
+    return _tally(clip, [(t, s) for t, _, s, _ in rows], prior)
 
 
 def _tally(clip_ms: int, marks: Sequence[tuple[int, str]], prior: Tally | None = None) -> Tally:
@@ -296,16 +295,46 @@ def occupancy(seconds: Mapping[str, float]) -> float | None:
     return sum(seconds.get(s, 0.0) for s in BUSY_STATES) / staffed
 
 
+_STATE_INDEX = {state: i for i, state in enumerate(STATES)}
+
+
 def encode(h: History) -> bytes:
-    """Serialize a history for the store."""
-    return orjson.dumps([h.clip_ms, [[m.ts_ms, m.event_id, m.state, m.reason] for m in h.marks]])
+    """Serialize a history for the store, compactly (a history is kept for every agent over the longest window):
+    `[clip_ms, [dt, event_id, state, ...]]`, one flat triple per mark in order, where dt is the mark's ts less
+    the previous mark's (the first's less clip_ms) and state is the state's index in STATES, or
+    `[state, reason]` when the mark has a reason or a state outside STATES."""
+    flat: list[object] = []
+    prev = h.clip_ms
+    for m in h.marks:
+        code = _STATE_INDEX.get(m.state) if m.reason is None else None
+        flat += (m.ts_ms - prev, m.event_id, [m.state, m.reason] if code is None else code)
+        prev = m.ts_ms
+    return orjson.dumps([h.clip_ms, flat])
 
 
 def decode(raw: bytes | str) -> History:
     """Read a history back from the store."""
+    clip, rows = _stored_rows(raw)
+    return History(tuple(Mark(t, i, s, r) for t, i, s, r in rows), clip)
+
+
+def _stored_rows(raw: bytes | str) -> tuple[int, list[tuple[int, str, str, str | None]]]:
+    """(clip_ms, sorted (ts, event_id, state, reason)) of a stored history: `encode`'s form, or the one before
+    it (`[clip_ms, [[ts, event_id, state, reason], ...]]`), which a store written by an older version holds."""
     clip, marks = orjson.loads(raw)
-    marks.sort()  # stored sorted (a C-level check); lists order as Marks do (ts, event_id, state, reason)
-    return History(tuple(Mark(int(t), str(i), str(s), r) for t, i, s, r in marks), int(clip))
+    clip = int(clip)
+    if marks and isinstance(marks[0], list):
+        rows = [(int(t), str(i), str(s), r) for t, i, s, r in marks]
+    else:
+        rows = []
+        ts = clip
+        for k in range(0, len(marks), 3):
+            ts += marks[k]
+            code = marks[k + 2]
+            state, reason = (STATES[code], None) if isinstance(code, int) else (str(code[0]), code[1])
+            rows.append((ts, str(marks[k + 1]), state, reason))
+    rows.sort()  # stored sorted (a C-level check); tuples order as Marks do (ts, event_id, state, reason)
+    return clip, rows
 
 
 def counts_by_state(states: Sequence[str | None]) -> dict[str, int]:

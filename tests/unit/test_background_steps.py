@@ -1,5 +1,6 @@
-"""The monitor's background steps (floor cache refresh, read ahead): errors are logged and the loop goes on, but
-a cancel is never lost, even when a library turns it into an error of its own."""
+"""Background loops (the monitor's floor cache refresh and read ahead, the worker's alert checks and sweep): errors
+are logged and the loop goes on, but a cancel is never lost, even when a library turns it into an error of its
+own (callpulse/cancelling.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import redis.exceptions
 
 from monitor.server import _logged
+from streams.app import AlertChecks
 
 
 async def _fails_with(exc: BaseException) -> None:
@@ -44,5 +46,32 @@ async def test_a_cancel_a_library_turned_into_its_own_error_still_ends_the_loop(
     task = asyncio.create_task(loop())
     await started.wait()
     task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class _CheckThatLosesItsCancel:
+    """An alert engine whose check is cancelled inside a Redis command that redis-py turns into its own error."""
+
+    states_matter = False
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def check_agents(self, agents: set[str]) -> None:
+        await _turns_cancel_into_connection_error(self.started)
+
+
+async def test_the_workers_alert_checks_end_on_a_cancel_a_library_turned_into_its_own_error() -> None:
+    engine = _CheckThatLosesItsCancel()
+    checks = AlertChecks(engine)  # type: ignore[arg-type]
+    task = asyncio.create_task(checks.run())
+    checks.changed({"a1"})
+    await engine.started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()  # a second cancel ends the loop that lost the first: the test fails, not hangs
+    assert done, "the alert checks went on after their cancel"
     with pytest.raises(asyncio.CancelledError):
         await task

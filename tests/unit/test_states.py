@@ -6,6 +6,8 @@ import itertools
 import random
 from collections import Counter
 
+import orjson
+
 from streams import states as st
 from streams import windows as w
 from tests import reference
@@ -188,6 +190,22 @@ def test_counts_by_state_lists_every_state() -> None:
 def test_history_round_trips_through_its_encoding() -> None:
     h = st.merge(st.History(), [mark("s1", T0, "break", "lunch"), mark("s2", T0 + 1, "available")], LIVE_FROM)
     assert st.decode(st.encode(h)) == h
+
+
+def test_a_history_keeps_about_30_bytes_a_mark_and_round_trips_reasons_and_other_states() -> None:
+    marks = [mark(f"ev-d45a9fad-{600000 + i}", T0 + 45_000 * i, st.STATES[i % 5]) for i in range(40)]
+    marks += [mark("ev-x1", T0 + 7, "break", "lunch"), mark("ev-x2", T0 + 9, "training")]
+    h = st.merge(st.History(), marks, LIVE_FROM)
+    assert st.decode(st.encode(h)) == h
+    assert st.tally_of(st.encode(h)) == st.tally(h)
+    assert len(st.encode(h)) < 32 * len(h.marks)
+
+
+def test_a_history_stored_in_the_earlier_form_still_reads() -> None:
+    h = st.merge(st.History(), [mark("s1", T0, "break", "lunch"), mark("s2", T0 + 1, "available")], LIVE_FROM)
+    earlier = orjson.dumps([h.clip_ms, [[m.ts_ms, m.event_id, m.state, m.reason] for m in h.marks]])
+    assert st.decode(earlier) == h
+    assert st.tally_of(earlier) == st.tally(h)
 
 
 def test_random_shuffled_histories_match_the_oracle() -> None:
