@@ -183,23 +183,31 @@ def kpis_from_sums(s: Mapping[str, int]) -> dict[str, float | int | None]:
 
 
 def encode(call: QueuedCall) -> bytes:
-    """Serialize a call's queue state for the store."""
-    return orjson.dumps(
-        {
-            "q": [list(m) for m in call.queued],
-            "a": [list(m) for m in call.answers],
-            "b": [list(m) for m in call.abandons],
-        }
-    )
+    """Serialize a call's queue state for the store, compactly (one is kept per queued call): when every mark
+    names the same queue, `[queue, [ts, event_id, ...] entries, answers, abandons]`; else the marks in full,
+    `{"q": [[ts, event_id, queue], ...], "a": [...], "b": [...]}`."""
+    groups = (call.queued, call.answers, call.abandons)
+    names = {q for marks in groups for _, _, q in marks}
+    if len(names) == 1:
+        return orjson.dumps([names.pop(), *([x for t, i, _ in marks for x in (t, i)] for marks in groups)])
+    return orjson.dumps({"q": [list(m) for m in call.queued], "a": [list(m) for m in call.answers],
+                         "b": [list(m) for m in call.abandons]})  # fmt: skip
 
 
 def _marks(raw: Sequence[Sequence[Any]]) -> tuple[Mark, ...]:  # JSON lists [ts_ms, event_id, queue]
     return tuple(sorted((int(t), str(i), str(q)) for t, i, q in raw))
 
 
+def _flat_marks(queue: str, flat: Sequence[Any]) -> tuple[Mark, ...]:  # [ts_ms, event_id, ...] of one queue
+    return tuple(sorted((int(flat[k]), str(flat[k + 1]), queue) for k in range(0, len(flat), 2)))
+
+
 def decode(raw: bytes | str) -> QueuedCall:
-    """Read a call's queue state back from the store."""
+    """Read a call's queue state back from the store (either of `encode`'s forms)."""
     data = orjson.loads(raw)
+    if isinstance(data, list):
+        queue, queued, answers, abandons = data
+        return QueuedCall(_flat_marks(queue, queued), _flat_marks(queue, answers), _flat_marks(queue, abandons))
     return QueuedCall(_marks(data["q"]), _marks(data["a"]), _marks(data["b"]))
 
 

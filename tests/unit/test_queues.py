@@ -6,6 +6,8 @@ import itertools
 import random
 from collections import Counter
 
+import orjson
+
 from streams import queues as q
 from streams import windows as w
 from tests import reference
@@ -242,6 +244,23 @@ def test_live_entry_ahead_of_the_clock_waits_zero_seconds() -> None:
 def test_state_round_trips_through_its_encoding() -> None:
     call = q.merge(q.QueuedCall(), [("call.queued", T0, "q1", "billing"), ("call.abandoned", T0 + 9, "b1", "x")])
     assert q.decode(q.encode(call)) == call
+
+
+def test_a_call_in_one_queue_is_stored_without_repeating_the_queue() -> None:
+    call = q.merge(
+        q.QueuedCall(), [("call.queued", T0, "ev-1", "billing"), ("call.answered", T0 + 9, "ev-2", "billing")]
+    )
+    assert q.encode(call) == b'["billing",[%d,"ev-1"],[%d,"ev-2"],[]]' % (T0, T0 + 9)
+    assert q.decode(q.encode(call)) == call
+
+
+def test_a_call_state_stored_in_the_earlier_form_still_reads() -> None:
+    call = q.merge(
+        q.QueuedCall(), [("call.queued", T0, "ev-1", "billing"), ("call.abandoned", T0 + 9, "ev-2", "sales")]
+    )
+    earlier = orjson.dumps({"q": [list(m) for m in call.queued], "a": [], "b": [list(m) for m in call.abandons]})
+    assert q.decode(earlier) == call
+    assert q.decode(q.encode(call)) == call  # marks in two queues keep that form
 
 
 def test_random_traces_match_the_oracle_in_any_order() -> None:
