@@ -83,41 +83,8 @@ def queue_section(
     memo: SectionMemo | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(queues, floor totals) for the snapshot."""
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        sums = row.sums.get(window_s, {})
-        rule_for = functools.partial(settings.queue_rule_for, queue=row.queue)
-        samples = queue_samples(sums, row.waiting)
-        # the windowed KPIs and their levels are kept while the row object is the same; the live ones (waiting,
-        # longest wait) are worked out at now
-        key = ("queue", row.queue, window_s)
-        held = _memo_get(memo, key, row, None)
-        if held is None:
-            every = queues.kpis_from_sums(sums)
-            windowed = {k: v for k, v in every.items() if k not in LIVE_QUEUE_KPIS}
-            breaches, levels = _levels(windowed, rule_for, samples)
-            held = {"order": [*every, "waiting", "longest_wait_seconds"], "kpis": windowed, "breaches": breaches,
-                    "levels": levels}  # fmt: skip
-            if memo is not None:
-                memo[key] = (row, None, held)
-        longest = None if row.oldest_entry_ms is None else max(0, now_ms - row.oldest_entry_ms) / 1000
-        live = {"waiting": row.waiting, "longest_wait_seconds": longest}
-        live_breaches, live_levels = _levels(live, rule_for, samples)
-        out.append(
-            {
-                "queue": row.queue,
-                "kpis": held["kpis"],
-                "waiting": row.waiting,
-                "longest_wait_seconds": live["longest_wait_seconds"],
-                "oldest_entry": iso(row.oldest_entry_ms) if row.oldest_entry_ms is not None else None,
-                "sl_threshold_s": settings.queue(row.queue).sl_threshold_s,
-                "breaches": _in_order(held["order"], [*held["breaches"], *live_breaches])
-                if live_breaches
-                else list(held["breaches"]),
-                "levels": {**held["levels"], **live_levels},
-            }
-        )
-    total = w.total(r.sums.get(window_s, {}) for r in rows)
+    out = [_queue_entry(row, window_s, settings, now_ms, memo) for row in rows]
+    total = _floor_total(rows, window_s, memo)
     entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
     waiting = sum(r.waiting for r in rows)
     values = queue_values(total, waiting, min(entries) if entries else None, now_ms)
@@ -130,6 +97,76 @@ def queue_section(
         "levels": levels,
     }
     return out, floor
+
+
+def _queue_entry(
+    row: QueueRow, window_s: int, settings: Settings, now_ms: int, memo: SectionMemo | None
+) -> dict[str, Any]:
+    """One queue's entry. All but the longest wait is kept while the row object is the same (the windowed KPIs,
+    `waiting` and their levels); a queue nobody waits in keeps its whole entry (nothing in it moves with the
+    clock). The longest wait and its level are worked out at now."""
+    key = ("queue", row.queue, window_s)
+    held = _memo_get(memo, key, row, None)
+    if held is None:
+        held = _queue_held(row, window_s, settings)
+        if memo is not None:
+            memo[key] = (row, None, held)
+    if row.oldest_entry_ms is None:
+        return dict(held["entry"])
+    longest = max(0, now_ms - row.oldest_entry_ms) / 1000
+    entry = dict(held["entry"], longest_wait_seconds=longest)
+    live_breaches, live_levels = _levels({"longest_wait_seconds": longest}, held["rule_for"], held["samples"])
+    if live_breaches:
+        entry["breaches"] = _in_order(held["order"], [*entry["breaches"], *live_breaches])
+        entry["levels"] = {**entry["levels"], **live_levels}
+    return entry
+
+
+def _queue_held(row: QueueRow, window_s: int, settings: Settings) -> dict[str, Any]:
+    """What a queue's entry keeps while its row is the same: the entry without the longest wait's level."""
+    sums = row.sums.get(window_s, {})
+    rule_for = functools.partial(settings.queue_rule_for, queue=row.queue)
+    samples = queue_samples(sums, row.waiting)
+    every = queues.kpis_from_sums(sums)
+    windowed = {k: v for k, v in every.items() if k not in LIVE_QUEUE_KPIS}
+    order = [*every, "waiting", "longest_wait_seconds"]
+    breaches, levels = _levels({**windowed, "waiting": row.waiting}, rule_for, samples)
+    entry = {
+        "queue": row.queue,
+        "kpis": windowed,
+        "waiting": row.waiting,
+        "longest_wait_seconds": None,
+        "oldest_entry": iso(row.oldest_entry_ms) if row.oldest_entry_ms is not None else None,
+        "sl_threshold_s": settings.queue(row.queue).sl_threshold_s,
+        "breaches": _in_order(order, breaches),
+        "levels": levels,
+    }
+    return {"order": order, "rule_for": rule_for, "samples": samples, "entry": entry}
+
+
+def _floor_total(rows: Sequence[QueueRow], window_s: int, memo: SectionMemo | None) -> w.Sums:
+    """The floor's summed queue counters, kept and changed by the rows that changed (sums are exact integers)."""
+    key = ("queues total", "", window_s)
+    held = memo.get(key) if memo is not None else None
+    if held is None:
+        by_name = {r.queue: r for r in rows}
+        total = w.total(r.sums.get(window_s, {}) for r in by_name.values())
+        if memo is not None:
+            memo[key] = (None, by_name, total)
+        return total
+    _none, by_name, total = held
+    seen = set()
+    for row in rows:
+        seen.add(row.queue)
+        old = by_name.get(row.queue)
+        if old is not row:
+            if old is not None:
+                w.add_sums(total, {k: -v for k, v in old.sums.get(window_s, {}).items()})
+            w.add_sums(total, row.sums.get(window_s, {}))
+            by_name[row.queue] = row
+    for gone in [q for q in by_name if q not in seen]:
+        w.add_sums(total, {k: -v for k, v in by_name.pop(gone).sums.get(window_s, {}).items()})
+    return total
 
 
 def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
