@@ -82,16 +82,6 @@ class Plan:
     timed: set[str] = field(default_factory=set)  # agents whose time in state it may change (state events)
 
 
-def chunk_key(ns: str, agent: str, chunk: int) -> str:
-    """Redis key of one agent's chunk of buckets."""
-    return f"{ns}b:{agent}:{chunk}"
-
-
-def meta_key(ns: str, agent: str) -> str:
-    """Redis key of an agent's team and state (latest by ts)."""
-    return f"{ns}m:{agent}"
-
-
 ORDER_FIELD = {"team": "tk", "state": "sk", "since": "ik", "reason": "rk"}
 
 
@@ -132,7 +122,7 @@ def _ops(ns: str, deltas: Sequence[kpis.Delta], into: list[Any], changed: set[st
     for agent, b, fld, d in deltas:
         changed.add(agent)
         chunk = w.chunk_of(b)
-        into.extend((chunk_key(ns, agent, chunk), b - chunk * w.CHUNK_BUCKETS, fld, d))
+        into.extend((keys.chunk_key(ns, agent, chunk), b - chunk * w.CHUNK_BUCKETS, fld, d))
 
 
 def _subject_ops(ns: str, key_of: Any, deltas: Sequence[tuple[str, int, str, int]], into: list[Any]) -> None:
@@ -258,7 +248,8 @@ def plan(items: Sequence[Item], states: Mapping[str, tuple[int, Any]], now_ms: i
         body = states_mod.encode(new_h).decode()
         state_writes.append([key, version, f"{version + 1}|{body}", params.bucket_ttl_s])
     meta_ops = [
-        [meta_key(ns, agent), ORDER_FIELD[kind], kind, order, value] for (agent, kind), (order, value) in meta.items()
+        [keys.meta_key(ns, agent), ORDER_FIELD[kind], kind, order, value]
+        for (agent, kind), (order, value) in meta.items()
     ]
     agents_flat: list[Any] = []
     for agent, ts in last_ts.items():

@@ -142,12 +142,16 @@ class Processor:
                 e = events.decode(r.value, topic=r.topic, now_ms=now_ms, max_future_ms=max_future_ms)
             except InvalidEvent as exc:
                 dead.append((r, str(exc)))
-                items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
+                items.append(
+                    batch.Item(r.topic, None, keys.offset_mark_key(ns, r.topic, r.partition, r.offset), "invalid")
+                )
                 continue
             except Exception as exc:  # a bug must not stop the floor: dead-letter the record and say so
                 log.exception("error decoding %s[%d]@%d", r.topic, r.partition, r.offset)
                 dead.append((r, f"internal error decoding event: {exc!r}"))
-                items.append(batch.Item(r.topic, None, f"{ns}o:{r.topic}:{r.partition}:{r.offset}", "invalid"))
+                items.append(
+                    batch.Item(r.topic, None, keys.offset_mark_key(ns, r.topic, r.partition, r.offset), "invalid")
+                )
                 continue
             source = keys.record_mark(r.topic, r.partition, r.offset)
             mark, digest = keys.dedupe_mark(ns, e.event_id, e.ts_ms)

@@ -20,6 +20,7 @@ unknown and counts nowhere" for any late event there).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, tzinfo
@@ -222,8 +223,17 @@ def tally_of(raw: bytes | str, prior: Tally | None = None) -> Tally:
     With the tally of an earlier version of the same history (`prior`), only the marks after the ones both
     share are cumulated again: a history mostly grows at its end.
     """
-    clip, rows = _stored_rows(raw)
-    return _tally(clip, [(t, s) for t, _, s, _ in rows], prior)
+    clip, marks = orjson.loads(raw)
+    if marks and isinstance(marks[0], list):  # the earlier form
+        marks.sort()
+        return _tally(int(clip), [(int(t), str(s)) for t, _, s, _ in marks], prior)
+    # `encode`'s form is in (ts, event_id) order already: only the ts and states are needed, not the ids
+    ts = itertools.accumulate(marks[0::3], initial=int(clip))
+    next(ts)
+    codes = marks[2::3]
+    return _tally(
+        int(clip), [(t, STATES[c] if isinstance(c, int) else str(c[0])) for t, c in zip(ts, codes, strict=True)], prior
+    )
 
 
 def _tally(clip_ms: int, marks: Sequence[tuple[int, str]], prior: Tally | None = None) -> Tally:
