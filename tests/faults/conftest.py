@@ -83,7 +83,7 @@ ROWS: dict[int, tuple[str, str]] = {
         "graceful: in-flight batch finished, offsets committed (restart re-reads nothing), clients closed with 1001",
     ),
     18: (
-        "kill -9 the worker at 5 random (seeded) points of a ~46k-event catch-up, whole-fetch batches of 2,000",
+        "kill -9 the worker at 5 random (seeded) points of a ~29k-event catch-up, whole-fetch batches of 2,000",
         "KPIs exact; no commit past an unapplied event or backwards; no event lost or counted twice",
     ),
     21: (

@@ -177,9 +177,10 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
     row.figure("duplicates_vs_copies", f"{counts['duplicate']}/{ledger.copies}")
 
 
-# Row 18's backlog: ~46k events (200 agents x 30 calls, with states, surveys, tickets). 1M would take the worker
-# several minutes to catch up on this 2-core CI machine and the oracle several more; 46k is 23 batches of
-# 2,000 records, so kills still land at random places among many whole-fetch batches.
+# Row 18's backlog: ~29k events (200 agents x 30 calls, with states, surveys, tickets). 1M would take the worker
+# several minutes to catch up on this 2-core CI machine and the oracle several more; 29k is 15 batches of
+# 2,000 records, so kills still land at random places among many whole-fetch batches (each kill must land
+# before the backlog is done: asserted).
 CATCH_UP_AGENTS = 200
 CATCH_UP_CALLS_PER_AGENT = 30
 
