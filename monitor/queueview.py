@@ -161,11 +161,11 @@ def _floor_total(rows: Sequence[QueueRow], window_s: int, memo: SectionMemo | No
         old = by_name.get(row.queue)
         if old is not row:
             if old is not None:
-                w.add_sums(total, {k: -v for k, v in old.sums.get(window_s, {}).items()})
-            w.add_sums(total, row.sums.get(window_s, {}))
+                w.add_scaled(total, old.sums.get(window_s, {}), -1)
+            w.add_scaled(total, row.sums.get(window_s, {}), 1)
             by_name[row.queue] = row
     for gone in [q for q in by_name if q not in seen]:
-        w.add_sums(total, {k: -v for k, v in by_name.pop(gone).sums.get(window_s, {}).items()})
+        w.add_scaled(total, by_name.pop(gone).sums.get(window_s, {}), -1)
     return total
 
 

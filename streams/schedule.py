@@ -157,8 +157,8 @@ class FloorView:
                     delta[k] = -v
             if delta:
                 if totals is not None:
-                    _add_scaled(totals[ws], delta, 1)
-                _add_scaled(self.floor[ws], delta, 1)
+                    w.add_scaled(totals[ws], delta, 1)
+                w.add_scaled(self.floor[ws], delta, 1)
 
     def remove(self, agent: str) -> set[str]:
         """Take an agent off the floor; returns its team (empty set if it had none or was not on it)."""
@@ -181,14 +181,9 @@ class FloorView:
                 self.team_sizes[m.team] = size
                 totals = self.teams.setdefault(m.team, {ws: w.empty_sums() for ws in self.windows_s})
                 for ws in self.windows_s:
-                    _add_scaled(totals[ws], m.sums[ws], sign)
+                    w.add_scaled(totals[ws], m.sums[ws], sign)
             else:
                 self.team_sizes.pop(m.team, None)
                 self.teams.pop(m.team, None)
         for ws in self.windows_s:
-            _add_scaled(self.floor[ws], m.sums[ws], sign)
-
-
-def _add_scaled(into: w.Sums, other: Mapping[str, int], sign: int) -> None:
-    for key, value in other.items():
-        into[key] = into.get(key, 0) + sign * int(value)
+            w.add_scaled(self.floor[ws], m.sums[ws], sign)

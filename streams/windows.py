@@ -122,6 +122,12 @@ def add_sums(into: Sums, other: Mapping[str, int]) -> Sums:
     return into
 
 
+def add_scaled(into: Sums, other: Mapping[str, int], sign: int) -> None:
+    """Add `other` times `sign` into `into` (sign -1 takes a counter set out of a kept total)."""
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + sign * int(value)
+
+
 def sum_chunks(chunks: Mapping[int, Mapping[str, str]], lo: int, hi: int) -> Sums:
     """Sum the counters of buckets lo < b <= hi from chunk hashes (chunk index -> raw hash fields).
 
