@@ -23,6 +23,7 @@ from callpulse.cancelling import reraise_if_cancelling
 from callpulse.exceptions import InvalidEvent, ShuttingDown
 from callpulse.settings import Settings
 from streams import batch, events, keys, queues
+from streams.events import Event
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.worker")
@@ -138,17 +139,16 @@ class Processor:
         longest_ms = self.params.longest_ms
         ns = self.params.ns
         for r in records:
+            e: Event | None = None
             try:
                 e = events.decode(r.value, topic=r.topic, now_ms=now_ms, max_future_ms=max_future_ms)
             except InvalidEvent as exc:
-                dead.append((r, str(exc)))
-                items.append(
-                    batch.Item(r.topic, None, keys.offset_mark_key(ns, r.topic, r.partition, r.offset), "invalid")
-                )
-                continue
+                reason = str(exc)
             except Exception as exc:  # a bug must not stop the floor: dead-letter the record and say so
                 log.exception("error decoding %s[%d]@%d", r.topic, r.partition, r.offset)
-                dead.append((r, f"internal error decoding event: {exc!r}"))
+                reason = f"internal error decoding event: {exc!r}"
+            if e is None:
+                dead.append((r, reason))
                 items.append(
                     batch.Item(r.topic, None, keys.offset_mark_key(ns, r.topic, r.partition, r.offset), "invalid")
                 )
