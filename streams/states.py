@@ -223,17 +223,8 @@ def tally_of(raw: bytes | str, prior: Tally | None = None) -> Tally:
     With the tally of an earlier version of the same history (`prior`), only the marks after the ones both
     share are cumulated again: a history mostly grows at its end.
     """
-    clip, marks = orjson.loads(raw)
-    if marks and isinstance(marks[0], list):  # the earlier form
-        marks.sort()
-        return _tally(int(clip), [(int(t), str(s)) for t, _, s, _ in marks], prior)
-    # `encode`'s form is in (ts, event_id) order already: only the ts and states are needed, not the ids
-    ts = itertools.accumulate(marks[0::3], initial=int(clip))
-    next(ts)
-    codes = marks[2::3]
-    return _tally(
-        int(clip), [(t, STATES[c] if isinstance(c, int) else str(c[0])) for t, c in zip(ts, codes, strict=True)], prior
-    )
+    clip, rows = _stored_rows(raw)
+    return _tally(clip, [(t, s) for t, _, s, _ in rows], prior)
 
 
 def _tally(clip_ms: int, marks: Sequence[tuple[int, str]], prior: Tally | None = None) -> Tally:
@@ -336,15 +327,16 @@ def _stored_rows(raw: bytes | str) -> tuple[int, list[tuple[int, str, str, str |
     if marks and isinstance(marks[0], list):
         rows = [(int(t), str(i), str(s), r) for t, i, s, r in marks]
     else:
-        rows = []
-        ts = clip
-        for k in range(0, len(marks), 3):
-            ts += marks[k]
-            code = marks[k + 2]
-            state, reason = (STATES[code], None) if isinstance(code, int) else (str(code[0]), code[1])
-            rows.append((ts, str(marks[k + 1]), state, reason))
+        ts = itertools.accumulate(marks[0::3], initial=clip)
+        next(ts)
+        rows = [(t, str(i), *_state_and_reason(c)) for t, i, c in zip(ts, marks[1::3], marks[2::3], strict=True)]
     rows.sort()  # stored sorted (a C-level check); tuples order as Marks do (ts, event_id, state, reason)
     return clip, rows
+
+
+def _state_and_reason(code: int | list[str | None]) -> tuple[str, str | None]:
+    """A stored mark's state: its index in STATES, or `[state, reason]`."""
+    return (STATES[code], None) if isinstance(code, int) else (str(code[0]), code[1])
 
 
 def counts_by_state(states: Sequence[str | None]) -> dict[str, int]:
