@@ -7,6 +7,7 @@ so an ack or a snooze and its audit entry are written together or not at all.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any, Literal, NotRequired, TypedDict
@@ -22,6 +23,7 @@ RETENTION_S = 30 * 86400
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_NAME_CHARS = 64
+_ACTIONS = itertools.count()  # this process's actions, in order (record's nonce)
 
 
 class AuditEntry(TypedDict):
@@ -69,8 +71,11 @@ def new_entry(action: Literal["ack", "snooze"], role: Role, name: str | None, no
 
 def record(pipe: Pipeline, ns: str, entry: AuditEntry, now_ms: int) -> None:
     """Queue the commands that append `entry` and drop entries older than 30 days on `pipe`."""
-    # A nonce keeps two identical actions in the same millisecond apart (a sorted set keeps distinct members).
-    member = orjson.dumps({"n": os.urandom(6).hex(), "e": entry})
+    # Entries of the same millisecond have the same score, and a sorted set orders those by member: the member
+    # starts with a nonce that grows with each action (time in ns, then this process's count), so they list in
+    # the order they were taken; its random tail keeps two monitors' identical actions apart.
+    nonce = f"{time.time_ns():020d}{next(_ACTIONS):012d}{os.urandom(3).hex()}"
+    member = orjson.dumps({"n": nonce, "e": entry})
     pipe.zadd(key(ns), {member: now_ms})
     pipe.zremrangebyscore(key(ns), "-inf", now_ms - RETENTION_S * 1000)
     pipe.expire(key(ns), RETENTION_S)
