@@ -134,7 +134,17 @@ class FloorCache:
             await self._read_all(now_ms, generation)
             return now_ms
         due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
-        due |= set(view.schedule.pop_due(now_ms))
+        popped = view.schedule.pop_due(now_ms)
+        try:
+            return await self._refresh_due(view, now_ms, since_us, due | set(popped), changed)
+        except BaseException:
+            for agent in popped:  # a failed or cancelled refresh: they are still due, for the next one to read
+                view.schedule.set(agent, now_ms)
+            raise
+
+    async def _refresh_due(
+        self, view: FloorView, now_ms: int, since_us: int, due: set[str], changed: dict[str, int]
+    ) -> int:
         ahead = self._take_ahead(now_ms, due, changed)
         rows = await self._read(now_ms, due - set(ahead)) if len(due) > len(ahead) else []
         for agent, (read, kept) in ahead.items():
@@ -195,6 +205,7 @@ class FloorCache:
         return Ask(agent, step.ranges, history_version=version, tally=tally)
 
     async def _read_all(self, now_ms: int, generation: str) -> None:
+        self.view = None  # until the whole floor is read: a failed or cancelled read is done again next time
         since_us = await self.store.redis_time_us()  # Redis's time before the read: nothing is missed
         roster = await self.store.active_agents(now_ms, self.roster_s)
         self.rows, self.by_team, self._kept, self._tallies = {}, {}, {}, {}

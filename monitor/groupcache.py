@@ -71,8 +71,12 @@ class GroupCache:
         due = (dirty & roster.keys()) | {p for p in roster if p not in self._kept}
         due |= {p for p in self._schedule.pop_due(now_ms) if p in roster}
         self._last_ts = roster
-        await self._read(now_ms, sorted(due))
-        await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
+        try:
+            await self._read(now_ms, sorted(due))
+            await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
+        except BaseException:
+            self._generation = None  # a failed or cancelled refresh lost what it took off the schedule: read all
+            raise
         self._since_us, self._refreshed_ms = since_us, now_ms
 
     async def _roster(self, now_ms: int, dirty: set[str]) -> dict[str, int]:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
@@ -282,7 +282,11 @@ class Monitor:
         snapshot costs what it shows, whatever the floor's size.
         """
         window_s = self.settings.window_s(window)
-        now_ms = await self.floor.refresh()
+        # The request's reads from Redis all run alongside each other and before the reply is built, which is
+        # then built in one go: a background refresh that runs meanwhile never stretches the build.
+        now_ms, (alerts, snoozes), rebuilding = await _together(
+            self.floor.refresh(), self._alert_state(), self._rebuilding()
+        )
         cache = self.floor
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it. Rows hold the
@@ -291,7 +295,6 @@ class Monitor:
         teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
         floor = cache.floor_at(now_ms, [window_s])
         queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
-        alerts, snoozes = await self._alert_state()
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents,
@@ -299,7 +302,7 @@ class Monitor:
             queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo, sections=self._sections,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
-        snap["status"] = "rebuilding" if await self._rebuilding() else "live"
+        snap["status"] = "rebuilding" if rebuilding else "live"
         return snap
 
     async def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
@@ -601,6 +604,17 @@ class Monitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """The steps' results, run alongside each other; the first error is raised as it is (not as a group) and
+    the steps still running are cancelled."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:

@@ -107,19 +107,37 @@ class OpenSince:
     def __init__(self) -> None:
         self._since: list[int] = []
         self._prefix: list[int] | None = None
+        # window start -> (n, k): the open ms is n * now - k once now is past every entry (the usual case), so a
+        # team's open time costs a multiplication per read until one of its agents changes state
+        self._linear: dict[int, tuple[int, int]] = {}
 
     def add(self, since_ms: int) -> None:
         bisect.insort(self._since, since_ms)
         self._prefix = None
+        self._linear = {}
 
     def remove(self, since_ms: int) -> None:
         i = bisect.bisect_left(self._since, since_ms)
         if i < len(self._since) and self._since[i] == since_ms:
             del self._since[i]
             self._prefix = None
+            self._linear = {}
 
     def open_ms(self, start_ms: int, now_ms: int) -> int:
         """Σ over the agents of now - max(since, start), for those who entered before now (as _add_open)."""
+        since = self._since
+        if not since:
+            return 0
+        if now_ms > since[-1] and now_ms >= start_ms:
+            # every agent entered before now: Σ = i * (now - start) + Σ_{k >= i} (now - since_k) = n * now - k
+            held = self._linear.get(start_ms)
+            if held is None:
+                if len(self._linear) > 8:  # starts of past moments
+                    self._linear = {}
+                i = bisect.bisect_left(since, start_ms)
+                tail = sum(since[i:])
+                held = self._linear[start_ms] = (len(since), i * start_ms + tail)
+            return held[0] * now_ms - held[1]
         if self._prefix is None:
             self._prefix = [0, *itertools.accumulate(self._since)]
         i = bisect.bisect_left(self._since, start_ms)

@@ -10,6 +10,8 @@ the snapshot's agent rows built with values kept between snapshots (`memo`) must
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import random
 import time
@@ -143,6 +145,19 @@ async def _maybe_read_ahead(cache: FloorCache, clock: dict[str, float], rnd: ran
     return max(clock["now"], edge_s + rnd.choice([rnd.uniform(0, 9.9), rnd.uniform(10, 30)]))
 
 
+async def _cancel_a_refresh(cache: FloorCache, rnd: random.Random) -> int:
+    """Start a refresh and cancel it after a random number of the loop's turns, as when the request it serves
+    is cancelled (or one of its other reads failed); 1 when it was cancelled part way, 0 when it had finished."""
+    task = asyncio.create_task(cache.refresh())
+    for _ in range(rnd.randrange(1, 30)):
+        await asyncio.sleep(0)
+    struck = int(not task.done())
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return struck
+
+
 @pytest.mark.parametrize(
     ("seed", "windows", "card"),
     [(1, (900, 3600, w.TODAY), SCORED), (2, (900, 3600, 28800, w.TODAY), SCORED_TIMED), (3, (900, 3600), SCORED)],
@@ -188,14 +203,18 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
+        struck = 0
         for _ in range(24):  # no more events: windows slide (in and past chunks), agents leave the floor
             after = await _maybe_read_ahead(cache, clock, rnd)
             clock["now"] = after if after is not None else clock["now"] + rnd.choice([3, 11, 97, 400, 601, 1300, 3599])
+            if rnd.random() < 0.5:
+                struck += await _cancel_a_refresh(cache, rnd)  # a request gone mid-read: the next one loses nothing
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
         assert cache.ahead_used > 0  # refreshes took reads ahead (and the comparisons held)
+        assert struck > 0  # refreshes were cancelled part way (and the comparisons after them held)
     finally:
         await client.aclose()
 

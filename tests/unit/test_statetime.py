@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from monitor import statetime
 from monitor.statetime import CODES, FloorClosed
 from streams import states as st
 
@@ -44,3 +45,25 @@ def test_pruned_points_still_count_in_later_edges() -> None:
 
 def test_an_empty_floor_has_no_time_in_state() -> None:
     assert FloorClosed().closed_ms(T0) == (0,) * len(CODES)
+
+
+def test_open_time_of_entered_agents_equals_the_sum_over_them_at_any_start_and_now() -> None:
+    # OpenSince keeps n * now - k per window start while nobody changes state: it must equal the plain sum of
+    # now - max(since, start) over the agents who entered before now, for starts and nows before, among and after
+    # the entries, as agents enter and leave in between
+    rnd = random.Random(5)
+    held = statetime.OpenSince()
+    entries: list[int] = []
+    for _ in range(400):
+        if entries and rnd.random() < 0.3:
+            gone = rnd.choice(entries)
+            entries.remove(gone)
+            held.remove(gone)
+        else:
+            since = rnd.randrange(0, 10_000)
+            entries.append(since)
+            held.add(since)
+        for _ in range(3):
+            start, now = rnd.randrange(-100, 10_100), rnd.randrange(-100, 10_100)
+            expected = sum(now - max(s, start) for s in entries if s < now) if now >= start else 0
+            assert held.open_ms(start, now) == expected, (start, now)
