@@ -68,12 +68,27 @@ _ORDER = {k: i for i, k in enumerate(KPI_KEYS)}
 Memo = untimed.Held  # what agents' and teams' counters make, kept between snapshots (monitor/untimed.py)
 
 
+def _split(watched: Watched) -> tuple[Watched, Watched]:
+    """(those not made of time in state, those made of it) of a subject's watched KPIs, worked out once per list
+    (the lists are kept per settings and team by `_watched`)."""
+    held = _SPLIT.get(id(watched))
+    if held is None or held[0] is not watched:
+        if len(_SPLIT) > 4096:
+            _SPLIT.clear()
+        parts = ([p for p in watched if not untimed.is_timed(p[0])], [p for p in watched if untimed.is_timed(p[0])])
+        held = _SPLIT[id(watched)] = (watched, *parts)
+    return held[1], held[2]
+
+
+_SPLIT: dict[int, tuple[Watched, Watched, Watched]] = {}
+
+
 def _untimed_levels(
     settings: Settings, team: str | None, sums: w.Sums, muted: set[str], watched: Watched
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """A subject's KPI values, and the breaches and levels of those not made of time in state."""
     values = w.kpis_from_sums(sums)
-    breaches, levels = _levels(settings, team, sums, values, muted, [p for p in watched if not untimed.is_timed(p[0])])
+    breaches, levels = _levels(settings, team, sums, values, muted, _split(watched)[0])
     return values, breaches, levels
 
 
@@ -92,7 +107,7 @@ def _kpi_values(
     held = untimed.kept(memo, key, token, lambda: _untimed_levels(settings, team, sums, muted, watched))
     values = {**held[0], **untimed.timed_values(sums)}
     breaches, levels = list(held[1]), dict(held[2])
-    timed = [p for p in watched if untimed.is_timed(p[0])]
+    timed = _split(watched)[1]
     timed_breaches, timed_levels = _levels(settings, team, sums, values, muted, timed)
     if timed_breaches:
         breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)

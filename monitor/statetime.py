@@ -160,6 +160,9 @@ class StateTime:
         self._team_open: dict[str | None, dict[int, OpenSince]] = {}  # team -> state index -> its members' entries
         self._closed: dict[str | None, dict[tuple[int, int, int], tuple[int, ...]]] = {}  # team -> window edges -> ms
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
+        # agent -> window -> (tally, start, end, closed ms): an agent's closed time in a window changes only at
+        # bucket edges and with a new tally, so a read between them adds only the open state's time
+        self._agent_closed: dict[str, dict[int, tuple[states.Tally, int, int, w.Sums]]] = {}
 
     def put(self, row: AgentWindows, *, horizon_ms: int) -> None:
         """Hold an agent's row as read (with its history's tally); `horizon_ms`: no window reaches back before it."""
@@ -183,6 +186,7 @@ class StateTime:
     def drop(self, agent: str, *, keep_floor: bool = False) -> None:
         """Forget an agent (it left the floor, or is put again)."""
         old = self._rows.pop(agent, None)
+        self._agent_closed.pop(agent, None)
         if old is not None:
             self._open_change(old, OpenSince.remove)
             self._closed.pop(old.team, None)
@@ -220,7 +224,11 @@ class StateTime:
         start, end = self.edges(now_ms, window_s)
         tally = self._tallies.get(agent)
         if tally is not None and tally.clip_ms <= start:
-            ms = tally.window_ms(start, end)
+            by_window = self._agent_closed.setdefault(agent, {})
+            held = by_window.get(window_s)
+            if held is None or held[0] is not tally or held[1] != start or held[2] != end:
+                held = by_window[window_s] = (tally, start, end, tally.window_ms(start, end))
+            ms = dict(held[3])
         else:
             ms = {k: v for k, v in row.sums[window_s].items() if v and k in STATE_CODES}
         _add_open(ms, row, start, now_ms)
