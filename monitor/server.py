@@ -52,7 +52,7 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 SNAPSHOT_HEARTBEAT_S = 2.0
 PUBSUB_BATCH = 500  # pub/sub messages handled together at most
-CACHE_REFRESH_S = 0.25  # the floor cache follows changes in the background: a read then has little left to fetch
+CACHE_REFRESH_S = 0.05  # the floor cache follows changes in the background: a read then has little left to fetch
 REDIS_MAX_CONNECTIONS = 64
 
 
