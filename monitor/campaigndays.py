@@ -31,28 +31,23 @@ class CampaignDays:
         self._day_reads: dict[str, int] = {}  # subject -> its day reads so far (a row is as they were)
         self._rows: dict[str, tuple[object, tuple[Any, ...], CampaignRow]] = {}  # subject -> (token, key, row)
 
-    async def rows(
+    async def read(
         self,
         now_ms: int,
-        windows_s: Sequence[int],
-        fine: Mapping[str, dict[int, Sums]],
+        campaign_names: Sequence[str],
         *,
         reread: set[str],
         settled_before_ms: int,
         generation: str | None,
-        tokens: Mapping[str, object],
         coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
-    ) -> tuple[list[CampaignRow], CampaignRow]:
-        """The campaigns of `fine` (their rolling sums) and the floor, with their coarse windows at `now_ms`.
+    ) -> None:
+        """Read the days of the campaigns (and the floor) that a build at `now_ms` needs and are not kept.
 
-        `reread`: the subjects whose hours were written since the last call (campaigns.FLOOR for the floor).
-        `tokens`: per campaign, an object that is the same while its fine sums are; a campaign whose token, days
-        and hour of now are as at the last call gets the same row object back (the snapshot reuses its entry).
-        """
+        `reread`: the subjects whose hours were written since the last read (campaigns.FLOOR for the floor)."""
         days = coarse_days(now_ms, coarse)
-        subjects = [*sorted(fine), campaigns.FLOOR]
+        subjects = [*sorted(campaign_names), campaigns.FLOOR]
         if generation != self._generation:
-            self._settled, self._moving, self._generation = {}, {}, generation
+            self._settled, self._moving, self._complete, self._generation = {}, {}, {}, generation
         if days.start != self._start:  # a day left the 30 days: let its settled hashes go (once a day)
             self._settled, self._start = {k: v for k, v in self._settled.items() if k[1] >= days.start}, days.start
         self._moving = {k: v for k, v in self._moving.items() if k[0] not in reread and k[1] >= days.start}
@@ -64,11 +59,30 @@ class CampaignDays:
             for day in days
             if (sub, day) not in self._settled and (sub, day) not in self._moving
         ]
-        self._complete = dict.fromkeys(subjects, span)
         for (sub, day), hours in (await self.reads.campaign_days(wanted)).items():
             self._day_reads[sub] = self._day_reads.get(sub, 0) + 1
             settled = (day + 1) * 86_400_000 < settled_before_ms
             (self._settled if settled else self._moving)[(sub, day)] = hours
+        self._complete = dict.fromkeys(subjects, span)  # only once read: a failed read leaves them to the next
+
+    def rows(
+        self,
+        now_ms: int,
+        windows_s: Sequence[int],
+        fine: Mapping[str, dict[int, Sums]],
+        *,
+        generation: str | None,
+        tokens: Mapping[str, object],
+        coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
+    ) -> tuple[list[CampaignRow], CampaignRow]:
+        """The campaigns of `fine` (their rolling sums) and the floor, with their coarse windows at `now_ms`, from
+        the days as last read (`read`, at the same now or in the same hour).
+
+        `tokens`: per campaign, an object that is the same while its fine sums are; a campaign whose token, days
+        and hour of now are as at the last call gets the same row object back (the snapshot reuses its entry).
+        """
+        days = coarse_days(now_ms, coarse)
+        subjects = [*sorted(fine), campaigns.FLOOR]
         held_rows, self._rows = self._rows, {}
         out: list[CampaignRow] = []
         for sub in subjects:

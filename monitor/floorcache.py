@@ -117,7 +117,9 @@ class FloorCache:
             try:
                 now_ms = await self._refresh()
                 if self.groups is not None and self.view is not None:
-                    await self.groups.refresh(now_ms, self.view.generation)
+                    await self.groups.refresh(
+                        now_ms, self.view.generation, settled_before_ms=self.settled_before_ms(now_ms)
+                    )
                 return now_ms
             finally:
                 self.refresh_s += time.perf_counter() - t0
@@ -343,9 +345,27 @@ class FloorCache:
         it. Only agents whose rows changed since the last call are scored again, unless the scorecard reads time
         in state, which moves with the clock: then every agent is.
         """
+        if settings.scorecard is None or settings.score_window_s is None:
+            return Scores()
+        self.score_changed(now_ms, settings)
+        return Scores(
+            agents=dict(self._scores),  # a copy: the next call changes the kept one while this one is in use
+            teams={t: mean.value for t, mean in self._team_scores.items() if t is not None},
+            floor=self._floor_score.value,
+        )
+
+    def score_ahead(self, now_ms: int, settings: Settings) -> None:
+        """Score the agents read since the last call, ahead of the next read (the monitor's background loop calls
+        it after each refresh), unless the scorecard reads time in state: then a read scores every agent anyway."""
+        if settings.scorecard is not None and settings.score_window_s is not None and not _timed(settings):
+            self.score_changed(now_ms, settings)
+
+    def score_changed(self, now_ms: int, settings: Settings) -> None:
+        """Score again the agents whose rows changed since the last call (every agent if the scorecard reads
+        time in state), keeping team and floor means."""
         card, window_s = settings.scorecard, settings.score_window_s
         if card is None or window_s is None:
-            return Scores()
+            return
         timed = _timed(settings)
         todo = set(self.rows) | self._rescore if timed else self._rescore  # every row put is in _rescore
         self._rescore = set()
@@ -361,7 +381,10 @@ class FloorCache:
             self._scores.pop(agent, None)
             if agent in self._counted_in:
                 team = self._counted_in.pop(agent)
-                self._score_add(team, -Fraction(self._counted[team].pop(agent)), -1)
+                members = self._counted[team]
+                self._score_add(team, -Fraction(members.pop(agent)), -1)
+                if not members:
+                    del self._counted[team]
             if row is None:
                 continue
             sums = {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
@@ -372,13 +395,6 @@ class FloorCache:
                 self._counted.setdefault(row.team, {})[agent] = self._scores[agent][1]
                 self._counted_in[agent] = row.team
                 self._score_add(row.team, Fraction(self._scores[agent][1]), 1)
-        for team in [t for t, members in self._counted.items() if not members]:
-            del self._counted[team]
-        return Scores(
-            agents=dict(self._scores),  # a copy: the next call changes the kept one while this one is in use
-            teams={t: mean.value for t, mean in self._team_scores.items() if t is not None},
-            floor=self._floor_score.value,
-        )
 
     def _score_add(self, team: str | None, score: Fraction, n: int) -> None:
         mean = self._team_scores.setdefault(team, _Mean())

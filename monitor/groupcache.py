@@ -49,14 +49,22 @@ class GroupCache:
         self._since_us = 0
         self._listed = False  # the registries were read whole (then followed by what gdirty names)
         self._refreshed_ms = 0
+        self._version = 0  # moves whenever a refresh changed what the queues and campaigns read from
+        # by windows (snapshots ask for one, /metrics for all): (version, valid until, rows), (key, rows)
+        self._queues_held: dict[tuple[int, ...], tuple[int, int, list[QueueRow]]] = {}
+        self._campaigns_held: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[list[CampaignRow], CampaignRow]]] = {}
 
-    async def refresh(self, now_ms: int, generation: str) -> None:
-        """Bring the groups up to now (called under the floor cache's refresh lock, with its now)."""
+    async def refresh(self, now_ms: int, generation: str, *, settled_before_ms: int) -> None:
+        """Bring the groups up to now (called under the floor cache's refresh lock, with its now), the campaigns'
+        days included: a read that follows (queues_at, campaigns_at) reads nothing from Redis.
+
+        `settled_before_ms`: days that ended before it can no longer change (kept for the generation)."""
         if generation != self._generation or now_ms - self._refreshed_ms > _GDIRTY_KEPT_MS:
             # a new store generation, or gdirty (an hour) may have lost some of what changed: read everything
             self._kept, self._waiting, self._last_ts, self._schedule, self._rows = {}, {}, {}, Schedule(), {}
             self._coarse_dirty, self._since_us, self._listed = {campaigns.FLOOR}, 0, False
             self._generation = generation
+            self._version += 1
         since_us = await self.store.redis_time_us()
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
         written = cast(
@@ -65,18 +73,30 @@ class GroupCache:
         )
         dirty = {_s(p) for p in written}
         roster = await self._roster(now_ms, dirty)
-        for prefix in [p for p in self._kept if p not in roster]:
+        gone = [p for p in self._kept if p not in roster]
+        for prefix in gone:
             self._forget(prefix)
         self._coarse_dirty |= {p[3:-1] if p != "cz:" else campaigns.FLOOR for p in dirty if p[:3] in ("cb:", "cz:")}
         due = (dirty & roster.keys()) | {p for p in roster if p not in self._kept}
         due |= {p for p in self._schedule.pop_due(now_ms) if p in roster}
         self._last_ts = roster
+        reread, self._coarse_dirty = self._coarse_dirty, set()
+        if due or gone or reread:
+            self._version += 1
         try:
             await self._read(now_ms, sorted(due))
             await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
+            await self._days.read(
+                now_ms, [p[3:-1] for p in self._kept if p.startswith("cb:")], reread=reread,
+                settled_before_ms=settled_before_ms, generation=self._generation,
+            )  # fmt: skip
         except BaseException:
             self._generation = None  # a failed or cancelled refresh lost what it took off the schedule: read all
+            self._coarse_dirty |= reread
             raise
+        finally:
+            if due or reread:
+                self._version += 1  # also after the reads: a reply built meanwhile is not kept as current
         self._since_us, self._refreshed_ms = since_us, now_ms
 
     async def _roster(self, now_ms: int, dirty: set[str]) -> dict[str, int]:
@@ -138,13 +158,24 @@ class GroupCache:
         self._schedule.drop(prefix)
 
     def queues_at(self, now_ms: int, windows_s: Sequence[int], max_wait_ms: Callable[[str], int]) -> list[QueueRow]:
-        """The listed queues with their sums for `windows_s` and the calls waiting now (within max wait)."""
+        """The listed queues with their sums for `windows_s` and the calls waiting now (within max wait).
+
+        `max_wait_ms` is the settings' (the same at every call). The same list comes back while no refresh changed
+        a queue and no waiting call passed its queue's max wait since it was made: a caller must not change it."""
+        held_list = self._queues_held.get(tuple(windows_s))
+        if held_list is not None and held_list[0] == self._version and now_ms < held_list[1]:
+            return held_list[2]
+        version = self._version
         rows: list[QueueRow] = []
+        valid_until = _NEVER
         for prefix in sorted(p for p in self._kept if p.startswith("qb:")):
             name, kept = prefix[3:-1], self._kept[prefix]
             entries = self._waiting.get(prefix, [])
-            i = bisect.bisect_right(entries, now_ms - max_wait_ms(name))
+            wait_ms = max_wait_ms(name)
+            i = bisect.bisect_right(entries, now_ms - wait_ms)
             waiting = len(entries) - i, entries[i] if i < len(entries) else None
+            if i < len(entries):  # its oldest waiting call passes max wait then: the row changes
+                valid_until = min(valid_until, entries[i] + wait_ms)
             # the same row object while nothing in it changed: the snapshot reuses what it worked out from it
             key = (tuple(windows_s), waiting)
             held = self._rows.get(prefix)
@@ -153,12 +184,19 @@ class GroupCache:
                 row = QueueRow(name, {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s}, *waiting)
                 held = self._rows[prefix] = (kept, key, row)
             rows.append(held[2])
+        self._queues_held[tuple(windows_s)] = (version, valid_until, rows)
         return rows
 
-    async def campaigns_at(
-        self, now_ms: int, windows_s: Sequence[int], *, settled_before_ms: int
-    ) -> tuple[list[CampaignRow], CampaignRow]:
-        """The campaigns with their rolling sums (kept here) and coarse windows (days read again when written)."""
+    def campaigns_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[list[CampaignRow], CampaignRow]:
+        """The campaigns with their rolling sums and coarse windows (their days as the last refresh read them, at
+        the same now or in the same hour).
+
+        The same rows come back while no refresh changed a campaign and the hour is the same (the coarse windows
+        move by the hour): a caller must not change them."""
+        moment = (self._version, campaigns.coarse_of(now_ms), self._generation)
+        held_rows = self._campaigns_held.get(tuple(windows_s))
+        if held_rows is not None and held_rows[0] == moment:
+            return held_rows[1]
         fine: dict[str, dict[int, dict[str, int]]] = {}
         tokens: dict[str, object] = {}
         for prefix, kept in self._kept.items():
@@ -170,11 +208,9 @@ class GroupCache:
                     row = {ws: _full(sums[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
                     held = self._rows[prefix] = (kept, key, row)
                 fine[prefix[3:-1]] = tokens[prefix[3:-1]] = held[2]
-        reread, self._coarse_dirty = self._coarse_dirty, set()
-        return await self._days.rows(
-            now_ms, windows_s, fine, reread=reread, settled_before_ms=settled_before_ms,
-            generation=self._generation, tokens=tokens,
-        )  # fmt: skip
+        out = self._days.rows(now_ms, windows_s, fine, generation=self._generation, tokens=tokens)
+        self._campaigns_held[tuple(windows_s)] = (moment, out)
+        return out
 
 
 def _full(sums: dict[str, int], fields: Sequence[str]) -> dict[str, int]:

@@ -142,9 +142,7 @@ class KpiCollector:
         groups = self.floor.groups
         assert groups is not None, "the monitor's floor cache keeps its queues and campaigns"
         queue_rows = groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000)
-        named, floor_campaign = await groups.campaigns_at(
-            now_ms, windows_s, settled_before_ms=self.floor.settled_before_ms(now_ms)
-        )
+        named, floor_campaign = groups.campaigns_at(now_ms, windows_s)
         self._data = {
             "teams": teams,
             "floor_agents": floor_agents,

@@ -82,12 +82,29 @@ def queue_section(
     now_ms: int,
     memo: SectionMemo | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(queues, floor totals) for the snapshot."""
-    out = [_queue_entry(row, window_s, settings, now_ms, memo) for row in rows]
-    total = _floor_total(rows, window_s, memo)
-    entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
-    waiting = sum(r.waiting for r in rows)
-    values = queue_values(total, waiting, min(entries) if entries else None, now_ms)
+    """(queues, floor totals) for the snapshot.
+
+    Given the same `rows` list as last time (the group cache hands it back while no queue changed), only the
+    entries of queues someone waits in are worked out again: their longest wait moves with the clock."""
+    key = ("queue section", "", window_s)
+    held = memo.get(key) if memo is not None else None
+    if held is not None and held[0] is rows:
+        kept = held[2]
+        out = list(kept["entries"])
+        for i in kept["waiting_at"]:
+            out[i] = _queue_entry(rows[i], window_s, settings, now_ms, memo)
+        total, waiting, oldest = kept["total"], kept["waiting"], kept["oldest"]
+    else:
+        out = [_queue_entry(row, window_s, settings, now_ms, memo) for row in rows]
+        total = _floor_total(rows, window_s, memo)
+        entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
+        waiting, oldest = sum(r.waiting for r in rows), min(entries) if entries else None
+        if memo is not None:
+            waiting_at = [i for i, r in enumerate(rows) if r.oldest_entry_ms is not None]
+            kept = {"entries": out, "waiting_at": waiting_at, "total": total, "waiting": waiting, "oldest": oldest}
+            memo[key] = (rows, None, kept)
+            out = list(out)
+    values = queue_values(total, waiting, oldest, now_ms)
     breaches, levels = _levels(values, lambda kpi: settings.queue_rule_for(kpi, None), queue_samples(total, waiting))
     floor = {
         "kpis": {k: v for k, v in values.items() if k not in LIVE_QUEUE_KPIS},
@@ -177,7 +194,13 @@ def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
 def campaign_section(
     rows: Sequence[CampaignRow], *, window_s: int, settings: Settings, memo: SectionMemo | None = None
 ) -> list[dict[str, Any]]:
-    """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d."""
+    """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d.
+
+    Given the same `rows` list as last time (the group cache hands it back while no campaign changed), the same
+    entries."""
+    held = memo.get(("campaign section", "", window_s)) if memo is not None else None
+    if held is not None and held[0] is rows:
+        return list(held[2]["entries"])
     name = window_name(window_s)
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -208,6 +231,8 @@ def campaign_section(
         )
         if memo is not None:
             memo[key] = (row, None, out[-1])
+    if memo is not None:
+        memo[("campaign section", "", window_s)] = (rows, None, {"entries": list(out)})
     return out
 
 

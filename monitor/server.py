@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Coroutine, Mapping
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -46,6 +46,7 @@ from streams.queuestore import CampaignRow, QueueRow, QueueStore
 from streams.store import WindowStore, namespace
 
 log = logging.getLogger("callpulse.monitor")
+_T = TypeVar("_T")
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
@@ -294,7 +295,7 @@ class Monitor:
         rows = cache.agents_at(now_ms, [window_s], team, every=team is None) if agents else []
         teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
         floor = cache.floor_at(now_ms, [window_s])
-        queue_rows, campaign_rows = await self._queues_and_campaigns(now_ms, window_s)
+        queue_rows, campaign_rows = self._queues_and_campaigns(now_ms, window_s)
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents,
@@ -305,22 +306,22 @@ class Monitor:
         snap["status"] = "rebuilding" if rebuilding else "live"
         return snap
 
-    async def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
+    def _queues_and_campaigns(self, now_ms: int, window_s: int) -> tuple[list[QueueRow], list[CampaignRow]]:
         settings = self.settings
         queue_rows = self.groups.queues_at(now_ms, [window_s], lambda q: settings.queue(q).max_wait_s * 1000)
-        named, _floor = await self.groups.campaigns_at(
-            now_ms, [window_s], settled_before_ms=self.floor.settled_before_ms(now_ms)
-        )
+        named, _floor = self.groups.campaigns_at(now_ms, [window_s])
         return queue_rows, named
 
     async def _refresh_loop(self) -> None:
         """Keep the floor cache close to the store, so a request's own refresh has little left to read, and read
         ahead the agents due at the next bucket edge (alongside: requests and refreshes go on meanwhile)."""
-        ahead: asyncio.Task[None] | None = None
+        ahead: asyncio.Task[int | None] | None = None
         try:
             while True:
                 await asyncio.sleep(CACHE_REFRESH_S)
-                await _logged("floor cache refresh", self.floor.refresh())
+                now_ms = await _logged("floor cache refresh", self.floor.refresh())
+                if now_ms is not None:  # score what the refresh read, so a request scores only what its own did
+                    self.floor.score_ahead(now_ms, self.settings)
                 if ahead is None or ahead.done():
                     ahead = asyncio.create_task(_logged("floor cache read ahead", self.floor.read_ahead()))
         finally:
@@ -617,21 +618,24 @@ async def _together(*steps: Awaitable[Any]) -> list[Any]:
             task.cancel()
 
 
-async def _logged(what: str, step: Coroutine[Any, Any, Any]) -> None:
-    """Run a background step of the floor cache; log how it failed, if it did (the next step tries again).
+async def _logged(what: str, step: Coroutine[Any, Any, _T]) -> _T | None:
+    """Run a background step of the floor cache: its result, or None after logging how it failed (the next step
+    tries again).
 
     A cancel stays a cancel: redis-py may turn one that lands inside a command into an error of its own, which
     would be logged here and the loop would go on, never to end (`Task.cancelling()` still says it was asked).
     """
+    result: _T | None = None
     try:
-        await step
+        result = await step
     except redis.exceptions.ResponseError:
         log.exception("%s failed: Redis refused a read", what)  # a bug, not an outage
     except redis.exceptions.RedisError as exc:
         log.debug("%s failed, Redis unavailable: %s", what, exc)
     except Exception:
         log.exception("%s failed", what)
-    reraise_if_cancelling()
+    reraise_if_cancelling()  # also after a step that returned: a library may have swallowed the cancel whole
+    return result
 
 
 async def serve_forever(settings: Settings) -> None:

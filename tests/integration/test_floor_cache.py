@@ -118,7 +118,7 @@ async def _compare_groups(cache: FloorCache, now_ms: int, windows_s: Sequence[in
     )  # fmt: skip
     assert groups.queues_at(now_ms, windows_s, max_wait) == fresh, now_ms
     named, floor = await fresh_store.campaigns(now_ms, windows_s)
-    kept = await groups.campaigns_at(now_ms, windows_s, settled_before_ms=cache.settled_before_ms(now_ms))
+    kept = groups.campaigns_at(now_ms, windows_s)
     assert kept == (named, floor), now_ms
 
 
@@ -197,7 +197,9 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             await processor.process(records)
             offset += size
             if after is not None and rnd.random() < 0.5:
-                await cache.refresh()  # before the edge: the agents the events touched are read again
+                early_ms = await cache.refresh()  # before the edge: the agents the events touched are read again
+                if rnd.random() < 0.5:
+                    cache.score_ahead(early_ms, settings)  # as the monitor's loop does after its refreshes
             clock["now"] = max(time.time(), after or clock["now"])  # never back: a read ahead may be past real time
             now_ms = await cache.refresh()
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
@@ -210,6 +212,8 @@ async def test_floor_cache_equals_a_fresh_read_as_events_arrive_and_time_passes(
             if rnd.random() < 0.5:
                 struck += await _cancel_a_refresh(cache, rnd)  # a request gone mid-read: the next one loses nothing
             now_ms = await cache.refresh()
+            if rnd.random() < 0.5:
+                cache.score_ahead(now_ms, settings)  # scored ahead by the monitor's loop, then read
             fresh = await _fresh(store, now_ms, windows_s, settings.longest_window_s)
             _compare(cache, fresh, now_ms, windows_s, settings, memo, sections)
             await _compare_groups(cache, now_ms, windows_s, settings)
@@ -253,7 +257,7 @@ async def test_what_the_floor_cache_served_holds_still_while_the_cache_moves_on(
                 cache.state_counts_by_team(),
                 cache.scores_at(now_ms, scored),
                 groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000),
-                await groups.campaigns_at(now_ms, windows_s, settled_before_ms=cache.settled_before_ms(now_ms)),
+                groups.campaigns_at(now_ms, windows_s),
             )
 
         first = await served()

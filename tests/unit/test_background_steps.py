@@ -50,6 +50,35 @@ async def test_a_cancel_a_library_turned_into_its_own_error_still_ends_the_loop(
         await task
 
 
+async def _swallows_cancel(started: asyncio.Event) -> int:
+    """A step that loses a cancel whole: it returns as if nothing happened (a library catching CancelledError)."""
+    started.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        pass
+    return 1
+
+
+async def test_a_cancel_a_step_swallowed_whole_still_ends_the_loop() -> None:
+    started = asyncio.Event()
+
+    async def loop() -> None:
+        await _logged("floor cache refresh", _swallows_cancel(started))
+        while True:  # a loop that lost the cancel sleeps on here, and the test fails
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(loop())
+    await started.wait()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()  # a second cancel ends the loop that lost the first: the test fails, not hangs
+    assert done, "the loop went on after its cancel"
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 class _CheckThatLosesItsCancel:
     """An alert engine whose check is cancelled inside a Redis command that redis-py turns into its own error."""
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from callpulse import catalogue as cat
 from callpulse.settings import LIVE_QUEUE_KPIS, Settings, load_thresholds
-from monitor.queueview import SectionMemo, queue_section
-from streams import queues
+from monitor.queueview import SectionMemo, campaign_section, queue_section
+from streams import campaigns, queues
 from streams import windows as w
 from streams.alerts import iso, level
-from streams.queuestore import QueueRow
+from streams.queuestore import CampaignRow, QueueRow
 
 T0 = 1_704_067_200_000
 WINDOW_S = 900
@@ -65,19 +65,53 @@ def test_the_kept_queue_section_equals_a_fresh_one_as_rows_change_and_time_passe
     rows = {n: _row(rng, n) for n in names}
     memo: SectionMemo = {}
     now = T0
-    breached = 0
+    breached = reused = 0
+    ordered: list[QueueRow] = []
     for _step in range(200):
-        for _ in range(rng.randrange(0, 4)):  # some queues change (a new row object), some go, some come
+        changes = rng.randrange(0, 4)
+        for _ in range(changes):  # some queues change (a new row object), some go, some come
             name = rng.choice([*names, "new1", "new2"])
             if rng.random() < 0.15:
                 rows.pop(name, None)
             else:
                 rows[name] = _row(rng, name)
         now += rng.choice((0, 7, 400, 10_000, 95_000))
-        ordered = [rows[n] for n in sorted(rows)]
+        if changes or not ordered:
+            ordered = [rows[n] for n in sorted(rows)]
+        else:  # no queue changed: the group cache hands back the same list, and only longest waits move
+            reused += 1
         entries, floor = queue_section(ordered, window_s=WINDOW_S, settings=SETTINGS, now_ms=now, memo=memo)
         assert entries == [_expected_entry(r, now) for r in ordered]
         total = w.total(r.sums[WINDOW_S] for r in ordered)
         assert floor["kpis"] == {k: v for k, v in queues.kpis_from_sums(total).items() if k not in LIVE_QUEUE_KPIS}
         breached += sum(1 for e in entries if "longest_wait_seconds" in e["breaches"])
     assert breached > 0  # the clock moved some longest waits past their threshold
+    assert reused > 0  # and the section kept whole was worked out again only where the clock moves it
+
+
+def _campaign(rng: random.Random, name: str) -> CampaignRow:
+    sums = {f: rng.randrange(0, 50) for f in campaigns.CAMPAIGN_FIELDS}
+    return CampaignRow(name, {"15m": sums, "24h": dict(sums), "30d": dict(sums)})
+
+
+def test_the_kept_campaign_section_equals_a_fresh_one_as_campaigns_change() -> None:
+    rng = random.Random(9)
+    settings = Settings(
+        **load_thresholds('[campaign_kpi.outbound_abandon_rate]\nwarning_above = 0.02\nwindow = "24h"\n', source="t")
+    )
+    memo: SectionMemo = {}
+    names = [f"c{i}" for i in range(12)]
+    rows = {n: _campaign(rng, n) for n in names}
+    listed: list[CampaignRow] = []
+    reused = 0
+    for _step in range(60):
+        changes = rng.randrange(0, 3)
+        for _ in range(changes):
+            rows[rng.choice(names)] = _campaign(rng, rng.choice(names))
+        if changes or not listed:
+            listed = [rows[n] for n in sorted(rows)]
+        else:  # nothing changed: the group cache hands back the same list
+            reused += 1
+        kept = campaign_section(listed, window_s=WINDOW_S, settings=settings, memo=memo)
+        assert kept == campaign_section(list(listed), window_s=WINDOW_S, settings=settings)
+    assert reused > 0
