@@ -63,7 +63,11 @@ def section(results: dict[str, Any]) -> list[str]:
     if not r:
         return []
     before = results.get("reads_before")
-    runs = [("before", before), ("after", r)] if before else [("this code", r)]
+    return runs_section(r, [("before", before), ("after", r)] if before else [("this code", r)])
+
+
+def runs_section(r: dict[str, Any], runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The (11) section with a column per run (label, bench/floor.py's JSON); `r` is the run described."""
     lines = [
         "## Reads and memory at 10,000 agents (11)",
         "",

@@ -10,7 +10,9 @@ queue and campaign.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from monitor import subjects
@@ -51,7 +53,7 @@ class GroupCache:
         self._refreshed_ms = 0
         self._version = 0  # moves whenever a refresh changed what the queues and campaigns read from
         # by windows (snapshots ask for one, /metrics for all): (version, valid until, rows), (key, rows)
-        self._queues_held: dict[tuple[int, ...], tuple[int, int, list[QueueRow]]] = {}
+        self._queue_lists: dict[tuple[int, ...], _QueueList] = {}  # by windows (snapshots one, /metrics all)
         self._campaigns_held: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[list[CampaignRow], CampaignRow]]] = {}
 
     async def refresh(self, now_ms: int, generation: str, *, settled_before_ms: int) -> None:
@@ -65,6 +67,7 @@ class GroupCache:
             self._coarse_dirty, self._since_us, self._listed = {campaigns.FLOOR}, 0, False
             self._generation = generation
             self._version += 1
+            self._queue_lists = {}
         since_us = await self.store.redis_time_us()
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
         written = cast(
@@ -83,6 +86,7 @@ class GroupCache:
         reread, self._coarse_dirty = self._coarse_dirty, set()
         if due or gone or reread:
             self._version += 1
+        self._touch([p for p in [*due, *gone] if p.startswith("qb:")])
         try:
             await self._read(now_ms, sorted(due))
             await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
@@ -97,6 +101,7 @@ class GroupCache:
         finally:
             if due or reread:
                 self._version += 1  # also after the reads: a reply built meanwhile is not kept as current
+            self._touch([p for p in due if p.startswith("qb:")])
         self._since_us, self._refreshed_ms = since_us, now_ms
 
     async def _roster(self, now_ms: int, dirty: set[str]) -> dict[str, int]:
@@ -157,35 +162,50 @@ class GroupCache:
         self._waiting.pop(prefix, None)
         self._schedule.drop(prefix)
 
+    def _touch(self, prefixes: Sequence[str]) -> None:
+        for held in self._queue_lists.values():
+            held.touched.update(prefixes)
+
     def queues_at(self, now_ms: int, windows_s: Sequence[int], max_wait_ms: Callable[[str], int]) -> list[QueueRow]:
         """The listed queues with their sums for `windows_s` and the calls waiting now (within max wait).
 
-        `max_wait_ms` is the settings' (the same at every call). The same list comes back while no refresh changed
-        a queue and no waiting call passed its queue's max wait since it was made: a caller must not change it."""
-        held_list = self._queues_held.get(tuple(windows_s))
-        if held_list is not None and held_list[0] == self._version and now_ms < held_list[1]:
-            return held_list[2]
-        version = self._version
-        rows: list[QueueRow] = []
-        valid_until = _NEVER
-        for prefix in sorted(p for p in self._kept if p.startswith("qb:")):
-            name, kept = prefix[3:-1], self._kept[prefix]
+        `max_wait_ms` is the settings' (the same at every call). Only the queues a refresh changed since the last
+        call and those whose oldest waiting call passed its max wait since are worked out again; a queue's row is
+        the same object while nothing in it changed (the snapshot reuses what it worked out from it)."""
+        listed = self._queue_lists.get(tuple(windows_s))
+        if listed is None or now_ms < listed.now_ms:  # first call, or the clock went back: every queue
+            listed = self._queue_lists[tuple(windows_s)] = _QueueList()
+            todo = {p for p in self._kept if p.startswith("qb:")}
+        else:
+            todo = listed.touched
+            while listed.expiry and listed.expiry[0][0] <= now_ms:
+                todo.add(heapq.heappop(listed.expiry)[1])
+        listed.touched, listed.now_ms = set(), now_ms
+        for prefix in todo:
+            kept = self._kept.get(prefix)
+            if kept is None:
+                if listed.rows.pop(prefix, None) is not None:
+                    listed.order = None
+                continue
+            name = prefix[3:-1]
             entries = self._waiting.get(prefix, [])
             wait_ms = max_wait_ms(name)
             i = bisect.bisect_right(entries, now_ms - wait_ms)
             waiting = len(entries) - i, entries[i] if i < len(entries) else None
             if i < len(entries):  # its oldest waiting call passes max wait then: the row changes
-                valid_until = min(valid_until, entries[i] + wait_ms)
-            # the same row object while nothing in it changed: the snapshot reuses what it worked out from it
-            key = (tuple(windows_s), waiting)
-            held = self._rows.get(prefix)
-            if held is None or held[0] is not kept or held[1] != key:
-                sums = kept.sums()
-                row = QueueRow(name, {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s}, *waiting)
-                held = self._rows[prefix] = (kept, key, row)
-            rows.append(held[2])
-        self._queues_held[tuple(windows_s)] = (version, valid_until, rows)
-        return rows
+                heapq.heappush(listed.expiry, (entries[i] + wait_ms, prefix))
+            held = listed.rows.get(prefix)
+            if held is None:
+                listed.order = None
+            elif held[0] is kept and held[1] == waiting:
+                continue
+            sums = kept.sums()
+            row = QueueRow(name, {ws: _full(sums[ws], queues.QUEUE_FIELDS) for ws in windows_s}, *waiting)
+            listed.rows[prefix] = (kept, waiting, row)
+        if listed.order is None:
+            listed.order = sorted(listed.rows)
+        rows = listed.rows
+        return [rows[p][2] for p in listed.order]
 
     def campaigns_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[list[CampaignRow], CampaignRow]:
         """The campaigns with their rolling sums and coarse windows (their days as the last refresh read them, at
@@ -211,6 +231,17 @@ class GroupCache:
         out = self._days.rows(now_ms, windows_s, fine, generation=self._generation, tokens=tokens)
         self._campaigns_held[tuple(windows_s)] = (moment, out)
         return out
+
+
+@dataclass
+class _QueueList:
+    """The queue rows of one set of windows as last worked out, and what is due again (GroupCache.queues_at)."""
+
+    rows: dict[str, tuple[subjects.Kept, tuple[int, int | None], QueueRow]] = field(default_factory=dict)
+    order: list[str] | None = None  # the prefixes sorted (None: to sort again)
+    touched: set[str] = field(default_factory=set)  # prefixes a refresh changed since the last call
+    expiry: list[tuple[int, str]] = field(default_factory=list)  # heap: when a waiting call passes max wait
+    now_ms: int = 0
 
 
 def _full(sums: dict[str, int], fields: Sequence[str]) -> dict[str, int]:

@@ -84,26 +84,29 @@ def queue_section(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(queues, floor totals) for the snapshot.
 
-    Given the same `rows` list as last time (the group cache hands it back while no queue changed), only the
-    entries of queues someone waits in are worked out again: their longest wait moves with the clock."""
-    key = ("queue section", "", window_s)
+    A queue's entry is kept while its row object is the same (the windowed KPIs, `waiting` and their levels):
+    whole when nobody waits in the queue (nothing in it moves with the clock), else all but the longest wait and
+    its level, worked out at now. Kept entries are shared between snapshots: nothing may change them."""
+    key = ("queue entries", "", window_s)
     held = memo.get(key) if memo is not None else None
-    if held is not None and held[0] is rows:
-        kept = held[2]
-        out = list(kept["entries"])
-        for i in kept["waiting_at"]:
-            out[i] = _queue_entry(rows[i], window_s, settings, now_ms, memo)
-        total, waiting, oldest = kept["total"], kept["waiting"], kept["oldest"]
-    else:
-        out = [_queue_entry(row, window_s, settings, now_ms, memo) for row in rows]
-        total = _floor_total(rows, window_s, memo)
-        entries = [r.oldest_entry_ms for r in rows if r.oldest_entry_ms is not None]
-        waiting, oldest = sum(r.waiting for r in rows), min(entries) if entries else None
-        if memo is not None:
-            waiting_at = [i for i, r in enumerate(rows) if r.oldest_entry_ms is not None]
-            kept = {"entries": out, "waiting_at": waiting_at, "total": total, "waiting": waiting, "oldest": oldest}
-            memo[key] = (rows, None, kept)
-            out = list(out)
+    before: dict[str, tuple[QueueRow, dict[str, Any]]] = held[2] if held is not None else {}
+    kept: dict[str, tuple[QueueRow, dict[str, Any]]] = {}
+    out: list[dict[str, Any]] = []
+    waiting, oldest = 0, None
+    for row in rows:
+        pair = before.get(row.queue)
+        if pair is None or pair[0] is not row:
+            pair = (row, _queue_held(row, window_s, settings))
+        kept[row.queue] = pair
+        waiting += row.waiting
+        if row.oldest_entry_ms is None:
+            out.append(pair[1]["entry"])
+            continue
+        out.append(_with_longest_wait(pair[1], row.oldest_entry_ms, now_ms))
+        oldest = row.oldest_entry_ms if oldest is None else min(oldest, row.oldest_entry_ms)
+    if memo is not None:
+        memo[key] = (None, None, kept)
+    total = _floor_total(rows, window_s, memo)
     values = queue_values(total, waiting, oldest, now_ms)
     breaches, levels = _levels(values, lambda kpi: settings.queue_rule_for(kpi, None), queue_samples(total, waiting))
     floor = {
@@ -116,21 +119,9 @@ def queue_section(
     return out, floor
 
 
-def _queue_entry(
-    row: QueueRow, window_s: int, settings: Settings, now_ms: int, memo: SectionMemo | None
-) -> dict[str, Any]:
-    """One queue's entry. All but the longest wait is kept while the row object is the same (the windowed KPIs,
-    `waiting` and their levels); a queue nobody waits in keeps its whole entry (nothing in it moves with the
-    clock). The longest wait and its level are worked out at now."""
-    key = ("queue", row.queue, window_s)
-    held = _memo_get(memo, key, row, None)
-    if held is None:
-        held = _queue_held(row, window_s, settings)
-        if memo is not None:
-            memo[key] = (row, None, held)
-    if row.oldest_entry_ms is None:
-        return dict(held["entry"])
-    longest = max(0, now_ms - row.oldest_entry_ms) / 1000
+def _with_longest_wait(held: dict[str, Any], oldest_entry_ms: int, now_ms: int) -> dict[str, Any]:
+    """A waited-in queue's entry at now: its kept entry with the longest wait and that wait's level."""
+    longest = max(0, now_ms - oldest_entry_ms) / 1000
     entry = dict(held["entry"], longest_wait_seconds=longest)
     live_breaches, live_levels = _levels({"longest_wait_seconds": longest}, held["rule_for"], held["samples"])
     if live_breaches:

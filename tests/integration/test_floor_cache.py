@@ -268,3 +268,42 @@ async def test_what_the_floor_cache_served_holds_still_while_the_cache_moves_on(
         assert first == held
     finally:
         await client.aclose()
+
+
+async def test_a_call_stops_waiting_when_it_passes_max_wait_with_no_event_to_say_so(
+    redis_server: EmbeddedRedis, topic_prefix: str
+) -> None:
+    # A caller who waits past the queue's max_wait no longer counts as waiting; nothing is written then, so the
+    # group cache must notice by the clock alone (its expiry schedule), each call at its own time, in order.
+    settings = Settings(kafka="127.0.0.1:9", redis_url=redis_server.url, topic_prefix=str(topic_prefix))
+    settings = replace(settings, **load_thresholds('[queues]\nmax_wait = "10m"\n', source="t.toml"))
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = WindowStore(client, namespace(settings.topic_prefix), tz=settings.tz)
+    await store.mark_initialised()
+    clock = {"now": time.time()}
+    groups = GroupCache(
+        store, settings.windows_s, longest_s=settings.longest_window_s, lookback_ms=settings.max_wait_s * 1000
+    )
+    cache = FloorCache(store, settings.windows_s, settings.longest_window_s, clock=lambda: clock["now"], groups=groups)
+    windows_s = list(settings.windows_s)
+    t0 = clock["now"]
+    entries = {"support-a": [t0 - 500, t0 - 300, t0 - 100], "support-b": [t0 - 200]}
+    events = [
+        {"event_id": f"e-{q}-{i}", "type": "call.queued", "call_id": f"c-{q}-{i}", "queue": q, "ts": ts}
+        for q, times in entries.items()
+        for i, ts in enumerate(times)
+    ]
+    try:
+        records = [Record("calls", 0, i, None, orjson.dumps(e)) for i, e in enumerate(events)]
+        await Processor(settings, store, _no_deadletter).process(records)
+        seen = []
+        for step_s in (0, 50, 101, 60, 150, 250, 1):  # at t0+0, 50, 151, 211, 361, 611, 612 s
+            clock["now"] += step_s
+            now_ms = await cache.refresh()
+            await _compare_groups(cache, now_ms, windows_s, settings)
+            rows = groups.queues_at(now_ms, windows_s, lambda q: settings.queue(q).max_wait_s * 1000)
+            seen.append({r.queue: r.waiting for r in rows})
+        assert [s.get("support-a") for s in seen] == [3, 3, 2, 2, 1, 0, 0]
+        assert [s.get("support-b") for s in seen] == [1, 1, 1, 1, 1, 0, 0]
+    finally:
+        await client.aclose()
