@@ -10,7 +10,6 @@ longer change (any event for them is late) and are kept for the store generation
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from streams import campaigns
 from streams.queuestore import CampaignRow, QueueStore, Sums, campaign_row, coarse_days
@@ -19,7 +18,7 @@ Day = tuple[str, int]  # (campaign, or campaigns.FLOOR; day since the epoch)
 
 
 class CampaignDays:
-    """Each campaign's day hashes as last read, and the rows built from them."""
+    """Each campaign's day hashes as last read, and rows built from them."""
 
     def __init__(self, reads: QueueStore) -> None:
         self.reads = reads
@@ -28,8 +27,6 @@ class CampaignDays:
         self._start: int | None = None  # the first day of the coarse windows when _settled was last pruned
         self._moving: dict[Day, dict[int, Sums]] = {}  # days that still may (today, yesterday)
         self._complete: dict[str, tuple[int, int, str | None]] = {}  # subject -> the days it holds all of
-        self._day_reads: dict[str, int] = {}  # subject -> its day reads so far (a row is as they were)
-        self._rows: dict[str, tuple[object, tuple[Any, ...], CampaignRow]] = {}  # subject -> (token, key, row)
 
     async def read(
         self,
@@ -40,8 +37,9 @@ class CampaignDays:
         settled_before_ms: int,
         generation: str | None,
         coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
-    ) -> None:
-        """Read the days of the campaigns (and the floor) that a build at `now_ms` needs and are not kept.
+    ) -> set[str]:
+        """Read the days of the campaigns (and the floor) that a row at `now_ms` needs and are not kept; the
+        subjects some day of which was read.
 
         `reread`: the subjects whose hours were written since the last read (campaigns.FLOOR for the floor)."""
         days = coarse_days(now_ms, coarse)
@@ -60,38 +58,21 @@ class CampaignDays:
             if (sub, day) not in self._settled and (sub, day) not in self._moving
         ]
         for (sub, day), hours in (await self.reads.campaign_days(wanted)).items():
-            self._day_reads[sub] = self._day_reads.get(sub, 0) + 1
             settled = (day + 1) * 86_400_000 < settled_before_ms
             (self._settled if settled else self._moving)[(sub, day)] = hours
         self._complete = dict.fromkeys(subjects, span)  # only once read: a failed read leaves them to the next
+        return {sub for sub, _day in wanted}
 
-    def rows(
+    def row(
         self,
+        subject: str,
+        fine: dict[int, Sums],
         now_ms: int,
         windows_s: Sequence[int],
-        fine: Mapping[str, dict[int, Sums]],
-        *,
-        generation: str | None,
-        tokens: Mapping[str, object],
         coarse: Mapping[str, int] = campaigns.COARSE_WINDOWS_S,
-    ) -> tuple[list[CampaignRow], CampaignRow]:
-        """The campaigns of `fine` (their rolling sums) and the floor, with their coarse windows at `now_ms`, from
-        the days as last read (`read`, at the same now or in the same hour).
-
-        `tokens`: per campaign, an object that is the same while its fine sums are; a campaign whose token, days
-        and hour of now are as at the last call gets the same row object back (the snapshot reuses its entry).
-        """
+    ) -> CampaignRow:
+        """A campaign's row (the floor's for campaigns.FLOOR) from its rolling sums `fine` and its days as last
+        read (`read`, at the same now or in the same hour)."""
         days = coarse_days(now_ms, coarse)
-        subjects = [*sorted(fine), campaigns.FLOOR]
-        held_rows, self._rows = self._rows, {}
-        out: list[CampaignRow] = []
-        for sub in subjects:
-            token = tokens.get(sub)
-            key = (tuple(windows_s), campaigns.coarse_of(now_ms), self._day_reads.get(sub), generation)
-            held = held_rows.get(sub)
-            if held is None or held[0] is not token or held[1] != key:
-                kept = [self._settled.get((sub, day)) or self._moving.get((sub, day), {}) for day in days]
-                held = (token, key, campaign_row(sub, fine.get(sub, {}), kept, now_ms, windows_s, coarse))
-            self._rows[sub] = held
-            out.append(held[2])
-        return out[:-1], out[-1]
+        kept = [self._settled.get((subject, day)) or self._moving.get((subject, day), {}) for day in days]
+        return campaign_row(subject, fine, kept, now_ms, windows_s, coarse)

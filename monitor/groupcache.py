@@ -13,7 +13,7 @@ import bisect
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from monitor import subjects
 from monitor.campaigndays import CampaignDays
@@ -44,17 +44,14 @@ class GroupCache:
         self._kept: dict[str, subjects.Kept] = {}
         self._last_ts: dict[str, int] = {}
         self._waiting: dict[str, list[int]] = {}  # queue -> entry ts of its waiting calls, sorted
-        self._rows: dict[str, tuple[subjects.Kept, Any, Any]] = {}  # rows built from a kept subject, while it holds
         self._schedule = Schedule()
         self._coarse_dirty: set[str] = {campaigns.FLOOR}  # campaign subjects whose hours to read again
         self._generation: str | None = None
         self._since_us = 0
         self._listed = False  # the registries were read whole (then followed by what gdirty names)
         self._refreshed_ms = 0
-        self._version = 0  # moves whenever a refresh changed what the queues and campaigns read from
-        # by windows (snapshots ask for one, /metrics for all): (version, valid until, rows), (key, rows)
         self._queue_lists: dict[tuple[int, ...], _QueueList] = {}  # by windows (snapshots one, /metrics all)
-        self._campaigns_held: dict[tuple[int, ...], tuple[tuple[Any, ...], tuple[list[CampaignRow], CampaignRow]]] = {}
+        self._campaign_lists: dict[tuple[int, ...], _CampaignList] = {}  # by windows
 
     async def refresh(self, now_ms: int, generation: str, *, settled_before_ms: int) -> None:
         """Bring the groups up to now (called under the floor cache's refresh lock, with its now), the campaigns'
@@ -63,11 +60,10 @@ class GroupCache:
         `settled_before_ms`: days that ended before it can no longer change (kept for the generation)."""
         if generation != self._generation or now_ms - self._refreshed_ms > _GDIRTY_KEPT_MS:
             # a new store generation, or gdirty (an hour) may have lost some of what changed: read everything
-            self._kept, self._waiting, self._last_ts, self._schedule, self._rows = {}, {}, {}, Schedule(), {}
+            self._kept, self._waiting, self._last_ts, self._schedule = {}, {}, {}, Schedule()
             self._coarse_dirty, self._since_us, self._listed = {campaigns.FLOOR}, 0, False
             self._generation = generation
-            self._version += 1
-            self._queue_lists = {}
+            self._queue_lists, self._campaign_lists = {}, {}
         since_us = await self.store.redis_time_us()
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
         written = cast(
@@ -84,24 +80,22 @@ class GroupCache:
         due |= {p for p in self._schedule.pop_due(now_ms) if p in roster}
         self._last_ts = roster
         reread, self._coarse_dirty = self._coarse_dirty, set()
-        if due or gone or reread:
-            self._version += 1
-        self._touch([p for p in [*due, *gone] if p.startswith("qb:")])
+        self._touch([*due, *gone])
         try:
             await self._read(now_ms, sorted(due))
             await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
-            await self._days.read(
+            days_read = await self._days.read(
                 now_ms, [p[3:-1] for p in self._kept if p.startswith("cb:")], reread=reread,
                 settled_before_ms=settled_before_ms, generation=self._generation,
             )  # fmt: skip
+            for held in self._campaign_lists.values():
+                held.touched.update(days_read)
         except BaseException:
             self._generation = None  # a failed or cancelled refresh lost what it took off the schedule: read all
             self._coarse_dirty |= reread
             raise
         finally:
-            if due or reread:
-                self._version += 1  # also after the reads: a reply built meanwhile is not kept as current
-            self._touch([p for p in due if p.startswith("qb:")])
+            self._touch(list(due))  # also after the reads: a reply worked out meanwhile saw some of them unread
         self._since_us, self._refreshed_ms = since_us, now_ms
 
     async def _roster(self, now_ms: int, dirty: set[str]) -> dict[str, int]:
@@ -158,13 +152,17 @@ class GroupCache:
 
     def _forget(self, prefix: str) -> None:
         self._kept.pop(prefix, None)
-        self._rows.pop(prefix, None)
         self._waiting.pop(prefix, None)
         self._schedule.drop(prefix)
 
     def _touch(self, prefixes: Sequence[str]) -> None:
+        """Mark queues and campaigns a refresh changed, for the next queues_at and campaigns_at to work out."""
+        queue_prefixes = [p for p in prefixes if p.startswith("qb:")]
         for held in self._queue_lists.values():
-            held.touched.update(prefixes)
+            held.touched.update(queue_prefixes)
+        names = [p[3:-1] for p in prefixes if p.startswith("cb:")]
+        for listed in self._campaign_lists.values():
+            listed.touched.update(names)
 
     def queues_at(self, now_ms: int, windows_s: Sequence[int], max_wait_ms: Callable[[str], int]) -> list[QueueRow]:
         """The listed queues with their sums for `windows_s` and the calls waiting now (within max wait).
@@ -209,28 +207,37 @@ class GroupCache:
 
     def campaigns_at(self, now_ms: int, windows_s: Sequence[int]) -> tuple[list[CampaignRow], CampaignRow]:
         """The campaigns with their rolling sums and coarse windows (their days as the last refresh read them, at
-        the same now or in the same hour).
+        the same now or in the same hour), and the floor's coarse windows.
 
-        The same rows come back while no refresh changed a campaign and the hour is the same (the coarse windows
-        move by the hour): a caller must not change them."""
-        moment = (self._version, campaigns.coarse_of(now_ms), self._generation)
-        held_rows = self._campaigns_held.get(tuple(windows_s))
-        if held_rows is not None and held_rows[0] == moment:
-            return held_rows[1]
-        fine: dict[str, dict[int, dict[str, int]]] = {}
-        tokens: dict[str, object] = {}
-        for prefix, kept in self._kept.items():
-            if prefix.startswith("cb:"):
-                key = tuple(windows_s)
-                held = self._rows.get(prefix)
-                if held is None or held[0] is not kept or held[1] != key:
-                    sums = kept.sums()
-                    row = {ws: _full(sums[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
-                    held = self._rows[prefix] = (kept, key, row)
-                fine[prefix[3:-1]] = tokens[prefix[3:-1]] = held[2]
-        out = self._days.rows(now_ms, windows_s, fine, generation=self._generation, tokens=tokens)
-        self._campaigns_held[tuple(windows_s)] = (moment, out)
-        return out
+        Only the campaigns a refresh changed since the last call (their rolling sums or their days) are worked out
+        again, and every campaign once an hour (the coarse windows move by the hour)."""
+        hour = campaigns.coarse_of(now_ms)
+        listed = self._campaign_lists.get(tuple(windows_s))
+        if listed is None or listed.hour != hour:
+            listed = self._campaign_lists[tuple(windows_s)] = _CampaignList(hour=hour)
+            todo = {p[3:-1] for p in self._kept if p.startswith("cb:")} | {campaigns.FLOOR}
+        else:
+            todo = listed.touched
+        listed.touched = set()
+        for name in todo:
+            if name == campaigns.FLOOR:  # the floor's rolling windows come from the agents' counters
+                listed.floor = self._days.row(name, {}, now_ms, windows_s)
+                continue
+            kept = self._kept.get(f"cb:{name}:")
+            if kept is None:
+                if listed.rows.pop(name, None) is not None:
+                    listed.order = None
+                continue
+            if name not in listed.rows:
+                listed.order = None
+            sums = kept.sums()
+            fine = {ws: _full(sums[ws], campaigns.CAMPAIGN_FIELDS) for ws in windows_s}
+            listed.rows[name] = self._days.row(name, fine, now_ms, windows_s)
+        if listed.order is None:
+            listed.order = sorted(listed.rows)
+        rows = listed.rows
+        floor = listed.floor if listed.floor is not None else self._days.row(campaigns.FLOOR, {}, now_ms, windows_s)
+        return [rows[n] for n in listed.order], floor
 
 
 @dataclass
@@ -242,6 +249,17 @@ class _QueueList:
     touched: set[str] = field(default_factory=set)  # prefixes a refresh changed since the last call
     expiry: list[tuple[int, str]] = field(default_factory=list)  # heap: when a waiting call passes max wait
     now_ms: int = 0
+
+
+@dataclass
+class _CampaignList:
+    """The campaign rows of one set of windows as last worked out (GroupCache.campaigns_at), for one hour."""
+
+    hour: int
+    rows: dict[str, CampaignRow] = field(default_factory=dict)
+    floor: CampaignRow | None = None
+    order: list[str] | None = None  # the names sorted (None: to sort again)
+    touched: set[str] = field(default_factory=set)  # campaigns (and campaigns.FLOOR) a refresh changed since
 
 
 def _full(sums: dict[str, int], fields: Sequence[str]) -> dict[str, int]:

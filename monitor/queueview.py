@@ -123,10 +123,11 @@ def _with_longest_wait(held: dict[str, Any], oldest_entry_ms: int, now_ms: int) 
     """A waited-in queue's entry at now: its kept entry with the longest wait and that wait's level."""
     longest = max(0, now_ms - oldest_entry_ms) / 1000
     entry = dict(held["entry"], longest_wait_seconds=longest)
-    live_breaches, live_levels = _levels({"longest_wait_seconds": longest}, held["rule_for"], held["samples"])
-    if live_breaches:
-        entry["breaches"] = _in_order(held["order"], [*entry["breaches"], *live_breaches])
-        entry["levels"] = {**entry["levels"], **live_levels}
+    rule = held["longest_rule"]
+    hit = level(rule, longest) if rule is not None else None
+    if hit is not None:  # the longest wait comes last in a queue's KPIs: its breach goes last
+        entry["breaches"] = [*entry["breaches"], "longest_wait_seconds"]
+        entry["levels"] = {**entry["levels"], "longest_wait_seconds": hit[0]}
     return entry
 
 
@@ -149,7 +150,10 @@ def _queue_held(row: QueueRow, window_s: int, settings: Settings) -> dict[str, A
         "breaches": _in_order(order, breaches),
         "levels": levels,
     }
-    return {"order": order, "rule_for": rule_for, "samples": samples, "entry": entry}
+    longest_rule = rule_for("longest_wait_seconds")
+    if longest_rule is not None and samples("longest_wait_seconds") < longest_rule.min_samples:
+        longest_rule = None
+    return {"longest_rule": longest_rule, "entry": entry}
 
 
 def _floor_total(rows: Sequence[QueueRow], window_s: int, memo: SectionMemo | None) -> w.Sums:
