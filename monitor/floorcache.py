@@ -30,7 +30,6 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from fractions import Fraction
 
 from callpulse.settings import Settings
 from monitor import subjects
@@ -371,7 +370,7 @@ class FloorCache:
         self._rescore = set()
         scored_from = self._scored_from
         keys = [k.kpi for k in card.kpis]
-        # Team and floor means from exact sums (Fraction: a float's exact value), kept as agents are scored again:
+        # Team and floor means from exact sums (a float scaled to an integer), kept as agents are scored again:
         # a read costs the agents that changed, and a mean is the correctly rounded mean of its agents' scores.
         for agent in todo:
             row = self.rows.get(agent)
@@ -382,21 +381,25 @@ class FloorCache:
             if agent in self._counted_in:
                 team = self._counted_in.pop(agent)
                 members = self._counted[team]
-                self._score_add(team, -Fraction(members.pop(agent)), -1)
+                self._score_add(team, -_scaled(members.pop(agent)), -1)
                 if not members:
                     del self._counted[team]
             if row is None:
                 continue
-            sums = {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
+            sums = (
+                {**row.sums[window_s], **self.state_time.agent_ms(agent, now_ms, window_s)}
+                if timed
+                else row.sums[window_s]
+            )
             points = card.points(w.kpis_from_sums(sums, keys))
             self._scores[agent] = (points, sum(points.values()))
             scored_from[agent] = (row.team, row.sums[window_s])
             if sums.get(w.EVENTS, 0) > 0:
                 self._counted.setdefault(row.team, {})[agent] = self._scores[agent][1]
                 self._counted_in[agent] = row.team
-                self._score_add(row.team, Fraction(self._scores[agent][1]), 1)
+                self._score_add(row.team, _scaled(self._scores[agent][1]), 1)
 
-    def _score_add(self, team: str | None, score: Fraction, n: int) -> None:
+    def _score_add(self, team: str | None, score: int, n: int) -> None:
         mean = self._team_scores.setdefault(team, _Mean())
         mean.add(score, n)
         if not mean.n:
@@ -406,17 +409,27 @@ class FloorCache:
 
 @dataclass
 class _Mean:
-    """A running mean of scores from their exact sum (Fraction: a float's exact value), so correctly rounded."""
+    """A running mean of scores from their exact sum, so correctly rounded: each score is kept as an integer, its
+    exact value times 2**_SCALE (`_scaled`), and Python divides integers into the correctly rounded float."""
 
-    total: Fraction = Fraction(0)
+    total: int = 0
     n: int = 0
     value: float | None = None
 
-    def add(self, score: Fraction, n: int) -> None:
-        """Count `n` more scores (negative: fewer) that sum to `score`."""
+    def add(self, score: int, n: int) -> None:
+        """Count `n` more scores (negative: fewer) whose scaled sum is `score`."""
         self.total += score
         self.n += n
-        self.value = float(self.total / self.n) if self.n else None
+        self.value = self.total / (self.n << _SCALE) if self.n else None
+
+
+_SCALE = 1074  # every finite float times 2**1074 is an integer (the smallest subnormal is 2**-1074)
+
+
+def _scaled(score: float) -> int:
+    """A float's exact value times 2**_SCALE, as an integer."""
+    numerator, denominator = score.as_integer_ratio()  # the denominator is a power of two
+    return numerator << (_SCALE - denominator.bit_length() + 1)
 
 
 def _without_states(sums: w.Sums) -> w.Sums:
