@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from callpulse.cancelling import together
 from callpulse.settings import Settings
 from monitor import subjects
 from monitor.groupcache import GroupCache
@@ -114,30 +115,37 @@ class FloorCache:
         async with self._lock:
             t0 = time.perf_counter()
             try:
-                now_ms = await self._refresh()
-                if self.groups is not None and self.view is not None:
-                    await self.groups.refresh(
-                        now_ms, self.view.generation, settled_before_ms=self.settled_before_ms(now_ms)
+                generation = await self.store.generation()
+                now_ms = int(self.clock() * 1000)
+                groups, view = self.groups, self.view
+                if groups is not None and view is not None and generation is not None and view.generation == generation:
+                    # the agents and the groups (queues, campaigns) are read alongside each other: other keys
+                    settled_before_ms = self.settled_before_ms(now_ms)
+                    await together(
+                        self._refresh(generation, now_ms),
+                        groups.refresh(now_ms, generation, settled_before_ms=settled_before_ms),
                     )
+                    return now_ms
+                await self._refresh(generation, now_ms)
+                if groups is not None and self.view is not None:
+                    await groups.refresh(now_ms, self.view.generation, settled_before_ms=self.settled_before_ms(now_ms))
                 return now_ms
             finally:
                 self.refresh_s += time.perf_counter() - t0
 
-    async def _refresh(self) -> int:
-        generation = await self.store.generation()
-        now_ms = int(self.clock() * 1000)
+    async def _refresh(self, generation: str | None, now_ms: int) -> None:
         view = self.view
         if view is None or generation is None or view.generation != generation:
             await self._read_all(now_ms, generation or "")
-            return now_ms
+            return
         changed, since_us = await self.store.changed_since(view.since_us)
         if since_us - view.since_us > DIRTY_KEPT_US:  # `dirty` may have lost some of what changed since
             await self._read_all(now_ms, generation)
-            return now_ms
+            return
         due = {a for a, applied_us in changed.items() if not view.fresh(a, applied_us)}
         popped = view.schedule.pop_due(now_ms)
         try:
-            return await self._refresh_due(view, now_ms, since_us, due | set(popped), changed)
+            await self._refresh_due(view, now_ms, since_us, due | set(popped), changed)
         except BaseException:
             for agent in popped:  # a failed or cancelled refresh: they are still due, for the next one to read
                 view.schedule.set(agent, now_ms)
@@ -145,7 +153,7 @@ class FloorCache:
 
     async def _refresh_due(
         self, view: FloorView, now_ms: int, since_us: int, due: set[str], changed: dict[str, int]
-    ) -> int:
+    ) -> None:
         ahead = self._take_ahead(now_ms, due, changed)
         rows = await self._read(now_ms, due - set(ahead)) if len(due) > len(ahead) else []
         for agent, (read, kept) in ahead.items():
@@ -157,7 +165,6 @@ class FloorCache:
             self._drop(agent)
         self._put(present, now_ms)
         view.since_us = since_us
-        return now_ms
 
     async def read_ahead(self) -> int:
         """Read the agents due at the next bucket edge, as their windows will be then, when the edge is less than

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from callpulse.cancelling import together
 from monitor import subjects
 from monitor.campaigndays import CampaignDays
 from streams import campaigns, keys, queues
@@ -64,12 +65,13 @@ class GroupCache:
             self._coarse_dirty, self._since_us, self._listed = {campaigns.FLOOR}, 0, False
             self._generation = generation
             self._queue_lists, self._campaign_lists = {}, {}
-        since_us = await self.store.redis_time_us()
+        async with self.store.client.pipeline(transaction=False) as pipe:  # Redis's time first: nothing is missed
+            pipe.time()
+            pipe.zrangebyscore(keys.group_dirty_key(self.store.ns), self._since_us, "+inf")
+            (secs, micros), raw = await pipe.execute()
+        since_us = int(secs) * 1_000_000 + int(micros)
         # redis-py types replies as bytes | str (it cannot see decode_responses); our clients never decode
-        written = cast(
-            "list[bytes]",
-            await self.store.client.zrangebyscore(keys.group_dirty_key(self.store.ns), self._since_us, "+inf"),
-        )
+        written = cast("list[bytes]", raw)
         dirty = {_s(p) for p in written}
         roster = await self._roster(now_ms, dirty)
         gone = [p for p in self._kept if p not in roster]
@@ -81,12 +83,14 @@ class GroupCache:
         self._last_ts = roster
         reread, self._coarse_dirty = self._coarse_dirty, set()
         self._touch([*due, *gone])
-        try:
-            await self._read(now_ms, sorted(due))
-            await self._read_waiting(sorted(p for p in due if p.startswith("qb:")))
-            days_read = await self._days.read(
-                now_ms, [p[3:-1] for p in self._kept if p.startswith("cb:")], reread=reread,
-                settled_before_ms=settled_before_ms, generation=self._generation,
+        try:  # the windows, the waiting calls and the campaigns' days alongside each other: other keys
+            _, _, days_read = await together(
+                self._read(now_ms, sorted(due)),
+                self._read_waiting(sorted(p for p in due if p.startswith("qb:"))),
+                self._days.read(
+                    now_ms, [p[3:-1] for p in roster if p.startswith("cb:")], reread=reread,
+                    settled_before_ms=settled_before_ms, generation=self._generation,
+                ),
             )  # fmt: skip
             for held in self._campaign_lists.values():
                 held.touched.update(days_read)
@@ -117,27 +121,34 @@ class GroupCache:
                 roster.update((f"{kind}:{_s(name)}:", int(score)) for name, score in rows)
             self._listed = True
         else:
-            for kind in floors:
-                names = sorted(p for p in dirty if p.startswith(kind + ":"))
-                if names:
-                    registry = keys.registry_key(self.store.ns, _ROSTER[kind])
-                    scores = await self.store.client.zmscore(registry, [p[3:-1] for p in names])
+            asked = [(kind, sorted(p for p in dirty if p.startswith(kind + ":"))) for kind in floors]
+            asked = [(kind, names) for kind, names in asked if names]
+            if asked:
+                async with self.store.client.pipeline(transaction=False) as pipe:
+                    for kind, names in asked:
+                        pipe.zmscore(keys.registry_key(self.store.ns, _ROSTER[kind]), [p[3:-1] for p in names])
+                    replies = await pipe.execute()
+                for (_kind, names), scores in zip(asked, replies, strict=True):
                     roster.update((p, int(sc)) for p, sc in zip(names, scores, strict=True) if sc is not None)
         return {p: ts for p, ts in roster.items() if ts > floors[p[:2]]}
 
     async def _read(self, now_ms: int, due: Sequence[str]) -> None:
+        """Bring the due queues and campaigns to now, both kinds alongside each other."""
+        kinds = [(kind, [p for p in due if p.startswith(kind + ":")]) for kind in self._readers]
+        await together(*(self._read_kind(now_ms, kind, names) for kind, names in kinds if names))
+
+    async def _read_kind(self, now_ms: int, kind: str, names: Sequence[str]) -> None:
         tz = self.store.tz
-        for kind, reader in self._readers.items():
-            names = [p for p in due if p.startswith(kind + ":")]
-            read, _, _ = await subjects.bring_to_now(
-                reader, self._kept, names, now_ms, self.windows_s, tz, lambda p, step: Ask(p, step.ranges, agent=False)
+        read, _, _ = await subjects.bring_to_now(
+            self._readers[kind], self._kept, names, now_ms, self.windows_s, tz,
+            lambda p, step: Ask(p, step.ranges, agent=False),
+        )  # fmt: skip
+        for r, kept in read:
+            # leaving the roster is the registry's to say (read each refresh); events ahead of now count
+            due_ms = next_change_ms(
+                kept.firsts(), now_ms=now_ms, last_ts_ms=self._last_ts[r.name], span_ms=_NEVER, tz=tz
             )
-            for r, kept in read:
-                # leaving the roster is the registry's to say (read each refresh); events ahead of now count
-                due_ms = next_change_ms(
-                    kept.firsts(), now_ms=now_ms, last_ts_ms=self._last_ts[r.name], span_ms=_NEVER, tz=tz
-                )
-                self._schedule.set(r.name, due_ms)
+            self._schedule.set(r.name, due_ms)
 
     async def _read_waiting(self, prefixes: Sequence[str]) -> None:
         if not prefixes:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 
 from callpulse import gcpolicy
 from callpulse.binding import bind_problem
-from callpulse.cancelling import reraise_if_cancelling
+from callpulse.cancelling import reraise_if_cancelling, together
 from callpulse.connections import redis_options
 from callpulse.exceptions import SettingsError
 from callpulse.settings import KPI_KEYS, Settings, is_loopback
@@ -285,7 +285,7 @@ class Monitor:
         window_s = self.settings.window_s(window)
         # The request's reads from Redis all run alongside each other and before the reply is built, which is
         # then built in one go: a background refresh that runs meanwhile never stretches the build.
-        now_ms, (alerts, snoozes), rebuilding = await _together(
+        now_ms, (alerts, snoozes), rebuilding = await together(
             self.floor.refresh(), self._alert_state(), self._rebuilding()
         )
         cache = self.floor
@@ -605,17 +605,6 @@ class Monitor:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-async def _together(*steps: Awaitable[Any]) -> list[Any]:
-    """The steps' results, run alongside each other; the first error is raised as it is (not as a group) and
-    the steps still running are cancelled."""
-    tasks = [asyncio.ensure_future(step) for step in steps]
-    try:
-        return await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
 
 
 async def _logged(what: str, step: Coroutine[Any, Any, _T]) -> _T | None:
