@@ -45,6 +45,7 @@ try:
 except ImportError:  # older code, measured for "before" (its monitor had no heap policy)
     gcpolicy = None  # type: ignore[assignment]
 from callpulse.demo import SCORECARD_EXAMPLE
+from callpulse.embedded import redis_tuning_args
 from callpulse.settings import Settings, load_thresholds
 from callpulse.simulate import generate
 from monitor.server import Monitor
@@ -344,7 +345,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", tmp],
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+                *redis_tuning_args(),
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:

@@ -63,6 +63,17 @@ def find_broker_bin(env: Mapping[str, str]) -> str:
         raise CallpulseError(f"no embedded Kafka broker found ({exc}): {hint}") from exc
 
 
+# Redis as production runs it (docker-compose.yml's redis command; tests/unit/test_compose.py holds the two
+# together): hashes of up to 512 entries stay in the compact listpack encoding, so a minute's dedupe shards stay
+# compact up to ~540 events/s (streams/keys.py). The embedded Redis and the benchmarks run with the same.
+REDIS_TUNING: dict[str, str] = {"hash-max-listpack-entries": "512"}
+
+
+def redis_tuning_args() -> list[str]:
+    """REDIS_TUNING as redis-server arguments."""
+    return [arg for name, value in REDIS_TUNING.items() for arg in (f"--{name}", value)]
+
+
 def find_redis_bin(env: Mapping[str, str]) -> str:
     """Locate `redis-server` on PATH; the embedded Redis needs it."""
     found = shutil.which("redis-server", path=env.get("PATH"))
@@ -452,6 +463,7 @@ class EmbeddedRedis(_ServerProcess):
             f'dir "{workdir}"',
             "daemonize no",
             "protected-mode yes",
+            *(f"{name} {value}" for name, value in REDIS_TUNING.items()),
         ]
         if self.password is not None:
             escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')

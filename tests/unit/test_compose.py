@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from callpulse.embedded import REDIS_TUNING
 from callpulse.settings import ENV_DEFAULTS, from_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -333,3 +334,12 @@ def test_target_down_rule_watches_every_callpulse_scrape_job() -> None:
     config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text(encoding="utf-8"))
     jobs = {job["job_name"] for job in config["scrape_configs"]}
     assert set(JOBS) == {job for job in jobs if job.startswith("callpulse")}
+
+
+def test_production_redis_runs_with_the_tuning_the_tests_and_benchmarks_use(compose: dict[str, Any]) -> None:
+    # the embedded Redis (tests, demo) and `make bench` run with REDIS_TUNING: production must too, or the
+    # memory figures in BENCHMARKS.md are not production's
+    command = _services(compose)["redis"]["command"]
+    args = command[1:]
+    for name, value in REDIS_TUNING.items():
+        assert f"--{name}" in args and args[args.index(f"--{name}") + 1] == value, (name, command)
