@@ -128,6 +128,23 @@ class Proc:
             return ""
 
 
+def stop_all(procs: Sequence[Proc], timeout_s: float = 15.0) -> list[str]:
+    """Stop the children together: SIGTERM to each at once, `timeout_s` for all of them to exit, then SIGKILL
+    what is left (each child's whole session). Returns the names of those that had to be killed."""
+    for proc in procs:
+        if proc.alive():
+            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    killed = []
+    for proc in procs:
+        was_alive = proc.alive()
+        code = proc.stop(max(0.0, deadline - time.monotonic()))
+        if was_alive and code == -signal.SIGKILL:
+            killed.append(proc.name)
+    return killed
+
+
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str, interval_s: float = 0.1) -> None:
     """Poll a zero-argument callable until truthy; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
