@@ -632,10 +632,12 @@ async def serve_forever(settings: Settings) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     # A blocking pool: when many clients connect at once (wallboards reconnecting after a restart), their initial
     # snapshots wait for a connection instead of failing with redis-py's "Too many connections" (its default pool
-    # raises at 100 connections in use).
+    # raises at 100 connections in use). A connection idle a second or more is checked (PING) before use and
+    # opened again if Redis went away meanwhile: after a Redis restart, a request's reads run alongside each other
+    # on several pooled connections, and none of them should answer 503 for a connection the restart closed.
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, socket_timeout=5,
-        socket_connect_timeout=5, **redis_options(settings),
+        socket_connect_timeout=5, health_check_interval=1, **redis_options(settings),
     )  # fmt: skip
     client = aioredis.Redis(connection_pool=pool)
     monitor = Monitor(settings, client)
