@@ -131,6 +131,9 @@ def run_demo(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (a background job of a script, `nohup`):
+    # Python then leaves SIGINT ignored, and the demo would run on until a SIGTERM.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(f"logs: {workdir} (worker.log, monitor.log, simulator.log; broker/ and redis/ when embedded)", flush=True)
     try:
         external["kafka"], line = choose("Kafka broker", "CALLPULSE_KAFKA", settings.kafka, told=use_kafka,
