@@ -21,7 +21,7 @@ from callpulse.binding import check_bindable
 from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, answers_kafka, answers_redis, free_port
 from callpulse.exceptions import CallpulseError
 from callpulse.kafka import remove_deployment
-from callpulse.processes import Proc, env_for, stop_all, wait_until, worker_args
+from callpulse.processes import STOP_TIMEOUT_S, Proc, env_for, stop_all, wait_until, worker_args
 from callpulse.settings import Settings, load_thresholds
 from streams.store import namespace, remove_namespace
 
@@ -211,7 +211,12 @@ def run_demo(
         with contextlib.suppress(Exception):
             killed = stop_all(list(reversed(procs)))  # together: a slow one does not hold up the others' stop
             if killed:
-                print(f"did not stop within 15 s of SIGTERM, killed: {', '.join(killed)}", file=sys.stderr, flush=True)
+                names = ", ".join(killed)
+                print(
+                    f"did not stop within {STOP_TIMEOUT_S:.0f} s of SIGTERM, killed: {names}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         for server in reversed(started):
             with contextlib.suppress(Exception):
                 server.stop()

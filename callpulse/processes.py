@@ -45,6 +45,9 @@ def worker_args(settings: Settings, *, web_port: int) -> list[str]:
     return args
 
 
+STOP_TIMEOUT_S = 15.0  # how long children get to exit on SIGTERM before SIGKILL
+
+
 class Proc:
     """One child process running `python -m callpulse.cli ARGS`, logging to a file."""
 
@@ -94,7 +97,7 @@ class Proc:
         if self.alive():
             os.kill(self.pid, sig)
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, wait, then SIGKILL the child's whole session; always reaps; returns the exit code."""
         if self.popen is None:
             return None
@@ -128,7 +131,7 @@ class Proc:
             return ""
 
 
-def stop_all(procs: Sequence[Proc], timeout_s: float = 15.0) -> list[str]:
+def stop_all(procs: Sequence[Proc], timeout_s: float = STOP_TIMEOUT_S) -> list[str]:
     """Stop the children together: SIGTERM to each at once, `timeout_s` for all of them to exit, then SIGKILL
     what is left (each child's whole session). Returns the names of those that had to be killed."""
     for proc in procs:

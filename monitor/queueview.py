@@ -64,7 +64,8 @@ def queue_samples(sums: Mapping[str, int], waiting: int) -> Callable[[str], int]
 
 
 # Entries worked out from a row, kept while the caller hands in the same row object (the monitor's caches keep a
-# row while nothing in it changed): ('queue' | 'campaign', name, window) -> (row, what else it depends on, entry).
+# row while nothing in it changed): ('campaign', name, window) -> (row, what else it depends on, entry), and
+# ('queue entries', '', window) -> (None, None, {queue: (row, what its entry keeps)}).
 # The entries are shared between snapshots: nothing may change them.
 SectionMemo = dict[tuple[str, str, int], tuple[object, Any, dict[str, Any]]]
 
@@ -189,13 +190,7 @@ def campaign_values(row: CampaignRow, window: str) -> dict[str, Any]:
 def campaign_section(
     rows: Sequence[CampaignRow], *, window_s: int, settings: Settings, memo: SectionMemo | None = None
 ) -> list[dict[str, Any]]:
-    """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d.
-
-    Given the same `rows` list as last time (the group cache hands it back while no campaign changed), the same
-    entries."""
-    held = memo.get(("campaign section", "", window_s)) if memo is not None else None
-    if held is not None and held[0] is rows:
-        return list(held[2]["entries"])
+    """The snapshot's campaigns: KPIs over the snapshot's window and over the regulators' 24h and 30d."""
     name = window_name(window_s)
     out: list[dict[str, Any]] = []
     for row in rows:
@@ -226,8 +221,6 @@ def campaign_section(
         )
         if memo is not None:
             memo[key] = (row, None, out[-1])
-    if memo is not None:
-        memo[("campaign section", "", window_s)] = (rows, None, {"entries": list(out)})
     return out
 
 

@@ -17,13 +17,32 @@ async def _fails_with(exc: BaseException) -> None:
     raise exc
 
 
-async def _turns_cancel_into_connection_error(started: asyncio.Event) -> None:
-    """What redis-py may do when a cancel lands inside a command: raise its own error instead."""
+async def _loses_its_cancel(started: asyncio.Event, *, raising: BaseException | None) -> int:
+    """A step that loses a cancel landing inside it: raises `raising` instead (what redis-py may do inside a
+    command), or with None returns as if nothing happened (a library catching CancelledError whole)."""
     started.set()
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
-        raise redis.exceptions.ConnectionError("Connection closed by server.") from None
+        if raising is not None:
+            raise raising from None
+    return 1
+
+
+async def _turns_cancel_into_connection_error(started: asyncio.Event) -> None:
+    await _loses_its_cancel(started, raising=redis.exceptions.ConnectionError("Connection closed by server."))
+
+
+async def _ends_on_one_cancel(task: asyncio.Task[None], what: str) -> None:
+    """Cancel `task` once; it must end with CancelledError (a second cancel ends a loop that lost the first, so
+    the test fails rather than hangs)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    if not done:
+        task.cancel()
+    assert done, f"{what} went on after its cancel"
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_an_error_of_a_step_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
@@ -50,33 +69,17 @@ async def test_a_cancel_a_library_turned_into_its_own_error_still_ends_the_loop(
         await task
 
 
-async def _swallows_cancel(started: asyncio.Event) -> int:
-    """A step that loses a cancel whole: it returns as if nothing happened (a library catching CancelledError)."""
-    started.set()
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        pass
-    return 1
-
-
 async def test_a_cancel_a_step_swallowed_whole_still_ends_the_loop() -> None:
     started = asyncio.Event()
 
     async def loop() -> None:
-        await _logged("floor cache refresh", _swallows_cancel(started))
+        await _logged("floor cache refresh", _loses_its_cancel(started, raising=None))
         while True:  # a loop that lost the cancel sleeps on here, and the test fails
             await asyncio.Event().wait()
 
     task = asyncio.create_task(loop())
     await started.wait()
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=5)
-    if not done:
-        task.cancel()  # a second cancel ends the loop that lost the first: the test fails, not hangs
-    assert done, "the loop went on after its cancel"
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _ends_on_one_cancel(task, "the loop")
 
 
 class _CheckThatLosesItsCancel:
@@ -97,10 +100,4 @@ async def test_the_workers_alert_checks_end_on_a_cancel_a_library_turned_into_it
     task = asyncio.create_task(checks.run())
     checks.changed({"a1"})
     await engine.started.wait()
-    task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=5)
-    if not done:
-        task.cancel()  # a second cancel ends the loop that lost the first: the test fails, not hangs
-    assert done, "the alert checks went on after their cancel"
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await _ends_on_one_cancel(task, "the alert checks")

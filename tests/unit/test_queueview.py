@@ -78,7 +78,7 @@ def test_the_kept_queue_section_equals_a_fresh_one_as_rows_change_and_time_passe
         now += rng.choice((0, 7, 400, 10_000, 95_000))
         if changes or not ordered:
             ordered = [rows[n] for n in sorted(rows)]
-        else:  # no queue changed: the group cache hands back the same list, and only longest waits move
+        else:  # no queue changed: the group cache hands back the same rows, and only longest waits move
             reused += 1
         entries, floor = queue_section(ordered, window_s=WINDOW_S, settings=SETTINGS, now_ms=now, memo=memo)
         assert entries == [_expected_entry(r, now) for r in ordered]
@@ -86,7 +86,7 @@ def test_the_kept_queue_section_equals_a_fresh_one_as_rows_change_and_time_passe
         assert floor["kpis"] == {k: v for k, v in queues.kpis_from_sums(total).items() if k not in LIVE_QUEUE_KPIS}
         breached += sum(1 for e in entries if "longest_wait_seconds" in e["breaches"])
     assert breached > 0  # the clock moved some longest waits past their threshold
-    assert reused > 0  # and the section kept whole was worked out again only where the clock moves it
+    assert reused > 0  # and the kept entries were worked out again only where the clock moves them
 
 
 def _campaign(rng: random.Random, name: str) -> CampaignRow:
@@ -110,7 +110,7 @@ def test_the_kept_campaign_section_equals_a_fresh_one_as_campaigns_change() -> N
             rows[rng.choice(names)] = _campaign(rng, rng.choice(names))
         if changes or not listed:
             listed = [rows[n] for n in sorted(rows)]
-        else:  # nothing changed: the group cache hands back the same list
+        else:  # nothing changed: the group cache hands back the same rows
             reused += 1
         kept = campaign_section(listed, window_s=WINDOW_S, settings=settings, memo=memo)
         assert kept == campaign_section(list(listed), window_s=WINDOW_S, settings=settings)
