@@ -22,6 +22,8 @@ import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from prometheus_client import CollectorRegistry
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosedError
@@ -627,19 +629,28 @@ async def _logged(what: str, step: Coroutine[Any, Any, _T]) -> _T | None:
     return result
 
 
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """The monitor's Redis client: one blocking pool that survives a Redis restart without a failed read."""
+    # A blocking pool: when many clients connect at once (wallboards reconnecting after a restart), their initial
+    # snapshots wait for a connection instead of failing with redis-py's "Too many connections" (its default pool
+    # raises at 100 connections in use). After a Redis restart every pooled connection is dead, and redis-py only
+    # finds out when it uses one ("Connection closed by server."): a command that fails so is sent once more on a
+    # new connection. Every command the monitor sends may run twice: reads, and the ack and snooze writes (a set
+    # member, a hash field and an audit member fixed before sending). A timeout is not retried: a Redis that hangs
+    # answers 503 after socket_timeout, not twice that.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, socket_timeout=5,
+        socket_connect_timeout=5, retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        **redis_options(settings),
+    )  # fmt: skip
+    return aioredis.Redis(connection_pool=pool)
+
+
 async def serve_forever(settings: Settings) -> None:
     """The `callpulse monitor` command: serve until SIGINT/SIGTERM, then shut down gracefully."""
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    # A blocking pool: when many clients connect at once (wallboards reconnecting after a restart), their initial
-    # snapshots wait for a connection instead of failing with redis-py's "Too many connections" (its default pool
-    # raises at 100 connections in use). A connection idle a second or more is checked (PING) before use and
-    # opened again if Redis went away meanwhile: after a Redis restart, a request's reads run alongside each other
-    # on several pooled connections, and none of them should answer 503 for a connection the restart closed.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=10, socket_timeout=5,
-        socket_connect_timeout=5, health_check_interval=1, **redis_options(settings),
-    )  # fmt: skip
-    client = aioredis.Redis(connection_pool=pool)
+    client = redis_client(settings)
+    pool = client.connection_pool
     monitor = Monitor(settings, client)
     await monitor.start()
     heap = asyncio.create_task(gcpolicy.keep())  # the floor cache's heap: no full collection every few seconds
