@@ -542,6 +542,22 @@ async def worker_metric(proc: Any, name: str) -> float | None:
     return sum(values) if values else None
 
 
+async def assigned_partitions(proc: Any) -> set[tuple[str, str]] | None:
+    """The (topic, partition) pairs the worker has assigned (its consumer-lag series); None when it doesn't answer."""
+    try:
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{proc.web_port}/metrics", timeout_s=3)
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    return {
+        (s.labels["topic"], s.labels["partition"])
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if s.name == "callpulse_consumer_lag"
+    }
+
+
 async def monitor_health(settings: Settings) -> int:
     """The monitor's /healthz status (0 when it doesn't answer)."""
     url = f"http://{settings.http_host}:{settings.http_port}/healthz"

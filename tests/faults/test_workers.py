@@ -111,6 +111,11 @@ async def _done(task: asyncio.Task[Any]) -> bool:
     return task.done()
 
 
+async def _holds(proc: Any, partitions: set[tuple[str, str]]) -> bool:
+    held = await h.assigned_partitions(proc)
+    return held is not None and partitions <= held
+
+
 async def _processed(proc: Any) -> bool:
     value = await h.worker_metric(proc, "callpulse_worker_events_total")
     return bool(value)
@@ -135,15 +140,23 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
         await h.wait_settled(settings, ledger, timeout_s=60)
         await async_wait_for(lambda: _processed(frozen), timeout_s=30, message="the first worker to take part")
         await async_wait_for(lambda: _processed(other), timeout_s=30, message="the second worker to take part")
+        frozen_holds = await h.assigned_partitions(frozen)
+        assert frozen_holds, f"the first worker reports no partitions:\n{frozen.log_tail()}"
         # freeze it mid-stream: it holds fetched, maybe applied but uncommitted records
         feeding = asyncio.create_task(producer.trickle(rest[: len(rest) // 2], per_s=150))
         await asyncio.sleep(0.5)
         frozen.signal(signal.SIGSTOP)
         paused_at = time.monotonic()
         await feeding
-        # the other worker takes the frozen one's partitions once the session times out, and catches up
-        await h.wait_settled(settings, ledger, timeout_s=45)
+        # the other worker takes the frozen one's partitions once the broker ends its session, and catches up
+        await async_wait_for(
+            lambda: _holds(other, frozen_holds),
+            timeout_s=settings.session_timeout_s + 40,
+            interval_s=0.2,
+            message="the other worker to take the frozen worker's partitions",
+        )
         took_over_s = time.monotonic() - paused_at
+        await h.wait_settled(settings, ledger, timeout_s=45)
         await async_wait_for(
             lambda: watch.current == watch.ends(),
             timeout_s=20,
@@ -151,7 +164,6 @@ async def test_worker_paused_beyond_session_timeout_commits_nothing_stale(
             message="the group to commit everything while one worker is frozen",
         )
         paused_s = time.monotonic() - paused_at
-        assert paused_s > settings.session_timeout_s
         frozen.signal(signal.SIGCONT)
         # the resumed worker must notice it was fenced, rejoin, and commit nothing older than the group's offsets
         await producer.trickle(rest[len(rest) // 2 :], per_s=150)
