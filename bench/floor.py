@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import json
 import socket
 import statistics
@@ -291,10 +292,17 @@ async def _measure_fed(
     # as `callpulse monitor` does (monitor.server.serve_forever); code from before the heap policy has none
     heap = asyncio.create_task(gcpolicy.keep() if gcpolicy is not None else asyncio.sleep(0))
     reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
+    profiler = cProfile.Profile() if args.profile else None
     try:
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
+            if profiler is not None and label in args.profile_reads.split(","):
+                profiler.enable()
             ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
+            if profiler is not None:
+                profiler.disable()
             out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
+        if profiler is not None:
+            profiler.dump_stats(args.profile)
         ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
         PROGRESS.note("the last scrape")
         body = await monitor.collector.scrape()
@@ -337,6 +345,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--stall-s", type=float, default=300.0, help="fail with every task's stack after this long idle"
     )
     parser.add_argument("--config", type=Path, default=SCORECARD_EXAMPLE, help="settings file (windows, scorecard)")
+    parser.add_argument(
+        "--profile", type=Path, help="write a cProfile of the monitor's process while it serves the reads named "
+        "by --profile-reads (the refresher's work in that time included) to this file"
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-reads", default="team,agents_false", help="comma-separated: full, team, agents_false"
+    )
     parser.add_argument("--feed", metavar="REDIS_URL", help=argparse.SUPPRESS)  # the feeding child (feed_floor)
     args = parser.parse_args(argv)
     if args.feed:
