@@ -95,6 +95,9 @@ class FloorCache:
         self._tallies: dict[str, tuple[int, states.Tally]] = {}  # agent -> (its state history's version, its tally)
         self.reader = RangeReader(store.client, store.ns, w.FIELDS, quiet=tuple(STATE_CODES))
         self._ahead: _Ahead | None = None
+        # team -> a copy of its totals per window, made when a read asked for it and dropped when they change: the
+        # refresh moves the view's totals in place, and a request served them may still be using them
+        self._team_copies: dict[str, dict[int, w.Sums]] = {}
         self.ahead_used = 0  # agents a refresh took from a read ahead
         self.reads = 0  # agents read from Redis so far (what the cache saved is the rest)
         self.whole_reads = 0  # of which read whole: new on the floor, a new day, or written late (`late_reads`)
@@ -161,7 +164,8 @@ class FloorCache:
             rows.append(self._row(read, kept))
         present = [r for r in rows if r.last_ts_ms > now_ms - self.roster_s * 1000]
         for agent in due - {r.agent_id for r in present}:
-            view.remove(agent)
+            for team in view.remove(agent):
+                self._team_copies.pop(team, None)
             self._drop(agent)
         self._put(present, now_ms)
         view.since_us = since_us
@@ -224,6 +228,7 @@ class FloorCache:
         self._scored_from = {}
         self._team_scores, self._floor_score = {}, _Mean()
         self.view = FloorView(self.windows_s, generation, since_us)
+        self._team_copies = {}
         self._put(rows, now_ms)
 
     async def _read(self, now_ms: int, agents: Iterable[str]) -> list[AgentWindows]:
@@ -262,8 +267,11 @@ class FloorCache:
         for row in rows:
             self.reads += 1
             counters = {ws: _without_states(row.sums[ws]) for ws in self.windows_s}
-            if view.put(row.agent_id, row.team, counters, row.read_us) is None:
+            changed = view.put(row.agent_id, row.team, counters, row.read_us)
+            if changed is None:
                 continue  # an older read than the one held
+            for team in changed:
+                self._team_copies.pop(team, None)
             self._drop(row.agent_id, keep_sums=True)
             # Kept with its counters only; time in state is worked out at read time (monitor/statetime.py).
             self.rows[row.agent_id] = replace(row, version=next(self._versions), sums=counters)
@@ -331,11 +339,16 @@ class FloorCache:
             return []
         names = sorted(view.teams) if only is None else [t for t in only if t in view.teams]
         out: list[TeamWindows] = []
+        copies, team_ms = self._team_copies, self.state_time.team_ms
         for team in names:
             # A copy: the refresh loop moves the view's totals in place while a request that was served them
-            # awaits its other reads (a memo keyed on moved counters would keep the values of the old ones).
-            counters = {ws: dict(view.teams[team][ws]) for ws in windows_s}
-            sums = {ws: _plus(counters[ws], self.state_time.team_ms(team, now_ms, ws)) for ws in windows_s}
+            # awaits its other reads (a memo keyed on moved counters would keep the values of the old ones). The
+            # same copy while the totals hold, so the snapshot's memo finds its token by identity.
+            counters = copies.get(team)
+            if counters is None:
+                totals = view.teams[team]
+                counters = copies[team] = {ws: dict(totals[ws]) for ws in self.windows_s}
+            sums = {ws: _plus(counters[ws], team_ms(team, now_ms, ws)) for ws in windows_s}
             out.append(TeamWindows(team, view.team_size(team), sums, counters))
         return out
 
@@ -346,16 +359,18 @@ class FloorCache:
             return 0, {ws: w.empty_sums() for ws in windows_s}
         return len(self.rows), {ws: _plus(view.floor[ws], self.state_time.floor_ms(now_ms, ws)) for ws in windows_s}
 
-    def scores_at(self, now_ms: int, settings: Settings) -> Scores:
-        """Every agent's scorecard points over its window, and team and floor means of the agents with an event in
-        it. Only agents whose rows changed since the last call are scored again, unless the scorecard reads time
-        in state, which moves with the clock: then every agent is.
+    def scores_at(self, now_ms: int, settings: Settings, agents: Iterable[str] | None = None) -> Scores:
+        """Every agent's scorecard points over its window (or those of `agents`), and team and floor means of the
+        agents with an event in it. Only agents whose rows changed since the last call are scored again, unless
+        the scorecard reads time in state, which moves with the clock: then every agent is.
         """
         if settings.scorecard is None or settings.score_window_s is None:
             return Scores()
         self.score_changed(now_ms, settings)
+        held = self._scores
         return Scores(
-            agents=dict(self._scores),  # a copy: the next call changes the kept one while this one is in use
+            # a copy: the next call changes the kept one while this one is in use
+            agents=dict(held) if agents is None else {a: held[a] for a in agents if a in held},
             teams={t: mean.value for t, mean in self._team_scores.items() if t is not None},
             floor=self._floor_score.value,
         )

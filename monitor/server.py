@@ -301,7 +301,9 @@ class Monitor:
         snap = snapshot.build(
             rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
             team_filter=team, teams=teams, floor=floor, include_agents=agents,
-            scored=cache.scores_at(now_ms, self.settings), state_counts=cache.state_counts,
+            scored=cache.scores_at(now_ms, self.settings, None if team is None and agents else
+                                   [r.agent_id for r in rows]),
+            state_counts=cache.state_counts,
             queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo, sections=self._sections,
         )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import tzinfo
 
 from streams import states
@@ -123,6 +124,14 @@ class OpenSince:
             self._prefix = None
             self._linear = {}
 
+    def count(self) -> int:
+        """How many agents are in the state."""
+        return len(self._since)
+
+    def last_ms(self) -> int:
+        """The latest time an agent entered the state (-1: nobody is in it)."""
+        return self._since[-1] if self._since else -1
+
     def open_ms(self, start_ms: int, now_ms: int) -> int:
         """Σ over the agents of now - max(since, start), for those who entered before now (as _add_open)."""
         since = self._since
@@ -147,6 +156,17 @@ class OpenSince:
         return i * max(0, now_ms - start_ms) + (j - i) * now_ms - (self._prefix[j] - self._prefix[i])
 
 
+@dataclass(frozen=True)
+class _TeamLine:
+    """A team's time in state in one window as `base + n * now` per state field, for now in (after_ms, end)
+    while the window's edges are (start, end) and no member changes."""
+
+    start: int
+    end: int
+    after_ms: int  # the latest time a member entered its current state
+    terms: tuple[tuple[str, int, int], ...]  # (state field, base, agents in it)
+
+
 class StateTime:
     """The floor's agents (their tallies and current states) and each team's summed tally, kept as rows change."""
 
@@ -159,6 +179,9 @@ class StateTime:
         self._open = {f: OpenSince() for f in CODES}
         self._team_open: dict[str | None, dict[int, OpenSince]] = {}  # team -> state index -> its members' entries
         self._closed: dict[str | None, dict[tuple[int, int, int], tuple[int, ...]]] = {}  # team -> window edges -> ms
+        # team -> window -> _TeamLine: its time in state as `base + n * now` per state while its members and the
+        # window's edges hold (cleared with `_closed`), so a team's time costs a few multiplications per read
+        self._lines: dict[str | None, dict[int, _TeamLine]] = {}
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
         # agent -> window -> (tally, start, end, closed ms): an agent's closed time in a window changes only at
         # bucket edges and with a new tally, so a read between them adds only the open state's time
@@ -175,6 +198,7 @@ class StateTime:
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
         self._closed.pop(row.team, None)
+        self._lines.pop(row.team, None)
         new = row.tally
         if new is not None:
             self._tallies[row.agent_id] = new
@@ -190,6 +214,7 @@ class StateTime:
         if old is not None:
             self._open_change(old, OpenSince.remove)
             self._closed.pop(old.team, None)
+            self._lines.pop(old.team, None)
         tally = self._tallies.pop(agent, None)
         if not keep_floor:
             self._floor.change(tally, None)
@@ -237,10 +262,32 @@ class StateTime:
     def team_ms(self, team: str | None, now_ms: int, window_s: int) -> w.Sums:
         """A team's summed ms per state field in the window ending now (None: the agents with no team)."""
         start, end = self.edges(now_ms, window_s)
+        by_window = self._lines.get(team)
+        line = by_window.get(window_s) if by_window is not None else None
+        if line is not None and line.start == start and line.end == end and now_ms > line.after_ms:
+            return {code: base + n * now_ms for code, base, n in line.terms if base + n * now_ms}
         acc = list(self._team_closed(team, window_s, start, end))
         for i, held in self._team_open.get(team, {}).items():
             acc[i] += held.open_ms(start, now_ms)
+        line = self._line(team, start, end, now_ms, acc)
+        if line is not None:
+            self._lines.setdefault(team, {})[window_s] = line
         return {code: acc[i] for i, code in enumerate(CODES) if acc[i]}
+
+    def _line(self, team: str | None, start: int, end: int, now_ms: int, acc: list[int]) -> _TeamLine | None:
+        """The team's time in state at `now_ms` (`acc`, per state) as a line in now, valid while every member
+        entered its state before now and the window started before now (OpenSince.open_ms: n * now - k)."""
+        if now_ms < start:
+            return None
+        open_by_state = self._team_open.get(team, {})
+        after = max((held.last_ms() for held in open_by_state.values()), default=-1)
+        if now_ms <= after:
+            return None
+        n = [0] * len(CODES)
+        for i, held in open_by_state.items():
+            n[i] = held.count()
+        terms = tuple((code, acc[i] - n[i] * now_ms, n[i]) for i, code in enumerate(CODES) if acc[i] or n[i])
+        return _TeamLine(start, end, after, terms)
 
     def _team_closed(self, team: str | None, window_s: int, start: int, end: int) -> tuple[int, ...]:
         """A team's closed time per state in [start, end): summed over its members once per window edges, and

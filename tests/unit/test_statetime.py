@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC
 
 from monitor import statetime
 from monitor.statetime import CODES, FloorClosed
 from streams import states as st
+from streams.store import AgentWindows
 
 T0 = 1_704_067_200_000
 
@@ -67,3 +69,42 @@ def test_open_time_of_entered_agents_equals_the_sum_over_them_at_any_start_and_n
             start, now = rnd.randrange(-100, 10_100), rnd.randrange(-100, 10_100)
             expected = sum(now - max(s, start) for s in entries if s < now) if now >= start else 0
             assert held.open_ms(start, now) == expected, (start, now)
+
+
+def _row(rnd: random.Random, agent: str, team: str) -> tuple[AgentWindows, int]:
+    """An agent's row as the floor cache holds it: its tally, and its current state since its last mark."""
+    h = history(rnd, rnd.randrange(1, 12))
+    tally = st.tally(h)
+    last = h.marks[-1]
+    row = AgentWindows(agent, team, last.state, last.ts_ms, {900: {}, 3600: {}}, since_ms=last.ts_ms, tally=tally)
+    return row, last.ts_ms
+
+
+def test_a_teams_time_in_state_is_the_sum_of_its_agents_at_every_moment_as_members_change() -> None:
+    # The team's time is kept as a line in now between member changes and window edges: at nows running forward
+    # (within a bucket, across edges, before and after a member's last state change) and with agents put, put
+    # again and dropped in between, it must equal the sum of its agents' own time in state.
+    rnd = random.Random(11)
+    held = statetime.StateTime(UTC)
+    members: dict[str, AgentWindows] = {}
+    now = T0
+    for _ in range(600):
+        roll = rnd.random()
+        if roll < 0.15:
+            agent = f"a{rnd.randrange(8)}"
+            row, _ = _row(rnd, agent, rnd.choice(["t1", "t2"]))
+            held.put(row, horizon_ms=T0 - 86_400_000)
+            members[agent] = row
+        elif roll < 0.2 and members:
+            agent = rnd.choice(sorted(members))
+            held.drop(agent)
+            del members[agent]
+        now += rnd.choice([1, 7, 400, 3_000, 10_000, 95_000])
+        for team in ("t1", "t2"):
+            for window_s in (900, 3600):
+                want: dict[str, int] = {}
+                for agent, row in members.items():
+                    if row.team == team:
+                        for code, ms in held.agent_ms(agent, now, window_s).items():
+                            want[code] = want.get(code, 0) + ms
+                assert held.team_ms(team, now, window_s) == {k: v for k, v in want.items() if v}, (team, now)
