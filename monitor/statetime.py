@@ -197,11 +197,11 @@ class StateTime:
         self.drop(row.agent_id, keep_floor=True)
         self._rows[row.agent_id] = row
         self._open_change(row, OpenSince.add)
-        self._closed.pop(row.team, None)
         self._lines.pop(row.team, None)
         new = row.tally
         if new is not None:
             self._tallies[row.agent_id] = new
+        self._move_closed(row, new, 1)
         if new is not old:  # the same tally object: its history's version did not move
             self._floor.change(old, new)
             self._floor.prune(horizon_ms)
@@ -211,11 +211,11 @@ class StateTime:
         """Forget an agent (it left the floor, or is put again)."""
         old = self._rows.pop(agent, None)
         self._agent_closed.pop(agent, None)
+        tally = self._tallies.pop(agent, None)
         if old is not None:
             self._open_change(old, OpenSince.remove)
-            self._closed.pop(old.team, None)
+            self._move_closed(old, tally, -1)
             self._lines.pop(old.team, None)
-        tally = self._tallies.pop(agent, None)
         if not keep_floor:
             self._floor.change(tally, None)
         if old is not None:
@@ -290,8 +290,8 @@ class StateTime:
         return _TeamLine(start, end, after, terms)
 
     def _team_closed(self, team: str | None, window_s: int, start: int, end: int) -> tuple[int, ...]:
-        """A team's closed time per state in [start, end): summed over its members once per window edges, and
-        again only when one of its members changes (`put`, `drop`)."""
+        """A team's closed time per state in [start, end): summed over its members once per window edges, then
+        moved one member at a time as members change (`put`, `drop`: `_move_closed`)."""
         held = self._closed.setdefault(team, {})
         key = (window_s, start, end)
         out = held.get(key)
@@ -299,19 +299,22 @@ class StateTime:
             return out
         acc = [0] * len(CODES)
         for agent in self._members.get(team, ()):
-            row, tally = self._rows[agent], self._tallies.get(agent)
-            if tally is not None and tally.clip_ms <= start:
-                a, b = tally.closed_ms(start), tally.closed_ms(end)
-                for i in range(len(CODES)):
-                    acc[i] += b[i] - a[i]
-            else:
-                sums = row.sums[window_s]
-                for i, code in enumerate(CODES):
-                    acc[i] += sums.get(code, 0)
+            _add_closed(acc, self._rows[agent], self._tallies.get(agent), key, 1)
         if len(held) > 16:  # edges of past moments
             held.clear()
         out = held[key] = tuple(acc)
         return out
+
+    def _move_closed(self, row: AgentWindows, tally: states.Tally | None, sign: int) -> None:
+        """Add (1) or take out (-1) one member's closed time in the team's kept sums, for every window's edges
+        kept: a member's change costs its own intervals, not a new sum over the team."""
+        held = self._closed.get(row.team)
+        if held is None:
+            return
+        for key, kept in held.items():
+            acc = list(kept)
+            _add_closed(acc, row, tally, key, sign)
+            held[key] = tuple(acc)
 
     def floor_ms(self, now_ms: int, window_s: int) -> w.Sums:
         """The floor's summed ms per state field in the window ending now: its closed time from the kept sums,
@@ -324,6 +327,22 @@ class StateTime:
             if open_ms:
                 out[f] = out.get(f, 0) + open_ms
         return out
+
+
+def _add_closed(
+    acc: list[int], row: AgentWindows, tally: states.Tally | None, key: tuple[int, int, int], sign: int
+) -> None:
+    """An agent's closed time per state in a window's [start, end) (`key`: window, start, end) times `sign`, into
+    `acc`: from its history where that reaches the start, else from its buckets as read."""
+    window_s, start, end = key
+    if tally is not None and tally.clip_ms <= start:
+        a, b = tally.closed_ms(start), tally.closed_ms(end)
+        for i in range(len(CODES)):
+            acc[i] += sign * (b[i] - a[i])
+    else:
+        sums = row.sums[window_s]
+        for i, code in enumerate(CODES):
+            acc[i] += sign * sums.get(code, 0)
 
 
 def _same_intervals(held: AgentWindows, row: AgentWindows) -> bool:
