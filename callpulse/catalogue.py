@@ -18,6 +18,7 @@ branch in `event_deltas` and its line in the oracle `tests/reference.py`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -196,11 +197,12 @@ class Kpi:
     def result(self, sums: Mapping[str, int]) -> float | int | None:
         """The KPI from summed counters; None when the denominator is 0, counts and sums never None."""
         # Called for every KPI of every agent on each read: one counter (the usual case) is a plain lookup.
+        # map(sums.get, codes, zeros) is sums.get(code, 0) per code without a Python frame per code.
         codes = self._num_codes
-        num = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+        num = sums.get(codes[0], 0) if len(codes) == 1 else sum(map(sums.get, codes, _ZEROS))
         if self.den:
             codes = self._den_codes
-            den = sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+            den = sums.get(codes[0], 0) if len(codes) == 1 else sum(map(sums.get, codes, _ZEROS))
             return None if den == 0 else self.scale * num / (den * self._divisor)
         if self._divisor == 1 and self.scale == 1.0:
             return num
@@ -209,13 +211,15 @@ class Kpi:
     def samples(self, sums: Mapping[str, int]) -> int:
         """The sample count behind the value (what `min_samples` compares with)."""
         codes = self._sample_codes
-        return sums.get(codes[0], 0) if len(codes) == 1 else sum(sums.get(c, 0) for c in codes)
+        return sums.get(codes[0], 0) if len(codes) == 1 else sum(map(sums.get, codes, _ZEROS))
 
     @property
     def codes(self) -> frozenset[str]:
         """Every counter code the value or its sample count reads."""
         return frozenset((*self._num_codes, *self._den_codes, *self._sample_codes))
 
+
+_ZEROS = itertools.repeat(0)  # the default of each sums.get in Kpi.result (map stops at the shorter iterable)
 
 CATALOGUE: tuple[Kpi, ...] = (
     Kpi(

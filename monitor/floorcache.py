@@ -25,7 +25,6 @@ gap longer than `dirty` is kept (an hour) reads the whole floor again.
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -326,9 +325,11 @@ class FloorCache:
         names = self.rows if every else self.by_team.get(team, set())
         out: list[AgentWindows] = []
         timed = self.state_time.agent_ms
+        rows = self.rows
         for name in sorted(names):
-            row = copy.copy(self.rows[name])
-            row.sums = {ws: {**row.sums[ws], **timed(name, now_ms, ws)} for ws in windows_s}
+            held = rows[name]
+            row = _copy_row(held)
+            row.sums = {ws: {**held.sums[ws], **timed(name, now_ms, ws)} for ws in windows_s}
             out.append(row)
         return out
 
@@ -446,6 +447,13 @@ class _Mean:
 
 
 _SCALE = 1074  # every finite float times 2**1074 is an integer (the smallest subnormal is 2**-1074)
+
+
+def _copy_row(row: AgentWindows) -> AgentWindows:
+    """A shallow copy of a row (as copy.copy, without its generic machinery: one per agent of a full snapshot)."""
+    out = AgentWindows.__new__(AgentWindows)
+    out.__dict__.update(row.__dict__)
+    return out
 
 
 def _scaled(score: float) -> int:
