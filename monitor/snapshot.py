@@ -84,7 +84,7 @@ _SPLIT: dict[int, tuple[Watched, Watched, Watched]] = {}
 
 
 def _untimed_levels(
-    settings: Settings, team: str | None, sums: w.Sums, muted: set[str], watched: Watched
+    settings: Settings, team: str | None, sums: w.Sums, muted: set[str] | frozenset[str], watched: Watched
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """A subject's KPI values, and the breaches and levels of those not made of time in state."""
     values = w.kpis_from_sums(sums)
@@ -98,20 +98,22 @@ def _kpi_values(
     team: str | None,
     sums: w.Sums,
     settings: Settings,
-    muted: set[str],
+    muted: set[str] | frozenset[str],
     watched: Watched,
     memo: Memo | None,
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """A subject's KPI values, breaches and levels in a window (before held alerts). Those not made of time in
-    state are kept in `memo` under `key` while `token` holds; those made of it are worked out from `sums`."""
+    state are kept in `memo` under `key` while `token` holds; those made of it are worked out from `sums`. The
+    breaches and levels may be the memo's own: a caller that changes them copies them first."""
     held = untimed.kept(memo, key, token, lambda: _untimed_levels(settings, team, sums, muted, watched))
     values = {**held[0], **untimed.timed_values(sums)}
-    breaches, levels = list(held[1]), dict(held[2])
+    breaches, levels = held[1], held[2]
     timed = _split(watched)[1]
-    timed_breaches, timed_levels = _levels(settings, team, sums, values, muted, timed)
-    if timed_breaches:
-        breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
-        levels.update(timed_levels)
+    if timed:
+        timed_breaches, timed_levels = _levels(settings, team, sums, values, muted, timed)
+        if timed_breaches:
+            breaches = sorted([*breaches, *timed_breaches], key=_ORDER.__getitem__)
+            levels = {**levels, **timed_levels}
     return values, breaches, levels
 
 
@@ -186,24 +188,26 @@ def build(
     for kpi, scope, subject in snoozes:
         if scope == "agent":
             agent_mutes.setdefault(subject, set()).add(kpi)
+    unmuted: frozenset[str] = frozenset()
     for row in rows if include_agents else ():
         sums = row.sums[window_s]
         if team_filter is not None and row.team != team_filter:
             continue
-        muted = agent_mutes.get(row.agent_id, set())
+        muted = agent_mutes.get(row.agent_id, unmuted)
         values, breaches, levels = _kpi_values(
             ("agent", row.agent_id, window_s),
             (row.version, row.team) if row.version else None,  # the floor cache's rows: same version, same counters
             row.team,
             sums,
             settings,
-            set(),
+            unmuted,
             _watched(settings, row.team, watched),
             memo,
         )
-        for kpi in muted:
-            levels.pop(kpi, None)
-        _hold_alert_levels(levels, alert_levels.get(("agent", row.agent_id), {}), muted)
+        firing = alert_levels.get(("agent", row.agent_id))
+        if muted or firing:
+            levels = {k: v for k, v in levels.items() if k not in muted}
+            _hold_alert_levels(levels, firing or {}, muted)
         agents_out.append(
             {
                 "agent_id": row.agent_id,
@@ -233,7 +237,10 @@ def build(
             _watched(settings, team, watched),
             memo,
         )
-        _hold_alert_levels(levels, alert_levels.get(("team", team), {}), muted)
+        firing = alert_levels.get(("team", team))
+        if firing:
+            levels = dict(levels)
+            _hold_alert_levels(levels, firing, muted)
         teams_out.append(
             {
                 "team": team,
@@ -371,7 +378,7 @@ def _alert_levels(alerts: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], 
 LEVEL_RANK = {"warning": 1, "critical": 2}
 
 
-def _hold_alert_levels(levels: dict[str, str], firing: Mapping[str, str], muted: set[str]) -> None:
+def _hold_alert_levels(levels: dict[str, str], firing: Mapping[str, str], muted: set[str] | frozenset[str]) -> None:
     """A KPI with a firing alert shows the alert's level until the alert resolves (hysteresis included), so a
     tile never turns green while its alert still stands."""
     for kpi, severity in firing.items():

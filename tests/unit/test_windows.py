@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -214,3 +215,23 @@ def test_at_midnight_today_holds_only_the_midnight_bucket() -> None:
 def test_today_in_utc_by_default() -> None:
     now = local_ms(UTC, 2024, 1, 2, 6, 0, 0)
     assert w.span_s(now, w.TODAY) == 6 * 3600 + 0.001
+
+
+def test_a_held_alert_level_and_a_snooze_do_not_outlive_them_in_memoised_snapshots() -> None:
+    # Agents' levels are kept between snapshots while their rows hold (the memo): a firing alert's level, held on
+    # the tile until it resolves, and a snooze that hides a level, must change only the snapshot they are in.
+    sums = w.empty_sums() | {"h": 4_500_000, "n": 5}  # AHT 900 s over 5 calls: past the built-in thresholds
+    row = AgentWindows("a1", "red", None, NOW_MS, {900: sums}, version=7)
+    memo: snapshot.Memo = {}
+    firing = {"scope": "agent", "agent_id": "a1", "kpi": "connect_rate", "severity": "critical", "status": "firing"}
+    snooze = {("aht_seconds", "agent", "a1"): NOW_MS + 60_000}
+
+    def agent(**kwargs: object) -> dict[str, object]:
+        snap = snapshot.build([row], window_s=900, settings=Settings(), now_ms=NOW_MS, memo=memo, **kwargs)  # type: ignore[arg-type]
+        return snap["agents"][0]  # type: ignore[no-any-return]
+
+    plain = copy.deepcopy(agent())  # a copy: what a later snapshot changes in place must not change it
+    assert "aht_seconds" in plain["levels"] and "connect_rate" not in plain["levels"]
+    assert agent(alerts=[firing])["levels"]["connect_rate"] == "critical"
+    assert "aht_seconds" not in agent(snoozes=snooze)["levels"]
+    assert agent() == plain
