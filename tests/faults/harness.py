@@ -530,32 +530,27 @@ async def worker_health(proc: Any) -> tuple[int, dict[str, Any]]:
     return status, orjson.loads(body)
 
 
-async def worker_metric(proc: Any, name: str) -> float | None:
-    """Sum of one metric's samples on the worker's own /metrics; None when it doesn't answer or lacks it."""
+async def worker_samples(proc: Any, name: str) -> list[Any] | None:
+    """The samples of one metric on the worker's own /metrics; None when it doesn't answer."""
     try:
         status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{proc.web_port}/metrics", timeout_s=3)
     except OSError:
         return None
     if status != 200:
         return None
-    values = [s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples if s.name == name]
-    return sum(values) if values else None
+    return [s for f in text_string_to_metric_families(body.decode()) for s in f.samples if s.name == name]
+
+
+async def worker_metric(proc: Any, name: str) -> float | None:
+    """Sum of one metric's samples on the worker's own /metrics; None when it doesn't answer or lacks it."""
+    samples = await worker_samples(proc, name)
+    return sum(s.value for s in samples) if samples else None
 
 
 async def assigned_partitions(proc: Any) -> set[tuple[str, str]] | None:
     """The (topic, partition) pairs the worker has assigned (its consumer-lag series); None when it doesn't answer."""
-    try:
-        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{proc.web_port}/metrics", timeout_s=3)
-    except OSError:
-        return None
-    if status != 200:
-        return None
-    return {
-        (s.labels["topic"], s.labels["partition"])
-        for f in text_string_to_metric_families(body.decode())
-        for s in f.samples
-        if s.name == "callpulse_consumer_lag"
-    }
+    samples = await worker_samples(proc, "callpulse_consumer_lag")
+    return None if samples is None else {(s.labels["topic"], s.labels["partition"]) for s in samples}
 
 
 async def monitor_health(settings: Settings) -> int:
