@@ -180,7 +180,7 @@ class StateTime:
         self._team_open: dict[str | None, dict[int, OpenSince]] = {}  # team -> state index -> its members' entries
         self._closed: dict[str | None, dict[tuple[int, int, int], tuple[int, ...]]] = {}  # team -> window edges -> ms
         # team -> window -> _TeamLine: its time in state as `base + n * now` per state while its members and the
-        # window's edges hold (cleared with `_closed`), so a team's time costs a few multiplications per read
+        # window's edges hold (dropped when a member changes), so a team's time costs a few multiplications per read
         self._lines: dict[str | None, dict[int, _TeamLine]] = {}
         self._edges: dict[tuple[int, int], tuple[int, int]] = {}
         # agent -> window -> (tally, start, end, closed ms): an agent's closed time in a window changes only at

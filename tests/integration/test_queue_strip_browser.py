@@ -89,15 +89,10 @@ async def test_three_hundred_agents_at_1280x720_all_appear_on_some_page(
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     await page.goto(f"http://{settings.http_host}:{settings.http_port}/?rotate=3")
     await page.wait_for_function("() => window.callpulseWallboard.state().agents === 300")
-    pages = await page.evaluate("() => window.callpulseWallboard.state().pages")
+    pages = await page.evaluate(PAGES_JS)
     assert pages > 1
     indicator = page.locator("#page-indicator")
     await indicator.wait_for()
-    shown_js = """() => [window.callpulseWallboard.state().page, document.getElementById('page-indicator').textContent,
-                  [...document.querySelectorAll('.tile:not(.off-page)')].filter((t) => {
-                    const r = t.getBoundingClientRect();
-                    return r.width > 0 && r.bottom <= innerHeight + 1 && r.right <= innerWidth + 1;
-                  }).map((t) => t.dataset.agent)]"""
     # The pages turn by themselves (every 3 s here)...
     first = await page.evaluate("() => window.callpulseWallboard.state().page")
     await page.wait_for_function(f"() => window.callpulseWallboard.state().page === {(first + 1) % pages}")
@@ -110,7 +105,7 @@ async def test_three_hundred_agents_at_1280x720_all_appear_on_some_page(
     # a cycle during which it changed is turned again.
     cycle = None
     for _ in range(3):
-        cycle = await _cycle_by_hand(page, shown_js)
+        cycle = await _cycle_by_hand(page)
         if cycle is not None:
             break
     assert cycle is not None, "the page count kept changing during three cycles by hand"
@@ -118,15 +113,25 @@ async def test_three_hundred_agents_at_1280x720_all_appear_on_some_page(
     assert not errors, errors
 
 
-async def _cycle_by_hand(page: Any, shown_js: str) -> set[str] | None:
+PAGES_JS = "() => window.callpulseWallboard.state().pages"
+# The page shown, the page count, the indicator's text and the agents whose tiles are wholly on screen, read at once.
+SHOWN_JS = """() => [window.callpulseWallboard.state().page, window.callpulseWallboard.state().pages,
+              document.getElementById('page-indicator').textContent,
+              [...document.querySelectorAll('.tile:not(.off-page)')].filter((t) => {
+                const r = t.getBoundingClientRect();
+                return r.width > 0 && r.bottom <= innerHeight + 1 && r.right <= innerWidth + 1;
+              }).map((t) => t.dataset.agent)]"""
+
+
+async def _cycle_by_hand(page: Any) -> set[str] | None:
     """Turn through every page with → (noting the agents each shows) and back one with ←: the agents seen, or
     None when the page count changed meanwhile."""
-    pages = await page.evaluate("() => window.callpulseWallboard.state().pages")
+    pages = await page.evaluate(PAGES_JS)
     seen: set[str] = set()
     visited: list[int] = []
     for _ in range(pages):
-        now_page, label, shown = await page.evaluate(shown_js)
-        if await page.evaluate("() => window.callpulseWallboard.state().pages") != pages:
+        now_page, count, label, shown = await page.evaluate(SHOWN_JS)
+        if count != pages:
             return None
         assert label.startswith(f"page {now_page + 1} / {pages}"), label
         assert shown, f"page {now_page + 1} shows no agent"
@@ -137,8 +142,8 @@ async def _cycle_by_hand(page: Any, shown_js: str) -> set[str] | None:
             f"""() => {{ const s = window.callpulseWallboard.state();
                          return s.page === {(now_page + 1) % pages} || s.pages !== {pages}; }}"""
         )
-        if await page.evaluate("() => window.callpulseWallboard.state().pages") != pages:
-            return None
+    if await page.evaluate(PAGES_JS) != pages:
+        return None
     assert sorted(visited) == list(range(pages))
     await page.keyboard.press("ArrowLeft")
     await page.wait_for_function(f"() => window.callpulseWallboard.state().page === {visited[-1] % pages}")
