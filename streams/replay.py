@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.connections import check_kafka, kafka_options, redis_options
 from callpulse.kafka import partitions_of
 from callpulse.settings import Settings
@@ -142,6 +143,7 @@ async def _keep_lock(client: aioredis.Redis, lock: str, token: str) -> None:
         try:
             await client.set(lock, token, xx=True, ex=REPLAY_LOCK_TTL_S)
         except Exception as exc:  # Redis trouble: the replay itself will retry; the lock may lapse meanwhile
+            reraise_if_cancelling()
             log.warning("could not extend the replay lock: %s", exc)
 
 

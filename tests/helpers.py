@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -60,6 +60,23 @@ async def async_wait_for(
             detail = f" (last: {last_exc})" if last_exc is not None else ""
             raise AssertionError(f"timed out after {timeout_s} s waiting for {message}{detail}")
         await asyncio.sleep(interval_s)
+
+
+async def stop_task(task: asyncio.Task[Any], what: str, *, timeout_s: float = 30.0) -> None:
+    """Cancel a background task and return once it has ended; its own error (other than the cancel) is raised.
+
+    One cancel is not always enough: on Python 3.11 `asyncio.wait_for` swallows a cancel that lands in the turn its
+    awaited result arrives (aiokafka sends every request through it), and a polling loop then goes on for ever. So
+    the cancel is repeated each second; AssertionError naming `what` if the task still runs after `timeout_s`.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not task.done():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} still ran {timeout_s} s after it was cancelled")
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.result()
 
 
 async def result_counts(settings: Settings, client: aioredis.Redis | None = None) -> dict[str, int]:

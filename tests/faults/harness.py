@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import random
 import time
 import urllib.error
@@ -32,11 +31,12 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from callpulse.cancelling import reraise_if_cancelling
 from callpulse.settings import Settings
 from streams import keys
 from streams.events import parse_ts_ms
 from streams.store import WindowStore, namespace
-from tests.helpers import async_wait_for, redis_client, result_counts
+from tests.helpers import async_wait_for, redis_client, result_counts, stop_task
 from tests.integration import tracegen
 from tests.reference import diff_snapshot, expected
 
@@ -468,9 +468,7 @@ class OffsetWatch:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None and self._reader is not None and self._redis is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, "the committed-offset watch")
         await self._reader.stop()
         await self._redis.aclose()
 
@@ -511,6 +509,7 @@ class OffsetWatch:
                 await self.poll()
             except Exception:  # the broker may be restarting; polling carries on
                 self.errors += 1
+            reraise_if_cancelling()  # a cancel aiokafka swallowed whole ends the loop all the same
             await asyncio.sleep(self.interval_s)
 
     def ends(self) -> dict[tuple[str, int], int]:
@@ -584,9 +583,7 @@ class RssSampler:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, "the RSS sampler")
         self.peak = max(self.peak, rss_bytes(self.pid))
 
     async def _run(self) -> None:

@@ -29,7 +29,7 @@ from callpulse.kafka import ensure_topics
 from callpulse.settings import Settings, load_thresholds
 from streams.alerts import iso
 from streams.store import namespace
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, stop_task
 from tests.integration import tracegen
 
 pytestmark = pytest.mark.integration
@@ -123,9 +123,7 @@ class Feed:
     async def __aexit__(self, *exc: object) -> None:
         assert self.ws is not None and self._task is not None
         await self.ws.close()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, "the websocket feed's reader")
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -176,9 +174,7 @@ class AlertsTopic:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._consumer is not None and self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, "the alerts-topic reader")
         await self._consumer.stop()
 
     async def _read(self) -> None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from callpulse.settings import Settings, Webhook
 from streams.notify import Notifier
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, stop_task
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +63,7 @@ async def running(notifier: Notifier) -> AsyncIterator[Notifier]:
     try:
         yield notifier
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task, "the notifier")
 
 
 def alert(n: int = 1) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import redis.exceptions
 
 from monitor.server import _logged
 from streams.app import AlertChecks
+from tests.helpers import stop_task
 
 
 async def _fails_with(exc: BaseException) -> None:
@@ -101,3 +102,22 @@ async def test_the_workers_alert_checks_end_on_a_cancel_a_library_turned_into_it
     checks.changed({"a1"})
     await engine.started.wait()
     await _ends_on_one_cancel(task, "the alert checks")
+
+
+async def test_stopping_a_test_helper_loop_outlasts_a_cancel_it_swallowed_whole() -> None:
+    """`tests.helpers.stop_task`, which the fault tests' background watches stop with: their aiokafka requests run
+    through `asyncio.wait_for`, which on Python 3.11 can swallow a cancel whole, and a watch left polling kept a
+    test waiting until its timeout."""
+    started = asyncio.Event()
+    turns = 0
+
+    async def watch() -> None:
+        nonlocal turns
+        while True:  # a poll that loses its first cancel, then polls on like the committed-offset watch
+            turns += 1
+            await _loses_its_cancel(started, raising=None) if turns == 1 else await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(watch())
+    await started.wait()
+    await stop_task(task, "the watch")
+    assert task.cancelled() and turns > 1, "the first cancel was lost, and a later one ended the loop"
