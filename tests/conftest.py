@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from callpulse.embedded import EmbeddedBroker, EmbeddedRedis, free_port
 from callpulse.localkafka import LocalKafka, default_version
 from callpulse.processes import Proc, env_for, worker_args
 from callpulse.settings import Settings
+from tests import hangdump
 from tests.helpers import wait_for
 
 _prefix_numbers = itertools.count(1)
@@ -181,3 +183,19 @@ def stack(tmp_path: Path, reaper: ThreadPoolExecutor) -> Iterator[Stack]:
         yield s
     finally:
         s.stop_in(reaper)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Arm the pending-task print (tests/hangdump.py) ahead of pytest-timeout's own timer, which still runs."""
+    item.stash[_HANGDUMP] = hangdump.arm(item.nodeid, float(settings.timeout or 0))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> None:
+    timer = item.stash.get(_HANGDUMP, None)
+    if timer is not None:
+        timer.cancel()
+
+
+_HANGDUMP = pytest.StashKey[Any]()
