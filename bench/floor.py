@@ -147,9 +147,10 @@ async def _watchdog(client: aioredis.Redis, stall_s: float) -> None:
         raise RuntimeError(f"bench stalled after {PROGRESS.step!r} (stacks above)")
 
 
-async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int]:
-    """Median ms of `repeat` calls of `make()` and the JSON/text size of the last result in bytes; `between()`
-    runs before each call, untimed (new events, so a read never just repeats the one before)."""
+async def timed(make: Any, repeat: int, between: Any = None) -> dict[str, Any]:
+    """`repeat` calls of `make()`: their median, 90th percentile and slowest in ms, and the JSON/text size of the
+    last result in bytes; `between()` runs before each call, untimed (new events, so a read never just repeats
+    the one before)."""
     times: list[float] = []
     size = 0
     for _ in range(repeat):
@@ -161,7 +162,9 @@ async def timed(make: Any, repeat: int, between: Any = None) -> tuple[float, int
         body = out if isinstance(out, bytes) else orjson.dumps(out)
         times.append((time.perf_counter() - t0) * 1000)
         size = len(body)
-    return statistics.median(times), size
+    p90 = statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
+    return {"median_ms": round(statistics.median(times), 1), "p90_ms": round(p90, 1), "max_ms": round(max(times), 1),
+            "bytes": size}  # fmt: skip
 
 
 async def _pause() -> None:
@@ -297,17 +300,18 @@ async def _measure_fed(
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
             if profiler is not None and label in args.profile_reads.split(","):
                 profiler.enable()
-            ms, size = await timed(lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause)
+            out[f"snapshot_{label}"] = await timed(
+                lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause
+            )
             if profiler is not None:
                 profiler.disable()
-            out[f"snapshot_{label}"] = {"median_ms": round(ms, 1), "bytes": size}
         if profiler is not None:
             profiler.dump_stats(args.profile)
-        ms, size = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
+        scrapes = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
         PROGRESS.note("the last scrape")
         body = await monitor.collector.scrape()
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
-        out["metrics"] = {"median_ms": round(ms, 1), "bytes": size, "series": series}
+        out["metrics"] = {**scrapes, "series": series}
     finally:
         feeder.kill()
         refresher.cancel()
