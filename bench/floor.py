@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import json
 import socket
 import statistics
@@ -147,24 +148,59 @@ async def _watchdog(client: aioredis.Redis, stall_s: float) -> None:
         raise RuntimeError(f"bench stalled after {PROGRESS.step!r} (stacks above)")
 
 
-async def timed(make: Any, repeat: int, between: Any = None) -> dict[str, Any]:
-    """`repeat` calls of `make()`: their median, 90th percentile and slowest in ms, and the JSON/text size of the
-    last result in bytes; `between()` runs before each call, untimed (new events, so a read never just repeats
-    the one before)."""
+class GcClock:
+    """Seconds this process spent in garbage collection since it started counting (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.total_s += time.perf_counter() - self._started
+
+
+def _cache_figures(cache: Any) -> tuple[int, float]:
+    """(agents re-read, seconds of refresh) of the monitor's floor cache so far (0s for code without one)."""
+    return getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0)
+
+
+async def timed(make: Any, repeat: int, between: Any = None, cache: Any = None) -> dict[str, Any]:
+    """`repeat` calls of `make()`: their median, 90th percentile, slowest and each in ms, and the JSON/text size of
+    the last result in bytes; `between()` runs before each call, untimed (new events, so a read never just repeats
+    the one before). Per call also what explains a slow one: the agents the floor cache `cache` re-read meanwhile
+    and its refreshes' ms (the background ones included: they hold the loop too), and the ms of garbage collection.
+    """
     times: list[float] = []
+    per_call: list[dict[str, float]] = []
     size = 0
-    for _ in range(repeat):
-        PROGRESS.note(f"timed call {len(times) + 1} of {repeat}")
-        if between is not None:
-            await between()
-        t0 = time.perf_counter()
-        out = await make()
-        body = out if isinstance(out, bytes) else orjson.dumps(out)
-        times.append((time.perf_counter() - t0) * 1000)
-        size = len(body)
+    with GcClock() as gc_clock:
+        for _ in range(repeat):
+            PROGRESS.note(f"timed call {len(times) + 1} of {repeat}")
+            if between is not None:
+                await between()
+            (reads0, refresh0), gc0 = _cache_figures(cache), gc_clock.total_s
+            t0 = time.perf_counter()
+            out = await make()
+            body = out if isinstance(out, bytes) else orjson.dumps(out)
+            times.append((time.perf_counter() - t0) * 1000)
+            size = len(body)
+            reads1, refresh1 = _cache_figures(cache)
+            per_call.append({"ms": round(times[-1], 1), "agents_reread": reads1 - reads0,
+                             "refresh_ms": round((refresh1 - refresh0) * 1000, 1),
+                             "gc_ms": round((gc_clock.total_s - gc0) * 1000, 1)})  # fmt: skip
     p90 = statistics.quantiles(times, n=10, method="inclusive")[-1] if len(times) > 1 else times[0]
     return {"median_ms": round(statistics.median(times), 1), "p90_ms": round(p90, 1), "max_ms": round(max(times), 1),
-            "bytes": size}  # fmt: skip
+            "bytes": size, "calls": per_call}  # fmt: skip
 
 
 async def _pause() -> None:
@@ -172,10 +208,15 @@ async def _pause() -> None:
 
 
 async def _keep_sending(feed: Feed) -> None:
-    """The floor's events in real time: every 0.1 s, those whose ts the clock has reached."""
+    """The floor's events in real time: every 0.1 s, those whose ts the clock has reached. The first send is the
+    backlog that came due while the floor loaded and the monitor started: `caught-up <events>` says it is in."""
+    first = True
     while True:
         t0 = time.perf_counter()
-        await feed.send(10**9, until_s=time.time())
+        n = await feed.send(10**9, until_s=time.time())
+        if first:
+            print(f"caught-up {n}", flush=True)
+            first = False
         await asyncio.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
 
 
@@ -289,6 +330,12 @@ async def _measure_fed(
     # and the monitor's own refresher follows them, as in production; each read is timed alone.
     feeder.stdin.write(b"live\n")
     await feeder.stdin.drain()
+    # The events that came due while the floor loaded arrive at once: a catch-up, not the steady state the reads
+    # below measure. Its first read is a figure of its own; the timed reads start once the cache has taken it in.
+    backlog = await _caught_up(feeder)
+    t0 = time.perf_counter()
+    await monitor.snapshot(args.window, agents=False)
+    out["backlog"] = {"events": backlog, "first_read_ms": round((time.perf_counter() - t0) * 1000, 1)}
     # (A monitor from before the floor cache has neither refresher nor cache figures: run against it for "before".)
     cache = getattr(monitor, "floor", None)
     refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
@@ -301,13 +348,13 @@ async def _measure_fed(
             if profiler is not None and label in args.profile_reads.split(","):
                 profiler.enable()
             out[f"snapshot_{label}"] = await timed(
-                lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause
+                lambda kw=kwargs: monitor.snapshot(args.window, **kw), args.repeat, _pause, cache
             )
             if profiler is not None:
                 profiler.disable()
         if profiler is not None:
             profiler.dump_stats(args.profile)
-        scrapes = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause)
+        scrapes = await timed(monitor.collector.scrape, max(1, args.repeat // 2), _pause, cache)
         PROGRESS.note("the last scrape")
         body = await monitor.collector.scrape()
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
@@ -325,6 +372,17 @@ async def _measure_fed(
         "cache_refresh_share": round((getattr(cache, "refresh_s", 0.0) - cache_s0) / live_s, 3),
     }
     return out
+
+
+async def _caught_up(feeder: asyncio.subprocess.Process) -> int:
+    """Wait for the feeding process's `caught-up <events>`; the events it sent at once."""
+    assert feeder.stdout is not None
+    while True:
+        line = (await feeder.stdout.readline()).decode().split()
+        if not line:
+            raise RuntimeError(f"the feeding process ended (exit {await feeder.wait()}) before it caught up")
+        if line[0] == "caught-up":
+            return int(line[1])
 
 
 async def _a_team(monitor: Monitor) -> str | None:

@@ -49,6 +49,19 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     return rows
 
 
+def _backlog_lines(r: dict[str, Any]) -> list[str]:
+    """The catch-up before the timed reads (runs from before it was measured have none)."""
+    b = r.get("backlog")
+    if not b:
+        return []
+    return [
+        "",
+        f"Before the timed reads, the {b['events']:,} events that came due while the floor loaded arrived at once "
+        f"(a catch-up); the first `agents=false` read after them took {b['first_read_ms']:,.0f} ms, the cache "
+        "taking in every agent they touched. The timed reads start after it.",
+    ]
+
+
 def _read_cell(v: dict[str, Any]) -> str:
     """A read's median, its 90th percentile and slowest when the run has them (older results do not), and size."""
     spread = f" (p90 {v['p90_ms']:,.0f}, max {v['max_ms']:,.0f})" if "p90_ms" in v else ""
@@ -96,6 +109,7 @@ def runs_section(r: dict[str, Any], runs: list[tuple[str, dict[str, Any]]]) -> l
         f"While live, the floor cache re-read {live.get('agents_read_per_s', 0):,.0f} agents/s (those an apply "
         f"touched, and those whose counts left a window) and its refreshes took "
         f"{100 * live.get('cache_refresh_share', 0):.0f} % of the monitor's time.",
+        *_backlog_lines(r),
         "",
         "Bytes per event by key kind (MEMORY USAGE on a sample of each kind, times its keys):",
         "",

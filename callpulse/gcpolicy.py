@@ -13,12 +13,15 @@ are not in a cycle are freed by reference counting at once, frozen or not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
+from collections.abc import Iterator
 
 FREEZE_S = 1.0
 FULL_S = 60.0
+_keeping = False  # whether keep() runs in this process (then `paused` freezes what its block leaves alive)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,30 @@ def collect_all() -> int:
     return freed
 
 
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No automatic collection inside the block. For synchronous work that makes many objects outside cycles (a
+    snapshot's rows and entries: reference counting frees them): measured at 10,000 agents, the collections it
+    set off took 40-120 ms of a 500 ms full-floor read. A cycle made inside is collected after it, as usual.
+
+    While `keep()` runs, what is alive at the end is frozen too, as `keep()` would within the second: else the
+    first allocation after the block sets off the collections it held back, over all it made."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if _keeping:
+            gc.freeze()
+        if was_enabled:
+            gc.enable()
+
+
 async def keep(*, freeze_s: float = FREEZE_S, full_s: float = FULL_S) -> None:
     """Freeze the heap every `freeze_s` and collect all of it every `full_s`, until cancelled."""
+    global _keeping
     last_full = time.monotonic()
+    _keeping = True
     try:
         while True:
             await asyncio.sleep(freeze_s)
@@ -45,4 +69,5 @@ async def keep(*, freeze_s: float = FREEZE_S, full_s: float = FULL_S) -> None:
             last_full = time.monotonic()
             log.debug("full garbage collection: %d freed in %.0f ms", freed, (time.perf_counter() - t0) * 1000)
     finally:
+        _keeping = False
         gc.unfreeze()  # what the process does next is collected as usual

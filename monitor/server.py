@@ -294,18 +294,19 @@ class Monitor:
         # The roster is everyone on the floor (an event in the longest window), as in /metrics: an agent idle
         # for 20 minutes stays on the 15m board with zero counts instead of vanishing from it. Rows hold the
         # snapshot's window only: scores come from the cache's own (scores_at).
-        rows = cache.agents_at(now_ms, [window_s], team, every=team is None) if agents else []
-        teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
-        floor = cache.floor_at(now_ms, [window_s])
-        queue_rows, campaign_rows = self._queues_and_campaigns(now_ms, window_s)
-        snap = snapshot.build(
-            rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
-            team_filter=team, teams=teams, floor=floor, include_agents=agents,
-            scored=cache.scores_at(now_ms, self.settings, None if team is None and agents else
-                                   [r.agent_id for r in rows]),
-            state_counts=cache.state_counts,
-            queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo, sections=self._sections,
-        )  # fmt: skip
+        with gcpolicy.paused():  # what follows makes a dict or two per agent shown, none in a cycle
+            rows = cache.agents_at(now_ms, [window_s], team, every=team is None) if agents else []
+            teams = cache.teams_at(now_ms, [window_s], only=None if team is None else [team])
+            floor = cache.floor_at(now_ms, [window_s])
+            queue_rows, campaign_rows = self._queues_and_campaigns(now_ms, window_s)
+            snap = snapshot.build(
+                rows, window_s=window_s, settings=self.settings, now_ms=now_ms, alerts=alerts, snoozes=snoozes,
+                team_filter=team, teams=teams, floor=floor, include_agents=agents,
+                scored=cache.scores_at(now_ms, self.settings, None if team is None and agents else
+                                       [r.agent_id for r in rows]),
+                state_counts=cache.state_counts,
+                queue_rows=queue_rows, campaign_rows=campaign_rows, memo=self._memo, sections=self._sections,
+            )  # fmt: skip
         # "rebuilding" while a worker replays Kafka into a Redis that came back empty: the numbers are partial.
         snap["status"] = "rebuilding" if rebuilding else "live"
         return snap

@@ -64,3 +64,44 @@ async def test_keep_frees_cycles_on_its_full_collections() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert gc.get_freeze_count() == 0  # cancelled: the process's heap is collected as usual again
+
+
+def test_no_automatic_collection_runs_inside_paused_and_collection_is_on_again_after_it() -> None:
+    collections: list[str] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        collections.append(phase)
+
+    gc.callbacks.append(note)
+    try:
+        with gcpolicy.paused():
+            assert not gc.isenabled()
+            for _ in range(50_000):  # far past gen 0's threshold: a collection would run if enabled
+                Node()
+        assert collections == []
+    finally:
+        gc.callbacks.remove(note)
+    assert gc.isenabled()
+
+
+def test_a_cycle_made_inside_paused_is_freed_by_a_collection_after_it() -> None:
+    with gcpolicy.paused():
+        ref = _cycle()
+    gc.collect()
+    assert ref() is None
+
+
+async def test_while_keep_runs_paused_freezes_what_its_block_leaves_alive() -> None:
+    task = asyncio.create_task(gcpolicy.keep(freeze_s=60, full_s=600))
+    await asyncio.sleep(0)  # keep() has started
+    try:
+        gc.unfreeze()
+        with gcpolicy.paused():
+            kept = [Node() for _ in range(1000)]
+        assert gc.get_freeze_count() >= len(kept)  # the next collection will not walk them
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    with gcpolicy.paused():  # keep() has ended: nothing is frozen by a block any more
+        Node()
+    assert gc.get_freeze_count() == 0
