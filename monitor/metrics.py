@@ -19,7 +19,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from callpulse import catalogue
+from callpulse import catalogue, gcpolicy
 from callpulse.settings import Settings, window_name
 from monitor import queueview, untimed
 from monitor.exposition import Family, TextGauge, render
@@ -93,7 +93,8 @@ class AgentCollector:
         self._rows = self.floor.agents_at(now_ms, list(self.settings.windows_s))
         self._scores = self.floor.scores_at(now_ms, self.settings)
         try:
-            return render(self.registry)
+            with gcpolicy.paused():  # a text line or two per series, no cycles: see monitor.server's snapshot
+                return render(self.registry)
         finally:
             self._rows = None
 
@@ -158,7 +159,8 @@ class KpiCollector:
             "now_ms": now_ms,
         }
         try:
-            return render(self.registry)
+            with gcpolicy.paused():  # a text line or two per series, no cycles: see monitor.server's snapshot
+                return render(self.registry)
         finally:
             self._data = None
 
