@@ -65,9 +65,10 @@ async def async_wait_for(
 async def stop_task(task: asyncio.Task[Any], what: str, *, timeout_s: float = 30.0) -> None:
     """Cancel a background task and return once it has ended; its own error (other than the cancel) is raised.
 
-    One cancel is not always enough: on Python 3.11 `asyncio.wait_for` swallows a cancel that lands in the turn its
-    awaited result arrives (aiokafka sends every request through it), and a polling loop then goes on for ever. So
-    the cancel is repeated each second; AssertionError naming `what` if the task still runs after `timeout_s`.
+    One cancel is not always enough. A library may turn a cancel into an error of its own (redis-py inside a
+    command: callpulse/cancelling.py), which a polling loop that logs errors and goes on then swallows; Python
+    3.11's `asyncio.wait_for` swallows one whole when it lands in the turn the awaited result arrives. So the
+    cancel is repeated each second; AssertionError naming `what` if the task still runs after `timeout_s`.
     """
     deadline = time.monotonic() + timeout_s
     while not task.done():

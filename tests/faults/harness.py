@@ -509,7 +509,7 @@ class OffsetWatch:
                 await self.poll()
             except Exception:  # the broker may be restarting; polling carries on
                 self.errors += 1
-            reraise_if_cancelling()  # a cancel aiokafka swallowed whole ends the loop all the same
+            reraise_if_cancelling()  # a cancel a library turned into its error, or swallowed, ends the loop too
             await asyncio.sleep(self.interval_s)
 
     def ends(self) -> dict[tuple[str, int], int]:

@@ -105,9 +105,10 @@ async def test_the_workers_alert_checks_end_on_a_cancel_a_library_turned_into_it
 
 
 async def test_stopping_a_test_helper_loop_outlasts_a_cancel_it_swallowed_whole() -> None:
-    """`tests.helpers.stop_task`, which the fault tests' background watches stop with: their aiokafka requests run
-    through `asyncio.wait_for`, which on Python 3.11 can swallow a cancel whole, and a watch left polling kept a
-    test waiting until its timeout."""
+    """`tests.helpers.stop_task`, which the fault tests' background watches stop with. The committed-offset
+    watch, stopped with one cancel and an unbounded await, kept fault row 4 waiting until pytest-timeout in CI: its
+    loop logs errors and polls on, so a cancel lost on the way (turned into a library's error, or swallowed whole)
+    left it running."""
     started = asyncio.Event()
     turns = 0
 
