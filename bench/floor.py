@@ -301,15 +301,9 @@ async def _measure_fed(
     hours: float,
     feeder: asyncio.subprocess.Process,
 ) -> dict[str, Any]:
-    assert feeder.stdout is not None and feeder.stdin is not None
-    while True:
-        line = (await feeder.stdout.readline()).decode().split()
-        if not line:
-            raise RuntimeError(f"the feeding process ended (exit {await feeder.wait()}) before loading the floor")
-        PROGRESS.note(" ".join(line))
-        if line[0] == "loaded":
-            sent, load_s = int(line[1]), float(line[2])
-            break
+    assert feeder.stdin is not None
+    loaded = await _feeder_says(feeder, "loaded", "before loading the floor")
+    sent, load_s = int(loaded[1]), float(loaded[2])
     mem1 = (await client.info("memory"))["used_memory"]
     PROGRESS.note("Redis memory by key kind")
     kinds = await key_breakdown(client, ns, sample=300)
@@ -332,7 +326,7 @@ async def _measure_fed(
     await feeder.stdin.drain()
     # The events that came due while the floor loaded arrive at once: a catch-up, not the steady state the reads
     # below measure. Its first read is a figure of its own; the timed reads start once the cache has taken it in.
-    backlog = await _caught_up(feeder)
+    backlog = int((await _feeder_says(feeder, "caught-up", "before it caught up"))[1])
     t0 = time.perf_counter()
     await monitor.snapshot(args.window, agents=False)
     out["backlog"] = {"events": backlog, "first_read_ms": round((time.perf_counter() - t0) * 1000, 1)}
@@ -341,7 +335,7 @@ async def _measure_fed(
     refresher = asyncio.create_task(monitor._refresh_loop() if cache is not None else asyncio.sleep(0))
     # as `callpulse monitor` does (monitor.server.serve_forever); code from before the heap policy has none
     heap = asyncio.create_task(gcpolicy.keep() if gcpolicy is not None else asyncio.sleep(0))
-    reads0, cache_s0, t_live = getattr(cache, "reads", 0), getattr(cache, "refresh_s", 0.0), time.perf_counter()
+    (reads0, cache_s0), t_live = _cache_figures(cache), time.perf_counter()
     profiler = cProfile.Profile() if args.profile else None
     try:
         for label, kwargs in (("full", {}), ("team", {"team": some_team}), ("agents_false", {"agents": False})):
@@ -365,24 +359,27 @@ async def _measure_fed(
         heap.cancel()
         await asyncio.gather(refresher, heap, return_exceptions=True)
     live_s = time.perf_counter() - t_live
+    reads1, cache_s1 = _cache_figures(cache)
     out["live"] = {
         "seconds": round(live_s, 1),
         "events_per_s": args.rate,
-        "agents_read_per_s": round((getattr(cache, "reads", 0) - reads0) / live_s, 1),
-        "cache_refresh_share": round((getattr(cache, "refresh_s", 0.0) - cache_s0) / live_s, 3),
+        "agents_read_per_s": round((reads1 - reads0) / live_s, 1),
+        "cache_refresh_share": round((cache_s1 - cache_s0) / live_s, 3),
     }
     return out
 
 
-async def _caught_up(feeder: asyncio.subprocess.Process) -> int:
-    """Wait for the feeding process's `caught-up <events>`; the events it sent at once."""
+async def _feeder_says(feeder: asyncio.subprocess.Process, word: str, before: str) -> list[str]:
+    """The feeding process's next line that starts with `word`, split (`loaded <events> <seconds>`, `caught-up
+    <events>`); RuntimeError naming the moment (`before`) if it ends first."""
     assert feeder.stdout is not None
     while True:
         line = (await feeder.stdout.readline()).decode().split()
         if not line:
-            raise RuntimeError(f"the feeding process ended (exit {await feeder.wait()}) before it caught up")
-        if line[0] == "caught-up":
-            return int(line[1])
+            raise RuntimeError(f"the feeding process ended (exit {await feeder.wait()}) {before}")
+        PROGRESS.note(" ".join(line))
+        if line[0] == word:
+            return line
 
 
 async def _a_team(monitor: Monitor) -> str | None:

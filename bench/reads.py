@@ -92,7 +92,7 @@ def runs_section(r: dict[str, Any], runs: list[tuple[str, dict[str, Any]]]) -> l
         "",
         f"`bench/floor.py`: {r['events']:,} simulator events for {r['agents']:,} agents at the floor's rate "
         f"(200 events/s, so {r['hours']} h of history, all retained) through the worker's batch path into a fresh "
-        "redis-server; then each read timed alone (median; 90th percentile and slowest of its 9 calls) while events "
+        "redis-server; then each read timed alone (median; 90th percentile and slowest of its calls) while events "
         "keep arriving at 200 events/s and the "
         "monitor's floor cache follows them in the background. The demo's scorecard is on.",
         "",

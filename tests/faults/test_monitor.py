@@ -30,7 +30,7 @@ from streams.alerts import iso
 from streams.processor import Processor, Record
 from streams.store import WindowStore, namespace
 from tests.faults import harness as h
-from tests.helpers import async_wait_for
+from tests.helpers import async_wait_for, stop_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -131,9 +131,7 @@ async def publishing(settings: Settings, *, per_s: float) -> AsyncIterator[list[
         yield sent
     finally:
         stop.set()  # a flag as well as the cancel: the loop ends even if a cancel is swallowed on the way
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, 5)
+        await stop_task(task, "the snapshot and alert publisher")
         await client.aclose()
 
 
